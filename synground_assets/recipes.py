@@ -1,0 +1,242 @@
+"""Recipes: one row of the paper's tables each, read from one YAML file that users edit.
+
+The built-in file is `synground_assets/recipes.yaml`; `SYNGROUND_RECIPES=/path/to/recipes.yaml`
+points the code location at another one. Loading validates every field and fails with an error
+naming the file, the recipe, the field and the expected value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synground_assets.roles.base import ROLE_NAMES
+
+BUILTIN_RECIPES = Path(__file__).with_name("recipes.yaml")
+DEFAULT_RECIPE = "shapes"
+
+DESCRIPTION_SOURCES = ("concept2text", "image2text", "text2text", "concatenation")
+BOX_SOURCES = ("detector", "gligen")
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be used; the message names the place and the fix."""
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """Which adapter plays a role and how it is loaded."""
+
+    adapter: str
+    model: str | None = None  # a hub id or a local folder, for model-backed adapters
+    revision: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    batch_size: int = 8
+    options: dict[str, Any] = field(default_factory=dict)  # generation settings, thresholds, ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description_source: str
+    box_source: str
+    roles: dict[str, RoleSpec]
+    shard_size: int = 64
+    num_shards: int = 4  # the dataset size the scheduled backfill fills
+    min_yield: float = 0.5  # asset check: phrases with a box / phrases, per shard
+    needs_gpu: bool = False
+    notes: str = ""
+    grounding_model: RoleSpec | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    real_data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecipeBook:
+    path: Path
+    max_shards: int  # shard partition keys 00000 .. max_shards-1, shared by all recipes
+    recipes: dict[str, Recipe]
+    benchmarks: dict[str, dict[str, Any]]
+    schedule: dict[str, Any]
+
+    def get(self, name: str) -> Recipe:
+        if name not in self.recipes:
+            raise RecipeError(
+                f"{self.path}: no recipe named {name!r}; known recipes: {', '.join(sorted(self.recipes))}"
+            )
+        return self.recipes[name]
+
+    def shard_keys(self) -> list[str]:
+        return [shard_key(i) for i in range(self.max_shards)]
+
+
+def shard_key(index: int) -> str:
+    return f"{index:05d}"
+
+
+def shard_index(key: str) -> int:
+    if not (len(key) == 5 and key.isdigit()):
+        raise RecipeError(f"shard key must be five digits such as '00003', got {key!r}")
+    return int(key)
+
+
+class _Fields:
+    """Reads one mapping of a recipe file, remembering where it is for error messages."""
+
+    def __init__(self, path: Path, where: str, data: Any):
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: {where}: expected a mapping, got {type(data).__name__}")
+        self.path, self.where, self.data = path, where, dict(data)
+
+    def fail(self, name: str, expected: str) -> RecipeError:
+        got = self.data.get(name, "<missing>")
+        return RecipeError(f"{self.path}: {self.where}, field {name!r}: expected {expected}, got {got!r}")
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.data.pop(name, default)
+        if value not in choices:
+            self.data[name] = value
+            raise self.fail(name, "one of " + ", ".join(choices))
+        return value
+
+    def integer(self, name: str, default: int, minimum: int = 1) -> int:
+        value = self.data.pop(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.data[name] = value
+            raise self.fail(name, f"an integer >= {minimum}")
+        return value
+
+    def fraction(self, name: str, default: float) -> float:
+        value = self.data.pop(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            self.data[name] = value
+            raise self.fail(name, "a number between 0 and 1")
+        return float(value)
+
+    def string(self, name: str, default: str | None = None, required: bool = False) -> str | None:
+        value = self.data.pop(name, default)
+        if (required and value is None) or (value is not None and not isinstance(value, str)):
+            self.data[name] = value
+            raise self.fail(name, "a string")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.data.pop(name, default)
+        if not isinstance(value, bool):
+            self.data[name] = value
+            raise self.fail(name, "true or false")
+        return value
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self.data.pop(name, None) or {}
+        if not isinstance(value, dict):
+            self.data[name] = value
+            raise self.fail(name, "a mapping")
+        return value
+
+    def done(self) -> None:
+        if self.data:
+            unknown = ", ".join(sorted(map(str, self.data)))
+            raise RecipeError(f"{self.path}: {self.where}: unknown field(s) {unknown}; check the spelling")
+
+
+def _role_spec(path: Path, where: str, data: Any) -> RoleSpec:
+    fields = _Fields(path, where, data)
+    spec = RoleSpec(
+        adapter=fields.string("adapter", required=True),
+        model=fields.string("model"),
+        revision=fields.string("revision"),
+        dtype=fields.choice("dtype", DTYPES, "float32"),
+        device=fields.choice("device", DEVICES, "auto"),
+        batch_size=fields.integer("batch_size", 8),
+        options=fields.mapping("options"),
+    )
+    fields.done()
+    return spec
+
+
+def _recipe(path: Path, name: str, data: Any) -> Recipe:
+    fields = _Fields(path, f"recipe {name!r}", data)
+    roles_data = fields.mapping("roles")
+    roles = {}
+    for role in ROLE_NAMES:
+        if role not in roles_data:
+            raise RecipeError(
+                f"{path}: recipe {name!r}, field 'roles': missing role {role!r}; "
+                f"every recipe names an adapter for {', '.join(ROLE_NAMES)}"
+            )
+        roles[role] = _role_spec(path, f"recipe {name!r}, role {role!r}", roles_data.pop(role))
+    if roles_data:
+        raise RecipeError(
+            f"{path}: recipe {name!r}, field 'roles': unknown role(s) {', '.join(roles_data)}; "
+            f"expected {', '.join(ROLE_NAMES)}"
+        )
+    grounding = fields.mapping("grounding_model")
+    recipe = Recipe(
+        name=name,
+        description_source=fields.choice("description_source", DESCRIPTION_SOURCES),
+        box_source=fields.choice("box_source", BOX_SOURCES, "detector"),
+        roles=roles,
+        shard_size=fields.integer("shard_size", 64),
+        num_shards=fields.integer("num_shards", 4),
+        min_yield=fields.fraction("min_yield", 0.5),
+        needs_gpu=fields.boolean("needs_gpu", False),
+        notes=fields.string("notes", "") or "",
+        grounding_model=_role_spec(path, f"recipe {name!r}, grounding_model", grounding) if grounding else None,
+        training=fields.mapping("training"),
+        real_data=fields.mapping("real_data"),
+    )
+    fields.done()
+    return recipe
+
+
+def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
+    """Read and validate a recipe file (default: `$SYNGROUND_RECIPES`, else the built-in one)."""
+    path = Path(path or os.environ.get("SYNGROUND_RECIPES") or BUILTIN_RECIPES)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist; set SYNGROUND_RECIPES to an existing file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    top = _Fields(path, "top level", data)
+    max_shards = top.integer("max_shards", 64)
+    recipes_data = top.mapping("recipes")
+    if not recipes_data:
+        raise RecipeError(f"{path}: top level, field 'recipes': expected at least one recipe")
+    recipes = {}
+    for name, recipe_data in recipes_data.items():
+        recipe = _recipe(path, str(name), recipe_data)
+        if recipe.num_shards > max_shards:
+            raise RecipeError(
+                f"{path}: recipe {name!r}, field 'num_shards': expected at most max_shards={max_shards}, "
+                f"got {recipe.num_shards}"
+            )
+        recipes[str(name)] = recipe
+    book = RecipeBook(
+        path=path,
+        max_shards=max_shards,
+        recipes=recipes,
+        benchmarks=top.mapping("benchmarks"),
+        schedule=top.mapping("schedule"),
+    )
+    top.done()
+    return book
+
+
+@lru_cache(maxsize=None)
+def _cached_book(path: str) -> RecipeBook:
+    return load_recipe_book(path)
+
+
+def recipe_book() -> RecipeBook:
+    """The recipe book of this process (cached per file path)."""
+    return _cached_book(str(os.environ.get("SYNGROUND_RECIPES") or BUILTIN_RECIPES))

@@ -1,0 +1,94 @@
+"""The roles of the SynGround pipeline, one interface each.
+
+Assets depend on these interfaces, never on a model class. An adapter plays one role: the
+procedural shapes world (`roles/shapes.py`) or a transformers/diffusers model loaded with
+`from_pretrained` (`roles/hf_*.py`). Every call is batched: it takes a list of items and returns one
+result per item, in order.
+
+Box format: `box_xyxy` = (x0, y0, x1, y1) in pixels of the image it belongs to, x1/y1 exclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """What a description is made from: one row of the `concepts` asset.
+
+    Concept2Text fills `concepts`; Image2Text fills `source_image` (a path to a real image);
+    Text2Text and Concatenation fill `source_captions`.
+    """
+
+    item_id: str
+    seed: int
+    concepts: tuple[str, ...] = ()
+    source_image: str | None = None
+    source_captions: tuple[str, ...] = ()
+
+
+@dataclass
+class GeneratedImage:
+    """An image generator's output. `layout` is set only by layout-to-image generators (GLIGEN):
+    the (phrase, box_xyxy) pairs the image was conditioned on, which then are the boxes."""
+
+    image: Image.Image
+    layout: list[tuple[str, tuple[float, float, float, float]]] | None = None
+    # Procedural worlds know the true (phrase, box_xyxy) of what they drew: kept as an evaluation
+    # oracle (tests, the held-out shapes benchmark), never used as training boxes.
+    ground_truth: list[tuple[str, tuple[float, float, float, float]]] | None = None
+
+
+@dataclass(frozen=True)
+class Detection:
+    phrase_index: int
+    box_xyxy: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass
+class AdapterInfo:
+    """Who made an output: goes into lineage and asset metadata."""
+
+    adapter: str
+    model_id: str
+    revision: str = ""
+    settings: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Role(Protocol):
+    info: AdapterInfo
+
+
+class SourceSampler(Role, Protocol):
+    def sample(self, item_ids: Sequence[str], seeds: Sequence[int]) -> list[SourceItem]: ...
+
+
+class Describer(Role, Protocol):
+    def describe(self, items: Sequence[SourceItem]) -> list[str]: ...
+
+
+class ImageGenerator(Role, Protocol):
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[GeneratedImage]: ...
+
+
+class PhraseExtractor(Role, Protocol):
+    def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
+        """Candidate phrases per description; `phrases.filter_phrases` then keeps the valid ones."""
+        ...
+
+
+class Detector(Role, Protocol):
+    def detect(
+        self, images: Sequence[Image.Image], phrases: Sequence[Sequence[str]]
+    ) -> list[list[Detection]]:
+        """Boxes for each image's phrases; a phrase may get no detection."""
+        ...
+
+
+ROLE_NAMES = ("concepts", "describer", "image_generator", "phrase_extractor", "detector")

@@ -1,0 +1,36 @@
+"""Dagster resources: thin configurable wrappers over the store, lineage and model suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from synground_assets.resources import models
+from synground_assets.resources.lineage import Lineage, default_lineage_path
+from synground_assets.resources.store import ShardStore, default_data_root
+
+
+class StoreResource(dg.ConfigurableResource):
+    """Where shards live. Empty root: `$SYNGROUND_DATA`, else `<project home>/data`."""
+
+    root: str = ""
+
+    def store(self) -> ShardStore:
+        return ShardStore(self.root or default_data_root())
+
+
+class LineageResource(dg.ConfigurableResource):
+    """The lineage DuckDB file. Empty path: `$SYNGROUND_LINEAGE`, else `<data root>/lineage.duckdb`."""
+
+    path: str = ""
+
+    def lineage(self) -> Lineage:
+        return Lineage(self.path or default_lineage_path())
+
+
+class ModelSuiteResource(dg.ConfigurableResource):
+    """Recipe -> role adapters, built lazily and cached per process."""
+
+    def role(self, recipe: str, role: str) -> Any:
+        return models.get_role(recipe, role)

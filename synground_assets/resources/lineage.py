@@ -1,0 +1,142 @@
+"""Lineage in one DuckDB file: every box -> phrase -> image -> description -> concept set.
+
+Each generation asset writes one table per stage, keyed by item/phrase/box id, with who made each
+row (adapter, model id, revision, settings), where (recipe, shard, Dagster partition key and run
+id) and with which code (code version). A shard's rows are replaced in one transaction, so a rerun
+never duplicates them. DuckDB allows one writing process per file: writers take an exclusive file
+lock first and hold the database only for the few milliseconds of their transaction, so any number
+of shards materializing at once (multiprocess executor, several runs) queue instead of failing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pandas as pd
+
+_COMMON = """
+    recipe VARCHAR NOT NULL, shard VARCHAR NOT NULL, partition_key VARCHAR, run_id VARCHAR,
+    code_version VARCHAR, materialized_at TIMESTAMP, adapter VARCHAR, model_id VARCHAR,
+    revision VARCHAR, settings JSON
+"""
+
+TABLES = {
+    "concept_sets": f"""item_id VARCHAR PRIMARY KEY, item_index INTEGER, seed BIGINT, concepts VARCHAR[],
+        source_image VARCHAR, source_captions VARCHAR[], {_COMMON}""",
+    "descriptions": f"item_id VARCHAR PRIMARY KEY, description VARCHAR, {_COMMON}",
+    "images": f"""item_id VARCHAR PRIMARY KEY, image_path VARCHAR, width INTEGER, height INTEGER,
+        image_seed BIGINT, {_COMMON}""",
+    "phrases": f"""phrase_id VARCHAR PRIMARY KEY, item_id VARCHAR, phrase_index INTEGER, phrase VARCHAR,
+        kept BOOLEAN, drop_reason VARCHAR, {_COMMON}""",
+    "boxes": f"""box_id VARCHAR PRIMARY KEY, phrase_id VARCHAR, item_id VARCHAR, x0 DOUBLE, y0 DOUBLE,
+        x1 DOUBLE, y1 DOUBLE, score DOUBLE, box_rank INTEGER, box_threshold DOUBLE, text_threshold DOUBLE,
+        {_COMMON}""",
+    # Items a stage could not process, with the reason (kept, not silently dropped).
+    "skipped_items": f"stage VARCHAR, item_id VARCHAR, reason VARCHAR, {_COMMON}",
+    # Which shards (and how many triplets of each) trained a checkpoint.
+    "checkpoint_shards": """checkpoint_id VARCHAR, recipe VARCHAR, shard VARCHAR, triplets INTEGER,
+        run_id VARCHAR, code_version VARCHAR, materialized_at TIMESTAMP""",
+}
+
+VIEWS = {
+    "box_provenance": """
+        SELECT b.box_id, b.x0, b.y0, b.x1, b.y1, b.score, p.phrase, i.image_path, i.width, i.height,
+               d.description, c.concepts, c.source_image, c.source_captions, c.seed AS item_seed,
+               i.image_seed, b.box_threshold, b.text_threshold, b.recipe, b.shard, b.partition_key,
+               c.model_id AS concepts_model, d.model_id AS describer_model, d.revision AS describer_revision,
+               i.model_id AS generator_model, i.revision AS generator_revision, i.settings AS generator_settings,
+               p.model_id AS extractor_model, p.revision AS extractor_revision,
+               b.model_id AS detector_model, b.revision AS detector_revision, b.settings AS detector_settings,
+               c.run_id AS concepts_run_id, d.run_id AS descriptions_run_id, i.run_id AS images_run_id,
+               p.run_id AS phrases_run_id, b.run_id AS boxes_run_id, b.code_version,
+               b.phrase_id, b.item_id
+        FROM boxes b
+        JOIN phrases p ON p.phrase_id = b.phrase_id
+        JOIN images i ON i.item_id = b.item_id
+        JOIN descriptions d ON d.item_id = b.item_id
+        JOIN concept_sets c ON c.item_id = b.item_id""",
+    "yield_per_recipe": """
+        SELECT p.recipe, p.model_id AS extractor_model, b.detector_model,
+               count(*) AS phrases, count(b.phrase_id) AS phrases_with_box,
+               round(count(b.phrase_id) / count(*), 4) AS yield
+        FROM phrases p
+        LEFT JOIN (SELECT DISTINCT phrase_id, model_id AS detector_model FROM boxes) b USING (phrase_id)
+        WHERE p.kept
+        GROUP BY ALL ORDER BY p.recipe""",
+}
+
+
+def default_lineage_path() -> Path:
+    from synground_assets.resources.store import default_data_root
+
+    return Path(os.environ.get("SYNGROUND_LINEAGE") or default_data_root() / "lineage.duckdb")
+
+
+class Lineage:
+    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 300.0):
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+
+    @contextmanager
+    def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time, across processes
+            connection = self._connect(read_only=False)
+            try:
+                yield connection
+            finally:
+                connection.close()
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting while a reader (e.g. someone's `duckdb` shell) holds it."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    @staticmethod
+    def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
+        for name, columns in TABLES.items():
+            connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+        for name, query in VIEWS.items():
+            connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+
+    def replace_shard(self, table: str, recipe: str, shard: str, rows: pd.DataFrame, where: dict | None = None) -> None:
+        """Replace all rows of one shard (optionally narrowed by `where` column values) in one transaction."""
+        if table not in TABLES:
+            raise ValueError(f"unknown lineage table {table!r}; expected one of {', '.join(TABLES)}")
+        conditions = {"recipe": recipe, "shard": shard, **(where or {})}
+        clause = " AND ".join(f"{column} = ?" for column in conditions)
+        with self._writer() as connection:
+            self._ensure_schema(connection)
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                connection.execute(f"DELETE FROM {table} WHERE {clause}", list(conditions.values()))
+                if len(rows):
+                    connection.register("incoming_rows", rows)
+                    connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+
+    def query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
+        """Run a read-only query (the schema must exist: something was materialized)."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"no lineage database at {self.path}: materialize a shard first")
+        connection = self._connect(read_only=True)
+        try:
+            return connection.execute(sql, parameters or []).df()
+        finally:
+            connection.close()

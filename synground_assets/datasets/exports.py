@@ -1,0 +1,257 @@
+"""Triplets in the formats other trainers read, and readers back for round-trip checks.
+
+Input: a DataFrame of triplets, one row per box, with columns `TRIPLET_COLUMNS`: item_id,
+image_path (relative to the images root), width, height, description, phrase_id, phrase, box_id,
+x0, y0, x1, y1 (box_xyxy in pixels), score. A phrase without a box has NaN coordinates; it is left
+out of every export (and counted), because these formats have no way to say "no box here" and a
+trainer would read the phrase as a negative. An item whose phrases all lack boxes is left out too.
+
+Formats:
+- COCO grounding JSON (`write_coco_grounding`), the MDETR / GLIP "mixed grounding" layout: one
+  image per item with its `caption`; one annotation per box with bbox [x, y, w, h], area,
+  iscrowd 0, the single category 1 "object", the `phrase`, and `tokens_positive` (character spans
+  of the phrase in the caption), plus phrase_id, box_id and score for tracing. A category per
+  phrase text was rejected: synthetic phrases are open vocabulary, so every wording would become
+  its own class and a detection trainer would treat "a cat" and "the cat" as different objects.
+- ODVG jsonl (`write_odvg`), the Grounding DINO / MM-Grounding-DINO grounding format: one line per
+  item {"filename", "height", "width", "grounding": {"caption", "regions": [{"bbox": [x0, y0, x1,
+  y1], "phrase", "tokens_positive"}]}}, plus "item_id" for tracing.
+- AMC / ALBEF grounding JSON (`write_amc_grounding`), the layout AMC's `pretrain_dataset` reads
+  with `phrase_input=True`: a list with one entry per (item, phrase) {"image": image_path,
+  "caption": phrase, "bbox": [[x0, y0, x1, y1], ...] (every box of that phrase; AMC samples one)},
+  plus "item_id", "phrase_id", "box_ids", "width", "height", which its loader ignores.
+
+The caption of an item is its description. A phrase missing from it (real data such as Visual
+Genome has no description) is appended as ". <phrase>", so every region has a valid span.
+Files are written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Sequence
+
+import pandas as pd
+from PIL import Image
+
+from synground_assets.datasets.common import GroundingQuery, box_problem
+
+TRIPLET_COLUMNS = (
+    "item_id", "image_path", "width", "height", "description", "phrase_id", "phrase", "box_id",
+    "x0", "y0", "x1", "y1", "score",
+)
+BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
+COCO_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+
+
+@dataclass(frozen=True)
+class ExportCounts:
+    """What an export wrote, and how many phrases it left out for lack of a box."""
+
+    images: int
+    phrases: int
+    boxes: int
+    phrases_without_box: int
+
+
+# ---- writers -------------------------------------------------------------------------------
+
+
+def write_coco_grounding(triplets: pd.DataFrame, path: Path) -> ExportCounts:
+    boxes, counts = boxed_rows(triplets)
+    images, annotations = [], []
+    for image_id, (item_id, rows) in enumerate(boxes.groupby("item_id", sort=False), start=1):
+        caption, spans = caption_with_spans(rows["description"].iloc[0], rows["phrase"])
+        images.append({**_image_fields(rows), "id": image_id, "file_name": rows["image_path"].iloc[0],
+                       "caption": caption, "item_id": str(item_id)})
+        for row in rows.itertuples(index=False):
+            x0, y0, x1, y1 = _box_of(row)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": COCO_CATEGORY["id"],
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+                "phrase": row.phrase, "tokens_positive": [spans[row.phrase]],
+                "phrase_id": str(row.phrase_id), "box_id": str(row.box_id), "score": float(row.score),
+            })
+    document = {"images": images, "annotations": annotations, "categories": [COCO_CATEGORY]}
+    write_atomically(Path(path), json.dumps(document))
+    return counts
+
+
+def write_odvg(triplets: pd.DataFrame, path: Path) -> ExportCounts:
+    boxes, counts = boxed_rows(triplets)
+    lines = []
+    for item_id, rows in boxes.groupby("item_id", sort=False):
+        caption, spans = caption_with_spans(rows["description"].iloc[0], rows["phrase"])
+        regions = [
+            {"bbox": list(_box_of(row)), "phrase": row.phrase, "tokens_positive": [spans[row.phrase]]}
+            for row in rows.itertuples(index=False)
+        ]
+        size = _image_fields(rows)
+        record = {"filename": rows["image_path"].iloc[0], "height": size["height"], "width": size["width"],
+                  "grounding": {"caption": caption, "regions": regions}, "item_id": str(item_id)}
+        lines.append(json.dumps(record))
+    write_atomically(Path(path), "".join(line + "\n" for line in lines))
+    return counts
+
+
+def write_amc_grounding(triplets: pd.DataFrame, path: Path) -> ExportCounts:
+    boxes, counts = boxed_rows(triplets)
+    entries = []
+    for (item_id, phrase_id), rows in boxes.groupby(["item_id", "phrase_id"], sort=False):
+        entries.append({
+            "image": rows["image_path"].iloc[0], "caption": rows["phrase"].iloc[0],
+            "bbox": [list(_box_of(row)) for row in rows.itertuples(index=False)],
+            "item_id": str(item_id), "phrase_id": str(phrase_id),
+            "box_ids": [str(box_id) for box_id in rows["box_id"]], **_image_fields(rows),
+        })
+    write_atomically(Path(path), json.dumps(entries))
+    return counts
+
+
+def boxed_rows(triplets: pd.DataFrame) -> tuple[pd.DataFrame, ExportCounts]:
+    """The rows with a box, checked; and the counts an export reports."""
+    missing = [column for column in TRIPLET_COLUMNS if column not in triplets.columns]
+    if missing:
+        raise ValueError(f"triplets lack the columns {missing}; expected {list(TRIPLET_COLUMNS)}")
+    coordinates = triplets[BOX_COLUMNS]
+    partial = coordinates.isna().any(axis=1) & ~coordinates.isna().all(axis=1)
+    if partial.any():
+        raise ValueError(f"box_id {triplets.loc[partial, 'box_id'].iloc[0]!r} has some but not all coordinates")
+    boxes = triplets[coordinates.notna().all(axis=1)]
+    for row in boxes.itertuples(index=False):
+        check_row(row)
+    phrases_with_box = set(zip(boxes["item_id"], boxes["phrase_id"]))
+    all_phrases = set(zip(triplets["item_id"], triplets["phrase_id"]))
+    counts = ExportCounts(
+        images=boxes["item_id"].nunique(), phrases=len(phrases_with_box), boxes=len(boxes),
+        phrases_without_box=len(all_phrases - phrases_with_box),
+    )
+    return boxes, counts
+
+
+def check_row(row) -> None:
+    """A path a trainer can join to its images root, and a box inside its image."""
+    where = f"triplets row box_id={row.box_id!r} (item {row.item_id!r})"
+    image_path = PurePosixPath(str(row.image_path))
+    if image_path.is_absolute() or ".." in image_path.parts or not image_path.parts:
+        raise ValueError(f"{where}: image_path {row.image_path!r} must be relative to the images root")
+    problem = box_problem(_box_of(row), (int(row.width), int(row.height)))
+    if problem:
+        raise ValueError(f"{where}: {problem}: {_box_of(row)} in a {row.width}x{row.height} image")
+    if not isinstance(row.phrase, str) or not row.phrase.strip():
+        raise ValueError(f"{where}: phrase {row.phrase!r} is not a non-empty text")
+
+
+def caption_with_spans(description: object, phrases: Iterable[str]) -> tuple[str, dict[str, list[int]]]:
+    """The item's caption and each phrase's [start, end) characters in it (case-insensitive)."""
+    caption = "" if _is_missing(description) else str(description)
+    spans: dict[str, list[int]] = {}
+    for phrase in dict.fromkeys(phrases):
+        start = caption.lower().find(phrase.lower())
+        if start < 0:
+            caption = f"{caption}. {phrase}" if caption else phrase
+            start = len(caption) - len(phrase)
+        spans[phrase] = [start, start + len(phrase)]
+    return caption, spans
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def _box_of(row) -> tuple[float, float, float, float]:
+    return (float(row.x0), float(row.y0), float(row.x1), float(row.y1))
+
+
+def _image_fields(rows: pd.DataFrame) -> dict[str, int]:
+    return {"width": int(rows["width"].iloc[0]), "height": int(rows["height"].iloc[0])}
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+# ---- readers back --------------------------------------------------------------------------
+
+def read_coco_grounding(path: Path) -> pd.DataFrame:
+    """One row per annotation, read with pycocotools (the reader COCO trainers use)."""
+    from pycocotools.coco import COCO  # optional dependency: only needed to read back
+
+    coco = COCO(str(path))
+    rows = []
+    for annotation in coco.dataset["annotations"]:
+        image = coco.imgs[annotation["image_id"]]
+        x, y, width, height = annotation["bbox"]
+        rows.append({
+            "item_id": image["item_id"], "image_path": image["file_name"], "width": image["width"],
+            "height": image["height"], "caption": image["caption"], "phrase_id": annotation["phrase_id"],
+            "phrase": annotation["phrase"], "box_id": annotation["box_id"],
+            "x0": x, "y0": y, "x1": x + width, "y1": y + height, "score": annotation["score"],
+            "tokens_positive": annotation["tokens_positive"],
+        })
+    return pd.DataFrame(rows)
+
+
+def read_odvg(path: Path) -> pd.DataFrame:
+    """One row per region."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        grounding = record["grounding"]
+        for region in grounding["regions"]:
+            x0, y0, x1, y1 = region["bbox"]
+            rows.append({
+                "item_id": record["item_id"], "image_path": record["filename"], "width": record["width"],
+                "height": record["height"], "caption": grounding["caption"], "phrase": region["phrase"],
+                "x0": x0, "y0": y0, "x1": x1, "y1": y1, "tokens_positive": region["tokens_positive"],
+            })
+    return pd.DataFrame(rows)
+
+
+def read_amc_grounding(path: Path) -> pd.DataFrame:
+    """One row per box."""
+    rows = []
+    for entry in json.loads(Path(path).read_text(encoding="utf-8")):
+        for box_id, (x0, y0, x1, y1) in zip(entry["box_ids"], entry["bbox"]):
+            rows.append({
+                "item_id": entry["item_id"], "image_path": entry["image"], "width": entry["width"],
+                "height": entry["height"], "phrase_id": entry["phrase_id"], "phrase": entry["caption"],
+                "box_id": box_id, "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+            })
+    return pd.DataFrame(rows)
+
+
+# ---- real data into the triplet table ------------------------------------------------------
+
+
+def queries_to_triplets(queries: Sequence[GroundingQuery], images_root: Path) -> pd.DataFrame:
+    """Real-data queries (e.g. Visual Genome) as triplet rows, so they export and mix with
+    synthetic triplets. One item per image; ground-truth boxes get score 1.0."""
+    images_root = Path(images_root)
+    rows = []
+    for query in queries:
+        width, height = query.image_size or _image_size(query.image_path)
+        image_path = query.image_path.relative_to(images_root).as_posix()
+        for box_index, (x0, y0, x1, y1) in enumerate(query.boxes_xyxy):
+            rows.append({
+                "item_id": image_path, "image_path": image_path, "width": width, "height": height,
+                "description": "", "phrase_id": query.query_id, "phrase": query.phrase,
+                "box_id": f"{query.query_id}:{box_index}", "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+                "score": 1.0,
+            })
+    return pd.DataFrame(rows, columns=list(TRIPLET_COLUMNS))
+
+
+@lru_cache(maxsize=4096)
+def _image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # reads the header only
+        return image.size

@@ -1,0 +1,163 @@
+"""Exports for other trainers: each format reads back to the boxed triplets that went in."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from synground_assets.datasets.exports import (
+    ExportCounts,
+    caption_with_spans,
+    queries_to_triplets,
+    read_amc_grounding,
+    read_coco_grounding,
+    read_odvg,
+    write_amc_grounding,
+    write_coco_grounding,
+    write_odvg,
+)
+from synground_assets.datasets.visual_genome import read_visual_genome
+
+NAN = math.nan
+COLUMNS = ["item_id", "image_path", "width", "height", "description", "phrase_id", "phrase", "box_id",
+           "x0", "y0", "x1", "y1", "score"]
+KEY_COLUMNS = ["item_id", "image_path", "width", "height", "phrase", "x0", "y0", "x1", "y1"]
+# Two items with boxes (one phrase has two boxes, one phrase has none) and one item with no box at all.
+TRIPLETS = [
+    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p0", "a cat", "b0", 1.0, 2.0, 20.0, 30.0, 0.9),
+    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p1", "a red couch", "b1", 0.0, 20.0, 64.0, 48.0, 0.8),
+    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p1", "a red couch", "b2", 30.5, 25.25, 60.0, 47.0, 0.7),
+    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p2", "a lamp", None, NAN, NAN, NAN, NAN, NAN),
+    ("s0-001", "shard-0/001.png", 32, 32, "A Dog sleeps", "p3", "a dog", "b3", 4.0, 4.0, 28.0, 28.0, 0.95),
+    ("s0-002", "shard-0/002.png", 32, 32, "an empty room", "p4", "a chair", None, NAN, NAN, NAN, NAN, NAN),
+]
+EXPECTED_COUNTS = ExportCounts(images=2, phrases=3, boxes=4, phrases_without_box=2)
+
+
+@pytest.fixture
+def triplets() -> pd.DataFrame:
+    return pd.DataFrame(TRIPLETS, columns=COLUMNS)
+
+
+def boxed(triplets: pd.DataFrame) -> pd.DataFrame:
+    return triplets.dropna(subset=["x0"]).reset_index(drop=True)
+
+
+def assert_same_rows(read_back: pd.DataFrame, expected: pd.DataFrame, columns: list[str]) -> None:
+    pd.testing.assert_frame_equal(
+        read_back[columns].reset_index(drop=True), expected[columns].reset_index(drop=True),
+        check_dtype=False, check_exact=False,
+    )
+
+
+def assert_spans_mark_the_phrases(frame: pd.DataFrame) -> None:
+    for row in frame.itertuples(index=False):
+        (start, end), = row.tokens_positive
+        assert row.caption[start:end].lower() == row.phrase.lower()
+
+
+def test_coco_round_trip_through_pycocotools(triplets, tmp_path):
+    path = tmp_path / "coco.json"
+    assert write_coco_grounding(triplets, path) == EXPECTED_COUNTS
+    read_back = read_coco_grounding(path)
+    assert_same_rows(read_back, boxed(triplets), KEY_COLUMNS + ["phrase_id", "box_id", "score"])
+    assert read_back["caption"].tolist() == ["a cat on a red couch"] * 3 + ["A Dog sleeps"]
+    assert_spans_mark_the_phrases(read_back)
+
+
+def test_coco_file_is_a_detection_file(triplets, tmp_path):
+    from pycocotools.coco import COCO
+
+    path = tmp_path / "coco.json"
+    write_coco_grounding(triplets, path)
+    coco = COCO(str(path))
+    assert coco.getCatIds() == [1]
+    first_image = coco.loadImgs(coco.getImgIds())[0]
+    assert first_image["file_name"] == "shard-0/000.png" and first_image["item_id"] == "s0-000"
+    annotations = coco.loadAnns(coco.getAnnIds(imgIds=[first_image["id"]]))
+    assert [annotation["bbox"] for annotation in annotations] == [
+        [1.0, 2.0, 19.0, 28.0], [0.0, 20.0, 64.0, 28.0], [30.5, 25.25, 29.5, 21.75],
+    ]
+    assert [annotation["area"] for annotation in annotations] == [19.0 * 28.0, 64.0 * 28.0, 29.5 * 21.75]
+    assert {annotation["iscrowd"] for annotation in annotations} == {0}
+
+
+def test_odvg_round_trip(triplets, tmp_path):
+    path = tmp_path / "train.odvg.jsonl"
+    assert write_odvg(triplets, path) == EXPECTED_COUNTS
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["filename"] for line in lines] == ["shard-0/000.png", "shard-0/001.png"]
+    assert set(lines[0]) == {"filename", "height", "width", "grounding", "item_id"}
+    assert lines[0]["grounding"]["regions"][0] == {"bbox": [1.0, 2.0, 20.0, 30.0], "phrase": "a cat", "tokens_positive": [[0, 5]]}
+    read_back = read_odvg(path)
+    assert_same_rows(read_back, boxed(triplets), KEY_COLUMNS)
+    assert_spans_mark_the_phrases(read_back)
+
+
+def test_amc_round_trip_groups_boxes_per_phrase(triplets, tmp_path):
+    path = tmp_path / "amc.json"
+    assert write_amc_grounding(triplets, path) == EXPECTED_COUNTS
+    entries = json.loads(path.read_text())
+    assert [(entry["image"], entry["caption"], len(entry["bbox"])) for entry in entries] == [
+        ("shard-0/000.png", "a cat", 1), ("shard-0/000.png", "a red couch", 2), ("shard-0/001.png", "a dog", 1),
+    ]
+    assert entries[1]["bbox"] == [[0.0, 20.0, 64.0, 48.0], [30.5, 25.25, 60.0, 47.0]]
+    assert_same_rows(read_amc_grounding(path), boxed(triplets), KEY_COLUMNS + ["phrase_id", "box_id"])
+
+
+def test_caption_spans_are_case_insensitive_and_missing_phrases_are_appended():
+    caption, spans = caption_with_spans("A Dog sleeps", ["a dog", "a mat"])
+    assert caption == "A Dog sleeps. a mat"
+    assert spans == {"a dog": [0, 5], "a mat": [14, 19]}
+    assert caption_with_spans(NAN, ["a tree", "a car"]) == ("a tree. a car", {"a tree": [0, 6], "a car": [8, 13]})
+
+
+@pytest.mark.parametrize("writer", [write_coco_grounding, write_odvg, write_amc_grounding])
+def test_writes_leave_no_temporary_file(triplets, tmp_path, writer):
+    writer(triplets, tmp_path / "out" / "export.json")
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["export.json"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image_path": "/data/000.png"}, "must be relative to the images root"),
+        ({"image_path": "../000.png"}, "must be relative to the images root"),
+        ({"x1": 90.0}, r"box_id='b0'.*box outside its image"),
+        ({"x1": NAN}, "box_id 'b0' has some but not all coordinates"),
+        ({"phrase": ""}, "is not a non-empty text"),
+    ],
+)
+def test_bad_rows_are_refused_with_their_box_id(triplets, tmp_path, change, message):
+    for column, value in change.items():
+        triplets.loc[0, column] = value
+    with pytest.raises(ValueError, match=message):
+        write_odvg(triplets, tmp_path / "x.jsonl")
+
+
+def test_missing_columns_are_named(triplets, tmp_path):
+    with pytest.raises(ValueError, match=r"lack the columns \['score'\]"):
+        write_coco_grounding(triplets.drop(columns=["score"]), tmp_path / "x.json")
+
+
+def test_visual_genome_triplets_export_to_odvg(vg_root, tmp_path):
+    images_root = vg_root / "images"
+    result = read_visual_genome(vg_root / "region_descriptions.json", images_root, vg_root / "image_data.json")
+    triplets = queries_to_triplets(result.queries, images_root)
+    assert triplets.columns.tolist() == COLUMNS
+    assert triplets["image_path"].tolist() == ["VG_100K/1.jpg", "VG_100K_2/2.jpg"]
+    write_odvg(triplets, tmp_path / "vg.jsonl")
+    read_back = read_odvg(tmp_path / "vg.jsonl")
+    assert_same_rows(read_back, triplets, KEY_COLUMNS)
+    # No description: the caption is made of the phrases, so each region still has a span.
+    assert read_back["caption"].tolist() == ["a red ball", "a tree"]
+
+
+def test_image_size_is_read_from_the_file_when_the_dataset_has_none(vg_root):
+    images_root = vg_root / "images"
+    result = read_visual_genome(vg_root / "region_descriptions.json", images_root)
+    triplets = queries_to_triplets(result.queries[:1], images_root)
+    assert (triplets.loc[0, "width"], triplets.loc[0, "height"]) == (40, 40)

@@ -32,7 +32,6 @@ from synground_assets.datasets.common import (
     error_at,
     describe_box,
     require_file,
-    resolve_inside,
 )
 
 SPLITS = ("train", "val", "test")
@@ -90,7 +89,8 @@ def read_split_ids(path: Path) -> list[str]:
             continue
         # Ids become file names, so only digits pass: this also stops "../x" reaching a path.
         if not image_id.isdigit():
-            raise error_at(f"{path}:{line_number}", f"{image_id!r} is not a Flickr30k image id (digits only)", FLICKR_FIX)
+            problem = f"{image_id!r} is not a Flickr30k image id (digits only)"
+            raise error_at(f"{path}:{line_number}", problem, FLICKR_FIX)
         ids.append(image_id)
     return ids
 
@@ -98,12 +98,13 @@ def read_split_ids(path: Path) -> list[str]:
 def queries_of_image(
     root: Path, images_dir: Path, image_id: str, split: str
 ) -> tuple[list[GroundingQuery], list[Skipped]]:
-    sentences_path = resolve_inside(root, f"Sentences/{image_id}.txt", f"{root / 'Sentences'}")
-    sentences = parse_sentence_file(require_file(sentences_path, "sentence file", FLICKR_FIX))
-    annotation_path = resolve_inside(root, f"Annotations/{image_id}.xml", f"{root / 'Annotations'}")
-    annotation = parse_annotation_file(require_file(annotation_path, "annotation file", FLICKR_FIX))
-    image_path = resolve_inside(images_dir, f"{image_id}.jpg", str(images_dir))
-    require_file(image_path, "image", f"point images_dir at the flickr30k-images folder holding {image_id}.jpg")
+    # image_id is digits only (read_split_ids), so these names cannot leave their folders.
+    sentences_path = require_file(root / "Sentences" / f"{image_id}.txt", "sentence file", FLICKR_FIX)
+    sentences = parse_sentence_file(sentences_path)
+    annotation_path = require_file(root / "Annotations" / f"{image_id}.xml", "annotation file", FLICKR_FIX)
+    annotation = parse_annotation_file(annotation_path)
+    image_fix = f"point images_dir at the flickr30k-images folder holding {image_id}.jpg"
+    image_path = require_file(images_dir / f"{image_id}.jpg", "image", image_fix)
     queries: list[GroundingQuery] = []
     skipped: list[Skipped] = []
     for sentence_index, sentence in enumerate(sentences):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synground_assets.datasets.common import (
+    BoxXYXY,
     GroundingQuery,
     ReadResult,
     Skipped,
@@ -123,23 +124,29 @@ def read_refcoco(
     refs_path = Path(data_dir) / refs_file
     refs = load_refs(refs_path)
     coco = CocoIndex.load(Path(data_dir) / INSTANCES_FILE)
-    split_refs = refs_of_split(refs, split, refs_path)
     queries: list[GroundingQuery] = []
     skipped: list[Skipped] = []
     checked_images: set[Path] = set()
-    for ref in split_refs:
+    for ref in refs_of_split(refs, split, refs_path):
         where = f"{refs_path} [ref_id {ref['ref_id']}]"
-        sentences = [sentence for sentence in ref["sentences"] if sentence["sent"].strip()]
-        skipped.extend(
-            Skipped(f"{where} sent_id {sentence['sent_id']}", "empty sentence")
-            for sentence in ref["sentences"]
-            if not sentence["sent"].strip()
-        )
-        if not ref["sentences"]:
-            skipped.append(Skipped(where, "ref has no sentences"))
+        sentences, ref_skipped = usable_sentences(ref, where)
+        skipped.extend(ref_skipped)
         if sentences:
             queries.extend(queries_of_ref(ref, sentences, coco, Path(images_dir), where, checked_images))
     return ReadResult(queries, skipped)
+
+
+def usable_sentences(ref: dict, where: str) -> tuple[list[dict], list[Skipped]]:
+    """Sentences with text; an empty one, or a ref without any, is skipped and listed."""
+    if not ref["sentences"]:
+        return [], [Skipped(where, "ref has no sentences")]
+    usable = [sentence for sentence in ref["sentences"] if sentence["sent"].strip()]
+    skipped = [
+        Skipped(f"{where} sent_id {sentence['sent_id']}", "empty sentence")
+        for sentence in ref["sentences"]
+        if not sentence["sent"].strip()
+    ]
+    return usable, skipped
 
 
 def load_refs(path: Path) -> list[dict]:
@@ -189,7 +196,8 @@ def queries_of_ref(
         raise error_at(where, f"image_id {ref['image_id']} is not in {coco.path}", REFER_FIX)
     image_path = resolve_inside(images_dir, image.file_name, f"{coco.path} [image {ref['image_id']}]")
     if image_path not in checked_images:
-        require_file(image_path, f"image of {where}", f"point images_dir at the COCO train2014 folder holding {image.file_name}")
+        image_fix = f"point images_dir at the COCO train2014 folder holding {image.file_name}"
+        require_file(image_path, f"image of {where}", image_fix)
         checked_images.add(image_path)
     box_xyxy = box_of_ref(ref, coco, (image.width, image.height), where)
     return [
@@ -209,7 +217,7 @@ def queries_of_ref(
     ]
 
 
-def box_of_ref(ref: dict, coco: CocoIndex, image_size: tuple[int, int], where: str):
+def box_of_ref(ref: dict, coco: CocoIndex, image_size: tuple[int, int], where: str) -> BoxXYXY:
     annotation = coco.annotation_boxes.get(int(ref["ann_id"]))
     if annotation is None:
         raise error_at(where, f"ann_id {ref['ann_id']} is not in {coco.path}", REFER_FIX)
@@ -221,5 +229,6 @@ def box_of_ref(ref: dict, coco: CocoIndex, image_size: tuple[int, int], where: s
     box_xyxy = box_xywh_to_xyxy(*bbox_xywh)
     problem = box_problem(box_xyxy, image_size)
     if problem:
-        raise error_at(f"{coco.path} [annotation {ref['ann_id']}]", f"{problem}: {describe_box(box_xyxy, image_size)}", REFER_FIX)
+        where_in_coco = f"{coco.path} [annotation {ref['ann_id']}]"
+        raise error_at(where_in_coco, f"{problem}: {describe_box(box_xyxy, image_size)}", REFER_FIX)
     return clip_to_image(box_xyxy, image_size)

@@ -123,3 +123,11 @@ def test_empty_sentence_is_skipped_and_counted(refcoco_factory, refs):
     assert [query.query_id for query in result.queries] == ["7:70"]
     assert result.skipped_by_reason() == {"empty sentence": 1}
     assert "sent_id 71" in result.skipped[0].where
+
+
+def test_ref_without_sentences_is_skipped_and_counted(refcoco_factory, refs):
+    refs[1]["sentences"] = []
+    data_dir, images_dir = refcoco_factory(refs=refs)
+    result = read_refcoco(data_dir, images_dir, "testB")
+    assert result.queries == []
+    assert result.skipped_by_reason() == {"ref has no sentences": 1}

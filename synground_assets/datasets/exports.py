@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from numbers import Real
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -76,10 +77,10 @@ def write_coco_grounding(triplets: pd.DataFrame, path: Path) -> ExportCounts:
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": COCO_CATEGORY["id"],
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
                 "phrase": row.phrase, "tokens_positive": [spans[row.phrase]],
-                "phrase_id": str(row.phrase_id), "box_id": str(row.box_id), "score": float(row.score),
+                "phrase_id": str(row.phrase_id), "box_id": str(row.box_id), "score": _score_of(row),
             })
     document = {"images": images, "annotations": annotations, "categories": [COCO_CATEGORY]}
-    write_atomically(Path(path), json.dumps(document))
+    write_atomically(Path(path), json.dumps(document, allow_nan=False))
     return counts
 
 
@@ -95,7 +96,7 @@ def write_odvg(triplets: pd.DataFrame, path: Path) -> ExportCounts:
         size = _image_fields(rows)
         record = {"filename": rows["image_path"].iloc[0], "height": size["height"], "width": size["width"],
                   "grounding": {"caption": caption, "regions": regions}, "item_id": str(item_id)}
-        lines.append(json.dumps(record))
+        lines.append(json.dumps(record, allow_nan=False))
     write_atomically(Path(path), "".join(line + "\n" for line in lines))
     return counts
 
@@ -110,7 +111,7 @@ def write_amc_grounding(triplets: pd.DataFrame, path: Path) -> ExportCounts:
             "item_id": str(item_id), "phrase_id": str(phrase_id),
             "box_ids": [str(box_id) for box_id in rows["box_id"]], **_image_fields(rows),
         })
-    write_atomically(Path(path), json.dumps(entries))
+    write_atomically(Path(path), json.dumps(entries, allow_nan=False))
     return counts
 
 
@@ -141,6 +142,8 @@ def check_row(row) -> None:
     image_path = PurePosixPath(str(row.image_path))
     if image_path.is_absolute() or ".." in image_path.parts or not image_path.parts:
         raise ValueError(f"{where}: image_path {row.image_path!r} must be relative to the images root")
+    if not all(isinstance(side, Real) and side > 0 for side in (row.width, row.height)):
+        raise ValueError(f"{where}: image size {row.width!r}x{row.height!r} is not positive")
     problem = box_problem(_box_of(row), (int(row.width), int(row.height)))
     if problem:
         raise ValueError(f"{where}: {problem}: {_box_of(row)} in a {row.width}x{row.height} image")
@@ -170,6 +173,11 @@ def write_atomically(path: Path, text: str) -> None:
 
 def _box_of(row) -> tuple[float, float, float, float]:
     return (float(row.x0), float(row.y0), float(row.x1), float(row.y1))
+
+
+def _score_of(row) -> float | None:
+    """A box without a detector score (a layout box) is written as null: JSON has no NaN."""
+    return None if _is_missing(float(row.score)) else float(row.score)
 
 
 def _image_fields(rows: pd.DataFrame) -> dict[str, int]:

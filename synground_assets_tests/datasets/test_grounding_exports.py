@@ -129,6 +129,7 @@ def test_writes_leave_no_temporary_file(triplets, tmp_path, writer):
         ({"x1": 90.0}, r"box_id='b0'.*box outside its image"),
         ({"x1": NAN}, "box_id 'b0' has some but not all coordinates"),
         ({"phrase": ""}, "is not a non-empty text"),
+        ({"width": NAN}, "image size nanx48 is not positive"),
     ],
 )
 def test_bad_rows_are_refused_with_their_box_id(triplets, tmp_path, change, message):
@@ -161,3 +162,10 @@ def test_image_size_is_read_from_the_file_when_the_dataset_has_none(vg_root):
     result = read_visual_genome(vg_root / "region_descriptions.json", images_root)
     triplets = queries_to_triplets(result.queries[:1], images_root)
     assert (triplets.loc[0, "width"], triplets.loc[0, "height"]) == (40, 40)
+
+
+def test_box_without_score_is_written_as_null(triplets, tmp_path):
+    triplets.loc[0, "score"] = NAN
+    write_coco_grounding(triplets, tmp_path / "coco.json")
+    annotations = json.loads((tmp_path / "coco.json").read_text())["annotations"]
+    assert [annotation["score"] for annotation in annotations] == [None, 0.8, 0.7, 0.95]

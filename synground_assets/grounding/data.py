@@ -1,0 +1,204 @@
+"""Triplets for fine-tuning: (image, phrase, boxes), one phrase per sample, with their augmentations.
+
+Images are read from disk when a batch needs them (never all held in memory). Augmentations are
+drawn from a per-sample seed, so a batch is the same whether training runs straight through or
+resumes from a checkpoint. A horizontal flip mirrors the boxes and swaps "left"/"right" in the
+phrase, so the pair stays true.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from synground_assets.items import derive_seed
+from synground_assets.roles.grounding_blip import GroundingInputs, GroundingModel
+
+Box = tuple[float, float, float, float]
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+@dataclass
+class Triplet:
+    """One phrase grounded in one image. `boxes_xyxy`: pixels of the original image, x1/y1
+    exclusive; one box for synthetic triplets, possibly several for a Flickr30k entity."""
+
+    image: str | os.PathLike | Image.Image
+    phrase: str
+    boxes_xyxy: list[Box]
+    item_id: str | None = None
+
+    def __post_init__(self):
+        if not self.boxes_xyxy:
+            raise ValueError(f"triplet {self.item_id or self.phrase!r} has no box")
+        self.boxes_xyxy = [tuple(float(v) for v in box) for box in self.boxes_xyxy]
+        for box in self.boxes_xyxy:
+            if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"triplet {self.item_id or self.phrase!r}: box {box} is not (x0, y0, x1, y1) with x1 > x0, y1 > y0")
+
+    def load_image(self) -> Image.Image:
+        if isinstance(self.image, Image.Image):
+            return self.image.convert("RGB")
+        with Image.open(self.image) as image:
+            return image.convert("RGB")
+
+    @property
+    def image_key(self) -> str:
+        """Identifies the image, so pairs of one image count as positives for each other."""
+        if isinstance(self.image, Image.Image):
+            return f"pil:{id(self.image)}"
+        return str(Path(self.image))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Which augmentations run, with AMC's probabilities. Resizing to the model's input size always
+    happens (in the model's preprocessing)."""
+
+    horizontal_flip: bool = False
+    colour_jitter: bool = True
+    grayscale: bool = True
+    flip_probability: float = 0.5
+    colour_jitter_probability: float = 0.5
+    colour_jitter_strength: float = 0.4  # brightness/contrast/saturation factors in [1 - s, 1 + s]
+    grayscale_probability: float = 0.2
+
+
+def swap_left_right(phrase: str) -> str:
+    """'the dog to the left of a Right...' -> 'the dog to the right of a Left...' (case kept)."""
+
+    def swap(match: re.Match) -> str:
+        word = match.group(0)
+        other = "right" if word.lower() == "left" else "left"
+        return other.capitalize() if word[0].isupper() else other
+
+    return _LEFT_RIGHT.sub(swap, phrase)
+
+
+def augment(
+    image: Image.Image, phrase: str, boxes_xyxy: Sequence[Box], rng: random.Random, augmentation: Augmentation
+) -> tuple[Image.Image, str, list[Box]]:
+    boxes = list(boxes_xyxy)
+    if augmentation.horizontal_flip and rng.random() < augmentation.flip_probability:
+        width = image.width
+        image = ImageOps.mirror(image)
+        phrase = swap_left_right(phrase)
+        boxes = [(width - x1, y0, width - x0, y1) for x0, y0, x1, y1 in boxes]
+    if augmentation.colour_jitter and rng.random() < augmentation.colour_jitter_probability:
+        strength = augmentation.colour_jitter_strength
+        for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            image = enhancer(image).enhance(rng.uniform(1 - strength, 1 + strength))
+    if augmentation.grayscale and rng.random() < augmentation.grayscale_probability:
+        image = ImageOps.grayscale(image).convert("RGB")
+    return image, phrase, boxes
+
+
+def box_mask(boxes_xyxy: Sequence[Box], image_size: tuple[int, int], mask_size: tuple[int, int]) -> torch.Tensor:
+    """(height, width) 0/1 mask at `mask_size` = (height, width) of the union of boxes given in an
+    image of `image_size` = (width, height). A mask pixel is inside when its centre, mapped back to
+    the image, is inside a box (the pointing game's rule)."""
+    width, height = image_size
+    rows, cols = mask_size
+    ys = (torch.arange(rows, dtype=torch.float32) + 0.5) * height / rows  # (rows,)
+    xs = (torch.arange(cols, dtype=torch.float32) + 0.5) * width / cols  # (cols,)
+    mask = torch.zeros(rows, cols)
+    for x0, y0, x1, y1 in boxes_xyxy:
+        inside_y = (ys >= y0) & (ys < y1)
+        inside_x = (xs >= x0) & (xs < x1)
+        mask = torch.maximum(mask, (inside_y[:, None] & inside_x[None, :]).float())
+    return mask
+
+
+@dataclass
+class TrainBatch:
+    inputs: GroundingInputs
+    masks: torch.Tensor  # (B, H, W) box masks at the input resolution
+    positives: torch.Tensor  # (B, B) bool: sample i's image matches sample j's phrase
+    phrases: list[str] = field(default_factory=list)
+
+
+def positive_pairs(image_keys: Sequence[str], phrases: Sequence[str]) -> torch.Tensor:
+    """(B, B) bool: True where i and j share the image or the phrase (so j's phrase describes i's
+    image, or i's image shows j's phrase)."""
+    normalised = [" ".join(p.lower().split()) for p in phrases]
+    return torch.tensor([
+        [image_keys[i] == image_keys[j] or normalised[i] == normalised[j] for j in range(len(phrases))]
+        for i in range(len(phrases))
+    ])
+
+
+def make_batch(
+    model: GroundingModel,
+    triplets: Sequence[Triplet],
+    seeds: Sequence[int],
+    augmentation: Augmentation | None = None,
+    resolution: int | None = None,
+) -> TrainBatch:
+    """Load, augment and preprocess one batch at a square `resolution` (default: the model's);
+    `seeds` (one per triplet) drive the augmentations."""
+    images, phrases, masks = [], [], []
+    resolution = resolution or model.image_size()
+    for triplet, seed in zip(triplets, seeds, strict=True):
+        image, phrase, boxes = triplet.load_image(), triplet.phrase, triplet.boxes_xyxy
+        if augmentation is not None:
+            image, phrase, boxes = augment(image, phrase, boxes, random.Random(seed), augmentation)
+        images.append(image)
+        phrases.append(phrase)
+        masks.append(box_mask(boxes, image.size, (resolution, resolution)))
+    inputs = model.preprocess(images, phrases, resolution)
+    positives = positive_pairs([t.image_key for t in triplets], phrases)
+    device = inputs.pixel_values.device
+    return TrainBatch(inputs, torch.stack(masks).to(device), positives.to(device), phrases)
+
+
+class TripletStream:
+    """Batches of triplets in a seeded order, one epoch after another; `batch(step)` depends only on
+    the step, so a resumed run sees the same data. Real triplets, when given, fill a fixed share of
+    every batch (`real_ratio`), drawn from their own seeded order."""
+
+    def __init__(
+        self,
+        synthetic: Sequence[Triplet],
+        batch_size: int,
+        seed: int,
+        real: Sequence[Triplet] = (),
+        real_ratio: float = 0.0,
+    ):
+        if not synthetic and not real:
+            raise ValueError("no training triplets")
+        if real_ratio and not real:
+            raise ValueError(f"real_data_ratio is {real_ratio} but no real triplets were given")
+        self.real_per_batch = round(batch_size * real_ratio) if real else 0
+        if not synthetic:
+            self.real_per_batch = batch_size
+        self.synthetic_per_batch = batch_size - self.real_per_batch
+        self.sources = [(list(synthetic), self.synthetic_per_batch, "synthetic"), (list(real), self.real_per_batch, "real")]
+        self.seed = seed
+        self._orders: dict[tuple[str, int], torch.Tensor] = {}
+
+    def _order(self, name: str, epoch: int, size: int) -> torch.Tensor:
+        if (name, epoch) not in self._orders:
+            if len(self._orders) > 8:
+                self._orders.clear()
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, name, epoch))
+            self._orders[name, epoch] = torch.randperm(size, generator=generator)
+        return self._orders[name, epoch]
+
+    def batch(self, step: int) -> tuple[list[Triplet], list[int]]:
+        """The triplets of a step's batch and one augmentation seed per triplet."""
+        triplets, seeds = [], []
+        for pool, count, name in self.sources:
+            if count == 0:
+                continue
+            for slot in range(step * count, (step + 1) * count):
+                epoch, position = divmod(slot, len(pool))
+                triplets.append(pool[int(self._order(name, epoch, len(pool))[position])])
+                seeds.append(derive_seed(self.seed, name, "augment", slot))
+        return triplets, seeds

@@ -1,0 +1,80 @@
+"""GradCAM on the cross-attention of a vision-language model (as in ALBEF and AMC).
+
+The target is the positive-class ITM logit; the gradient is taken w.r.t. the cross-attention
+probabilities of one text-encoder layer, with `create_graph=True` when the map must be trained
+through (the AMC loss). cam = attention * clamp(gradient, min=0), averaged over heads and over the
+non-padding text tokens, the vision [CLS] column dropped, reshaped to the patch grid (row-major,
+as ViT flattens its patches), ReLU, min-max normalised per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from synground_assets.roles.grounding_blip import GroundingInputs, GroundingModel
+
+MIN_MAX_EPS = 1e-7
+
+
+@dataclass
+class GradcamOutput:
+    cam: torch.Tensor  # (B, rows, cols), each sample in [0, 1]
+    itm_logits: torch.Tensor  # (B, 2), the positive pairs' logits the map explains
+    image_embeds: torch.Tensor  # (B, 1 + P, D), reusable for ITC / ITM negatives
+
+
+def gradcam_from_attention(
+    attention: torch.Tensor, gradient: torch.Tensor, text_mask: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """Combine cross-attention probabilities and their gradient into a per-sample map.
+
+    attention, gradient: (B, heads, T, 1 + P); text_mask: (B, T) with 1 for real tokens;
+    grid: (rows, cols) with rows * cols == P. Returns (B, rows, cols) in [0, 1].
+    """
+    rows, cols = grid
+    if attention.shape[-1] != 1 + rows * cols:
+        raise ValueError(f"attention has {attention.shape[-1]} keys but the grid {rows}x{cols} needs {1 + rows * cols}")
+    cam = attention * gradient.clamp(min=0)  # (B, heads, T, 1+P)
+    cam = cam.mean(dim=1)  # (B, T, 1+P)
+    weights = text_mask.to(cam.dtype).unsqueeze(-1)  # (B, T, 1)
+    cam = (cam * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # (B, 1+P)
+    cam = cam[:, 1:].reshape(-1, rows, cols)  # (B, rows, cols), vision [CLS] dropped
+    cam = F.relu(cam)
+    flat = cam.flatten(1)  # (B, P)
+    low = flat.min(dim=1, keepdim=True).values
+    high = flat.max(dim=1, keepdim=True).values
+    return ((flat - low) / (high - low + MIN_MAX_EPS)).reshape_as(cam)
+
+
+def cross_attention_gradcam(
+    model: GroundingModel, inputs: GroundingInputs, layer: int | None = None, create_graph: bool = False
+) -> GradcamOutput:
+    """GradCAM maps of a batch of matching image-phrase pairs.
+
+    With `create_graph=False` the map is detached (evaluation); with True it stays in the graph so a
+    loss on it trains the model.
+    """
+    layer = model.gradcam_layer if layer is None else layer
+    grid = model.patch_grid(inputs.pixel_values.shape[-1])
+    with torch.enable_grad():
+        image_embeds = model.encode_image(inputs.pixel_values)  # (B, 1+P, D)
+        if not image_embeds.requires_grad:
+            # Frozen weights: the attention still needs a path to differentiate along.
+            image_embeds = image_embeds.detach().requires_grad_()
+        logits, attention = model.itm_logits(
+            image_embeds, inputs.input_ids, inputs.attention_mask, capture_layer=layer
+        )  # (B, 2), (B, heads, T, 1+P)
+        # Samples are independent, so the gradient of the summed logits is each sample's own.
+        (gradient,) = torch.autograd.grad(logits[:, 1].sum(), attention, create_graph=create_graph)
+        cam = gradcam_from_attention(attention, gradient, inputs.attention_mask, grid)
+    if not create_graph:
+        cam, logits, image_embeds = cam.detach(), logits.detach(), image_embeds.detach()
+    return GradcamOutput(cam=cam, itm_logits=logits, image_embeds=image_embeds)
+
+
+def upsample_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, rows, cols) -> (B, height, width), bilinear with align_corners=False (as AMC)."""
+    return F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)

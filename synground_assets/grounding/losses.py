@@ -1,0 +1,106 @@
+"""The fine-tuning objective: ITC + ITM (in-batch hard negatives) + AMC.
+
+- ITC: image-text contrastive loss over the batch with its own learnable temperature (the BLIP
+  retrieval model has none); several texts may match one image, so targets are spread over all
+  positives (same image or same phrase), as in BLIP's retrieval fine-tuning.
+- ITM: matched pairs against one hard negative text per image and one hard negative image per
+  text, sampled in proportion to the ITC similarity (ALBEF).
+- AMC (attention mask consistency): on the GradCAM map and the box mask of each pair,
+  L_mean = max(0, mean(cam outside) - mean(cam inside) + 0.1), means pooled over the whole batch,
+  L_max  = mean over samples of max(0, max(cam outside) - max(cam inside) + 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INITIAL_TEMPERATURE = 0.07  # ALBEF / BLIP
+TEMPERATURE_RANGE = (0.001, 0.5)  # ALBEF clamps its temperature to this range
+
+
+class ContrastiveLoss(nn.Module):
+    """Symmetric InfoNCE with a learnable temperature (stored as its log, clamped on use)."""
+
+    def __init__(self, temperature: float = INITIAL_TEMPERATURE):
+        super().__init__()
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        low, high = TEMPERATURE_RANGE
+        return self.log_temperature.exp().clamp(low, high)
+
+    def forward(
+        self, image_feat: torch.Tensor, text_feat: torch.Tensor, positives: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_feat, text_feat: (B, E) L2-normalised; positives: (B, B) bool, True where image i
+        matches text j (the diagonal at least). Returns (loss, image-to-text logits (B, B))."""
+        logits_i2t = image_feat @ text_feat.t() / self.temperature  # (B, B)
+        targets = positives.to(logits_i2t.dtype)
+        targets = targets / targets.sum(dim=1, keepdim=True)
+        loss_i2t = -(F.log_softmax(logits_i2t, dim=1) * targets).sum(dim=1).mean()
+        loss_t2i = -(F.log_softmax(logits_i2t.t(), dim=1) * targets.t()).sum(dim=1).mean()
+        return (loss_i2t + loss_t2i) / 2, logits_i2t
+
+
+def sample_hard_negatives(
+    logits_i2t: torch.Tensor, positives: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each image a negative text, for each text a negative image, drawn with probability
+    softmax(similarity) over the non-matching ones. Returns two (B,) index tensors.
+
+    A row with no non-matching candidate (every text of the batch matches) falls back to any
+    other sample, so the batch keeps its shape.
+    """
+    with torch.no_grad():
+        batch = logits_i2t.shape[0]
+        if batch < 2:
+            raise ValueError(f"hard negatives need a batch of at least 2 but it is {batch}")
+        others = ~torch.eye(batch, dtype=torch.bool, device=logits_i2t.device)
+        candidates = ~positives
+        candidates = torch.where(candidates.any(dim=1, keepdim=True), candidates, others)
+        candidates_t2i = ~positives.t()
+        candidates_t2i = torch.where(candidates_t2i.any(dim=1, keepdim=True), candidates_t2i, others)
+        weights_i2t = F.softmax(logits_i2t.float(), dim=1) * candidates
+        weights_t2i = F.softmax(logits_i2t.t().float(), dim=1) * candidates_t2i
+        # A softmax can underflow to zero on every candidate; then draw uniformly among them.
+        weights_i2t = torch.where(weights_i2t.sum(1, keepdim=True) > 0, weights_i2t, candidates.float())
+        weights_t2i = torch.where(weights_t2i.sum(1, keepdim=True) > 0, weights_t2i, candidates_t2i.float())
+        negative_texts = torch.multinomial(weights_i2t, 1, generator=generator).squeeze(1)  # (B,)
+        negative_images = torch.multinomial(weights_t2i, 1, generator=generator).squeeze(1)  # (B,)
+    return negative_texts, negative_images
+
+
+def itm_loss(positive_logits: torch.Tensor, negative_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (B, 2) matched-pair logits (label 1) and (N, 2) negative logits (label 0)."""
+    logits = torch.cat([positive_logits, negative_logits], dim=0)
+    labels = torch.cat([
+        torch.ones(len(positive_logits), dtype=torch.long, device=logits.device),
+        torch.zeros(len(negative_logits), dtype=torch.long, device=logits.device),
+    ])
+    return F.cross_entropy(logits, labels)
+
+
+def attention_mask_consistency(
+    cam: torch.Tensor, mask: torch.Tensor, mean_margin: float = 0.1, max_margin: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_mean, L_max) for maps `cam` (B, H, W) in [0, 1] and 0/1 box masks `mask` (B, H, W).
+
+    Max-inside and max-outside are taken on cam * mask and cam * (1 - mask), as AMC does: the map
+    is non-negative, so this is the masked maximum, and 0 on an empty side.
+    """
+    if cam.shape != mask.shape:
+        raise ValueError(f"cam {tuple(cam.shape)} and mask {tuple(mask.shape)} must have one shape")
+    mask = mask.to(cam.dtype)
+    inside, outside = cam * mask, cam * (1 - mask)  # (B, H, W)
+    mean_inside = inside.sum() / mask.sum().clamp(min=1)
+    mean_outside = outside.sum() / (1 - mask).sum().clamp(min=1)
+    loss_mean = F.relu(mean_outside - mean_inside + mean_margin)
+    max_inside = inside.flatten(1).amax(dim=1)  # (B,)
+    max_outside = outside.flatten(1).amax(dim=1)  # (B,)
+    loss_max = F.relu(max_outside - max_inside + max_margin).mean()
+    return loss_mean, loss_max

@@ -1,0 +1,320 @@
+"""The grounding-model role: a vision-language model that matches a phrase to an image and, through
+GradCAM on its cross-attention, says where the phrase is.
+
+`GroundingModel` is the seam: the training loop, GradCAM and the pointing game (`grounding/`) call
+only these methods. `BlipGroundingModel` adapts transformers' `BlipForImageTextRetrieval`. An ALBEF
+adapter would be a second class with the same methods (ITC features from the unimodal encoders,
+ITM logits from the fusion layers, cross-attention captured at its fusion layer 8 of 12); it is
+not written yet, and `load_grounding_model` says so.
+
+`build_tiny_blip` writes a random-init BLIP-ITM with an offline tokenizer for the shapes world:
+the test and benchmark model.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForImageTextRetrieval,
+    BlipImageProcessorPil,
+    BlipProcessor,
+)
+
+from synground_assets.recipes import RoleSpec
+from synground_assets.roles.base import AdapterInfo
+from synground_assets.roles.shapes import COLOURS, RELATIONS, SHAPES
+
+DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens
+GROUNDING_ADAPTERS = ("blip",)
+
+
+@dataclass
+class GroundingInputs:
+    """A preprocessed batch of image-phrase pairs."""
+
+    pixel_values: torch.Tensor  # (B, 3, H, W)
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T), 1 for real tokens, 0 for padding
+
+    def to(self, device: torch.device | str) -> GroundingInputs:
+        return GroundingInputs(
+            self.pixel_values.to(device), self.input_ids.to(device), self.attention_mask.to(device)
+        )
+
+
+class GroundingModel(Protocol):
+    """What `grounding/` needs from a vision-language model. Adapters are `torch.nn.Module`s, so
+    `parameters()`, `train()`, `eval()`, `state_dict()` and `to()` come with them."""
+
+    info: AdapterInfo
+    gradcam_layer: int  # the text layer whose cross-attention GradCAM reads
+    max_text_tokens: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def image_size(self) -> int: ...
+
+    def patch_grid(self, resolution: int | None = None) -> tuple[int, int]:
+        """(rows, columns) of the patch grid at a square input resolution (default: image_size)."""
+        ...
+
+    def preprocess(
+        self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
+    ) -> GroundingInputs: ...
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 1 + P, D): vision [CLS] then P patch tokens, row-major."""
+        ...
+
+    def contrastive_features(
+        self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """L2-normalised (B, E) image and text features for ITC, text from the unimodal encoder."""
+        ...
+
+    def itm_logits(
+        self,
+        image_embeds: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        capture_layer: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 2) match logits (index 1 = match) and, when `capture_layer` is given, that text
+        layer's cross-attention probabilities (B, heads, T, 1 + P), still in the autograd graph."""
+        ...
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None: ...
+
+    def parameters(self): ...
+
+    def train(self, mode: bool = True): ...
+
+
+class BlipGroundingModel(nn.Module):
+    """`BlipForImageTextRetrieval` + its processor, playing `GroundingModel`."""
+
+    def __init__(
+        self,
+        model: BlipForImageTextRetrieval,
+        processor: BlipProcessor,
+        gradcam_layer: int | None = None,
+        max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS,
+        info: AdapterInfo | None = None,
+    ):
+        super().__init__()
+        num_layers = model.config.text_config.num_hidden_layers
+        # The ITM head reads the fused [CLS] only, so the last layer's cross-attention gradient is
+        # zero on every other token row: default to a middle fusion layer (ALBEF: 8 of 12).
+        gradcam_layer = num_layers * 2 // 3 - 1 if gradcam_layer is None else gradcam_layer
+        if not 0 <= gradcam_layer < num_layers - 1:
+            raise ValueError(
+                f"gradcam_layer must be in [0, {num_layers - 2}] (not the last of {num_layers} text "
+                f"layers, whose gradient vanishes off [CLS]) but is {gradcam_layer}"
+            )
+        # The cross-attention probabilities are only exposed (and differentiable) on the eager path.
+        model.config._attn_implementation = "eager"
+        model.config.text_config._attn_implementation = "eager"
+        model.config.vision_config._attn_implementation = "eager"
+        self.model, self.processor = model, processor
+        self.gradcam_layer, self.max_text_tokens = gradcam_layer, max_text_tokens
+        self.info = info or AdapterInfo("blip", model.name_or_path or "blip")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str | os.PathLike,
+        revision: str | None = None,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        gradcam_layer: int | None = None,
+        max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS,
+    ) -> BlipGroundingModel:
+        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        model = BlipForImageTextRetrieval.from_pretrained(
+            model_id, revision=revision, dtype=torch_dtype, attn_implementation="eager"
+        )
+        processor = BlipProcessor.from_pretrained(model_id, revision=revision)
+        info = AdapterInfo(
+            "blip", str(model_id), revision or "",
+            settings={"dtype": str(torch_dtype).removeprefix("torch."), "gradcam_layer": gradcam_layer,
+                      "max_text_tokens": max_text_tokens},
+        )
+        grounding = cls(model, processor, gradcam_layer, max_text_tokens, info)
+        return grounding.to(resolve_device(device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def image_size(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    def patch_grid(self, resolution: int | None = None) -> tuple[int, int]:
+        side = (resolution or self.image_size()) // self.model.config.vision_config.patch_size
+        return side, side
+
+    def preprocess(
+        self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
+    ) -> GroundingInputs:
+        if len(images) != len(phrases):
+            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
+        patch = self.model.config.vision_config.patch_size
+        resolution = resolution or self.image_size()
+        if resolution % patch:
+            raise ValueError(f"resolution must be divisible by the patch size {patch} but is {resolution}")
+        pixels = self.processor.image_processor(
+            images=[image.convert("RGB") for image in images],
+            size={"height": resolution, "width": resolution},
+            return_tensors="pt",
+        )["pixel_values"]
+        text = self.processor.tokenizer(
+            list(phrases), padding="longest", truncation=True, max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )
+        dtype = next(self.model.parameters()).dtype
+        return GroundingInputs(pixels.to(dtype), text["input_ids"], text["attention_mask"]).to(self.device)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        interpolate = pixel_values.shape[-1] != self.image_size() or pixel_values.shape[-2] != self.image_size()
+        outputs = self.model.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=interpolate)
+        return outputs.last_hidden_state  # (B, 1 + P, D)
+
+    def contrastive_features(self, image_embeds, input_ids, attention_mask):
+        text_embeds = self.model.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        image_feat = F.normalize(self.model.vision_proj(image_embeds[:, 0, :]), dim=-1)  # (B, E)
+        text_feat = F.normalize(self.model.text_proj(text_embeds[:, 0, :]), dim=-1)  # (B, E)
+        return image_feat, text_feat
+
+    def itm_logits(self, image_embeds, input_ids, attention_mask, capture_layer=None):
+        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        with self._capture_cross_attention(capture_layer) as captured:
+            fused = self.model.text_encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                encoder_hidden_states=image_embeds,
+                encoder_attention_mask=image_atts,
+            ).last_hidden_state  # (B, T, H)
+        logits = self.model.itm_head(fused[:, 0, :])  # (B, 2)
+        return logits, captured[0] if captured else None
+
+    @contextmanager
+    def _capture_cross_attention(self, layer: int | None) -> Iterator[list[torch.Tensor]]:
+        captured: list[torch.Tensor] = []
+        if layer is None:
+            yield captured
+            return
+        module = self.model.text_encoder.encoder.layer[layer].crossattention.self
+        # output = (context, attention_probs); probs are (B, heads, T, 1 + P), before dropout.
+        handle = module.register_forward_hook(lambda _module, _inputs, output: captured.append(output[1]))
+        try:
+            yield captured
+        finally:
+            handle.remove()
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        self.model.save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str | torch.device | None = None):
+    """A `GroundingModel` from a recipe's `grounding_model` spec, or from a hub id / local folder
+    (then the BLIP adapter). `device` overrides the spec's device; "auto" picks cuda when present."""
+    if not isinstance(spec_or_path, RoleSpec):
+        spec_or_path = RoleSpec(adapter="blip", model=str(spec_or_path))
+    spec = spec_or_path
+    if spec.adapter not in GROUNDING_ADAPTERS:
+        raise ValueError(
+            f"grounding model adapter {spec.adapter!r} is not available; expected one of "
+            f"{', '.join(GROUNDING_ADAPTERS)} (ALBEF needs its own adapter implementing GroundingModel)"
+        )
+    if not spec.model:
+        raise ValueError("the grounding model spec names no model: set `model` to a hub id or a local folder")
+    unknown = set(spec.options) - {"gradcam_layer", "max_text_tokens"}
+    if unknown:
+        raise ValueError(
+            f"grounding model options: unknown key(s) {', '.join(sorted(unknown))}; "
+            "expected gradcam_layer, max_text_tokens"
+        )
+    return BlipGroundingModel.from_pretrained(
+        spec.model,
+        revision=spec.revision,
+        dtype=spec.dtype,
+        device=device or spec.device,
+        gradcam_layer=spec.options.get("gradcam_layer"),
+        max_text_tokens=spec.options.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS),
+    )
+
+
+# ---- the tiny random-init model for tests and the shapes benchmark ----------------------------
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_EXTRA_WORDS = (
+    "a an the of with and on in is there this shows picture image photo simple drawing grey gray "
+    "background sitting placed next near left right top bottom middle centre center small big large "
+    "object shape . , -"
+).split()
+
+
+def shapes_vocabulary() -> list[str]:
+    """Special tokens, then every word the shapes world writes (and a few general ones)."""
+    words = [*COLOURS, *SHAPES, *(word for relation in RELATIONS for word in relation.split()), *_EXTRA_WORDS]
+    return list(SPECIAL_TOKENS) + list(dict.fromkeys(words))
+
+
+def build_tiny_blip(
+    folder: str | os.PathLike,
+    image_size: int = 64,
+    patch_size: int = 8,
+    seed: int = 0,
+    hidden_size: int = 64,
+    vision_layers: int = 2,
+    text_layers: int = 3,
+    heads: int = 2,
+) -> Path:
+    """Write a random-init BLIP-ITM, its offline tokenizer and image processor to `folder`."""
+    if image_size % patch_size:
+        raise ValueError(f"image_size must be divisible by patch_size {patch_size} but is {image_size}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = shapes_vocabulary()
+    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
+    ids = {token: vocab.index(token) for token in SPECIAL_TOKENS}
+    config = BlipConfig(
+        vision_config=dict(
+            hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=vision_layers,
+            num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
+            initializer_range=0.02,  # the default 1e-10 leaves a vision tower blind to the image
+        ),
+        text_config=dict(
+            vocab_size=len(vocab), hidden_size=hidden_size, encoder_hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size, num_hidden_layers=text_layers, num_attention_heads=heads,
+            max_position_embeddings=2 * DEFAULT_MAX_TEXT_TOKENS,
+            pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
+            sep_token_id=ids["[SEP]"],
+        ),
+        image_text_hidden_size=hidden_size,
+    )
+    torch.manual_seed(seed)
+    model = BlipForImageTextRetrieval(config)
+    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+    model.save_pretrained(folder)
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

@@ -42,3 +42,28 @@ def build_role(role: str, spec: RoleSpec, recipe: str = "?") -> Any:
         return factory(**spec.options)
     except TypeError as exc:
         raise RecipeError(f"recipe {recipe!r}, role {role!r}, field 'options': {exc}") from exc
+
+# Model-backed adapters (transformers / diffusers, `roles/hf_*.py`) and the real-data source samplers
+# (`roles/sources.py`). The hf_* factories take the whole RoleSpec.
+ADAPTERS.update({
+    ("concepts", "concept-vocabulary"): "synground_assets.roles.sources:ConceptVocabularySampler",
+    ("concepts", "image-folder"): "synground_assets.roles.sources:ImageFolderSampler",
+    ("concepts", "coco-captions"): "synground_assets.roles.sources:CaptionsSampler",
+    ("describer", "image-captioner"): "synground_assets.roles.hf_text:ImageCaptioner",
+    ("describer", "llm-concept2text"): "synground_assets.roles.hf_text:ConceptDescriber",
+    ("describer", "llm-text2text"): "synground_assets.roles.hf_text:CaptionSummarizer",
+    ("describer", "concatenation"): "synground_assets.roles.hf_text:ConcatenationDescriber",
+    ("image_generator", "diffusers"): "synground_assets.roles.hf_image:DiffusersImageGenerator",
+    ("image_generator", "gligen"): "synground_assets.roles.hf_image:GligenImageGenerator",
+    ("phrase_extractor", "llm-phrases"): "synground_assets.roles.hf_text:LLMPhraseExtractor",
+    ("detector", "zero-shot-detector"): "synground_assets.roles.hf_detect:ZeroShotDetector",
+})
+SPEC_FACTORIES.update({
+    "synground_assets.roles.hf_text:ImageCaptioner",
+    "synground_assets.roles.hf_text:ConceptDescriber",
+    "synground_assets.roles.hf_text:CaptionSummarizer",
+    "synground_assets.roles.hf_image:DiffusersImageGenerator",
+    "synground_assets.roles.hf_image:GligenImageGenerator",
+    "synground_assets.roles.hf_text:LLMPhraseExtractor",
+    "synground_assets.roles.hf_detect:ZeroShotDetector",
+})

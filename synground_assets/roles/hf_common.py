@@ -1,0 +1,183 @@
+"""What every transformers/diffusers adapter shares: where the model is, on which device, in which
+dtype, and how its memory is given back.
+
+A recipe's `model:` is one of
+- a hub id (`llava-hf/llava-1.5-7b-hf`), loaded at `revision:`; with `HF_HUB_OFFLINE=1` it must
+  already be in the local Hugging Face cache;
+- a local folder (`/data/models/llava`, `./models/sd2`, `~/models/x`) written by `save_pretrained`;
+- `tiny:<name>`: a tiny random-weight model of the real class (`roles/tiny.py`), built on demand in
+  `$SYNGROUND_TINY_MODELS` (default `~/.cache/synground/tiny`), so a recipe never needs to know
+  where the cache is.
+
+Every problem (no model named, folder missing, hub id not cached while offline, an architecture the
+adapter cannot run, CUDA asked for and absent) raises `ModelLoadError` when the adapter is
+constructed, before any item is processed.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
+
+import torch
+
+from synground_assets.recipes import RecipeError, RoleSpec
+from synground_assets.roles.base import AdapterInfo
+
+TINY_PREFIX = "tiny:"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+T = TypeVar("T")
+
+
+class ModelLoadError(RecipeError):
+    """A model a recipe names cannot be loaded; the message names the model and the fix."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error, not a silent CPU run."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(
+            "device 'cuda' was asked for but no CUDA GPU is available to torch "
+            f"(torch {torch.__version__}, cuda build: {torch.version.cuda or 'none'}); "
+            "set `device: cpu` or `device: auto` in the recipe, or run on a GPU machine"
+        )
+    if device not in ("cpu", "cuda"):
+        raise ModelLoadError(f"device must be one of cpu, cuda, auto but is {device!r}")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)} but is {dtype!r}")
+    return DTYPES[dtype]
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    reference: str  # as the recipe wrote it
+    path: str  # what `from_pretrained` gets: a local folder or a hub id
+    is_local: bool
+    revision: str | None = None
+
+
+def _looks_like_path(reference: str) -> bool:
+    return reference.startswith(("/", ".", "~")) or reference.count("/") > 1
+
+
+def resolve_model(reference: str | None, role: str, revision: str | None = None,
+                  required_file: str = "config.json") -> ModelLocation:
+    """Where a recipe's model reference points; raises ModelLoadError if nothing loadable is there."""
+    if not reference:
+        raise ModelLoadError(f"role {role!r} needs a model: set `model:` to a hub id, a local folder or tiny:<name>")
+    if reference.startswith(TINY_PREFIX):
+        from synground_assets.roles import tiny
+
+        name = reference[len(TINY_PREFIX):]
+        if name not in tiny.BUILDERS:
+            raise ModelLoadError(f"role {role!r}: unknown tiny model {reference!r}; expected tiny:<name> with name "
+                                 f"one of {', '.join(tiny.BUILDERS)}")
+        return ModelLocation(reference, str(tiny.ensure_tiny(name)), True, revision)
+    local = Path(reference).expanduser()
+    if local.is_dir() or _looks_like_path(reference):
+        if not local.is_dir():
+            raise ModelLoadError(f"role {role!r}: model folder {str(local)!r} does not exist")
+        if not (local / required_file).is_file():
+            raise ModelLoadError(f"role {role!r}: model folder {str(local)!r} has no {required_file}; "
+                                 "is it a folder written by save_pretrained?")
+        return ModelLocation(reference, str(local), True, revision)
+    if hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(reference, required_file, revision=revision)
+        if not isinstance(cached, str):
+            raise ModelLoadError(
+                f"role {role!r}: HF_HUB_OFFLINE is set and {reference!r} (revision {revision or 'main'}) is not in "
+                "the local Hugging Face cache; download it on a connected machine "
+                f"(`hf download {reference}`) or set `model:` to a local folder"
+            )
+    return ModelLocation(reference, reference, False, revision)
+
+
+def read_json(location: ModelLocation, filename: str) -> dict[str, Any]:
+    """A model's config file (`config.json`, `model_index.json`), read before the weights are loaded."""
+    try:
+        if location.is_local:
+            path = Path(location.path) / filename
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(location.path, filename, revision=location.revision,
+                                        local_files_only=hub_offline()))
+        return json.loads(path.read_text())
+    except Exception as exc:  # network, missing file, bad JSON: all mean "cannot use this model"
+        raise ModelLoadError(f"cannot read {filename} of model {location.reference!r}: {exc}") from exc
+
+
+def pick_class(kind: str, known: Mapping[str, T], location: ModelLocation, role: str) -> tuple[str, T]:
+    """The entry of `known` for a model's architecture (`model_type`, or a diffusers `_class_name`)."""
+    if kind not in known:
+        raise ModelLoadError(
+            f"role {role!r}: model {location.reference!r} is a {kind!r}, which this adapter cannot run; "
+            f"expected one of {', '.join(known)}"
+        )
+    return kind, known[kind]
+
+
+def pretrained_kwargs(location: ModelLocation) -> dict[str, Any]:
+    """Keyword arguments every `from_pretrained` call gets."""
+    kwargs: dict[str, Any] = {"local_files_only": location.is_local or hub_offline()}
+    if location.revision and not location.is_local:
+        kwargs["revision"] = location.revision
+    return kwargs
+
+
+def check_options(options: Mapping[str, Any], allowed: Sequence[str], role: str) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ModelLoadError(f"role {role!r}: unknown option(s) {', '.join(unknown)}; expected some of "
+                             f"{', '.join(sorted(allowed))}")
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class ModelAdapter:
+    """Base of the model-backed adapters: the loaded spec, device, dtype and `release()`."""
+
+    role = "?"
+    option_names: tuple[str, ...] = ()
+
+    def __init__(self, spec: RoleSpec):
+        check_options(spec.options, self.option_names, self.role)
+        if spec.batch_size < 1:
+            raise ModelLoadError(f"role {self.role!r}: batch_size must be at least 1 but is {spec.batch_size}")
+        self.spec = spec
+        self.device = resolve_device(spec.device)
+        self.dtype = resolve_dtype(spec.dtype)
+        self.batch_size = spec.batch_size
+        self.info = AdapterInfo(
+            adapter=spec.adapter, model_id=spec.model or "", revision=spec.revision or "",
+            settings={"dtype": spec.dtype, "device": str(self.device), "batch_size": spec.batch_size,
+                      **spec.options},
+        )
+
+    def release(self) -> None:
+        """Drop the model and give its GPU memory back (the adapter is unusable afterwards)."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.nn.Module) or hasattr(value, "components"):
+                setattr(self, name, None)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

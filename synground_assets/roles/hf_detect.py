@@ -1,0 +1,176 @@
+"""Open-vocabulary detectors played by transformers models: Grounding DINO, MM-Grounding-DINO, OWLv2.
+
+For each image and its phrases the detector scores every (query box, phrase) pair; a pair is kept
+when its score passes the thresholds, and each phrase keeps its `top_k` best boxes (default 1: the
+phrase-grounding setting of the paper, one box per phrase). Boxes come back in pixels, xyxy, of the
+image as given (before the processor's resizing and padding).
+
+Scores (options `box_threshold`, `text_threshold`, `top_k`):
+- Grounding DINO family: the phrases form one caption, "a cat. a couch."; a query's score for a
+  phrase is the highest token probability within the phrase's tokens. As in Grounding DINO's own
+  demo, a query is a box when its highest probability over all tokens reaches `box_threshold`
+  (default 0.35) and it belongs to a phrase whose score reaches `text_threshold` (default 0.25).
+  Phrases whose tokens fall beyond the model's `max_text_len` cannot be detected.
+- OWLv2: one text query per phrase; a box is kept for a phrase when its probability reaches
+  `box_threshold` (default 0.1); `text_threshold` does not apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from synground_assets.recipes import RoleSpec
+from synground_assets.roles.base import Detection
+from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs, read_json,
+                                              resolve_model)
+
+DETECTOR_OPTIONS = ("box_threshold", "text_threshold", "top_k")
+GROUNDING_DINO_KINDS = ("grounding-dino", "mm-grounding-dino")
+DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1}
+
+
+def _model_classes() -> dict[str, Any]:
+    import transformers
+
+    return {
+        "grounding-dino": transformers.GroundingDinoForObjectDetection,
+        "mm-grounding-dino": transformers.MMGroundingDinoForObjectDetection,
+        "owlv2": transformers.Owlv2ForObjectDetection,
+    }
+
+
+def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+
+
+def caption_from_phrases(phrases: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Grounding DINO's caption format, lower case with ' . ' separators, and each phrase's
+    (start, end) characters in it: ['A cat', 'a couch'] -> ('a cat . a couch .', [(0, 5), (8, 15)])."""
+    caption, spans = "", []
+    for phrase in phrases:
+        phrase = " ".join(phrase.lower().split())
+        spans.append((len(caption), len(caption) + len(phrase)))
+        caption += phrase + " . "
+    return caption.strip(), spans
+
+
+class ZeroShotDetector(ModelAdapter):
+    role = "detector"
+    option_names = DETECTOR_OPTIONS
+
+    def __init__(self, spec: RoleSpec):
+        super().__init__(spec)
+        from transformers import AutoProcessor
+
+        # 1. Check the architecture and the settings before loading weights.
+        location = resolve_model(spec.model, self.role, spec.revision)
+        self.kind, model_class = pick_class(read_json(location, "config.json").get("model_type"), _model_classes(),
+                                            location, self.role)
+        options = spec.options
+        self.box_threshold = options.get("box_threshold", DEFAULT_BOX_THRESHOLD[self.kind])
+        self.text_threshold = options.get("text_threshold", 0.25)
+        self.top_k = options.get("top_k", 1)
+        self.check_settings()
+        # 2. Load processor and model.
+        self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
+        self.model = model_class.from_pretrained(location.path, dtype=self.dtype,
+                                                 **pretrained_kwargs(location)).to(self.device).eval()
+        self.info.settings.update({"architecture": self.kind, "box_threshold": self.box_threshold,
+                                   "text_threshold": self.text_threshold, "top_k": self.top_k})
+
+    def check_settings(self) -> None:
+        for name in ("box_threshold", "text_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ModelLoadError(f"role 'detector': {name} must be a number in [0, 1] but is {value!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ModelLoadError(f"role 'detector': top_k must be a positive integer but is {self.top_k!r}")
+
+    @torch.inference_mode()
+    def detect(self, images: Sequence[Image.Image], phrases: Sequence[Sequence[str]]) -> list[list[Detection]]:
+        if len(images) != len(phrases):
+            raise ValueError(f"got {len(images)} images but {len(phrases)} phrase lists")
+        results: list[list[Detection]] = [[] for _ in images]
+        # Images without phrases have nothing to look for: they skip the model.
+        todo = [i for i, p in enumerate(phrases) if p]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            batch_images = [images[i].convert("RGB") for i in chunk]
+            batch_phrases = [list(phrases[i]) for i in chunk]
+            if self.kind == "owlv2":
+                scores, boxes = self.score_owlv2(batch_images, batch_phrases)
+            else:
+                scores, boxes = self.score_grounding_dino(batch_images, batch_phrases)
+            for index, image, item_scores, item_boxes in zip(chunk, batch_images, scores, boxes):
+                results[index] = self.select(item_scores, item_boxes, image.size)
+        return results
+
+    def score_grounding_dino(self, images, phrases) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per image: scores (Q, P) of every query for every phrase, -1 where below threshold, and
+        boxes (Q, 4) normalised xyxy."""
+        # 1. Captions and which tokens belong to which phrase.
+        captions, spans = zip(*(caption_from_phrases(p) for p in phrases))
+        inputs = self.processor(images=images, text=list(captions), return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        # 2. Forward.
+        outputs = self.model(**inputs)
+        probs = outputs.logits.float().sigmoid()  # (B, Q, max_text_len)
+        boxes = box_cxcywh_to_xyxy(outputs.pred_boxes.float())  # (B, Q, 4), relative to each unpadded image
+        # 3. Phrase scores: the best token of each phrase.
+        scores = []
+        for b, (caption, item_spans) in enumerate(zip(captions, spans)):
+            offsets = self.processor.tokenizer(caption, return_offsets_mapping=True)["offset_mapping"]
+            token_phrase = torch.full((probs.shape[-1],), -1)
+            for token, (start, end) in enumerate(offsets[:probs.shape[-1]]):
+                for p, (span_start, span_end) in enumerate(item_spans):
+                    if end > start and span_start <= start and end <= span_end:
+                        token_phrase[token] = p
+            item = torch.full((probs.shape[1], len(item_spans)), -1.0)  # (Q, P)
+            for p in range(len(item_spans)):
+                tokens = (token_phrase == p).nonzero().flatten()
+                if len(tokens):
+                    item[:, p] = probs[b][:, tokens].max(dim=-1).values
+            is_box = probs[b].max(dim=-1).values >= self.box_threshold  # (Q,)
+            item[~is_box] = -1.0
+            item[item < self.text_threshold] = -1.0
+            scores.append(item)
+        return scores, list(boxes)
+
+    def score_owlv2(self, images, phrases) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        inputs = self.processor(images=images, text=phrases, return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        outputs = self.model(**inputs)
+        probs = outputs.logits.float().sigmoid()  # (B, patches, max phrases in the batch)
+        # OWLv2 pads each image to a square at the bottom right: boxes are relative to that square.
+        boxes = box_cxcywh_to_xyxy(outputs.pred_boxes.float())
+        scores, square_boxes = [], []
+        for b, (image, item_phrases) in enumerate(zip(images, phrases)):
+            item = probs[b][:, :len(item_phrases)].clone()  # (patches, P); padded queries dropped
+            item[item < self.box_threshold] = -1.0
+            scores.append(item)
+            side = max(image.size)
+            square_boxes.append(boxes[b] * side / torch.tensor([image.width, image.height] * 2))
+        return scores, square_boxes
+
+    def select(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> list[Detection]:
+        """The top_k scoring boxes of each phrase. scores (Q, P), -1 = rejected; boxes (Q, 4) normalised.
+        A box that lies outside the image once clipped is dropped, not replaced by the next best."""
+        width, height = size
+        detections = []
+        for p in range(scores.shape[1]):
+            ranked = scores[:, p].argsort(descending=True, stable=True)[:self.top_k]
+            for q in ranked.tolist():
+                score = float(scores[q, p])
+                if score < 0:
+                    break
+                x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in boxes[q].tolist())
+                if x1 <= x0 or y1 <= y0:
+                    continue  # nothing left of the box inside the image
+                box = (x0 * width, y0 * height, x1 * width, y1 * height)
+                detections.append(Detection(phrase_index=p, box_xyxy=box, score=score))
+        return detections

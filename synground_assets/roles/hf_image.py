@@ -1,0 +1,188 @@
+"""Image generators played by diffusers pipelines.
+
+- `DiffusersImageGenerator`: Stable Diffusion 1.x / 2.x and SDXL text-to-image, batched, one seed per
+  item (a `torch.Generator` each, so an item's image does not depend on its batch).
+- `GligenImageGenerator` (the `gligen` box source): a layout is made first, phrases from the
+  description and seeded boxes, then GLIGEN draws the image conditioned on it; the layout's boxes
+  come back in `GeneratedImage.layout` and are the item's boxes.
+
+Settings (recipe `options`): num_inference_steps, guidance_scale, height, width, negative_prompt;
+GLIGEN adds max_objects, box_min_fraction, box_max_fraction, scheduled_sampling_beta and
+layout_phrase_model (a causal LM that lists the layout's phrases; default: article-led noun phrases
+read from the description).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Sequence
+
+import torch
+
+from synground_assets.recipes import RoleSpec
+from synground_assets.roles.base import GeneratedImage
+from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs, read_json,
+                                              resolve_model)
+from synground_assets.roles.phrases import filter_phrases
+
+TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+PIPELINE_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "negative_prompt")
+GLIGEN_OPTIONS = PIPELINE_OPTIONS + ("max_objects", "box_min_fraction", "box_max_fraction",
+                                     "scheduled_sampling_beta", "layout_phrase_model")
+
+# Article-led noun phrases: "a white teddy bear", stopping before verbs, prepositions and clauses.
+_STOP_WORDS = {"a", "an", "the", "and", "or", "with", "on", "in", "at", "of", "to", "by", "near", "next", "under",
+               "over", "above", "below", "behind", "beside", "is", "are", "was", "sits", "stands", "that", "which",
+               "while", "who", "from", "into", "onto", "for", "its", "their", "his", "her"}
+
+
+def article_phrases(description: str, max_words: int = 4) -> list[str]:
+    """'A cat sleeps on a white couch' -> ['A cat', 'a white couch']: the rule-based layout phrases."""
+    phrases = []
+    for match in re.finditer(r"\b(?:a|an|the|two|three)\b", description, re.IGNORECASE):
+        words = []
+        for word in re.finditer(r"[A-Za-z][\w-]*", description[match.end():]):
+            token = word.group(0)
+            if token.lower() in _STOP_WORDS or token.lower().endswith("ing") or len(words) == max_words:
+                break
+            words.append(token)
+            following = description[match.end() + word.end():]
+            if re.match(r"\s*[^\s\w-]", following):  # punctuation ends the phrase
+                break
+        if words:
+            phrases.append(f"{match.group(0)} {' '.join(words)}")
+    return phrases
+
+
+class _DiffusersAdapter(ModelAdapter):
+    role = "image_generator"
+    known_pipelines: tuple[str, ...] = TEXT_TO_IMAGE_PIPELINES
+
+    def __init__(self, spec: RoleSpec):
+        super().__init__(spec)
+        import diffusers
+
+        # 1. Check the pipeline class before loading weights.
+        location = resolve_model(spec.model, self.role, spec.revision, required_file="model_index.json")
+        class_name = read_json(location, "model_index.json").get("_class_name")
+        self.kind, _ = pick_class(class_name, {k: k for k in self.known_pipelines}, location, self.role)
+        # 2. Load the pipeline.
+        self.pipeline = getattr(diffusers, self.kind).from_pretrained(
+            location.path, torch_dtype=self.dtype, **pretrained_kwargs(location)).to(self.device)
+        self.pipeline.set_progress_bar_config(disable=True)
+        # 3. Generation settings, checked now rather than at the first item.
+        options = spec.options
+        self.height = options.get("height") or self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor
+        self.width = options.get("width") or self.height
+        self.check_size(self.height, self.width)
+        self.num_inference_steps = options.get("num_inference_steps", 30)
+        self.guidance_scale = options.get("guidance_scale", 7.5)
+        self.negative_prompt = options.get("negative_prompt")
+        self.info.settings.update({"pipeline": self.kind, "height": self.height, "width": self.width,
+                                   "num_inference_steps": self.num_inference_steps,
+                                   "guidance_scale": self.guidance_scale})
+
+    def check_size(self, height: Any, width: Any) -> None:
+        for name, value in (("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
+                raise ModelLoadError(f"role {self.role!r}: {name} must be a positive multiple of 8 but is {value!r}")
+
+    def generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
+        # One generator per item: its initial noise depends on its seed alone.
+        return [torch.Generator(device=self.device).manual_seed(int(seed) % 2**63) for seed in seeds]
+
+
+class DiffusersImageGenerator(_DiffusersAdapter):
+    option_names = PIPELINE_OPTIONS
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[GeneratedImage]:
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+        images = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = list(prompts[start:start + self.batch_size])
+            output = self.pipeline(
+                prompt=batch,
+                negative_prompt=[self.negative_prompt] * len(batch) if self.negative_prompt else None,
+                height=self.height, width=self.width, num_inference_steps=self.num_inference_steps,
+                guidance_scale=self.guidance_scale, generator=self.generators(seeds[start:start + self.batch_size]),
+            )
+            images += [GeneratedImage(image=image) for image in output.images]
+        return images
+
+
+class GligenImageGenerator(_DiffusersAdapter):
+    known_pipelines = ("StableDiffusionGLIGENPipeline",)
+    option_names = GLIGEN_OPTIONS
+
+    def __init__(self, spec: RoleSpec):
+        super().__init__(spec)
+        options = spec.options
+        self.max_objects = options.get("max_objects", 4)
+        self.box_min_fraction = options.get("box_min_fraction", 0.2)
+        self.box_max_fraction = options.get("box_max_fraction", 0.5)
+        if not 0 < self.box_min_fraction <= self.box_max_fraction <= 1:
+            raise ModelLoadError(f"need 0 < box_min_fraction <= box_max_fraction <= 1 but got "
+                                 f"{self.box_min_fraction}, {self.box_max_fraction}")
+        self.scheduled_sampling_beta = options.get("scheduled_sampling_beta", 0.3)
+        self.phrase_model = None
+        if options.get("layout_phrase_model"):
+            from synground_assets.roles.hf_text import LLMPhraseExtractor
+
+            self.phrase_model = LLMPhraseExtractor(RoleSpec(
+                adapter="llm-phrases", model=options["layout_phrase_model"], dtype=spec.dtype, device=spec.device,
+                batch_size=spec.batch_size))
+        self.info.settings.update({"layout_phrases": options.get("layout_phrase_model") or "article-rule"})
+
+    def layout_phrases(self, prompts: Sequence[str]) -> list[list[str]]:
+        if self.phrase_model is None:
+            candidates = [article_phrases(p) for p in prompts]
+        else:
+            candidates = self.phrase_model.extract(prompts)
+        return [filter_phrases(p, c)[0][:self.max_objects] for p, c in zip(prompts, candidates)]
+
+    def layout_boxes(self, count: int, seed: int) -> list[tuple[float, float, float, float]]:
+        """Seeded boxes, normalised xyxy in [0, 1]; overlap is avoided when there is room."""
+        rng = random.Random(seed)
+        boxes: list[tuple[float, float, float, float]] = []
+        for _ in range(count):
+            for _attempt in range(50):
+                w = rng.uniform(self.box_min_fraction, self.box_max_fraction)
+                h = rng.uniform(self.box_min_fraction, self.box_max_fraction)
+                x0, y0 = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+                box = (x0, y0, x0 + w, y0 + h)
+                if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes):
+                    break
+            boxes.append(box)  # the last try, overlapping, when there is no room left
+        return boxes
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[GeneratedImage]:
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+        # 1. The layouts, all first (the phrase model runs batched).
+        phrases = self.layout_phrases(prompts)
+        results = []
+        # 2. One image per call: GLIGEN conditions a whole call on one layout.
+        for prompt, seed, item_phrases in zip(prompts, seeds, phrases):
+            boxes = self.layout_boxes(len(item_phrases), seed)
+            # No phrase: a plain text-to-image run (grounding off for every step, beta 0).
+            output = self.pipeline(
+                prompt=prompt, negative_prompt=self.negative_prompt, height=self.height, width=self.width,
+                num_inference_steps=self.num_inference_steps, guidance_scale=self.guidance_scale,
+                gligen_phrases=item_phrases or [""], gligen_boxes=[list(b) for b in boxes] or [[0.0, 0.0, 0.0, 0.0]],
+                gligen_scheduled_sampling_beta=self.scheduled_sampling_beta if item_phrases else 0.0,
+                generator=self.generators([seed])[0],
+            )
+            image = output.images[0]
+            layout = [(p, (b[0] * image.width, b[1] * image.height, b[2] * image.width, b[3] * image.height))
+                      for p, b in zip(item_phrases, boxes)]
+            results.append(GeneratedImage(image=image, layout=layout))
+        return results
+
+    def release(self) -> None:
+        if self.phrase_model is not None:
+            self.phrase_model.release()
+        super().release()

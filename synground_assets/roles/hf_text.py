@@ -1,0 +1,347 @@
+"""Text-producing roles played by transformers models: describers and the phrase extractor.
+
+- `ImageCaptioner` (Image2Text): LLaVA / LLaVA-NeXT with a detailed-description prompt, or BLIP
+  captioning, over the real image of each item.
+- `ConceptDescriber` (Concept2Text): a causal LM with its chat template and in-context examples
+  writes a description showing the item's concepts.
+- `CaptionSummarizer` (Text2Text): a causal LM summarises a real image's captions into one
+  description. `ConcatenationDescriber` joins the captions without a model.
+- `LLMPhraseExtractor`: a causal LM lists short noun phrases; `parse_phrase_list` reads its answer.
+
+Decoding is greedy unless the recipe's options turn sampling on (`do_sample: true`); then each batch
+is seeded from its first item's seed. Prompts are padded on the left, so a batch gives the same
+text as its items one by one (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from synground_assets.recipes import RoleSpec
+from synground_assets.roles.base import AdapterInfo, SourceItem
+from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs,
+                                              read_json, resolve_model)
+
+GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
+                      "repetition_penalty", "no_repeat_ngram_size")
+
+DETAILED_PROMPT = ("Describe this image in detail: the objects, their colours, their positions and what they "
+                   "are doing. Answer in one paragraph.")
+
+CONCEPT_SYSTEM = "You write one-sentence descriptions of realistic photos for an image generator."
+CONCEPT_INSTRUCTION = "Write one detailed sentence describing a photo that shows these concepts: {concepts}."
+CONCEPT_EXAMPLES = (
+    (("dog", "frisbee"), "A brown dog leaps across a sunny park to catch a red frisbee in its mouth."),
+    (("cup", "laptop", "wooden table"),
+     "A white cup of coffee stands next to an open laptop on a wooden table by the window."),
+    (("giraffe",), "A tall giraffe eats leaves from the top of an acacia tree on the savanna."),
+)
+
+SUMMARY_SYSTEM = "You merge several captions of one photo into a single detailed description."
+SUMMARY_INSTRUCTION = "Captions of one photo:\n{captions}\nWrite one detailed description of the photo."
+SUMMARY_EXAMPLES = (
+    (("A man riding a wave on a surfboard.", "A surfer in a black wetsuit on a big wave."),
+     "A surfer in a black wetsuit rides a big wave on a white surfboard."),
+)
+
+PHRASE_SYSTEM = "You extract the short noun phrases that name visible objects in a description."
+PHRASE_INSTRUCTION = ("List the short noun phrases that name objects in this description, one per line, "
+                      "copied exactly from the text:\n{description}")
+PHRASE_EXAMPLES = (
+    ("A cat sleeps on a couch next to a white stuffed teddy bear.", ("a cat", "a couch", "a white stuffed teddy bear")),
+    ("Two men in red shirts carry a wooden boat to the lake.", ("two men", "red shirts", "a wooden boat", "the lake")),
+)
+
+
+def clean_text(text: str) -> str:
+    """Generated text as one line: whitespace collapsed, a leading 'Description:' label dropped."""
+    text = " ".join(text.split())
+    return re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", text, flags=re.IGNORECASE)
+
+
+def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> dict[str, Any]:
+    kwargs = {key: options[key] for key in GENERATION_OPTIONS if key in options}
+    kwargs.setdefault("max_new_tokens", default_max_new_tokens)
+    kwargs.setdefault("do_sample", False)
+    if not isinstance(kwargs["max_new_tokens"], int) or kwargs["max_new_tokens"] < 1:
+        raise ModelLoadError(f"max_new_tokens must be a positive integer but is {kwargs['max_new_tokens']!r}")
+    return kwargs
+
+
+def _seed_batch(items_seeds: Sequence[int], sampling: bool) -> None:
+    if sampling and items_seeds:
+        torch.manual_seed(items_seeds[0])
+
+
+# --- causal LMs with a chat template ----------------------------------------------------------
+
+
+class ChatModel(ModelAdapter):
+    """A causal LM and its tokenizer; `chat()` answers a batch of conversations."""
+
+    default_max_new_tokens = 96
+    extra_options: tuple[str, ...] = ()
+
+    def __init__(self, spec: RoleSpec):
+        self.option_names = GENERATION_OPTIONS + ("system", "instruction", "examples") + self.extra_options
+        super().__init__(spec)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        # 1. Check the model before loading weights.
+        location = resolve_model(spec.model, self.role, spec.revision)
+        pick_class(read_json(location, "config.json").get("model_type"), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                   location, self.role)
+        # 2. Load tokenizer (left padding: generation continues every prompt at the same position).
+        self.tokenizer = AutoTokenizer.from_pretrained(location.path, padding_side="left",
+                                                       **pretrained_kwargs(location))
+        if not self.tokenizer.chat_template:
+            raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; use an "
+                                 "instruction-tuned checkpoint or add a chat_template to its tokenizer")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # 3. Load weights.
+        self.model = AutoModelForCausalLM.from_pretrained(location.path, dtype=self.dtype,
+                                                          **pretrained_kwargs(location)).to(self.device).eval()
+        self.generate_kwargs = generation_kwargs(spec.options, self.default_max_new_tokens)
+        self.system = spec.options.get("system")
+
+    def conversation(self, examples: Sequence[tuple[str, str]], question: str) -> list[dict[str, str]]:
+        """System prompt, in-context (question, answer) examples, then the question."""
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        for example_question, example_answer in examples:
+            messages += [{"role": "user", "content": example_question},
+                         {"role": "assistant", "content": example_answer}]
+        return messages + [{"role": "user", "content": question}]
+
+    @torch.inference_mode()
+    def chat(self, conversations: Sequence[list[dict[str, str]]], seeds: Sequence[int] = ()) -> list[str]:
+        answers: list[str] = []
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = conversations[start:start + self.batch_size]
+            prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
+            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            _seed_batch(seeds[start:start + self.batch_size], self.generate_kwargs["do_sample"])
+            output = self.model.generate(**inputs, **self.generate_kwargs, pad_token_id=self.tokenizer.pad_token_id)
+            new_tokens = output[:, inputs["input_ids"].shape[1]:]  # (B, new)
+            answers += self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return answers
+
+
+class ConceptDescriber(ChatModel):
+    role = "describer"
+
+    def __init__(self, spec: RoleSpec):
+        super().__init__(spec)
+        self.system = self.spec.options.get("system", CONCEPT_SYSTEM)
+        self.instruction = self.spec.options.get("instruction", CONCEPT_INSTRUCTION)
+        examples = self.spec.options.get("examples", CONCEPT_EXAMPLES)
+        self.examples = [(self.instruction.format(concepts=", ".join(c)), a) for c, a in examples]
+
+    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+        for item in items:
+            if not item.concepts:
+                raise ValueError(f"item {item.item_id}: Concept2Text needs concepts but the item has none")
+        conversations = [self.conversation(self.examples, self.instruction.format(concepts=", ".join(i.concepts)))
+                         for i in items]
+        return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
+
+
+class CaptionSummarizer(ChatModel):
+    role = "describer"
+
+    def __init__(self, spec: RoleSpec):
+        super().__init__(spec)
+        self.system = self.spec.options.get("system", SUMMARY_SYSTEM)
+        self.instruction = self.spec.options.get("instruction", SUMMARY_INSTRUCTION)
+        examples = self.spec.options.get("examples", SUMMARY_EXAMPLES)
+        self.examples = [(self._question(c), a) for c, a in examples]
+
+    def _question(self, captions: Sequence[str]) -> str:
+        return self.instruction.format(captions="\n".join(f"- {c}" for c in captions))
+
+    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+        for item in items:
+            if not item.source_captions:
+                raise ValueError(f"item {item.item_id}: Text2Text needs source captions but the item has none")
+        conversations = [self.conversation(self.examples, self._question(i.source_captions)) for i in items]
+        return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
+
+
+class ConcatenationDescriber:
+    """The Concatenation baseline: a real image's captions joined into one description."""
+
+    def __init__(self, separator: str = " ", max_captions: int = 5):
+        self.separator, self.max_captions = separator, max_captions
+        self.info = AdapterInfo("concatenation", "", settings={"separator": separator, "max_captions": max_captions})
+
+    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+        descriptions = []
+        for item in items:
+            if not item.source_captions:
+                raise ValueError(f"item {item.item_id}: Concatenation needs source captions but the item has none")
+            captions = [c.strip() for c in item.source_captions[:self.max_captions]]
+            descriptions.append(self.separator.join(c if c.endswith(".") else c + "." for c in captions))
+        return descriptions
+
+
+# --- phrase extraction ------------------------------------------------------------------------
+
+_MARKER = re.compile(r"^\s*(?:[-*•·+>]+|\(?\d{1,3}\s*[.):\]]|\(?[a-zA-Z][.)])\s*")
+_LABEL = re.compile(r"^\s*(?:noun\s+)?(?:phrases?|objects?|answer|output)\s*:\s*", re.IGNORECASE)
+_CHATTER = re.compile(r"^(?:sure|here|okay|ok|certainly|of course|i hope|i've|i have|note|these are|the (?:short )?"
+                      r"(?:noun )?phrases|the objects|let me|below)\b", re.IGNORECASE)
+_QUOTES = "\"'`“”‘’«»"
+_NOTHING = {"none", "n/a", "na", "nothing", "no objects", "no phrases", "-"}
+
+
+def _clean_phrase(text: str) -> str:
+    text = text.replace("**", "").strip()
+    text = text.strip(_QUOTES + " ").rstrip(".,;:!?").strip(_QUOTES + " ")
+    text = re.sub(r"^and\s+", "", text, flags=re.IGNORECASE)
+    return " ".join(text.split())
+
+
+def _json_list(text: str) -> list[str] | None:
+    match = re.search(r"\[[^\[\]]*\]", text, re.DOTALL)
+    if not match:
+        return None
+    try:
+        value = json.loads(match.group(0))
+    except ValueError:
+        return None
+    return [str(v) for v in value] if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+
+def parse_phrase_list(text: str, max_words: int = 8) -> list[str]:
+    """Short phrases from an LLM's answer, robust to chatter, numbering, bullets, quotes, a JSON list,
+    comma-separated lines, duplicates and empty answers. Phrases longer than `max_words` words are
+    dropped as chatter. Order is kept; duplicates (case-insensitive) keep their first spelling."""
+    candidates = _json_list(text)
+    if candidates is None:
+        lines = [line for line in text.splitlines() if line.strip()]
+        marked = [line for line in lines if _MARKER.match(line)]
+        if marked:  # a list: unmarked lines are the chatter around it
+            candidates = [_MARKER.sub("", line, count=1) for line in marked]
+        else:
+            candidates = []
+            for line in lines:
+                line = _LABEL.sub("", line)
+                if line.rstrip().endswith(":") or _CHATTER.match(line.strip(_QUOTES + " ")):
+                    continue
+                candidates += re.split(r"[,;]", line)
+    phrases: list[str] = []
+    seen: set[str] = set()
+    for candidate in candidates:
+        phrase = _clean_phrase(_LABEL.sub("", candidate))
+        key = phrase.lower()
+        if not phrase or key in _NOTHING or key in seen or len(phrase.split()) > max_words:
+            continue
+        seen.add(key)
+        phrases.append(phrase)
+    return phrases
+
+
+class LLMPhraseExtractor(ChatModel):
+    """A causal LM lists candidate phrases; the asset keeps those that occur in the description."""
+
+    role = "phrase_extractor"
+    default_max_new_tokens = 48
+    extra_options = ("max_words",)
+
+    def __init__(self, spec: RoleSpec):
+        super().__init__(spec)
+        self.system = self.spec.options.get("system", PHRASE_SYSTEM)
+        self.instruction = self.spec.options.get("instruction", PHRASE_INSTRUCTION)
+        self.max_words = self.spec.options.get("max_words", 8)
+        examples = self.spec.options.get("examples", PHRASE_EXAMPLES)
+        self.examples = [(self.instruction.format(description=d), "\n".join(p)) for d, p in examples]
+
+    def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
+        conversations = [self.conversation(self.examples, self.instruction.format(description=d))
+                         for d in descriptions]
+        return [parse_phrase_list(answer, self.max_words) for answer in self.chat(conversations)]
+
+
+# --- image captioners -------------------------------------------------------------------------
+
+
+def _model_classes() -> dict[str, Any]:
+    import transformers
+
+    return {
+        "llava": transformers.LlavaForConditionalGeneration,
+        "llava_next": transformers.LlavaNextForConditionalGeneration,
+        "blip": transformers.BlipForConditionalGeneration,
+    }
+
+
+def load_images(items: Sequence[SourceItem]) -> list[Image.Image]:
+    images = []
+    for item in items:
+        if not item.source_image:
+            raise ValueError(f"item {item.item_id}: Image2Text needs a source image but the item has none")
+        if not Path(item.source_image).is_file():
+            raise ValueError(f"item {item.item_id}: source image {item.source_image!r} does not exist")
+        with Image.open(item.source_image) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+class ImageCaptioner(ModelAdapter):
+    """Image2Text: LLaVA / LLaVA-NeXT answer a detailed-description prompt; BLIP captions (with an
+    optional text prefix, `prompt`)."""
+
+    role = "describer"
+    option_names = GENERATION_OPTIONS + ("prompt",)
+
+    def __init__(self, spec: RoleSpec):
+        super().__init__(spec)
+        from transformers import AutoProcessor
+
+        # 1. Check the architecture before loading weights.
+        location = resolve_model(spec.model, self.role, spec.revision)
+        self.kind, model_class = pick_class(read_json(location, "config.json").get("model_type"), _model_classes(),
+                                            location, self.role)
+        # 2. Load processor and model.
+        self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
+        self.processor.tokenizer.padding_side = "left"
+        self.model = model_class.from_pretrained(location.path, dtype=self.dtype,
+                                                 **pretrained_kwargs(location)).to(self.device).eval()
+        self.prompt = spec.options.get("prompt", "" if self.kind == "blip" else DETAILED_PROMPT)
+        self.generate_kwargs = generation_kwargs(spec.options, 30 if self.kind == "blip" else 160)
+        self.info.settings["prompt"] = self.prompt
+
+    def prepare_inputs(self, images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        if self.kind == "blip":
+            text = [self.prompt] * len(images) if self.prompt else None
+            inputs = self.processor(images=images, text=text, return_tensors="pt", padding=bool(text))
+        else:
+            conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
+            prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+            inputs = self.processor(images=images, text=[prompt] * len(images), return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
+
+    @torch.inference_mode()
+    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+        images = load_images(items)  # fails on a missing file before any model call
+        descriptions: list[str] = []
+        for start in range(0, len(items), self.batch_size):
+            inputs = self.prepare_inputs(images[start:start + self.batch_size])
+            _seed_batch([i.seed for i in items[start:start + self.batch_size]], self.generate_kwargs["do_sample"])
+            output = self.model.generate(**inputs, **self.generate_kwargs)
+            if self.kind != "blip":  # decoder-only: drop the prompt
+                output = output[:, inputs["input_ids"].shape[1]:]
+            descriptions += [clean_text(t) for t in self.processor.batch_decode(output, skip_special_tokens=True)]
+        return descriptions
+
+

@@ -1,0 +1,43 @@
+"""The code location loads, and its graph is what users see in the UI: pinned here."""
+
+import dagster as dg
+
+from synground_assets.definitions import defs
+from synground_assets.recipes import recipe_book
+
+
+def asset_graph():
+    return defs.resolve_asset_graph()
+
+
+def test_generation_assets_and_their_deps():
+    graph = asset_graph()
+    parents = {key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+               for key in graph.get_all_asset_keys()}
+    assert {name: parents[name] for name in ["concepts", "descriptions", "images", "phrases", "boxes"]} == {
+        "concepts": [],
+        "descriptions": ["concepts"],
+        "images": ["descriptions"],
+        "phrases": ["descriptions"],
+        "boxes": ["images", "phrases"],
+    }
+
+
+def test_generation_assets_are_partitioned_by_recipe_and_shard():
+    graph = asset_graph()
+    book = recipe_book()
+    for name in ["concepts", "descriptions", "images", "phrases", "boxes"]:
+        partitions = graph.get(dg.AssetKey(name)).partitions_def
+        assert isinstance(partitions, dg.MultiPartitionsDefinition)
+        dimensions = {d.name: d.partitions_def.get_partition_keys() for d in partitions.partitions_defs}
+        assert dimensions["recipe"] == sorted(book.recipes)
+        assert dimensions["shard"] == [f"{i:05d}" for i in range(book.max_shards)]
+        assert "shapes|00000" in partitions.get_partition_keys()
+
+
+def test_gpu_stages_take_a_gpu_slot_and_checks_are_attached():
+    graph = asset_graph()
+    pools = {name: graph.get(dg.AssetKey(name)).pools for name in ["concepts", "descriptions", "images", "phrases", "boxes"]}
+    assert pools == {"concepts": set(), "descriptions": {"gpu"}, "images": {"gpu"}, "phrases": {"gpu"}, "boxes": {"gpu"}}
+    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert {"boxes_in_image_bounds", "yield_above_threshold", "no_empty_phrase"} <= checks

@@ -8,8 +8,8 @@
 
 Settings (recipe `options`): num_inference_steps, guidance_scale, height, width, negative_prompt;
 GLIGEN adds max_objects, box_min_fraction, box_max_fraction, scheduled_sampling_beta and
-layout_phrase_model (a causal LM that lists the layout's phrases; default: article-led noun phrases
-read from the description).
+layout_phrase_model (a causal LM that lists the layout's phrases, with layout_chat_template if its
+tokenizer has none; default: article-led noun phrases read from the description by a simple rule).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from synground_assets.roles.phrases import filter_phrases
 TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 PIPELINE_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "negative_prompt")
 GLIGEN_OPTIONS = PIPELINE_OPTIONS + ("max_objects", "box_min_fraction", "box_max_fraction",
-                                     "scheduled_sampling_beta", "layout_phrase_model")
+                                     "scheduled_sampling_beta", "layout_phrase_model", "layout_chat_template")
 
 # Article-led noun phrases: "a white teddy bear", stopping before verbs, prepositions and clauses.
 _STOP_WORDS = {"a", "an", "the", "and", "or", "with", "on", "in", "at", "of", "to", "by", "near", "next", "under",
@@ -55,6 +55,14 @@ def article_phrases(description: str, max_words: int = 4) -> list[str]:
     return phrases
 
 
+def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """diffusers renamed `torch_dtype` to `dtype` (0.36+); use whichever this version takes."""
+    from diffusers.utils import deprecation_utils
+
+    new_name = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
+    return {"dtype": dtype} if new_name else {"torch_dtype": dtype}
+
+
 class _DiffusersAdapter(ModelAdapter):
     role = "image_generator"
     known_pipelines: tuple[str, ...] = TEXT_TO_IMAGE_PIPELINES
@@ -63,19 +71,21 @@ class _DiffusersAdapter(ModelAdapter):
         super().__init__(spec)
         import diffusers
 
-        # 1. Check the pipeline class before loading weights.
+        # 1. Check the settings and the pipeline class before loading weights.
+        for name in ("height", "width"):
+            if spec.options.get(name) is not None:
+                self.check_size(name, spec.options[name])
         location = resolve_model(spec.model, self.role, spec.revision, required_file="model_index.json")
         class_name = read_json(location, "model_index.json").get("_class_name")
         self.kind, _ = pick_class(class_name, {k: k for k in self.known_pipelines}, location, self.role)
         # 2. Load the pipeline.
         self.pipeline = getattr(diffusers, self.kind).from_pretrained(
-            location.path, torch_dtype=self.dtype, **pretrained_kwargs(location)).to(self.device)
+            location.path, **_dtype_kwarg(self.dtype), **pretrained_kwargs(location)).to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
         # 3. Generation settings, checked now rather than at the first item.
         options = spec.options
         self.height = options.get("height") or self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor
         self.width = options.get("width") or self.height
-        self.check_size(self.height, self.width)
         self.num_inference_steps = options.get("num_inference_steps", 30)
         self.guidance_scale = options.get("guidance_scale", 7.5)
         self.negative_prompt = options.get("negative_prompt")
@@ -83,10 +93,9 @@ class _DiffusersAdapter(ModelAdapter):
                                    "num_inference_steps": self.num_inference_steps,
                                    "guidance_scale": self.guidance_scale})
 
-    def check_size(self, height: Any, width: Any) -> None:
-        for name, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
-                raise ModelLoadError(f"role {self.role!r}: {name} must be a positive multiple of 8 but is {value!r}")
+    def check_size(self, name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
+            raise ModelLoadError(f"role {self.role!r}: {name} must be a positive multiple of 8 but is {value!r}")
 
     def generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
         # One generator per item: its initial noise depends on its seed alone.
@@ -133,7 +142,8 @@ class GligenImageGenerator(_DiffusersAdapter):
 
             self.phrase_model = LLMPhraseExtractor(RoleSpec(
                 adapter="llm-phrases", model=options["layout_phrase_model"], dtype=spec.dtype, device=spec.device,
-                batch_size=spec.batch_size))
+                batch_size=spec.batch_size,
+                options={"chat_template": options["layout_chat_template"]} if options.get("layout_chat_template") else {}))
         self.info.settings.update({"layout_phrases": options.get("layout_phrase_model") or "article-rule"})
 
     def layout_phrases(self, prompts: Sequence[str]) -> list[list[str]]:

@@ -31,6 +31,20 @@ from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick
 GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
                       "repetition_penalty", "no_repeat_ngram_size")
 
+# Chat formats for checkpoints whose tokenizer ships none; a recipe picks one by name
+# (`options: {chat_template: vicuna}`) or gives a Jinja template of its own.
+CHAT_TEMPLATES = {
+    # Vicuna v1.1-v1.5 (FastChat "vicuna_v1.1"): "<system> USER: <q> ASSISTANT: <a></s>USER: ..."
+    "vicuna": (
+        "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + ' ' }}{% else %}"
+        "{{ 'A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user\\'s questions. ' }}{% endif %}"
+        "{% for message in messages %}{% if message['role'] == 'user' %}{{ 'USER: ' + message['content'] + ' ' }}"
+        "{% elif message['role'] == 'assistant' %}{{ 'ASSISTANT: ' + message['content'] + eos_token }}{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+    ),
+}
+
 DETAILED_PROMPT = ("Describe this image in detail: the objects, their colours, their positions and what they "
                    "are doing. Answer in one paragraph.")
 
@@ -89,7 +103,7 @@ class ChatModel(ModelAdapter):
     extra_options: tuple[str, ...] = ()
 
     def __init__(self, spec: RoleSpec):
-        self.option_names = GENERATION_OPTIONS + ("system", "instruction", "examples") + self.extra_options
+        self.option_names = GENERATION_OPTIONS + ("system", "instruction", "examples", "chat_template") + self.extra_options
         super().__init__(spec)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -101,9 +115,13 @@ class ChatModel(ModelAdapter):
         # 2. Load tokenizer (left padding: generation continues every prompt at the same position).
         self.tokenizer = AutoTokenizer.from_pretrained(location.path, padding_side="left",
                                                        **pretrained_kwargs(location))
+        template = spec.options.get("chat_template")
+        if template:
+            self.tokenizer.chat_template = CHAT_TEMPLATES.get(template, template)
         if not self.tokenizer.chat_template:
             raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; use an "
-                                 "instruction-tuned checkpoint or add a chat_template to its tokenizer")
+                                 "instruction-tuned checkpoint or set the `chat_template` option (a Jinja template "
+                                 f"or one of {', '.join(CHAT_TEMPLATES)})")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # 3. Load weights.

@@ -1,0 +1,110 @@
+"""Model loading fails early and clearly: before any item is processed, naming the model and the fix."""
+
+import pytest
+import torch
+
+from synground_assets.recipes import RecipeError, RoleSpec, load_recipe_book
+from synground_assets.roles import hf_common, tiny
+from synground_assets.roles.hf_common import ModelLoadError, resolve_device
+from synground_assets.roles.registry import build_role
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_cuda_asked_for_and_absent_is_a_clear_error(tiny_models):
+    with pytest.raises(ModelLoadError, match="device 'cuda' was asked for but no CUDA GPU"):
+        build_role("detector", RoleSpec("zero-shot-detector", "tiny:grounding-dino", device="cuda"))
+
+
+def test_auto_device_falls_back_to_cpu_without_gpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+def test_missing_model_folder_is_named(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelLoadError, match=f"model folder '{missing}' does not exist"):
+        build_role("describer", RoleSpec("image-captioner", str(missing), device="cpu"))
+
+
+def test_folder_without_config_is_named(tmp_path):
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        build_role("phrase_extractor", RoleSpec("llm-phrases", str(tmp_path), device="cpu"))
+
+
+def test_missing_model_reference_is_named():
+    with pytest.raises(ModelLoadError, match="needs a model"):
+        build_role("detector", RoleSpec("zero-shot-detector", None, device="cpu"))
+
+
+@pytest.mark.parametrize("role, adapter, model, kind", [
+    ("detector", "zero-shot-detector", "tiny:causal-lm", "llama"),
+    ("describer", "image-captioner", "tiny:owlv2", "owlv2"),
+    ("image_generator", "diffusers", "tiny:gligen", "StableDiffusionGLIGENPipeline"),
+    ("image_generator", "gligen", "tiny:stable-diffusion", "StableDiffusionPipeline"),
+    ("phrase_extractor", "llm-phrases", "tiny:grounding-dino", "grounding-dino"),
+])
+def test_architecture_the_adapter_cannot_run_is_named(tiny_models, role, adapter, model, kind):
+    with pytest.raises(ModelLoadError, match=f"is a '{kind}', which this adapter cannot run; expected one of"):
+        build_role(role, RoleSpec(adapter, model, device="cpu"))
+
+
+def test_unknown_tiny_model_lists_the_known_ones():
+    with pytest.raises(ModelLoadError, match="unknown tiny model 'tiny:nope'.*causal-lm"):
+        hf_common.resolve_model("tiny:nope", "describer")
+
+
+def test_offline_hub_id_not_in_cache_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set and 'someone/some-model'.*not in the local"):
+        hf_common.resolve_model("someone/some-model", "describer")
+
+
+def test_unknown_option_is_named(tiny_models):
+    with pytest.raises(ModelLoadError, match="unknown option.*box_treshold"):
+        build_role("detector", RoleSpec("zero-shot-detector", "tiny:owlv2", device="cpu",
+                                        options={"box_treshold": 0.3}))
+
+
+def test_bad_setting_is_named_at_construction(tiny_models):
+    with pytest.raises(ModelLoadError, match="height must be a positive multiple of 8 but is 60"):
+        build_role("image_generator", RoleSpec("diffusers", "tiny:stable-diffusion", device="cpu",
+                                               options={"height": 60}))
+    with pytest.raises(ModelLoadError, match="top_k must be a positive integer but is 0"):
+        build_role("detector", RoleSpec("zero-shot-detector", "tiny:owlv2", device="cpu", options={"top_k": 0}))
+
+
+def test_model_load_error_is_a_recipe_error():
+    assert issubclass(ModelLoadError, RecipeError)
+
+
+@pytest.mark.parametrize("recipe", ["tiny-image2text", "tiny-concept2text", "tiny-text2text", "tiny-gligen"])
+def test_tiny_recipes_build_every_role(tiny_models, recipe):
+    book = load_recipe_book()
+    spec = book.get(recipe)
+    roles = {role: build_role(role, role_spec, recipe) for role, role_spec in spec.roles.items()}
+    assert all(role.info.adapter for role in roles.values())
+    for role in roles.values():
+        if hasattr(role, "release"):
+            role.release()
+
+
+def test_paper_recipes_name_real_checkpoints_on_gpu():
+    book = load_recipe_book()
+    for name in ("paper-image2text", "paper-concept2text", "paper-gligen"):
+        recipe = book.get(name)
+        assert recipe.needs_gpu and recipe.notes
+        models = [spec.model for spec in recipe.roles.values() if spec.model]
+        assert models and not any(m.startswith(hf_common.TINY_PREFIX) for m in models)
+        assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
+
+
+def test_release_drops_the_model(tiny_models):
+    detector = build_role("detector", RoleSpec("zero-shot-detector", "tiny:owlv2", device="cpu"))
+    detector.release()
+    assert detector.model is None
+
+
+def test_tiny_reference_resolves_into_the_cache(tiny_models):
+    location = hf_common.resolve_model("tiny:owlv2", "detector")
+    assert location.is_local and location.path == str(tiny.cache_dir() / "owlv2")

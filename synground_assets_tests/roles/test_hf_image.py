@@ -1,0 +1,92 @@
+"""Image generators on tiny random diffusers pipelines (2 denoising steps, 64 px)."""
+
+import numpy as np
+import pytest
+
+from synground_assets.roles.hf_image import DiffusersImageGenerator, GligenImageGenerator, article_phrases
+
+PROMPTS = ["a red cat on a blue couch", "a dog", "a green car next to the old bus"]
+
+
+def pixels(generated):
+    return np.asarray(generated.image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def generator(cpu_spec):
+    generator = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:stable-diffusion", batch_size=2,
+                                                 num_inference_steps=2))
+    yield generator
+    generator.release()
+
+
+@pytest.fixture(scope="module")
+def gligen(cpu_spec):
+    generator = GligenImageGenerator(cpu_spec("gligen", "tiny:gligen", num_inference_steps=2))
+    yield generator
+    generator.release()
+
+
+def test_one_image_per_prompt_at_the_pipeline_size(generator):
+    images = generator.generate(PROMPTS, [1, 2, 3])
+    assert [g.image.size for g in images] == [(64, 64)] * 3
+    assert all(g.layout is None for g in images)
+
+
+def test_an_image_depends_on_its_seed_not_its_batch(generator):
+    batched = generator.generate(PROMPTS, [1, 2, 3])
+    one_by_one = [generator.generate([p], [s])[0] for p, s in zip(PROMPTS, [1, 2, 3])]
+    for a, b in zip(batched, one_by_one):
+        assert np.abs(pixels(a) - pixels(b)).max() <= 2  # float rounding of batched convolutions
+    again = generator.generate([PROMPTS[0]], [1])[0]
+    other_seed = generator.generate([PROMPTS[0]], [99])[0]
+    assert np.array_equal(pixels(again), pixels(one_by_one[0]))
+    assert np.abs(pixels(other_seed) - pixels(again)).max() > 10
+
+
+def test_generator_rejects_mismatched_seeds(generator):
+    with pytest.raises(ValueError, match="got 2 prompts but 1 seeds"):
+        generator.generate(PROMPTS[:2], [1])
+
+
+def test_gligen_returns_its_layout_as_boxes(gligen):
+    results = gligen.generate(PROMPTS, [1, 2, 3])
+    first = results[0]
+    assert [phrase for phrase, _ in first.layout] == ["a red cat", "a blue couch"]
+    for result, prompt in zip(results, PROMPTS):
+        width, height = result.image.size
+        for phrase, (x0, y0, x1, y1) in result.layout:
+            assert phrase.lower() in prompt.lower()
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+            assert (x1 - x0) >= 0.2 * width - 1e-6
+
+
+def test_gligen_layout_is_seeded(gligen):
+    first = gligen.generate(PROMPTS[:1], [5])[0]
+    again = gligen.generate(PROMPTS[:1], [5])[0]
+    other = gligen.generate(PROMPTS[:1], [6])[0]
+    assert first.layout == again.layout and first.layout != other.layout
+    assert np.array_equal(pixels(first), pixels(again))
+
+
+def test_gligen_without_phrases_draws_without_layout(gligen):
+    result = gligen.generate(["zzz qqq"], [1])[0]
+    assert result.layout == [] and result.image.size == (64, 64)
+
+
+def test_gligen_layout_phrases_from_an_llm(cpu_spec):
+    generator = GligenImageGenerator(cpu_spec("gligen", "tiny:gligen", num_inference_steps=1,
+                                              layout_phrase_model="tiny:causal-lm"))
+    phrases = generator.layout_phrases(PROMPTS)
+    assert len(phrases) == 3 and all(p.lower() in PROMPTS[i].lower() for i, ps in enumerate(phrases) for p in ps)
+    generator.release()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A cat sleeping on a white couch.", ["A cat", "a white couch"]),
+    ("the big stuffed teddy bear, and two dogs", ["the big stuffed teddy bear", "two dogs"]),
+    ("A man with an umbrella", ["A man", "an umbrella"]),
+    ("nothing here", []),
+])
+def test_article_phrases(text, expected):
+    assert article_phrases(text) == expected

@@ -1,0 +1,113 @@
+"""Describers and the phrase extractor on tiny random models: real from_pretrained + generate code."""
+
+import pytest
+
+from synground_assets.roles.base import SourceItem
+from synground_assets.roles.hf_text import (CHAT_TEMPLATES, CaptionSummarizer, ConcatenationDescriber,
+                                            ConceptDescriber, ImageCaptioner, LLMPhraseExtractor, clean_text)
+from synground_assets.roles.sources import CaptionsSampler, ImageFolderSampler
+
+
+@pytest.fixture(scope="module")
+def photo_items(tiny_models):
+    sampler = ImageFolderSampler("tiny:photos")
+    return [SourceItem(item_id=f"photo-{i}", seed=i, source_image=p) for i, p in enumerate(sampler.paths)]
+
+
+@pytest.fixture(scope="module")
+def caption_items(tiny_models):
+    return CaptionsSampler("tiny:photos/captions.json").sample(["c0", "c1", "c2"], [0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def chat_describer(cpu_spec):
+    describer = ConceptDescriber(cpu_spec("llm-concept2text", "tiny:causal-lm", batch_size=2, max_new_tokens=8))
+    yield describer
+    describer.release()
+
+
+@pytest.mark.parametrize("model", ["tiny:llava", "tiny:blip-captioning"])
+def test_image_captioner_batched_equals_one_by_one(cpu_spec, photo_items, model):
+    captioner = ImageCaptioner(cpu_spec("image-captioner", model, batch_size=2, max_new_tokens=8))
+    batched = captioner.describe(photo_items)
+    one_by_one = [captioner.describe([item])[0] for item in photo_items]
+    assert batched == one_by_one
+    assert len(batched) == len(photo_items) and all(isinstance(d, str) for d in batched)
+    # The tower sees the pixels: different photos, different text.
+    assert len(set(batched)) > 1
+    assert captioner.info.model_id == model and captioner.info.settings["prompt"] == captioner.prompt
+
+
+def test_llava_gets_the_detailed_description_prompt(cpu_spec):
+    captioner = ImageCaptioner(cpu_spec("image-captioner", "tiny:llava", max_new_tokens=2))
+    assert captioner.prompt.startswith("Describe this image in detail")
+
+
+def test_image_captioner_names_the_item_whose_image_is_missing(cpu_spec, photo_items):
+    captioner = ImageCaptioner(cpu_spec("image-captioner", "tiny:blip-captioning", max_new_tokens=2))
+    broken = SourceItem(item_id="item-7", seed=7, source_image="/nowhere/cat.jpg")
+    with pytest.raises(ValueError, match="item item-7: source image '/nowhere/cat.jpg' does not exist"):
+        captioner.describe([photo_items[0], broken])
+
+
+def test_concept_describer_batched_equals_one_by_one(chat_describer):
+    items = [SourceItem(f"i{n}", n, concepts=c) for n, c in enumerate([("dog",), ("red cup", "laptop"), ("giraffe",)])]
+    batched = chat_describer.describe(items)
+    assert batched == [chat_describer.describe([item])[0] for item in items]
+    assert len(set(batched)) > 1  # the concepts reach the model
+
+
+def test_concept_describer_prompt_has_in_context_examples(chat_describer):
+    conversation = chat_describer.conversation(chat_describer.examples, "Q")
+    roles = [m["role"] for m in conversation]
+    assert roles[0] == "system" and roles[-1] == "user"
+    assert roles.count("assistant") == len(chat_describer.examples) == 3
+    prompt = chat_describer.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert prompt.rstrip().endswith("<|assistant|>")
+
+
+def test_concept_describer_needs_concepts(chat_describer):
+    with pytest.raises(ValueError, match="item x: Concept2Text needs concepts"):
+        chat_describer.describe([SourceItem("x", 1)])
+
+
+def test_sampling_is_seeded(cpu_spec):
+    describer = ConceptDescriber(cpu_spec("llm-concept2text", "tiny:causal-lm", max_new_tokens=8, do_sample=True))
+    items = [SourceItem("i", 5, concepts=("dog",))]
+    assert describer.describe(items) == describer.describe(items)
+
+
+def test_caption_summarizer_reads_all_captions(cpu_spec, caption_items):
+    summarizer = CaptionSummarizer(cpu_spec("llm-text2text", "tiny:causal-lm", batch_size=2, max_new_tokens=8))
+    batched = summarizer.describe(caption_items)
+    assert batched == [summarizer.describe([item])[0] for item in caption_items]
+    question = summarizer._question(caption_items[0].source_captions)
+    assert all(caption in question for caption in caption_items[0].source_captions)
+
+
+def test_concatenation_joins_captions_as_sentences():
+    items = [SourceItem("i", 0, source_captions=("A dog on a beach", "A brown dog runs."))]
+    assert ConcatenationDescriber().describe(items) == ["A dog on a beach. A brown dog runs."]
+    with pytest.raises(ValueError, match="item j: Concatenation needs source captions"):
+        ConcatenationDescriber().describe([SourceItem("j", 0)])
+
+
+def test_phrase_extractor_returns_candidates_per_description(cpu_spec):
+    extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", batch_size=2, max_new_tokens=6))
+    descriptions = ["A cat on a couch.", "Two men carry a boat.", "A red kite."]
+    batched = extractor.extract(descriptions)
+    assert batched == [extractor.extract([d])[0] for d in descriptions]
+    assert all(isinstance(p, list) and all(isinstance(x, str) and x for x in p) for p in batched)
+
+
+def test_chat_template_option_names_a_known_format(cpu_spec):
+    extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", chat_template="vicuna", max_new_tokens=2))
+    assert extractor.tokenizer.chat_template == CHAT_TEMPLATES["vicuna"]
+    prompt = extractor.tokenizer.apply_chat_template(extractor.conversation([], "Q"), tokenize=False,
+                                                     add_generation_prompt=True)
+    assert prompt.endswith("USER: Q ASSISTANT:")
+
+
+@pytest.mark.parametrize("raw, clean", [("  Description:  A  dog.\n", "A dog."), ("a cat", "a cat"), ("", "")])
+def test_clean_text(raw, clean):
+    assert clean_text(raw) == clean

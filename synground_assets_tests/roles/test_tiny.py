@@ -1,0 +1,80 @@
+"""The tiny-model builder: offline, fast, idempotent, and the real classes."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from synground_assets.roles import tiny
+
+
+def test_every_model_is_built_with_a_complete_marker(tiny_models):
+    assert set(tiny_models) == set(tiny.BUILDERS)
+    for name, folder in tiny_models.items():
+        assert (folder / tiny.COMPLETE_MARKER).is_file(), name
+
+
+@pytest.mark.parametrize("name, config_file, key, value", [
+    ("causal-lm", "config.json", "model_type", "llama"),
+    ("llava", "config.json", "model_type", "llava"),
+    ("blip-captioning", "config.json", "model_type", "blip"),
+    ("grounding-dino", "config.json", "model_type", "grounding-dino"),
+    ("mm-grounding-dino", "config.json", "model_type", "mm-grounding-dino"),
+    ("owlv2", "config.json", "model_type", "owlv2"),
+    ("stable-diffusion", "model_index.json", "_class_name", "StableDiffusionPipeline"),
+    ("gligen", "model_index.json", "_class_name", "StableDiffusionGLIGENPipeline"),
+])
+def test_models_are_the_real_classes(tiny_models, name, config_file, key, value):
+    assert json.loads((tiny_models[name] / config_file).read_text())[key] == value
+
+
+def test_building_again_is_a_no_op(tiny_models):
+    folder = tiny_models["owlv2"]
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    started = time.perf_counter()
+    assert tiny.ensure_tiny("owlv2") == folder
+    assert time.perf_counter() - started < 0.1
+    assert (folder / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_build_is_deterministic(tiny_models, tmp_path):
+    rebuilt = tiny.ensure_tiny("causal-lm", tmp_path)
+    assert (rebuilt / "model.safetensors").read_bytes() == (tiny_models["causal-lm"] / "model.safetensors").read_bytes()
+
+
+def test_an_unfinished_build_is_replaced(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "half-written.jpg").write_bytes(b"")
+    folder = tiny.ensure_tiny("photos", tmp_path)
+    assert (folder / tiny.COMPLETE_MARKER).is_file() and not (folder / "half-written.jpg").exists()
+
+
+def test_photos_come_with_coco_style_captions(tiny_models):
+    data = json.loads((tiny_models["photos"] / "captions.json").read_text())
+    assert data["images"] and data["annotations"]
+    ids = {image["id"] for image in data["images"]}
+    assert all(a["image_id"] in ids and a["caption"] for a in data["annotations"])
+    assert len({a["id"] for a in data["annotations"]}) == len(data["annotations"])
+    assert all((tiny_models["photos"] / image["file_name"]).is_file() for image in data["images"])
+
+
+def test_causal_lm_tokenizer_has_a_chat_template(tiny_models):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["causal-lm"])
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "a dog"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt == "<|user|>\na dog</s>\n<|assistant|>\n"
+
+
+def test_unknown_name_is_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown tiny model 'nope'"):
+        tiny.ensure_tiny("nope", tmp_path)
+
+
+def test_cli_help():
+    result = subprocess.run([sys.executable, "-m", "synground_assets.roles.tiny", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "usage" in result.stdout

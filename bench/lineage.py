@@ -75,7 +75,23 @@ def chunk_frames(first_shard: int, shards: int, items_per_shard: int, phrases_pe
         "images": common(images, recipe, shard, "sd"),
         "phrases": common(phrases, p_recipe, p_shard, "llm"),
         "boxes": common(boxes, p_recipe[boxed], p_shard[boxed], "detector"),
+        "shard_yields": common(shard_yields(phrases.assign(shard=p_shard, recipe=p_recipe), boxes),
+                               *_shard_columns(first_shard, shards), "detector"),
     }
+
+
+def _shard_columns(first_shard: int, shards: int) -> tuple[np.ndarray, np.ndarray]:
+    numbers = np.arange(first_shard, first_shard + shards)
+    return np.array(RECIPES)[numbers % len(RECIPES)], np.char.zfill(numbers.astype(str), 5)
+
+
+def shard_yields(phrases: pd.DataFrame, boxes: pd.DataFrame) -> pd.DataFrame:
+    """What the boxes asset records per shard, computed from the synthetic rows."""
+    kept = phrases[phrases.kept]
+    boxed = kept.phrase_id.isin(boxes.phrase_id)
+    per_shard = kept.assign(boxed=boxed).groupby("shard", sort=True)
+    return pd.DataFrame({"phrases": per_shard.size().values, "phrases_with_box": per_shard.boxed.sum().values,
+                         "boxes": per_shard.boxed.sum().values})
 
 
 def fill(path: Path, shards: int, items_per_shard: int, phrases_per_item: int, chunk: int = 1000) -> dict:
@@ -106,7 +122,7 @@ def median_ms(run, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, default=16000)
-    parser.add_argument("--items-per-shard", type=int, default=21)
+    parser.add_argument("--items-per-shard", type=int, default=25)
     parser.add_argument("--phrases-per-item", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lineage.json"))

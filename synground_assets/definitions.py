@@ -9,15 +9,19 @@ from synground_assets.assets.concepts import concepts
 from synground_assets.assets.descriptions import descriptions
 from synground_assets.assets.images import images
 from synground_assets.assets.phrases import phrases
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.assets.scoring import benchmark_scores
+from synground_assets.assets.training import finetuned_checkpoint
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 
 GENERATION_ASSETS = [concepts, descriptions, images, phrases, boxes]
-
-generation_job = dg.define_asset_job(
-    "generation", selection=dg.AssetSelection.assets(*GENERATION_ASSETS), partitions_def=None
-)
+LEARNING_ASSETS = [finetuned_checkpoint, benchmark_scores]
 
 defs = dg.Definitions(
-    assets=GENERATION_ASSETS,
-    resources={"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()},
+    assets=[*GENERATION_ASSETS, *LEARNING_ASSETS],
+    resources={
+        "store": StoreResource(),
+        "lineage": LineageResource(),
+        "models": ModelSuiteResource(),
+        "tracking": TrackingResource(),
+    },
 )

@@ -83,11 +83,9 @@ def boxes(
         write_table(folder, table)
         options = recipe.roles["detector"].options
         lineage_rows = table.assign(box_threshold=options.get("box_threshold"), text_threshold=options.get("text_threshold"))
-        boxed_phrases = table.phrase_id.nunique()
-        return ShardOutput(
-            lineage={"boxes": lineage_rows}, info=detector.info, skipped=skipped, preview=preview,
-            counts={"boxes": len(table), "phrases": len(phrase_table), "phrases_with_box": boxed_phrases},
-        )
+        counts = {"boxes": len(table), "phrases": len(phrase_table), "phrases_with_box": table.phrase_id.nunique()}
+        return ShardOutput(lineage={"boxes": lineage_rows, "shard_yields": pd.DataFrame([counts])},
+                           info=detector.info, skipped=skipped, preview=preview, counts=counts)
 
     outputs = materialize_shards(context, store, lineage, "boxes", write_shard)
     return dg.MaterializeResult(metadata=_metadata(outputs), check_results=_checks(context, store, outputs))

@@ -9,6 +9,7 @@ import dagster as dg
 from synground_assets.resources import models
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
+from synground_assets.resources.tracking import Tracking
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -34,3 +35,13 @@ class ModelSuiteResource(dg.ConfigurableResource):
 
     def role(self, recipe: str, role: str) -> Any:
         return models.get_role(recipe, role)
+
+
+class TrackingResource(dg.ConfigurableResource):
+    """MLflow. Empty URI: `$MLFLOW_TRACKING_URI`, else SQLite `<project home>/mlflow.db`."""
+
+    tracking_uri: str = ""
+    experiment: str = "synground"
+
+    def tracking(self) -> Tracking:
+        return Tracking(self.tracking_uri or None, self.experiment)

@@ -37,8 +37,14 @@ TABLES = {
     "boxes": f"""box_id VARCHAR PRIMARY KEY, phrase_id VARCHAR, item_id VARCHAR, x0 DOUBLE, y0 DOUBLE,
         x1 DOUBLE, y1 DOUBLE, score DOUBLE, box_rank INTEGER, box_threshold DOUBLE, text_threshold DOUBLE,
         {_COMMON}""",
+    # One row per boxes shard: the yield numbers, so yield questions never scan every phrase.
+    "shard_yields": f"phrases INTEGER, phrases_with_box INTEGER, boxes INTEGER, {_COMMON}",
     # Items a stage could not process, with the reason (kept, not silently dropped).
     "skipped_items": f"stage VARCHAR, item_id VARCHAR, reason VARCHAR, {_COMMON}",
+    # Pointing-game accuracy per (benchmark, recipe): base, fine-tuned, baselines, gain.
+    "benchmark_scores": """benchmark VARCHAR, recipe VARCHAR, queries INTEGER, base DOUBLE, finetuned DOUBLE,
+        center DOUBLE, random DOUBLE, gain DOUBLE, mlflow_run_id VARCHAR, run_id VARCHAR, code_version VARCHAR,
+        materialized_at TIMESTAMP""",
     # Which shards (and how many triplets of each) trained a checkpoint.
     "checkpoint_shards": """checkpoint_id VARCHAR, recipe VARCHAR, shard VARCHAR, triplets INTEGER,
         run_id VARCHAR, code_version VARCHAR, materialized_at TIMESTAMP""",
@@ -62,13 +68,10 @@ VIEWS = {
         JOIN descriptions d ON d.item_id = b.item_id
         JOIN concept_sets c ON c.item_id = b.item_id""",
     "yield_per_recipe": """
-        SELECT p.recipe, p.model_id AS extractor_model, b.detector_model,
-               count(*) AS phrases, count(b.phrase_id) AS phrases_with_box,
-               round(count(b.phrase_id) / count(*), 4) AS yield
-        FROM phrases p
-        LEFT JOIN (SELECT DISTINCT phrase_id, model_id AS detector_model FROM boxes) b USING (phrase_id)
-        WHERE p.kept
-        GROUP BY ALL ORDER BY p.recipe""",
+        SELECT recipe, model_id AS detector_model, count(*) AS shards, sum(phrases) AS phrases,
+               sum(phrases_with_box) AS phrases_with_box, sum(boxes) AS boxes,
+               round(sum(phrases_with_box) / sum(phrases), 4) AS yield
+        FROM shard_yields GROUP BY ALL ORDER BY recipe""",
 }
 
 
@@ -113,16 +116,19 @@ class Lineage:
             connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
 
     def replace_shard(self, table: str, recipe: str, shard: str, rows: pd.DataFrame, where: dict | None = None) -> None:
-        """Replace all rows of one shard (optionally narrowed by `where` column values) in one transaction."""
+        """Replace all rows of one shard (optionally narrowed by more `where` column values)."""
+        self.replace(table, rows, {"recipe": recipe, "shard": shard, **(where or {})})
+
+    def replace(self, table: str, rows: pd.DataFrame, where: dict) -> None:
+        """Delete the rows matching `where` (column -> value) and insert `rows`, in one transaction."""
         if table not in TABLES:
             raise ValueError(f"unknown lineage table {table!r}; expected one of {', '.join(TABLES)}")
-        conditions = {"recipe": recipe, "shard": shard, **(where or {})}
-        clause = " AND ".join(f"{column} = ?" for column in conditions)
+        clause = " AND ".join(f"{column} = ?" for column in where)
         with self._writer() as connection:
             self._ensure_schema(connection)
             connection.execute("BEGIN TRANSACTION")
             try:
-                connection.execute(f"DELETE FROM {table} WHERE {clause}", list(conditions.values()))
+                connection.execute(f"DELETE FROM {table} WHERE {clause}", list(where.values()))
                 if len(rows):
                     connection.register("incoming_rows", rows)
                     connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")

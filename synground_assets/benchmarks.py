@@ -1,0 +1,107 @@
+"""Evaluation sets for the pointing game, from the files users hold (or, for `shapes_test`, made here).
+
+- `refcoco+_testA`, `refcoco+_testB`: the refer toolkit's `refs(unc).p` + `instances.json` under
+  `root`, COCO train2014 images under `images` (default `<root>/images/train2014`).
+- `flickr30k_test`: Flickr30k Entities' `Sentences/`, `Annotations/`, `test.txt` under `root`,
+  images under `images` (default `<root>/flickr30k-images`).
+- `shapes_test`: held-out shapes items with seeds of their own, boxed by the renderer's ground truth.
+
+Roots come from the recipe file's `benchmarks:` section (or `SYNGROUND_BENCHMARKS_ROOT/<name>`):
+
+    benchmarks:
+      refcoco+_testA: {root: /data/refcoco+, images: /data/coco/train2014, resolution: 384}
+      flickr30k_test: {root: /data/flickr30k_entities, resolution: 256}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synground_assets.grounding.data import Triplet
+from synground_assets.items import item_id, item_seed
+
+BENCHMARKS = ("flickr30k_test", "refcoco+_testA", "refcoco+_testB", "shapes_test")
+# AMC's evaluation resolutions: RefCOCO+ at 384 px (24x24 map), Flickr30k at 256 px (16x16).
+DEFAULT_RESOLUTION = {"refcoco+_testA": 384, "refcoco+_testB": 384, "flickr30k_test": 256, "shapes_test": None}
+SHAPES_TEST_ITEMS = 512
+
+
+class BenchmarkMissing(FileNotFoundError):
+    """The benchmark's files are not on this machine: reported as absent, never scored as zero."""
+
+
+@dataclass
+class Benchmark:
+    name: str
+    triplets: list[Triplet]
+    resolution: int | None  # None: the model's own input size
+    source: str  # where the queries came from
+    skipped: dict[str, int]  # reason -> count of queries the reader skipped (standard practice)
+
+
+def benchmark_settings(name: str, configured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}")
+    settings = dict(configured.get(name) or {})
+    unknown = set(settings) - {"root", "images", "resolution", "max_queries"}
+    if unknown:
+        raise ValueError(f"benchmarks.{name}: unknown field(s) {', '.join(sorted(unknown))}; "
+                         "expected root, images, resolution, max_queries")
+    if "root" not in settings and os.environ.get("SYNGROUND_BENCHMARKS_ROOT"):
+        settings["root"] = str(Path(os.environ["SYNGROUND_BENCHMARKS_ROOT"]) / name.split("_")[0])
+    settings.setdefault("resolution", DEFAULT_RESOLUTION[name])
+    return settings
+
+
+def load_benchmark(name: str, configured: dict[str, dict[str, Any]]) -> Benchmark:
+    settings = benchmark_settings(name, configured)
+    if name == "shapes_test":
+        triplets = shapes_test_triplets(int(settings.get("max_queries") or SHAPES_TEST_ITEMS))
+        return Benchmark(name, triplets, settings["resolution"], "shapes world, held-out seeds", {})
+    root = settings.get("root")
+    if not root or not Path(root).is_dir():
+        raise BenchmarkMissing(
+            f"benchmark {name}: dataset folder {root or '(not configured)'} is absent; set benchmarks.{name}.root "
+            "in the recipe file (or SYNGROUND_BENCHMARKS_ROOT) to the folder holding its official files"
+        )
+    read = _read_refcoco if name.startswith("refcoco") else _read_flickr
+    result, source = read(name, Path(root), settings.get("images"))
+    triplets = [Triplet(q.image_path, q.phrase, list(q.boxes_xyxy), q.query_id) for q in result.queries]
+    if settings.get("max_queries"):
+        triplets = triplets[: int(settings["max_queries"])]
+    return Benchmark(name, triplets, settings["resolution"], source, result.skipped_by_reason())
+
+
+def _read_refcoco(name: str, root: Path, images: str | None):
+    from synground_assets.datasets.refcoco import read_refcoco
+
+    split = name.split("_")[1]
+    images_dir = Path(images) if images else root / "images" / "train2014"
+    return read_refcoco(root, images_dir, split), f"{root} ({split})"
+
+
+def _read_flickr(name: str, root: Path, images: str | None):
+    from synground_assets.datasets.flickr30k import read_flickr30k_entities
+
+    return read_flickr30k_entities(root, "test", Path(images) if images else None), f"{root} (test)"
+
+
+def shapes_test_triplets(count: int = SHAPES_TEST_ITEMS) -> list[Triplet]:
+    """Held-out shapes queries: seeds from a recipe name no dataset uses, ground-truth boxes."""
+    from synground_assets.roles.shapes import ShapesConceptSampler, ShapesDescriber, ShapesImageGenerator
+
+    indices = range(count)
+    ids = [item_id("shapes_test", i // 64, i % 64) for i in indices]
+    seeds = [item_seed("shapes_test", i // 64, i % 64) for i in indices]
+    items = ShapesConceptSampler().sample(ids, seeds)
+    descriptions = ShapesDescriber().describe(items)
+    generator = ShapesImageGenerator()
+    triplets = []
+    for item, text in zip(items, descriptions):
+        rendered = generator.render(text, item.seed)
+        for phrase, box in rendered.ground_truth:
+            triplets.append(Triplet(rendered.image, phrase, [box], item.item_id))
+    return triplets[:count]

@@ -1,0 +1,307 @@
+"""GPU throughput of the model stages at full size, with random weights (nothing is downloaded).
+
+Builds each stage's architecture from its config at the size of the paper recipes' checkpoints and
+times it at several batch sizes:
+
+- generator: Stable Diffusion 2.x base (OpenCLIP-H text encoder, UNet, VAE) at 512 px, 30 steps,
+  classifier-free guidance (the UNet sees 2 x batch), VAE decode included;
+- describer: LLaVA-1.5 7B (CLIP ViT-L/14 at 336 px + a Llama-2-7B-size LM), 576 image tokens + a
+  40-token prompt, 64 new tokens forced (random weights would stop at a random EOS);
+- detector: Grounding DINO base (Swin-B backbone, BERT-base text encoder, 900 queries) at 800 px
+  with a 4-phrase caption.
+
+For each batch size: items/s, peak GPU memory, and the share of the compute floor reached: FLOPs
+per item (counted once with torch's FlopCounterMode) x items/s / the GPU's peak dense bf16 FLOP/s
+(H200: 989 TFLOP/s). The describer also reports the share of its decode memory floor (every new
+token reads all weights once per batch; H200: 4.8 TB/s), the bound that matters for decoding.
+Writes JSON (default bench/results/gpu_stages.json).
+
+    python bench/gpu_stages.py [--stages generator describer detector] [--batch-sizes 1 4 16]
+    python bench/gpu_stages.py --tiny     # tiny configs; runs on the CPU too (a check of this script)
+
+Without a CUDA GPU (and without --tiny) it says so and exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense, no sparsity
+PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}  # bytes/s, HBM
+DEFAULT_BATCH_SIZES = {"generator": [1, 4, 8, 16], "describer": [1, 8, 32, 64], "detector": [1, 4, 8, 16]}
+TINY_BATCH_SIZES = [1, 2]
+
+
+def gpu_peak(device: torch.device, table: dict[str, float]) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((value for key, value in table.items() if key in name), None)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_flops(step: Callable[[], object]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        step()
+    return float(counter.get_total_flops())
+
+
+# --- the stages: build(tiny, device, dtype) -> (make_step(batch_size) -> step, facts) ------------
+
+
+def build_generator(tiny: bool, device: torch.device, dtype: torch.dtype, steps: int):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    if tiny:
+        text_config = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+        unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
+                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                    attention_head_dim=4, norm_num_groups=8)
+        vae = AutoencoderKL(block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4,
+                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    else:  # stabilityai/stable-diffusion-2-1-base
+        text_config = CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                                     num_attention_heads=16, hidden_act="gelu", projection_dim=512)
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                                    use_linear_projection=True)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=512,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    text_encoder = CLIPTextModel(text_config)
+    for module in (text_encoder, unet, vae):
+        module.to(device=device, dtype=dtype).eval()
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    latent_size = unet.config.sample_size
+
+    def make_step(batch_size: int):
+        tokens = torch.randint(0, text_config.vocab_size, (2 * batch_size, 77), device=device)  # prompt + negative
+        generator = torch.Generator(device=device).manual_seed(0)
+
+        def step():
+            context = text_encoder(tokens).last_hidden_state  # (2B, 77, D)
+            latents = torch.randn(batch_size, 4, latent_size, latent_size, device=device, dtype=dtype,
+                                  generator=generator)
+            scheduler.set_timesteps(steps)
+            for t in scheduler.timesteps:
+                noise = unet(torch.cat([latents] * 2), t, encoder_hidden_states=context).sample
+                uncond, cond = noise.chunk(2)
+                latents = scheduler.step(uncond + 7.5 * (cond - uncond), t, latents).prev_sample
+            return vae.decode(latents / vae.config.scaling_factor).sample  # (B, 3, 8 * latent, 8 * latent)
+
+        return step
+
+    params = sum(p.numel() for m in (text_encoder, unet, vae) for p in m.parameters())
+    return make_step, {"parameters": params, "steps": steps, "image_px": latent_size * 8, "guidance": "cfg x2"}
+
+
+def build_describer(tiny: bool, device: torch.device, dtype: torch.dtype, new_tokens: int):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    if tiny:
+        vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  image_size=56, patch_size=14)
+        text = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4)
+    else:  # llava-hf/llava-1.5-7b-hf: CLIP ViT-L/14-336 + Vicuna-7B (Llama-2-7B architecture)
+        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
+        text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                           num_attention_heads=32, max_position_embeddings=4096)
+    image_token = text.vocab_size - 1
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=image_token,
+                         vision_feature_select_strategy="default", vision_feature_layer=-2)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
+    image_tokens = (vision.image_size // vision.patch_size) ** 2
+    prompt_tokens = 40
+
+    def make_step(batch_size: int):
+        text_ids = torch.randint(3, image_token, (batch_size, prompt_tokens), device=device)
+        images = torch.full((batch_size, image_tokens), image_token, device=device)
+        input_ids = torch.cat([text_ids[:, :5], images, text_ids[:, 5:]], dim=1)
+        pixels = torch.randn(batch_size, 3, vision.image_size, vision.image_size, device=device, dtype=dtype)
+
+        def step():
+            return model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                  pixel_values=pixels, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                  do_sample=False, pad_token_id=0)
+
+        return step
+
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    facts = {"parameters": sum(p.numel() for p in model.parameters()), "image_tokens": image_tokens,
+             "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "weight_bytes": weight_bytes}
+    return make_step, facts
+
+
+def build_detector(tiny: bool, device: torch.device, dtype: torch.dtype, size: int):
+    from transformers import BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection, SwinConfig
+
+    if tiny:
+        backbone = SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
+                              out_features=["stage2", "stage3", "stage4"])
+        text = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                          intermediate_size=64)
+        extra = dict(d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                     num_queries=20, encoder_attention_heads=2, decoder_attention_heads=2)
+        size = min(size, 128)
+    else:  # IDEA-Research/grounding-dino-base: Swin-B (384 px pretraining), BERT-base
+        backbone = SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
+                              image_size=384, out_features=["stage2", "stage3", "stage4"])
+        text = BertConfig()
+        extra = {}
+    config = GroundingDinoConfig(backbone_config=backbone, text_config=text, use_timm_backbone=False,
+                                 use_pretrained_backbone=False, **extra)
+    with torch.device(device):
+        model = GroundingDinoForObjectDetection._from_config(config, dtype=dtype).eval()
+    caption_tokens = 20  # "[CLS] a cat . a red couch . a white teddy bear . a lamp . [SEP]"
+
+    def make_step(batch_size: int):
+        pixels = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
+        input_ids = torch.randint(1000, 2000, (batch_size, caption_tokens), device=device) % text.vocab_size
+        mask = torch.ones_like(input_ids)
+
+        def step():
+            return model(pixel_values=pixels, input_ids=input_ids, attention_mask=mask,
+                         pixel_mask=torch.ones(batch_size, size, size, dtype=torch.long, device=device))
+
+        return step
+
+    return make_step, {"parameters": sum(p.numel() for p in model.parameters()), "image_px": size,
+                       "caption_tokens": caption_tokens, "queries": config.num_queries}
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def measure(make_step, batch_sizes: list[int], device: torch.device, repeats: int) -> tuple[float, list[dict]]:
+    """FLOPs per item (counted at batch 1) and, per batch size, the best of `repeats` timed runs."""
+    with torch.inference_mode():
+        make_step(1)()  # warm-up: kernels, allocator, cuDNN autotuning
+    flops_per_item = count_flops(make_step(1))
+    rows = []
+    for batch_size in batch_sizes:
+        try:
+            step = make_step(batch_size)
+            with torch.inference_mode():
+                step()  # warm-up at this shape
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                times = []
+                for _ in range(repeats):
+                    synchronize(device)
+                    started = time.perf_counter()
+                    step()
+                    synchronize(device)
+                    times.append(time.perf_counter() - started)
+        except torch.cuda.OutOfMemoryError:
+            rows.append({"batch_size": batch_size, "error": "out of memory"})
+            torch.cuda.empty_cache()
+            continue
+        seconds = min(times)
+        row = {"batch_size": batch_size, "seconds": seconds, "items_per_s": batch_size / seconds}
+        if device.type == "cuda":
+            row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        rows.append(row)
+    return flops_per_item, rows
+
+
+def run_stage(name: str, args, device: torch.device, dtype: torch.dtype) -> dict:
+    builders = {
+        "generator": lambda: build_generator(args.tiny, device, dtype, args.steps),
+        "describer": lambda: build_describer(args.tiny, device, dtype, args.new_tokens),
+        "detector": lambda: build_detector(args.tiny, device, dtype, args.detector_size),
+    }
+    started = time.perf_counter()
+    make_step, facts = builders[name]()
+    build_seconds = time.perf_counter() - started
+    batch_sizes = args.batch_sizes or (TINY_BATCH_SIZES if args.tiny else DEFAULT_BATCH_SIZES[name])
+    flops_per_item, rows = measure(make_step, batch_sizes, device, args.repeats)
+    peak, bandwidth = gpu_peak(device, PEAK_BF16_FLOPS), gpu_peak(device, PEAK_BANDWIDTH)
+    for row in rows:
+        if "items_per_s" not in row:
+            continue
+        if peak:
+            row["compute_floor_share"] = flops_per_item * row["items_per_s"] / peak
+        if bandwidth and name == "describer":
+            # Decoding reads every weight once per new token, for the whole batch at once.
+            floor_seconds = facts["new_tokens"] * facts["weight_bytes"] / bandwidth
+            row["memory_floor_share"] = floor_seconds / row["seconds"]
+    return {"build_seconds": build_seconds, "flops_per_item": flops_per_item, **facts, "results": rows}
+
+
+def print_stage(name: str, stage: dict) -> None:
+    print(f"{name}: {stage['parameters'] / 1e6:.1f}M parameters, {stage['flops_per_item'] / 1e12:.3f} TFLOP/item")
+    for row in stage["results"]:
+        if "error" in row:
+            print(f"  batch {row['batch_size']:>3}: {row['error']}")
+            continue
+        extra = "".join(f"  {key} {row[key]:.3f}" for key in ("peak_memory_gib", "compute_floor_share",
+                                                               "memory_floor_share") if key in row)
+        print(f"  batch {row['batch_size']:>3}: {row['items_per_s']:8.2f} items/s{extra}")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", default=["generator", "describer", "detector"],
+                        choices=["generator", "describer", "detector"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, help="the same batch sizes for every stage")
+    parser.add_argument("--steps", type=int, default=30, help="denoising steps of the generator")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens the describer generates")
+    parser.add_argument("--detector-size", type=int, default=800, help="detector input side, pixels")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (best is kept)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--tiny", action="store_true", help="tiny configs, CPU allowed: checks this script")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu_stages.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif args.tiny:
+        device = torch.device("cpu")
+    else:
+        print("gpu_stages: no CUDA GPU is available to torch "
+              f"(torch {torch.__version__}, cuda build: {torch.version.cuda or 'none'}); nothing measured. "
+              "Run it on a GPU machine, or with --tiny to check the script on the CPU.")
+        return 0
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "dtype": args.dtype, "tiny": args.tiny,
+        "peak_bf16_flops": gpu_peak(device, PEAK_BF16_FLOPS), "peak_bandwidth": gpu_peak(device, PEAK_BANDWIDTH),
+        "stages": {},
+    }
+    for name in args.stages:
+        report["stages"][name] = run_stage(name, args, device, dtype)
+        print_stage(name, report["stages"][name])
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -30,7 +30,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-import torch
 from PIL import Image
 
 SEED = 0
@@ -246,6 +245,31 @@ def build_llava(folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
+def build_llava_next(folder: Path) -> None:
+    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
+                              LlavaNextProcessor)
+
+    tokenizer = chat_tokenizer()
+    pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
+    config = LlavaNextConfig(
+        vision_config=_clip_vision_config(), text_config=_llama_config(tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE), image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    model = LlavaNextForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=LLAVA_CHAT_TEMPLATE)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
 def build_blip_captioning(folder: Path) -> None:
     from transformers import (BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor,
                               BlipTextConfig, BlipVisionConfig)
@@ -409,6 +433,7 @@ def build_blip_itm_shapes(folder: Path) -> None:
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "causal-lm": build_causal_lm,
     "llava": build_llava,
+    "llava-next": build_llava_next,
     "blip-captioning": build_blip_captioning,
     "stable-diffusion": build_stable_diffusion,
     "gligen": build_gligen,
@@ -432,6 +457,8 @@ def ensure_tiny(name: str, root: str | os.PathLike | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
     staging.chmod(0o755)
     try:
+        import torch
+
         torch.manual_seed(SEED)
         BUILDERS[name](staging)
         (staging / COMPLETE_MARKER).write_text("built by synground_assets.roles.tiny\n")

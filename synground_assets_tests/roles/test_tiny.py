@@ -19,6 +19,7 @@ def test_every_model_is_built_with_a_complete_marker(tiny_models):
 @pytest.mark.parametrize("name, config_file, key, value", [
     ("causal-lm", "config.json", "model_type", "llama"),
     ("llava", "config.json", "model_type", "llava"),
+    ("llava-next", "config.json", "model_type", "llava_next"),
     ("blip-captioning", "config.json", "model_type", "blip"),
     ("grounding-dino", "config.json", "model_type", "grounding-dino"),
     ("mm-grounding-dino", "config.json", "model_type", "mm-grounding-dino"),

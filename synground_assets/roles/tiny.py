@@ -391,6 +391,13 @@ def build_owlv2(folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
+def build_blip_itm_shapes(folder: Path) -> None:
+    """The random-init BLIP-ITM that the shapes recipe fine-tunes (`roles/grounding_blip.py`)."""
+    from synground_assets.roles.grounding_blip import build_tiny_blip
+
+    build_tiny_blip(folder)
+
+
 def build_photos(folder: Path) -> None:
     """A few real photographs that ship inside installed wheels (matplotlib, scikit-learn), shrunk,
     with COCO-captions-style `captions.json`; procedural scenes stand in for any that are absent."""
@@ -440,6 +447,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "grounding-dino": build_grounding_dino,
     "mm-grounding-dino": build_mm_grounding_dino,
     "owlv2": build_owlv2,
+    "blip-itm-shapes": build_blip_itm_shapes,
     "photos": build_photos,
     "blip-itm-shapes": build_blip_itm_shapes,
 }

@@ -24,6 +24,7 @@ def test_every_model_is_built_with_a_complete_marker(tiny_models):
     ("grounding-dino", "config.json", "model_type", "grounding-dino"),
     ("mm-grounding-dino", "config.json", "model_type", "mm-grounding-dino"),
     ("owlv2", "config.json", "model_type", "owlv2"),
+    ("blip-itm-shapes", "config.json", "model_type", "blip"),
     ("stable-diffusion", "model_index.json", "_class_name", "StableDiffusionPipeline"),
     ("gligen", "model_index.json", "_class_name", "StableDiffusionGLIGENPipeline"),
 ])

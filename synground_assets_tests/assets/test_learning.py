@@ -1,0 +1,112 @@
+"""finetuned_checkpoint and benchmark_scores on the shapes recipe, with MLflow and lineage."""
+
+import dagster as dg
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from transformers import BlipForImageTextRetrieval
+
+from synground_assets.definitions import GENERATION_ASSETS, LEARNING_ASSETS
+from synground_assets.recipes import BUILTIN_RECIPES
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
+from synground_assets.resources.lineage import Lineage, default_lineage_path
+from synground_assets.resources.store import default_data_root
+from synground_assets.resources.tracking import Tracking, default_tracking_uri
+
+finetuned_checkpoint, benchmark_scores = LEARNING_ASSETS
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One shard generated, a short fine-tuning run, and two benchmark partitions scored."""
+    home = tmp_path_factory.mktemp("home")
+    book = yaml.safe_load(BUILTIN_RECIPES.read_text())  # the built-in recipes, with smaller evaluation sets
+    book["recipes"]["shapes"]["training"]["held_out_queries"] = 64
+    book["benchmarks"] = {"shapes_test": {"max_queries": 96}}
+    (home / "recipes.yaml").write_text(yaml.safe_dump(book))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SYNGROUND_HOME", str(home))
+        patch.setenv("SYNGROUND_RECIPES", str(home / "recipes.yaml"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        resources = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource(),
+                     "tracking": TrackingResource()}
+        instance = dg.DagsterInstance.ephemeral()
+        assert dg.materialize(GENERATION_ASSETS, partition_key="shapes|00000", instance=instance, resources=resources).success
+        training = dg.materialize([finetuned_checkpoint], partition_key="shapes", instance=instance, resources=resources,
+                                  run_config={"ops": {"finetuned_checkpoint": {"config": {"max_steps": 12}}}})
+        scored = {
+            benchmark: dg.materialize([benchmark_scores], instance=instance, resources=resources,
+                                      partition_key=dg.MultiPartitionKey({"benchmark": benchmark, "recipe": "shapes"}))
+            for benchmark in ["shapes_test", "refcoco+_testA"]
+        }
+        yield home, training, scored, default_tracking_uri(), default_data_root(), default_lineage_path()
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict:
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_checkpoint_is_published_and_reloads_with_from_pretrained(trained):
+    _, training, _, _, data_root, _ = trained
+    assert training.success
+    folder = data_root / "shapes" / "finetuned_checkpoint" / "model"
+    assert {"config.json", "model.safetensors", "train_config.json", "provenance.json", "table.parquet"} <= {
+        p.name for p in folder.iterdir()}
+    model = BlipForImageTextRetrieval.from_pretrained(folder)
+    assert sum(p.numel() for p in model.parameters()) > 100_000
+    meta = metadata(training)
+    assert meta["steps"] == 12 and meta["synthetic_triplets"] > 150 and meta["shards"] == 1
+    assert 0.0 <= meta["held_out_pointing_game"] <= 1.0
+    assert meta["gradcam_preview"].startswith("![preview](data:image/png;base64,")
+
+
+def test_training_is_logged_to_a_finished_mlflow_run_and_lineage(trained):
+    _, training, _, uri, _, lineage_path = trained
+    run = MlflowClient(uri).get_run(metadata(training)["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.max_steps"] == "12" and run.data.params["base_model"] == "tiny:blip-itm-shapes"
+    assert run.data.tags["dagster_run_id"] == training.run_id
+    assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")) == 12
+    assert "pointing_game/held_out" in run.data.metrics
+    used = Lineage(lineage_path).query("SELECT shard, triplets FROM checkpoint_shards WHERE checkpoint_id = ?",
+                                       [metadata(training)["checkpoint_id"]])
+    assert used.shard.tolist() == ["00000"] and used.triplets[0] > 150
+
+
+def test_shapes_benchmark_scores_four_metrics_in_a_finished_run(trained):
+    _, _, scored, uri, _, lineage_path = trained
+    result = scored["shapes_test"]
+    assert result.success
+    meta = metadata(result)
+    assert meta["status"] == "scored" and meta["queries"] == 96
+    run = MlflowClient(uri).get_run(meta["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    for name in ["base", "finetuned", "center", "gain"]:
+        assert f"pointing_game/{name}" in run.data.metrics
+    assert run.data.metrics["pointing_game/gain"] == pytest.approx(
+        run.data.metrics["pointing_game/finetuned"] - run.data.metrics["pointing_game/base"])
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+    assert {"per_query.csv", "gradcam_overlays.png"} <= artifacts
+    stored = Lineage(lineage_path).query("SELECT * FROM benchmark_scores WHERE benchmark = 'shapes_test'")
+    assert stored.finetuned[0] == pytest.approx(meta["pointing_game/finetuned"])
+
+
+def test_an_absent_benchmark_is_reported_absent_not_zero(trained):
+    _, _, scored, uri, _, _ = trained
+    result = scored["refcoco+_testA"]
+    assert result.success
+    meta = metadata(result)
+    assert meta["status"] == "absent" and "benchmarks.refcoco+_testA.root" in meta["reason"]
+    assert not any(k.startswith("pointing_game") for k in meta)
+    runs = MlflowClient(uri).search_runs([Tracking(uri).experiment_id()], "tags.benchmark = 'refcoco+_testA'")
+    assert runs == []
+
+
+def test_a_failing_block_ends_its_mlflow_run_as_failed(project_home):
+    tracking = Tracking()
+    with pytest.raises(RuntimeError, match="non-finite"):
+        with tracking.run("broken") as run:
+            raise RuntimeError("non-finite loss at step 3")
+    assert tracking.client.get_run(run.run_id).info.status == "FAILED"

@@ -41,3 +41,24 @@ def test_gpu_stages_take_a_gpu_slot_and_checks_are_attached():
     assert pools == {"concepts": set(), "descriptions": {"gpu"}, "images": {"gpu"}, "phrases": {"gpu"}, "boxes": {"gpu"}}
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert {"boxes_in_image_bounds", "yield_above_threshold", "no_empty_phrase"} <= checks
+
+
+def test_exports_sit_apart_from_the_pipeline_and_read_every_shard_of_their_recipe():
+    graph = asset_graph()
+    node = graph.get(dg.AssetKey("exports"))
+    assert node.group_name == "exports" and graph.get(dg.AssetKey("boxes")).group_name == "generation"
+    assert node.partitions_def.get_partition_keys() == sorted(recipe_book().recipes)
+    assert [p.to_user_string() for p in node.parent_keys] == ["boxes"]
+    mapping = graph.get_partition_mapping(dg.AssetKey("exports"), dg.AssetKey("boxes"))
+    assert isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping)
+
+
+def test_the_missing_shards_schedule_targets_the_generation_job():
+    repository = defs.get_repository_def()
+    schedule = repository.get_schedule_def("missing_shards")
+    job = repository.get_job("generation")
+    assert schedule.job_name == "generation"
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
+        "concepts", "descriptions", "images", "phrases", "boxes"}
+    boxes_partitions = asset_graph().get(dg.AssetKey("boxes")).partitions_def
+    assert job.partitions_def.get_partition_keys() == boxes_partitions.get_partition_keys()

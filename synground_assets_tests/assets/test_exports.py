@@ -1,0 +1,97 @@
+"""The `exports` asset: a recipe's published shards as COCO, ODVG and AMC files that read back whole."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+from PIL import Image
+
+from synground_assets.assets.exports import exports
+from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
+from synground_assets.definitions import GENERATION_ASSETS
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources.store import ShardStore, default_data_root
+
+RESOURCES = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()}
+BOX_KEY = ["item_id", "image_path", "width", "height", "phrase", "x0", "y0", "x1", "y1"]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """Two shapes shards materialized through Dagster, then exported (once for this module)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SYNGROUND_HOME", str(tmp_path_factory.mktemp("home")))
+        env.delenv("SYNGROUND_DATA", raising=False)
+        env.delenv("SYNGROUND_LINEAGE", raising=False)
+        instance = dg.DagsterInstance.ephemeral()
+        for shard in ["00000", "00001"]:
+            assert dg.materialize(GENERATION_ASSETS, partition_key=f"shapes|{shard}", instance=instance,
+                                  resources=RESOURCES).success
+        result = dg.materialize([exports], partition_key="shapes", instance=instance, resources=RESOURCES)
+        assert result.success
+        yield ShardStore(default_data_root()), result.get_asset_materialization_events()[0].materialization.metadata
+
+
+def published_boxes(store: ShardStore) -> pd.DataFrame:
+    """What the shards hold: every box joined to its phrase and image, as the exports should carry."""
+    frames = []
+    for shard in ["00000", "00001"]:
+        boxes = store.read_table("shapes", "boxes", shard)
+        phrases = store.read_table("shapes", "phrases", shard)[["phrase_id", "phrase"]]
+        images = store.read_table("shapes", "images", shard)[["item_id", "image_path", "width", "height"]]
+        frames.append(boxes.merge(phrases, on="phrase_id").merge(images, on="item_id"))
+    return pd.concat(frames).sort_values("box_id", ignore_index=True)
+
+
+def same_boxes(read_back: pd.DataFrame, expected: pd.DataFrame) -> None:
+    ordered = read_back.sort_values(["item_id", "x0", "y0", "phrase"], ignore_index=True)
+    wanted = expected.sort_values(["item_id", "x0", "y0", "phrase"], ignore_index=True)
+    pd.testing.assert_frame_equal(ordered[BOX_KEY], wanted[BOX_KEY], check_dtype=False)
+
+
+def test_exports_hold_every_published_box_and_read_back_through_pycocotools(published):
+    store, metadata = published
+    expected = published_boxes(store)
+    folder = store.shard_dir("shapes", "exports", "all")
+    coco = read_coco_grounding(folder / "coco_grounding.json")
+    same_boxes(coco, expected)
+    assert sorted(coco.box_id) == expected.box_id.tolist()
+    same_boxes(read_odvg(folder / "odvg.jsonl"), expected)
+    amc = read_amc_grounding(folder / "amc_grounding.json")
+    same_boxes(amc, expected)
+    assert sorted(amc.box_id) == expected.box_id.tolist()
+    assert metadata["boxes"].value == len(expected) and metadata["shards"].value == 2
+    assert metadata["images"].value == expected.item_id.nunique() == 128
+    assert metadata["coco_path"].path == str(folder / "coco_grounding.json")
+
+
+def test_export_captions_are_the_descriptions_and_image_paths_open_from_the_data_root(published):
+    store, metadata = published
+    folder = store.shard_dir("shapes", "exports", "all")
+    descriptions = pd.concat(store.read_table("shapes", "descriptions", s) for s in ["00000", "00001"])
+    captions = dict(zip(descriptions.item_id, descriptions.description))
+    document = json.loads((folder / "coco_grounding.json").read_text())
+    for image in document["images"][:10]:
+        assert image["caption"] == captions[image["item_id"]]
+        with Image.open(store.root / image["file_name"]) as picture:
+            assert picture.size == (image["width"], image["height"])
+    assert metadata["images_root"].path == str(store.root)
+
+
+def test_re_exporting_replaces_the_folder_whole(published):
+    store, _ = published
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([exports], partition_key="shapes", instance=instance, resources=RESOURCES).success
+    export_dir = store.root / "shapes" / "exports"
+    assert sorted(p.name for p in export_dir.iterdir()) == ["all"]  # no temporary or retired folder left
+    assert sorted(p.name for p in (export_dir / "all").iterdir()) == [
+        "amc_grounding.json", "coco_grounding.json", "odvg.jsonl", "table.parquet"]
+
+
+def test_a_recipe_without_boxes_fails_with_what_to_do(project_home):
+    result = dg.materialize([exports], partition_key="shapes", instance=dg.DagsterInstance.ephemeral(),
+                            resources=RESOURCES, raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("exports")
+    assert "recipe 'shapes' has no published boxes shard to export" in failure.error.message

@@ -110,3 +110,16 @@ def test_a_failing_block_ends_its_mlflow_run_as_failed(project_home):
         with tracking.run("broken") as run:
             raise RuntimeError("non-finite loss at step 3")
     assert tracking.client.get_run(run.run_id).info.status == "FAILED"
+
+
+def test_the_paper_table_prints_the_logged_scores(trained, capsys):
+    from synground_assets.paper_table import main
+
+    _, _, scored, uri, _, _ = trained
+    meta = metadata(scored["shapes_test"])
+    main(["--tracking-uri", uri])
+    lines = capsys.readouterr().out.splitlines()
+    finetuned = next(line for line in lines if line.startswith("shapes: fine-tuned"))
+    assert finetuned.split(" | ")[-1] == f"{meta['pointing_game/finetuned'] * 100:.2f}"
+    assert finetuned.split(" | ")[1] == "-"  # RefCOCO+ testA is absent here: no number is made up
+    assert any(line.startswith("SynGround | real + models | 2,627,952 | 79.06") for line in lines)

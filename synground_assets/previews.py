@@ -9,8 +9,13 @@ from typing import Sequence
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-            (240, 50, 230), (128, 128, 0))
+# Dark enough for white text on a chip and for a 2 px outline on a light image.
+_PALETTE = ((215, 25, 60), (30, 140, 60), (0, 100, 190), (200, 95, 0), (130, 40, 170), (0, 125, 125),
+            (190, 30, 150), (110, 110, 0))
+_TEXT = (34, 34, 34)
+_MUTED = (120, 120, 120)
+_GAP = 6  # px between tiles of a contact sheet
+_LINE = 16  # px per text line under a tile
 
 Labelled = tuple[str, tuple[float, float, float, float] | None]  # (phrase, box_xyxy or no box)
 
@@ -22,38 +27,87 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float, max_lines: int) -> list[str]:
+    """Words into at most `max_lines` lines of `width` px; cut text ends with "…"."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] += "…"
+    return [_fit(draw, line, font, width) for line in lines] or [""]
+
+
+def _fit(draw: ImageDraw.ImageDraw, line: str, font, width: float) -> str:
+    if draw.textlength(line, font=font) <= width:
+        return line
+    while line and draw.textlength(line + "…", font=font) > width:
+        line = line[:-1]
+    return line + "…"
+
+
+def _chip(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour, font) -> float:
+    """White text on a filled chip of the box colour (legible on any image); returns its width."""
+    width = draw.textlength(text, font=font) + 6
+    x, y = xy
+    draw.rectangle((x, y, x + width, y + _LINE - 2), fill=colour)
+    draw.text((x + 3, y + 1), text, fill="white", font=font)
+    return width
+
+
 def draw_triplets(
     image: Image.Image, labelled: Sequence[Labelled], tile: int = 256, mark_missing: bool = True
 ) -> Image.Image:
-    """One tile: the image scaled to `tile` px wide, each box drawn, its phrase listed below
-    (with "(no box)" where the phrase has none and `mark_missing`)."""
+    """One tile: the image scaled to `tile` px wide, each box outlined with a numbered chip, and
+    below it each phrase next to its number (marked "no box" where it has none and `mark_missing`)."""
     scale = tile / image.width
     height = round(image.height * scale)
     font = _font(13)
-    line = 16
-    canvas = Image.new("RGB", (tile, height + line * max(1, len(labelled)) + 4), "white")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    chip_width = probe.textlength(f"{max(1, len(labelled))}", font=font) + 10
+    texts = []
+    for phrase, box in labelled:
+        suffix = " (no box)" if box is None and mark_missing else ""
+        texts.append(_wrap(probe, f"{phrase}{suffix}", font, tile - chip_width - 8, max_lines=3))
+    lines = sum(len(t) for t in texts) or 1
+    canvas = Image.new("RGB", (tile, height + _LINE * lines + 6), "white")
     canvas.paste(image.convert("RGB").resize((tile, height), Image.Resampling.BILINEAR))
     draw = ImageDraw.Draw(canvas)
-    for index, (phrase, box) in enumerate(labelled):
-        colour = _PALETTE[index % len(_PALETTE)]
+    for index, (_, box) in enumerate(labelled):
         if box is not None:
+            colour = _PALETTE[index % len(_PALETTE)]
             x0, y0, x1, y1 = (v * scale for v in box)
             draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=2)
-            draw.text((x0 + 2, y0 + 1), str(index + 1), fill=colour, font=font)
-        label = f"{index + 1}. {phrase}" + (" (no box)" if box is None and mark_missing else "")
-        draw.text((4, height + 2 + index * line), label[:40], fill=colour, font=font)
+            label_y = y0 - _LINE + 2 if y0 >= _LINE else y0  # above the box, or inside at the top edge
+            _chip(draw, (min(x0, tile - chip_width), label_y), str(index + 1), colour, font)
+    y = height + 3
+    for index, ((_, box), text) in enumerate(zip(labelled, texts)):
+        colour = _PALETTE[index % len(_PALETTE)]
+        _chip(draw, (4, y), str(index + 1), colour if box is not None else _MUTED, font)
+        for line in text:
+            draw.text((4 + chip_width, y + 1), line, fill=_TEXT if box is not None or not mark_missing else _MUTED,
+                      font=font)
+            y += _LINE
     return canvas
 
 
 def contact_sheet(tiles: Sequence[Image.Image], columns: int = 4) -> Image.Image:
+    """Tiles in a grid, separated by a grey gap so neighbouring images do not run together."""
     if not tiles:
         return Image.new("RGB", (256, 32), "white")
     width = max(t.width for t in tiles)
     row_height = max(t.height for t in tiles)
     rows = (len(tiles) + columns - 1) // columns
-    sheet = Image.new("RGB", (width * min(columns, len(tiles)), row_height * rows), (235, 235, 235))
+    used_columns = min(columns, len(tiles))
+    sheet = Image.new("RGB", (used_columns * (width + _GAP) + _GAP, rows * (row_height + _GAP) + _GAP), (200, 200, 200))
     for index, tile in enumerate(tiles):
-        sheet.paste(tile, ((index % columns) * width, (index // columns) * row_height))
+        x = _GAP + (index % columns) * (width + _GAP)
+        y = _GAP + (index // columns) * (row_height + _GAP)
+        sheet.paste(Image.new("RGB", (width, row_height), "white"), (x, y))
+        sheet.paste(tile, (x, y))
     return sheet
 
 

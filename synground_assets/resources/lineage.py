@@ -68,8 +68,8 @@ VIEWS = {
         JOIN descriptions d ON d.item_id = b.item_id
         JOIN concept_sets c ON c.item_id = b.item_id""",
     "yield_per_recipe": """
-        SELECT recipe, model_id AS detector_model, count(*) AS shards, sum(phrases) AS phrases,
-               sum(phrases_with_box) AS phrases_with_box, sum(boxes) AS boxes,
+        SELECT recipe, model_id AS detector_model, count(*) AS shards, sum(phrases)::BIGINT AS phrases,
+               sum(phrases_with_box)::BIGINT AS phrases_with_box, sum(boxes)::BIGINT AS boxes,
                round(sum(phrases_with_box) / sum(phrases), 4) AS yield
         FROM shard_yields GROUP BY ALL ORDER BY recipe""",
 }

@@ -31,8 +31,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from numbers import Real
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -165,10 +165,15 @@ def caption_with_spans(description: object, phrases: Iterable[str]) -> tuple[str
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Write next to `path`, then rename. A plain open (not tempfile's private 0600 file) gives the
+    export the permissions of the umask, so trainers running as another user can read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def _box_of(row) -> tuple[float, float, float, float]:

@@ -1,6 +1,8 @@
 """The `exports` asset: a recipe's published shards as COCO, ODVG and AMC files that read back whole."""
 
 import json
+import os
+import stat
 
 import dagster as dg
 import pandas as pd
@@ -95,3 +97,11 @@ def test_a_recipe_without_boxes_fails_with_what_to_do(project_home):
     assert not result.success
     failure = result.failure_data_for_node("exports")
     assert "recipe 'shapes' has no published boxes shard to export" in failure.error.message
+
+
+def test_export_files_take_the_umask_permissions_so_other_users_can_read_them(published):
+    store, _ = published
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in store.shard_dir("shapes", "exports", "all").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

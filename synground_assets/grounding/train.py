@@ -32,7 +32,7 @@ from synground_assets.grounding.losses import (
 )
 from synground_assets.grounding.pointing_game import PointingGameResult, evaluate_pointing_game
 from synground_assets.items import derive_seed
-from synground_assets.roles.grounding_blip import GroundingModel
+from synground_assets.roles.grounding_blip import TRAIN_CONFIG_FILE, GroundingModel
 
 LogFn = Callable[[int, dict[str, float]], None]
 AMP_DTYPES = ("bfloat16", "float16", "float32")
@@ -232,8 +232,9 @@ def train(
     # 1. Inputs and the pieces of the run.
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.max_text_tokens = config.max_text_tokens
-    config = dataclasses.replace(config, gradcam_layer=model.gradcam_layer if config.gradcam_layer is None else config.gradcam_layer)
+    if config.gradcam_layer is None:
+        config = dataclasses.replace(config, gradcam_layer=model.gradcam_layer)
+    model.gradcam_layer, model.max_text_tokens = config.gradcam_layer, config.max_text_tokens
     torch.manual_seed(config.seed)
     stream = TripletStream(train_triplets, config.batch_size, config.seed, real_triplets or (), config.real_data_ratio)
     objective = GroundingObjective(config).to(model.device)
@@ -326,6 +327,7 @@ class Checkpoints:
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         path = self.folder / f"step-{step:07d}.pt"
         temporary = path.with_suffix(".tmp")
@@ -354,6 +356,8 @@ class Checkpoints:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         return state["step"], list(state["history"])
 
 
@@ -362,7 +366,7 @@ def save_final(output_dir: Path, model: GroundingModel, config: TrainConfig, met
     final, temporary = output_dir / "model", output_dir / "model.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     model.save_pretrained(temporary)
-    (temporary / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    (temporary / TRAIN_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

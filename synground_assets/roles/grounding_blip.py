@@ -13,6 +13,7 @@ the test and benchmark model.
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from synground_assets.roles.base import AdapterInfo
 from synground_assets.roles.shapes import COLOURS, RELATIONS, SHAPES
 
 DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens
+TRAIN_CONFIG_FILE = "train_config.json"  # written next to fine-tuned weights by grounding/train.py
 GROUNDING_ADAPTERS = ("blip",)
 
 
@@ -138,6 +140,10 @@ class BlipGroundingModel(nn.Module):
         max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS,
     ) -> BlipGroundingModel:
         torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        trained_with = Path(model_id) / TRAIN_CONFIG_FILE
+        if gradcam_layer is None and trained_with.is_file():
+            # A fine-tuned folder: explain with the layer its AMC loss trained.
+            gradcam_layer = json.loads(trained_with.read_text()).get("gradcam_layer")
         # Eager attention: GradCAM differentiates the softmax probabilities of the cross-attention.
         model = BlipForImageTextRetrieval.from_pretrained(
             model_id, revision=revision, dtype=torch_dtype, attn_implementation="eager"

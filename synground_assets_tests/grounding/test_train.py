@@ -58,6 +58,7 @@ def test_train_writes_a_reloadable_model_config_and_metrics(tiny_blip_folder, tr
     assert json.loads((tmp_path / "metrics.json").read_text()) == result.metrics
     assert [p.name for p in sorted((tmp_path / "checkpoints").glob("*.pt"))] == ["step-0000002.pt", "step-0000004.pt"]
     reloaded = load_grounding_model(result.model_path, device="cpu")
+    assert reloaded.gradcam_layer == model.gradcam_layer
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[name], tensor)
 
@@ -101,6 +102,14 @@ def test_resume_refuses_changed_settings(tiny_blip_folder, triplets, tmp_path):
     with pytest.raises(ValueError, match="learning_rate: 0.001 -> 0.01.*new output folder"):
         train(small_config(max_steps=2, learning_rate=1e-2), BlipGroundingModel.from_pretrained(tiny_blip_folder),
               triplets, [], tmp_path)
+
+
+def test_the_configured_gradcam_layer_is_trained_evaluated_and_reloaded(tiny_blip_folder, triplets, tmp_path):
+    model = BlipGroundingModel.from_pretrained(tiny_blip_folder)
+    assert model.gradcam_layer != 0
+    result = train(small_config(max_steps=1, gradcam_layer=0), model, triplets, [], tmp_path)
+    assert model.gradcam_layer == 0
+    assert load_grounding_model(result.model_path, device="cpu").gradcam_layer == 0
 
 
 def test_a_non_finite_loss_stops_training_with_a_clear_error(tiny_blip_folder, triplets, tmp_path):

@@ -18,7 +18,7 @@ import dagster as dg
 import pandas as pd
 
 from synground_assets import code_version
-from synground_assets.partitions import split_shard_key
+from synground_assets.partitions import shard_partitions, split_shard_key
 from synground_assets.recipes import Recipe, recipe_book
 from synground_assets.resources import LineageResource, StoreResource
 from synground_assets.resources.store import ShardStore
@@ -40,6 +40,20 @@ class ShardOutput:
 
 
 ShardWriter = Callable[[Recipe, str, ShardStore, Path], ShardOutput]
+
+
+def generation_asset(*, gpu: bool = True, **kwargs):
+    """`dg.asset` with what every generation stage shares: recipe x shard partitions, a range of
+    shards in one run (so models load once), the `generation` group and, for model stages, a slot
+    of the `gpu` pool."""
+    return dg.asset(
+        partitions_def=shard_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        code_version="1",
+        group_name="generation",
+        pool="gpu" if gpu else None,
+        **kwargs,
+    )
 
 
 class Progress:
@@ -117,10 +131,10 @@ def materialize_shards(
         with shard_store.writing(recipe_name, asset, shard) as folder:
             output = write_shard(recipe, shard, shard_store, folder)
         common = lineage_columns(context, recipe_name, shard, output.info)
-        for table, rows in output.lineage.items():
-            lineage_db.replace_shard(table, recipe_name, shard, rows.assign(**common))
+        where = {"recipe": recipe_name, "shard": shard}
         skipped = pd.DataFrame(output.skipped, columns=["item_id", "reason"]).assign(stage=asset, **common)
-        lineage_db.replace_shard("skipped_items", recipe_name, shard, skipped, where={"stage": asset})
+        lineage_db.replace_many([(table, rows.assign(**common), where) for table, rows in output.lineage.items()]
+                                + [("skipped_items", skipped, {**where, "stage": asset})])
         for item, reason in output.skipped:
             context.log.warning(f"{asset} {recipe_name}|{shard}: skipped {item}: {reason}")
         context.log.info(f"{asset}: shard {number}/{len(keys)} ({recipe_name}|{shard}) published: {output.counts}")

@@ -121,17 +121,25 @@ class Lineage:
 
     def replace(self, table: str, rows: pd.DataFrame, where: dict) -> None:
         """Delete the rows matching `where` (column -> value) and insert `rows`, in one transaction."""
-        if table not in TABLES:
-            raise ValueError(f"unknown lineage table {table!r}; expected one of {', '.join(TABLES)}")
-        clause = " AND ".join(f"{column} = ?" for column in where)
+        self.replace_many([(table, rows, where)])
+
+    def replace_many(self, changes: list[tuple[str, pd.DataFrame, dict]]) -> None:
+        """Several `replace`s (table, rows, where) in one transaction: a shard's rows in every table it
+        writes land together, and the file is opened once."""
+        for table, _, _ in changes:
+            if table not in TABLES:
+                raise ValueError(f"unknown lineage table {table!r}; expected one of {', '.join(TABLES)}")
         with self._writer() as connection:
             self._ensure_schema(connection)
             connection.execute("BEGIN TRANSACTION")
             try:
-                connection.execute(f"DELETE FROM {table} WHERE {clause}", list(where.values()))
-                if len(rows):
-                    connection.register("incoming_rows", rows)
-                    connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                for table, rows, where in changes:
+                    clause = " AND ".join(f"{column} = ?" for column in where)
+                    connection.execute(f"DELETE FROM {table} WHERE {clause}", list(where.values()))
+                    if len(rows):
+                        connection.register("incoming_rows", rows)
+                        connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                        connection.unregister("incoming_rows")
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")

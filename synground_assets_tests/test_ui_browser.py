@@ -123,7 +123,8 @@ RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status tag
 def screenshots(pytestconfig) -> Path:
     folder = Path(os.environ.get("SYNGROUND_ARTIFACTS") or REPO / "artifacts" / "ui-screenshots")
     folder.mkdir(parents=True, exist_ok=True)
-    pytestconfig.pluginmanager.get_plugin("terminalreporter").write_line(f"UI screenshots: {folder}")
+    with pytestconfig.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+        print(f"\nUI screenshots: {folder}")
     return folder
 
 

@@ -1,8 +1,8 @@
 """The web UI as its users see it: `dagster dev` on a fresh instance, driven by headless Chromium.
 
 Needs Chromium and its driver (Debian: `apt-get install chromium chromium-driver`; `.ci/run`
-installs them); skipped, with the reason, only where neither can be found. Screenshots go to
-`$SYNGROUND_ARTIFACTS` (default `artifacts/ui-screenshots/`), printed at the start.
+installs them); skipped, with the reason, only where the browser or its driver cannot be found.
+Screenshots go to `$SYNGROUND_ARTIFACTS` (default `artifacts/ui-screenshots/`), printed at the start.
 """
 
 from __future__ import annotations

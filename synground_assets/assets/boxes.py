@@ -6,9 +6,9 @@ import pandas as pd
 from PIL import Image
 
 from synground_assets.assets.images import PREVIEW_ITEMS
-from synground_assets.assets.stage import Progress, ShardOutput, materialize_shards, run_batched, summary_metadata
+from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.items import box_id
-from synground_assets.partitions import shard_partitions, split_shard_key
+from synground_assets.partitions import split_shard_key
 from synground_assets.previews import contact_sheet, draw_triplets, image_markdown
 from synground_assets.recipes import recipe_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
@@ -29,13 +29,8 @@ def _layout_detections(layout: pd.DataFrame, item: str, phrases: list[str]) -> l
     return [Detection(i, boxes[p.lower()], 1.0) for i, p in enumerate(phrases) if p.lower() in boxes]
 
 
-@dg.asset(
+@generation_asset(
     deps=["images", "phrases"],
-    partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    code_version="1",
-    group_name="generation",
-    pool="gpu",
     kinds={"parquet"},
     check_specs=[BOXES_IN_BOUNDS, YIELD_ABOVE_THRESHOLD],
 )

@@ -3,20 +3,16 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.assets.stage import ShardOutput, materialize_shards, summary_metadata
+from synground_assets.assets.stage import ShardOutput, generation_asset, materialize_shards, summary_metadata
 from synground_assets.items import item_id, item_seed
-from synground_assets.partitions import shard_partitions
 from synground_assets.previews import markdown_table
 from synground_assets.recipes import shard_index
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 
 
-@dg.asset(
-    partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    code_version="1",
-    group_name="generation",
+@generation_asset(
+    gpu=False,
     kinds={"parquet"},
 )
 def concepts(

@@ -3,8 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.assets.stage import Progress, ShardOutput, materialize_shards, run_batched, summary_metadata
-from synground_assets.partitions import shard_partitions
+from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.previews import markdown_table
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
@@ -24,13 +23,8 @@ def source_items(table: pd.DataFrame) -> list[SourceItem]:
     ]
 
 
-@dg.asset(
+@generation_asset(
     deps=["concepts"],
-    partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    code_version="1",
-    group_name="generation",
-    pool="gpu",
     kinds={"parquet"},
 )
 def descriptions(

@@ -3,9 +3,8 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.assets.stage import Progress, ShardOutput, materialize_shards, run_batched, summary_metadata
+from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.items import derive_seed
-from synground_assets.partitions import shard_partitions
 from synground_assets.previews import contact_sheet, draw_triplets, image_markdown
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
@@ -18,13 +17,8 @@ def _box_rows(item: str, pairs) -> list[tuple]:
     return [(item, phrase, *box) for phrase, box in pairs or []]
 
 
-@dg.asset(
+@generation_asset(
     deps=["descriptions"],
-    partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    code_version="1",
-    group_name="generation",
-    pool="gpu",
     kinds={"png", "parquet"},
 )
 def images(

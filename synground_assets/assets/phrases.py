@@ -3,9 +3,8 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.assets.stage import Progress, ShardOutput, materialize_shards, run_batched, summary_metadata
+from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.items import phrase_id
-from synground_assets.partitions import shard_partitions
 from synground_assets.previews import markdown_table
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
@@ -15,13 +14,8 @@ NO_EMPTY_PHRASE = dg.AssetCheckSpec("no_empty_phrase", asset="phrases",
                                     description="Every kept phrase has a letter or digit (no empty or punctuation-only phrase).")
 
 
-@dg.asset(
+@generation_asset(
     deps=["descriptions"],
-    partitions_def=shard_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    code_version="1",
-    group_name="generation",
-    pool="gpu",
     kinds={"parquet"},
     check_specs=[NO_EMPTY_PHRASE],
 )

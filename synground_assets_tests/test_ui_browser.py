@@ -213,7 +213,9 @@ def open_page(driver, server: Server, path: str, *expected: str) -> str:
 def test_the_catalog_lists_every_asset_and_the_group_graph_shows_the_pipeline(browser, server, screenshots):
     names = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
     assert {"concepts", "descriptions", "images", "phrases", "boxes", "exports"} <= set(names)
-    open_page(browser, server, "/assets", *names)
+    book = recipe_book()
+    shard_count = f"{len(book.recipes) * book.max_shards} partitions"  # shown once statuses have loaded
+    open_page(browser, server, "/assets", *names, shard_count)
     browser.save_screenshot(str(screenshots / "catalog.png"))
     open_page(browser, server, "/locations/synground_assets/asset-groups/generation",
               "concepts", "descriptions", "images", "phrases", "boxes")

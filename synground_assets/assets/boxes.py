@@ -13,7 +13,7 @@ from synground_assets.previews import contact_sheet, draw_triplets, image_markdo
 from synground_assets.recipes import recipe_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
-from synground_assets.roles.base import Detection
+from synground_assets.roles.base import AdapterInfo, Detection
 
 BOXES_IN_BOUNDS = dg.AssetCheckSpec("boxes_in_image_bounds", asset="boxes",
                                     description="0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height for every box.")
@@ -40,17 +40,21 @@ def boxes(
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
 
     def write_shard(recipe, shard, shard_store, folder) -> ShardOutput:
-        detector = models.role(recipe.name, "detector")
         image_table = shard_store.read_table(recipe.name, "images", shard)
         phrase_table = shard_store.read_table(recipe.name, "phrases", shard).query("kept")
         image_folder = shard_store.shard_dir(recipe.name, "images", shard)
         per_item = phrase_table.groupby("item_id", sort=False)
         work = [(row, per_item.get_group(row.item_id)) for row in image_table.itertuples(index=False)
                 if row.item_id in per_item.groups]
-        if recipe.box_source == "gligen":
+        if recipe.box_source == "gligen":  # no detector to load: the layout the image was drawn in
+            generator = recipe.roles["image_generator"]
+            info = AdapterInfo("gligen-layout", generator.model or "", generator.revision or "", {"box_source": "gligen"})
             layout = shard_store.read_table(recipe.name, "images", shard, "layout.parquet")
             call = lambda batch: [_layout_detections(layout, row.item_id, list(ph.phrase)) for row, ph in batch]
         else:
+            detector = models.role(recipe.name, "detector")
+            info = detector.info
+
             def call(batch):
                 pictures = [Image.open(image_folder / row.file).convert("RGB") for row, _ in batch]
                 return detector.detect(pictures, [list(ph.phrase) for _, ph in batch])
@@ -80,7 +84,7 @@ def boxes(
         lineage_rows = table.assign(box_threshold=options.get("box_threshold"), text_threshold=options.get("text_threshold"))
         counts = {"boxes": len(table), "phrases": len(phrase_table), "phrases_with_box": table.phrase_id.nunique()}
         return ShardOutput(lineage={"boxes": lineage_rows, "shard_yields": pd.DataFrame([counts])},
-                           info=detector.info, skipped=skipped, preview=preview, counts=counts)
+                           info=info, skipped=skipped, preview=preview, counts=counts)
 
     outputs = materialize_shards(context, store, lineage, "boxes", write_shard)
     return dg.MaterializeResult(metadata=_metadata(outputs), check_results=_checks(context, store, outputs))

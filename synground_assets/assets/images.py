@@ -52,7 +52,7 @@ def images(
         table = pd.DataFrame(rows, columns=["item_id", "file", "image_path", "width", "height", "image_seed"])
         write_table(folder, table)
         box_columns = ["item_id", "phrase", "x0", "y0", "x1", "y1"]
-        if layout:
+        if recipe.box_source == "gligen":  # the boxes stage reads it, even when no item has a layout
             write_table(folder, pd.DataFrame(layout, columns=box_columns), "layout.parquet")
         if truth:
             write_table(folder, pd.DataFrame(truth, columns=box_columns), "ground_truth.parquet")

@@ -75,6 +75,9 @@ VIEWS = {
 }
 
 
+_SCHEMA_READY: set[str] = set()  # database files this process has already brought up to date
+
+
 def default_lineage_path() -> Path:
     from synground_assets.resources.store import default_data_root
 
@@ -110,6 +113,7 @@ class Lineage:
 
     @staticmethod
     def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
+        """Create the tables and (re)create the views; done once per file and process."""
         for name, columns in TABLES.items():
             connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
         for name, query in VIEWS.items():
@@ -130,7 +134,9 @@ class Lineage:
             if table not in TABLES:
                 raise ValueError(f"unknown lineage table {table!r}; expected one of {', '.join(TABLES)}")
         with self._writer() as connection:
-            self._ensure_schema(connection)
+            if str(self.path) not in _SCHEMA_READY:
+                self._ensure_schema(connection)
+                _SCHEMA_READY.add(str(self.path))
             connection.execute("BEGIN TRANSACTION")
             try:
                 for table, rows, where in changes:

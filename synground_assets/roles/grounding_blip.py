@@ -62,6 +62,7 @@ class GroundingModel(Protocol):
     info: AdapterInfo
     gradcam_layer: int  # the text layer whose cross-attention GradCAM reads
     max_text_tokens: int
+    training: bool
 
     @property
     def device(self) -> torch.device: ...
@@ -103,6 +104,8 @@ class GroundingModel(Protocol):
 
     def train(self, mode: bool = True): ...
 
+    def eval(self): ...
+
 
 class BlipGroundingModel(nn.Module):
     """`BlipForImageTextRetrieval` + its processor, playing `GroundingModel`."""
@@ -118,8 +121,8 @@ class BlipGroundingModel(nn.Module):
         super().__init__()
         num_layers = model.config.text_config.num_hidden_layers
         # The ITM head reads the fused [CLS] only, so the last layer's cross-attention gradient is
-        # zero on every other token row: default to a middle fusion layer (ALBEF: 8 of 12).
-        gradcam_layer = num_layers * 2 // 3 - 1 if gradcam_layer is None else gradcam_layer
+        # zero on every other token row: default to a middle fusion layer (AMC: layer[8] of 12).
+        gradcam_layer = min(num_layers * 2 // 3, num_layers - 2) if gradcam_layer is None else gradcam_layer
         if not 0 <= gradcam_layer < num_layers - 1:
             raise ValueError(
                 f"gradcam_layer must be in [0, {num_layers - 2}] (not the last of {num_layers} text "

@@ -34,13 +34,7 @@ from synground_assets.grounding.pointing_game import (  # noqa: E402
 )
 from synground_assets.grounding.train import TrainConfig, train  # noqa: E402
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
-from synground_assets.roles.shapes import (  # noqa: E402
-    ShapesConceptSampler,
-    ShapesDescriber,
-    ShapesDetector,
-    ShapesImageGenerator,
-    ShapesPhraseExtractor,
-)
+from synground_assets import benchmarks  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "learning.json"
 EVAL_SEED_OFFSET = 1_000_000  # held-out images come from seeds far from the training ones
@@ -49,20 +43,7 @@ EVAL_SEED_OFFSET = 1_000_000  # held-out images come from seeds far from the tra
 def shapes_triplets(count: int, first_seed: int, size: int, oracle_boxes: bool) -> list[Triplet]:
     """One triplet per phrase of `count` shapes images; detector boxes, or the renderer's true ones."""
     seeds = [first_seed + i for i in range(count)]
-    items = ShapesConceptSampler().sample([f"shapes:{s}" for s in seeds], seeds)
-    descriptions = ShapesDescriber().describe(items)
-    generator, extractor, detector = ShapesImageGenerator(size), ShapesPhraseExtractor(), ShapesDetector()
-    triplets = []
-    for item, description in zip(items, descriptions):
-        rendered = generator.render(description, item.seed)
-        if oracle_boxes:
-            pairs = rendered.ground_truth
-        else:
-            phrases = extractor.extract([description])[0]
-            detections = detector.detect([rendered.image], [phrases])[0]
-            pairs = [(phrases[d.phrase_index], d.box_xyxy) for d in detections]
-        triplets += [Triplet(rendered.image, phrase, [box], item.item_id) for phrase, box in pairs]
-    return triplets
+    return benchmarks.shapes_triplets([f"shapes:{s}" for s in seeds], seeds, size, oracle_boxes)
 
 
 def bench_config(args, amc: bool) -> TrainConfig:

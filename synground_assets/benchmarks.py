@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from synground_assets.grounding.data import Triplet
 from synground_assets.items import item_id, item_seed
@@ -89,19 +89,36 @@ def _read_flickr(name: str, root: Path, images: str | None):
     return read_flickr30k_entities(root, "test", Path(images) if images else None), f"{root} (test)"
 
 
-def shapes_test_triplets(count: int = SHAPES_TEST_ITEMS) -> list[Triplet]:
-    """Held-out shapes queries: seeds from a recipe name no dataset uses, ground-truth boxes."""
-    from synground_assets.roles.shapes import ShapesConceptSampler, ShapesDescriber, ShapesImageGenerator
+def shapes_triplets(item_ids: Sequence[str], seeds: Sequence[int], size: int = 128,
+                    oracle_boxes: bool = True) -> list[Triplet]:
+    """One triplet per phrase of each shapes image: the renderer's true boxes (evaluation), or the
+    detector's boxes on the extracted phrases (training data, as the pipeline makes it)."""
+    from synground_assets.roles.shapes import (
+        ShapesConceptSampler,
+        ShapesDescriber,
+        ShapesDetector,
+        ShapesImageGenerator,
+        ShapesPhraseExtractor,
+    )
 
-    indices = range(count)
+    items = ShapesConceptSampler().sample(item_ids, seeds)
+    descriptions = ShapesDescriber().describe(items)
+    generator, extractor, detector = ShapesImageGenerator(size), ShapesPhraseExtractor(), ShapesDetector()
+    triplets = []
+    for item, description in zip(items, descriptions):
+        rendered = generator.render(description, item.seed)
+        if oracle_boxes:
+            pairs = rendered.ground_truth
+        else:
+            phrases = extractor.extract([description])[0]
+            pairs = [(phrases[d.phrase_index], d.box_xyxy) for d in detector.detect([rendered.image], [phrases])[0]]
+        triplets += [Triplet(rendered.image, phrase, [box], item.item_id) for phrase, box in pairs]
+    return triplets
+
+
+def shapes_test_triplets(count: int = SHAPES_TEST_ITEMS) -> list[Triplet]:
+    """`count` held-out shapes queries: seeds from a recipe name no dataset uses, true boxes."""
+    indices = range(count)  # at least one query per image, so `count` images are enough
     ids = [item_id("shapes_test", i // 64, i % 64) for i in indices]
     seeds = [item_seed("shapes_test", i // 64, i % 64) for i in indices]
-    items = ShapesConceptSampler().sample(ids, seeds)
-    descriptions = ShapesDescriber().describe(items)
-    generator = ShapesImageGenerator()
-    triplets = []
-    for item, text in zip(items, descriptions):
-        rendered = generator.render(text, item.seed)
-        for phrase, box in rendered.ground_truth:
-            triplets.append(Triplet(rendered.image, phrase, [box], item.item_id))
-    return triplets[:count]
+    return shapes_triplets(ids, seeds)[:count]

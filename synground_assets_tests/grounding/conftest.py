@@ -7,31 +7,13 @@ import torch
 
 from synground_assets.grounding.data import Triplet
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip
-from synground_assets.roles.shapes import (
-    ShapesConceptSampler,
-    ShapesDescriber,
-    ShapesDetector,
-    ShapesImageGenerator,
-    ShapesPhraseExtractor,
-)
+from synground_assets import benchmarks
 
 
 def shapes_triplets(count: int, first_seed: int, size: int = 64, oracle_boxes: bool = False) -> list[Triplet]:
     """Triplets of `count` shapes images: detector boxes, or the renderer's true boxes."""
-    items = ShapesConceptSampler().sample([f"shapes:{first_seed + i}" for i in range(count)],
-                                          [first_seed + i for i in range(count)])
-    descriptions = ShapesDescriber().describe(items)
-    generator, extractor, detector = ShapesImageGenerator(size), ShapesPhraseExtractor(), ShapesDetector()
-    triplets = []
-    for item, description in zip(items, descriptions):
-        rendered = generator.render(description, item.seed)
-        if oracle_boxes:
-            pairs = rendered.ground_truth
-        else:
-            phrases = extractor.extract([description])[0]
-            pairs = [(phrases[d.phrase_index], d.box_xyxy) for d in detector.detect([rendered.image], [phrases])[0]]
-        triplets += [Triplet(rendered.image, phrase, [box], item.item_id) for phrase, box in pairs]
-    return triplets
+    seeds = [first_seed + i for i in range(count)]
+    return benchmarks.shapes_triplets([f"shapes:{s}" for s in seeds], seeds, size, oracle_boxes)
 
 
 @pytest.fixture(scope="session")

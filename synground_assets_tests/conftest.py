@@ -16,3 +16,26 @@ def project_home(tmp_path, monkeypatch):
     monkeypatch.delenv("SYNGROUND_DATA", raising=False)
     monkeypatch.delenv("SYNGROUND_LINEAGE", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Every tiny model, built into a session folder that `tiny:<name>` references resolve to.
+    A CI cache can be reused by setting SYNGROUND_TINY_MODELS before the run."""
+    import torch
+
+    from synground_assets.resources import models
+    from synground_assets.roles import tiny
+
+    # Tiny models run fastest on one thread: on a busy machine, several threads wait on each other
+    # for every small matrix product (measured 15x slower on 2 shared cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if not os.environ.get("SYNGROUND_TINY_MODELS"):
+            patch.setenv("SYNGROUND_TINY_MODELS", str(tmp_path_factory.mktemp("tiny-models")))
+        models.clear()  # adapters cached by earlier tests may point at another tiny-model folder
+        yield tiny.build_all()
+    torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ gives the real tiny detectors (and the GLIGEN layout) phrases read off the descr
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -34,24 +33,11 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_models(tmp_path_factory):
-    """Every tiny model built once (reusing $SYNGROUND_TINY_MODELS when set), one torch thread."""
-    import torch
-
-    from synground_assets.roles import tiny
-
-    # Tiny models run fastest on one thread on a shared machine (see roles/conftest.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        if not os.environ.get("SYNGROUND_TINY_MODELS"):
-            patch.setenv("SYNGROUND_TINY_MODELS", str(tmp_path_factory.mktemp("tiny-models")))
-        models.clear()  # adapters cached by earlier tests may point at another tiny-model folder
-        yield tiny.build_all()
-        models.clear()
-    torch.set_num_threads(threads)
+def tiny_model_cache(tiny_models):
+    """The session's tiny models, with the model suite's cache cleared around this module."""
+    models.clear()
+    yield tiny_models
+    models.clear()
 
 
 def materialize(partition_key: str, suite: ModelSuiteResource | None = None, assets=GENERATION_ASSETS):

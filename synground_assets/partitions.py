@@ -14,11 +14,6 @@ shard_partitions = dg.MultiPartitionsDefinition(
 )
 
 
-def shard_partition_key(recipe: str, shard: str) -> str:
-    """The key the UI and CLI use: dimensions in name order, joined by '|', e.g. 'shapes|00003'."""
-    return dg.MultiPartitionKey({"recipe": recipe, "shard": shard})
-
-
 def split_shard_key(key: str) -> tuple[str, str]:
     """'shapes|00003' -> ('shapes', '00003')."""
     if isinstance(key, dg.MultiPartitionKey):

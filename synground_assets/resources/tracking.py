@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from synground_assets.resources.store import project_home
@@ -86,6 +86,3 @@ class Tracking:
             self.client.set_terminated(tracked.run_id, "FAILED")
             raise
         self.client.set_terminated(tracked.run_id, "FINISHED")
-
-    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])

@@ -430,13 +430,6 @@ def build_photos(folder: Path) -> None:
     (folder / "captions.json").write_text(json.dumps({"images": images, "annotations": annotations}, indent=1))
 
 
-def build_blip_itm_shapes(folder: Path) -> None:
-    """The random-init BLIP image-text-matching model the shapes recipe fine-tunes (64 px, 8x8 grid)."""
-    from synground_assets.roles.grounding_blip import build_tiny_blip
-
-    build_tiny_blip(folder)
-
-
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "causal-lm": build_causal_lm,
     "llava": build_llava,
@@ -449,7 +442,6 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "owlv2": build_owlv2,
     "blip-itm-shapes": build_blip_itm_shapes,
     "photos": build_photos,
-    "blip-itm-shapes": build_blip_itm_shapes,
 }
 
 

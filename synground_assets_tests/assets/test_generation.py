@@ -4,7 +4,6 @@ import hashlib
 import multiprocessing
 
 import dagster as dg
-import pytest
 
 from synground_assets.definitions import GENERATION_ASSETS
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource

@@ -198,6 +198,20 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
     return recipe
 
 
+def _check_adapters(path: Path, recipe: Recipe) -> None:
+    """Every role's adapter exists and its options match the adapter's declared ones (name, type,
+    range): checked at load, so a mistake fails before any asset runs. Imports no model library."""
+    from synground_assets.roles.registry import role_problems  # the registry imports this module
+
+    roles = dict(recipe.roles)
+    if recipe.grounding_model is not None:
+        roles["grounding_model"] = recipe.grounding_model
+    for role, spec in roles.items():
+        problems = role_problems(role, spec)
+        if problems:
+            raise RecipeError(f"{path}: recipe {recipe.name!r}, role {role!r}, " + "; ".join(problems))
+
+
 def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
     """Read and validate a recipe file (default: `$SYNGROUND_RECIPES`, else the built-in one)."""
     path = Path(path or os.environ.get("SYNGROUND_RECIPES") or BUILTIN_RECIPES)
@@ -220,6 +234,7 @@ def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
                 f"{path}: recipe {name!r}, field 'num_shards': expected at most max_shards={max_shards}, "
                 f"got {recipe.num_shards}"
             )
+        _check_adapters(path, recipe)
         recipes[str(name)] = recipe
     book = RecipeBook(
         path=path,

@@ -14,6 +14,7 @@ from synground_assets.recipes import recipe_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 from synground_assets.roles.base import AdapterInfo, Detection
+from synground_assets.roles.phrases import phrase_problem
 
 BOXES_IN_BOUNDS = dg.AssetCheckSpec("boxes_in_image_bounds", asset="boxes",
                                     description="0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height for every box.")
@@ -41,7 +42,7 @@ def boxes(
 
     def write_shard(recipe, shard, shard_store, folder) -> ShardOutput:
         image_table = shard_store.read_table(recipe.name, "images", shard)
-        phrase_table = shard_store.read_table(recipe.name, "phrases", shard).query("kept")
+        phrase_table, unusable = _usable_phrases(shard_store.read_table(recipe.name, "phrases", shard).query("kept"))
         image_folder = shard_store.shard_dir(recipe.name, "images", shard)
         per_item = phrase_table.groupby("item_id", sort=False)
         work = [(row, per_item.get_group(row.item_id)) for row in image_table.itertuples(index=False)
@@ -61,6 +62,7 @@ def boxes(
         progress = Progress(context.log, f"boxes {recipe.name}|{shard}", len(work))
         detections, skipped = run_batched(work, recipe.roles["detector"].batch_size, call,
                                           lambda pair: pair[0].item_id, progress)
+        skipped = unusable + skipped
         rows, preview = [], []
         for (row, item_phrases), found in zip(work, detections):
             if found is None:
@@ -88,6 +90,16 @@ def boxes(
 
     outputs = materialize_shards(context, store, lineage, "boxes", write_shard)
     return dg.MaterializeResult(metadata=_metadata(outputs), check_results=_checks(context, store, outputs))
+
+
+def _usable_phrases(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """A kept phrase that cannot be grounded (blank, punctuation: a table written by hand or by an
+    older version) is not sent to the detector; it becomes a recorded skip, never a silent gap."""
+    problems = kept.phrase.map(phrase_problem)
+    bad = kept[problems.notna()]
+    skipped = [(item, f"phrase {pid} {phrase!r}: {problem}")
+               for item, pid, phrase, problem in zip(bad.item_id, bad.phrase_id, bad.phrase, problems[problems.notna()])]
+    return kept[problems.isna()], skipped
 
 
 def _metadata(outputs: list[ShardOutput]) -> dict:

@@ -8,10 +8,11 @@ from synground_assets.items import phrase_id
 from synground_assets.previews import markdown_table
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
-from synground_assets.roles.phrases import filter_phrases
+from synground_assets.roles.phrases import filter_phrases, phrase_problem
 
 NO_EMPTY_PHRASE = dg.AssetCheckSpec("no_empty_phrase", asset="phrases",
-                                    description="Every kept phrase has a letter or digit (no empty or punctuation-only phrase).")
+                                    description="Every kept phrase is usable: a word that is not a stop word, within the length bound "
+                                                "(no empty, punctuation-only or one-letter phrase).")
 
 
 @generation_asset(
@@ -53,7 +54,7 @@ def phrases(
 
     outputs = materialize_shards(context, store, lineage, "phrases", write_shard)
     kept = pd.concat([o.preview[0] for o in outputs]).query("kept")
-    empty = kept[~kept.phrase.str.contains(r"\w", regex=True)]
+    empty = kept[kept.phrase.map(phrase_problem).notna()]
     return dg.MaterializeResult(
         metadata={**summary_metadata(outputs), "preview": dg.MetadataValue.md(markdown_table(outputs[0].preview[0], 8))},
         check_results=[

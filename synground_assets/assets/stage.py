@@ -125,6 +125,8 @@ def materialize_shards(
     shard_store, lineage_db = store.store(), lineage.lineage()
     outputs = []
     keys = context.partition_keys
+    if not keys:
+        raise no_shards_failure(context)
     for number, key in enumerate(keys, start=1):
         recipe_name, shard = split_shard_key(key)
         recipe = recipe_book().get(recipe_name)
@@ -140,6 +142,17 @@ def materialize_shards(
         context.log.info(f"{asset}: shard {number}/{len(keys)} ({recipe_name}|{shard}) published: {output.counts}")
         outputs.append(output)
     return outputs
+
+
+def no_shards_failure(context: dg.AssetExecutionContext) -> dg.Failure:
+    """A reversed range ('shapes|00003...shapes|00001') selects nothing: say so before any work."""
+    tags = context.run.tags
+    asked = f"{tags.get('dagster/asset_partition_range_start')}...{tags.get('dagster/asset_partition_range_end')}"
+    return dg.Failure(
+        f"the partition range {asked} selects no shard (its start comes after its end); nothing was "
+        "written. Give the first shard first, e.g. --partition-range 'shapes|00001...shapes|00003'",
+        allow_retries=False,
+    )
 
 
 def summary_metadata(outputs: list[ShardOutput]) -> dict:

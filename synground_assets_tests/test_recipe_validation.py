@@ -1,0 +1,110 @@
+"""Issue 11, item 2: every adapter name and option of a recipe is checked when the file loads,
+against the adapter's declared options (name, type, range), before any asset runs."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synground_assets.recipes import RecipeError, load_recipe_book
+from synground_assets.roles.registry import ADAPTER_OPTIONS, ADAPTERS, GROUNDING_OPTIONS, SPEC_FACTORIES
+
+ROLES = {
+    "concepts": "{adapter: shapes}", "describer": "{adapter: shapes}", "image_generator": "{adapter: shapes}",
+    "phrase_extractor": "{adapter: shapes}", "detector": "{adapter: shapes}",
+}
+
+
+def book(tmp_path: Path, extra: str = "", **roles: str) -> Path:
+    lines = "\n".join(f"      {role}: {spec}" for role, spec in {**ROLES, **roles}.items())
+    path = tmp_path / "recipes.yaml"
+    path.write_text(f"recipes:\n  mine:\n    description_source: concept2text\n{extra}    roles:\n{lines}\n")
+    return path
+
+
+@pytest.mark.parametrize("roles, message", [
+    ({"detector": "{adapter: glip}"},
+     "role 'detector', field 'adapter': expected one of shapes, zero-shot-detector, got 'glip'"),
+    ({"image_generator": "{adapter: shapes, options: {size: -64}}"},
+     "role 'image_generator', option 'size': expected an integer >= 32, got -64"),
+    ({"image_generator": "{adapter: shapes, options: {sise: 64}}"},
+     "role 'image_generator', option 'sise': unknown option (did you mean 'size'?)"),
+    ({"concepts": "{adapter: shapes, options: {max_objects: 2.5}}"},
+     "role 'concepts', option 'max_objects': expected an integer in [1, 24], got 2.5"),
+    ({"detector": "{adapter: zero-shot-detector, model: 'tiny:owlv2', options: {box_threshold: 1.5}}"},
+     "role 'detector', option 'box_threshold': expected a number in [0, 1], got 1.5"),
+    ({"detector": "{adapter: zero-shot-detector, options: {top_k: 1}}"},
+     "role 'detector', field 'model': expected a hub id, a local folder or tiny:<name>, got nothing"),
+    ({"image_generator": "{adapter: diffusers, model: x/y, options: {height: 500}}"},
+     "option 'height': expected an integer multiple of 8 >= 8, got 500"),
+    ({"describer": "{adapter: llm-concept2text, model: x/y, options: {do_sample: 'yes'}}"},
+     "role 'describer', option 'do_sample': expected true or false, got 'yes'"),
+    ({"concepts": "{adapter: image-folder}"},
+     "role 'concepts', option 'images': expected a string (required), got nothing"),
+    ({"phrase_extractor": "{adapter: noun-phrases, options: {max_words: 0}}"},
+     "role 'phrase_extractor', option 'max_words': expected an integer in [1, 16], got 0"),
+])
+def test_a_bad_adapter_or_option_names_file_recipe_role_option_and_expected_value(tmp_path, roles, message):
+    path = book(tmp_path, **roles)
+    with pytest.raises(RecipeError) as error:
+        load_recipe_book(path)
+    assert str(error.value).startswith(f"{path}: recipe 'mine', ")
+    assert message in str(error.value)
+
+
+def test_the_grounding_model_is_checked_too(tmp_path):
+    path = book(tmp_path, extra="    grounding_model: {adapter: blip, model: x/y, options: {gradcam_layer: -1}}\n")
+    with pytest.raises(RecipeError, match="role 'grounding_model', option 'gradcam_layer': expected an integer >= 0"):
+        load_recipe_book(path)
+    path = book(tmp_path, extra="    grounding_model: {adapter: albef, model: x/y}\n")
+    with pytest.raises(RecipeError, match="role 'grounding_model', field 'adapter': expected one of blip, got 'albef'"):
+        load_recipe_book(path)
+
+
+def test_every_adapter_declares_exactly_the_options_it_takes():
+    """The declarations (imported without torch) and the adapters (which take the options) agree."""
+    import importlib
+
+    from synground_assets.roles.hf_text import GENERATION_OPTIONS, ChatModel
+
+    assert set(ADAPTER_OPTIONS) == set(ADAPTERS.values())
+    for target, declared in ADAPTER_OPTIONS.items():
+        module, name = target.split(":")
+        factory = getattr(importlib.import_module(module), name)
+        if target in SPEC_FACTORIES and issubclass(factory, ChatModel):
+            accepted = set(GENERATION_OPTIONS) | {"system", "instruction", "examples", "chat_template"} | set(factory.extra_options)
+        elif target in SPEC_FACTORIES:
+            accepted = set(factory.option_names)
+        else:
+            accepted = set(inspect.signature(factory).parameters)
+        assert {option.name for option in declared} == accepted, target
+    from synground_assets.roles import grounding_blip
+
+    assert set(GROUNDING_OPTIONS) == set(grounding_blip.GROUNDING_ADAPTERS)
+
+
+def test_loading_and_checking_recipes_imports_no_model_library():
+    code = ("import sys; from synground_assets.recipes import load_recipe_book; load_recipe_book(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert out.stdout.strip() == "[]"
+
+
+def test_dagster_definitions_validate_fails_on_a_bad_option(tmp_path):
+    builtin = (Path(__file__).parents[1] / "synground_assets" / "recipes.yaml").read_text()
+    broken = tmp_path / "recipes.yaml"
+    broken.write_text(builtin.replace("options: {size: 128}", "options: {size: -128}", 1))
+    dagster = Path(sys.executable).with_name("dagster")
+    result = subprocess.run([str(dagster), "definitions", "validate", "-m", "synground_assets.definitions"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "SYNGROUND_RECIPES": str(broken), "DAGSTER_HOME": str(tmp_path),
+                                 "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode != 0
+    assert (f"{broken}: recipe 'shapes', role 'image_generator', option 'size': expected an integer >= 32, got -128"
+            in result.stdout + result.stderr)

@@ -12,6 +12,7 @@ from synground_assets.assets.images import images
 from synground_assets.assets.phrases import phrases
 from synground_assets.assets.scoring import benchmark_scores
 from synground_assets.assets.training import finetuned_checkpoint
+from synground_assets.dead_runs import dead_runs_sensor
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 from synground_assets.schedules import generation_job, missing_shards_schedule
 
@@ -22,6 +23,7 @@ defs = dg.Definitions(
     assets=[*GENERATION_ASSETS, *LEARNING_ASSETS, exports],
     jobs=[generation_job],
     schedules=[missing_shards_schedule],
+    sensors=[dead_runs_sensor],
     resources={
         "store": StoreResource(),
         "lineage": LineageResource(),

@@ -1,0 +1,111 @@
+"""Issue 11, item 1: a `dagster asset materialize` killed with SIGKILL leaves its run STARTED and
+its `gpu` pool slot taken; `python -m synground_assets.cli cleanup` marks it failed and frees the
+slot, and the next GPU run is not blocked. Real `dagster` processes, the shipped dagster.yaml."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from synground_assets.dead_runs import dead_runs_sensor, find_dead_runs, process_alive
+
+REPO = Path(__file__).parents[1]
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+
+
+@pytest.fixture
+def instance_home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "SYNGROUND_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO)}
+    for name in ("SYNGROUND_DATA", "SYNGROUND_LINEAGE", "SYNGROUND_RECIPES"):
+        env.pop(name, None)
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return env
+
+
+def materialize(env: dict, *args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "synground_assets.definitions", *args],
+                            env=env, cwd=env["SYNGROUND_HOME"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def gpu_slot_holders(instance: dg.DagsterInstance) -> set[str]:
+    return {slot.run_id for slot in instance.event_log_storage.get_concurrency_info("gpu").claimed_slots}
+
+
+def test_a_killed_run_is_marked_failed_and_frees_its_gpu_slot(instance_home):
+    # 1. A range run, killed (with its step processes) while a GPU step holds the pool's one slot.
+    killed = materialize(instance_home, "--select", "group:generation", "--partition-range",
+                         "shapes|00000...shapes|00007", start_new_session=True)
+    with dg.DagsterInstance.get() as instance:
+        deadline = time.monotonic() + 240
+        while not gpu_slot_holders(instance):
+            assert killed.poll() is None, killed.stdout.read()
+            assert time.monotonic() < deadline, "the run never took a gpu slot"
+            time.sleep(0.2)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.STARTED and gpu_slot_holders(instance) == {run.run_id}
+
+        # 2. The command-line cleanup (no daemon) finds it, marks it failed and frees the slot.
+        cleanup = subprocess.run([sys.executable, "-m", "synground_assets.cli", "cleanup"], env=instance_home,
+                                 capture_output=True, text=True, timeout=120)
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert f"marked run {run.run_id} failed and freed its pool slots" in cleanup.stdout
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not gpu_slot_holders(instance)
+
+        # 3. The next run's GPU step gets the slot and finishes (concepts of shard 00000 were published
+        #    before the kill).
+        following = materialize(instance_home, "--select", "descriptions", "--partition", "shapes|00000")
+        output, _ = following.communicate(timeout=240)
+        assert following.returncode == 0, output
+        latest = instance.get_runs(limit=1)[0]
+        assert latest.run_id != run.run_id and latest.status == dg.DagsterRunStatus.SUCCESS
+        assert "still blocked by limit for pool gpu" not in output
+
+
+def test_a_live_process_is_alive_and_a_reaped_or_reused_pid_is_not():
+    now = time.time()
+    assert process_alive(os.getpid(), now)
+    assert not process_alive(os.getpid(), now - 3600)  # this pid did not exist an hour ago: a reused pid
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not process_alive(child.pid, now)
+
+
+def started_run(instance: dg.DagsterInstance, pid: int) -> str:
+    """A run whose start was reported by process `pid`."""
+    from dagster._core.events import DagsterEvent
+
+    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+    instance.report_dagster_event(DagsterEvent("PIPELINE_START", job_name=run.job_name, pid=pid), run.run_id)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    return run.run_id
+
+
+def test_the_sensor_fails_runs_whose_process_is_gone_and_leaves_live_ones(project_home):
+    instance = dg.DagsterInstance.ephemeral()
+    live = started_run(instance, os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = started_run(instance, child.pid)
+    child.wait()
+    context = dg.build_sensor_context(instance=instance)
+    assert dead_runs_sensor(context).skip_message == f"marked 1 dead run(s) failed: {dead}"
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+    assert dead_runs_sensor(context).skip_message == "no dead run"
+    assert find_dead_runs(instance) == []

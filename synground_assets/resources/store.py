@@ -55,7 +55,7 @@ class ShardStore:
         if not path.is_file():
             raise FileNotFoundError(
                 f"{asset} shard {recipe}|{shard} is not materialized ({path} is missing); "
-                f"materialize it first, e.g. dagster asset materialize -m synground_assets "
+                f"materialize it first, e.g. dagster asset materialize -m synground_assets.definitions "
                 f"--select {asset} --partition '{recipe}|{shard}'"
             )
         return pd.read_parquet(path)

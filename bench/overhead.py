@@ -7,7 +7,9 @@ process); then one warm-up run of each path, then `--repeats` runs of each, alte
 loop does only the work itself; the Dagster path adds the asset layer (atomic shard publish,
 DuckDB lineage rows, metadata previews, asset checks) and Dagster's run machinery. Both paths must
 draw byte-identical images, which the script checks. Per stage it reports the direct time and the
-Dagster step time, so a gap shows where it is.
+Dagster step time, so a gap shows where it is, and what each stage worked on (`items`: items
+sampled, described, drawn; phrases kept; phrases sent to the detector): every stage must have work,
+the run stops otherwise.
 
     python bench/overhead.py [--recipe tiny-concept2text] [--shard-sizes 4 64] [--repeats 5] [--threads 1]
 
@@ -85,8 +87,9 @@ def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
     return wall, steps
 
 
-def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[str, float]]:
-    """The same work as the five assets, in a plain loop over the cached roles."""
+def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[str, float], dict[str, int]]:
+    """The same work as the five assets, in a plain loop over the cached roles; wall seconds, each
+    stage's seconds and each stage's items (what the stage worked on, see `stage_items`)."""
     import pandas as pd
     from PIL import Image
 
@@ -164,7 +167,24 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     write_table(folders["boxes"], pd.DataFrame(box_rows, columns=["box_id", "phrase_id", "item_id", "x0", "y0",
                                                                  "x1", "y1", "score"]))
     lap("boxes")
-    return time.perf_counter() - start, seconds
+    items = {"concepts": len(items), "descriptions": len(described), "images": len(rows),
+             "phrases": len(phrase_rows), "boxes": sum(len(ps) for _, _, ps in work)}
+    return time.perf_counter() - start, seconds, items
+
+
+def stage_items(recipe: str, shard: str) -> dict[str, int]:
+    """What each stage of the Dagster run worked on, read back from its published tables: items
+    sampled, described, drawn; phrases kept; phrases sent to the detector (or the GLIGEN layout)."""
+    from synground_assets.resources.store import ShardStore, default_data_root
+    from synground_assets.roles.phrases import phrase_problem
+
+    store = ShardStore(default_data_root())
+    table = lambda stage: store.read_table(recipe, stage, shard)  # noqa: E731
+    kept = table("phrases").query("kept")
+    drawn = set(table("images").item_id)
+    return {"concepts": len(table("concepts")), "descriptions": len(table("descriptions")), "images": len(drawn),
+            "phrases": len(kept),
+            "boxes": int((kept.item_id.isin(drawn) & kept.phrase.map(phrase_problem).isna()).sum())}
 
 
 def image_digests(folder: Path) -> dict[str, str]:
@@ -181,7 +201,11 @@ def measure(recipe: str, shard: str, repeats: int, work: Path) -> dict:
     instance = dg.DagsterInstance.ephemeral()
     partition_key = f"{recipe}|{shard}"
     dagster_run(partition_key, instance)  # warm-up: first-call costs of both paths stay out of the timings
-    direct_run(recipe, shard, work / "direct")
+    _, _, items = direct_run(recipe, shard, work / "direct")
+    # Every stage must do real work, or its row times nothing (e.g. a detector given no phrase).
+    assert stage_items(recipe, shard) == items, (stage_items(recipe, shard), items)
+    idle = [stage for stage, count in items.items() if count == 0]
+    assert not idle, f"stage(s) {', '.join(idle)} had nothing to work on: {items}"
     same = image_digests(default_data_root() / recipe / "images" / shard) == \
         image_digests(work / "direct" / recipe / "images" / shard)
     assert same, "the direct loop drew different images than the Dagster run"
@@ -190,13 +214,13 @@ def measure(recipe: str, shard: str, repeats: int, work: Path) -> dict:
         dagster.append(dagster_run(partition_key, instance))
         direct.append(direct_run(recipe, shard, work / "direct"))
     median = statistics.median
-    dagster_s, direct_s = median(w for w, _ in dagster), median(w for w, _ in direct)
+    dagster_s, direct_s = median(w for w, _ in dagster), median(w for w, _, _ in direct)
     return {
         "model_load_s": load_s, "model_load_total_s": sum(load_s.values()),
-        "dagster_s": [w for w, _ in dagster], "direct_s": [w for w, _ in direct],
+        "dagster_s": [w for w, _ in dagster], "direct_s": [w for w, _, _ in direct],
         "dagster_median_s": dagster_s, "direct_median_s": direct_s,
         "overhead_per_shard_s": dagster_s - direct_s, "ratio_dagster_to_direct": dagster_s / direct_s,
-        "per_stage": {stage: {"direct_s": median(s[stage] for _, s in direct),
+        "per_stage": {stage: {"items": items[stage], "direct_s": median(s[stage] for _, s, _ in direct),
                               "dagster_step_s": median(s[stage] for _, s in dagster)} for stage in STAGES},
         "images_identical": same,
     }
@@ -237,10 +261,10 @@ def main() -> None:
         load = result["model_load_s"]
         print(f"\n{shard_size} items per shard; model load (once, apart): {result['model_load_total_s']:.2f} s ("
               + ", ".join(f"{role} {s:.2f}" for role, s in load.items()) + ")")
-        print(f"  {'stage':12s} {'direct s':>9s} {'dagster step s':>15s}")
+        print(f"  {'stage':12s} {'items':>6s} {'direct s':>9s} {'dagster step s':>15s}")
         for stage, times in result["per_stage"].items():
-            print(f"  {stage:12s} {times['direct_s']:9.3f} {times['dagster_step_s']:15.3f}")
-        print(f"  {'whole shard':12s} {result['direct_median_s']:9.3f} {result['dagster_median_s']:15.3f}"
+            print(f"  {stage:12s} {times['items']:6d} {times['direct_s']:9.3f} {times['dagster_step_s']:15.3f}")
+        print(f"  {'whole shard':12s} {'':6s} {result['direct_median_s']:9.3f} {result['dagster_median_s']:15.3f}"
               "   (dagster: the whole run, wall clock)")
         print(f"  ratio dagster/direct {result['ratio_dagster_to_direct']:.3f}, "
               f"overhead {result['overhead_per_shard_s']:.2f} s per shard")

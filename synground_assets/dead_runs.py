@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 # Seconds a run may stay STARTING (launched, no process has reported yet) before it counts as dead;
 # the same bound as `run_monitoring.start_timeout_seconds` in dagster.yaml.
 START_TIMEOUT_S = 180
-_PROCESS_EVENTS = {DagsterEventType.RUN_START, DagsterEventType.STEP_START}
+_PROCESS_EVENTS = {dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START}
 
 
 @dataclass(frozen=True)
@@ -80,11 +79,11 @@ def run_processes(instance: dg.DagsterInstance, run_id: str) -> list[tuple[int, 
             if r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.pid]
 
 
-def why_dead(instance: dg.DagsterInstance, record, now: float, start_timeout_s: float) -> str | None:
+def why_dead(instance: dg.DagsterInstance, record: dg.RunRecord, now: float, start_timeout_s: float) -> str | None:
     """Why an in-progress run is dead, or None while it may still be alive."""
     processes = run_processes(instance, record.dagster_run.run_id)
-    if not processes:
-        waited = now - record.create_timestamp.timestamp()
+    if not processes:  # launched, no process reported yet: wait from its last status change
+        waited = now - record.update_timestamp.timestamp()
         return f"no process reported its start within {start_timeout_s:.0f} s" if waited > start_timeout_s else None
     if any(process_alive(pid, at) for pid, at in processes):
         return None

@@ -109,3 +109,15 @@ def test_the_sensor_fails_runs_whose_process_is_gone_and_leaves_live_ones(projec
     assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
     assert dead_runs_sensor(context).skip_message == "no dead run"
     assert find_dead_runs(instance) == []
+
+
+def test_a_run_that_never_started_counts_as_dead_after_the_start_timeout(project_home):
+    from dagster._core.events import DagsterEvent
+
+    instance = dg.DagsterInstance.ephemeral()
+    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+    instance.report_dagster_event(DagsterEvent("PIPELINE_STARTING", job_name=run.job_name), run.run_id)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTING
+    assert find_dead_runs(instance) == []  # within the 180 s start timeout
+    (dead,) = find_dead_runs(instance, start_timeout_s=0)
+    assert dead.run_id == run.run_id and "no process reported its start within 0 s" in dead.reason

@@ -15,7 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from synground_assets import cli
+from synground_assets.assets.concepts import concepts
 from synground_assets.dead_runs import dead_runs_sensor, find_dead_runs, process_alive
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 
 REPO = Path(__file__).parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -32,6 +35,7 @@ def instance_home(tmp_path, monkeypatch):
         env.pop(name, None)
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("SYNGROUND_HOME", str(tmp_path))
     return env
 
 
@@ -45,10 +49,14 @@ def gpu_slot_holders(instance: dg.DagsterInstance) -> set[str]:
     return {slot.run_id for slot in instance.event_log_storage.get_concurrency_info("gpu").claimed_slots}
 
 
-def test_a_killed_run_is_marked_failed_and_frees_its_gpu_slot(instance_home):
-    # 1. A range run, killed (with its step processes) while a GPU step holds the pool's one slot.
-    killed = materialize(instance_home, "--select", "group:generation", "--partition-range",
-                         "shapes|00000...shapes|00007", start_new_session=True)
+def test_a_killed_run_is_marked_failed_and_frees_its_gpu_slot(instance_home, capsys):
+    # The input of `descriptions` (a GPU step), written in this process so both runs below need
+    # only their one GPU step.
+    assert dg.materialize([concepts], partition_key="shapes|00000", resources={"store": StoreResource(),
+                          "lineage": LineageResource(), "models": ModelSuiteResource()}).success
+    # 1. A run killed (with its step process) while its GPU step holds the pool's one slot.
+    killed = materialize(instance_home, "--select", "descriptions", "--partition", "shapes|00000",
+                         start_new_session=True)
     with dg.DagsterInstance.get() as instance:
         deadline = time.monotonic() + 240
         while not gpu_slot_holders(instance):
@@ -61,15 +69,12 @@ def test_a_killed_run_is_marked_failed_and_frees_its_gpu_slot(instance_home):
         assert run.status == dg.DagsterRunStatus.STARTED and gpu_slot_holders(instance) == {run.run_id}
 
         # 2. The command-line cleanup (no daemon) finds it, marks it failed and frees the slot.
-        cleanup = subprocess.run([sys.executable, "-m", "synground_assets.cli", "cleanup"], env=instance_home,
-                                 capture_output=True, text=True, timeout=120)
-        assert cleanup.returncode == 0, cleanup.stderr
-        assert f"marked run {run.run_id} failed and freed its pool slots" in cleanup.stdout
+        cli.main(["cleanup"])  # `python -m synground_assets.cli cleanup`, in this process (same DAGSTER_HOME)
+        assert f"marked run {run.run_id} failed and freed its pool slots" in capsys.readouterr().out
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert not gpu_slot_holders(instance)
 
-        # 3. The next run's GPU step gets the slot and finishes (concepts of shard 00000 were published
-        #    before the kill).
+        # 3. The next run's GPU step gets the slot and finishes.
         following = materialize(instance_home, "--select", "descriptions", "--partition", "shapes|00000")
         output, _ = following.communicate(timeout=240)
         assert following.returncode == 0, output

@@ -8,6 +8,7 @@ vocab), loading it strictly first. The vocabulary is bert-base-uncased's `vocab.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -35,8 +36,10 @@ def vocab_path(given: str | None) -> Path:
 
 
 def convert(args: argparse.Namespace) -> int:
-    config = AlbefConfig(image_size=args.image_size, gradcam_layer=args.gradcam_layer,
-                         max_text_tokens=args.max_text_tokens)
+    base = AlbefConfig.load(args.config) if args.config else AlbefConfig()
+    config = dataclasses.replace(base, image_size=args.image_size or base.image_size,
+                                 gradcam_layer=args.gradcam_layer if args.gradcam_layer is not None else base.gradcam_layer,
+                                 max_text_tokens=args.max_text_tokens or base.max_text_tokens)
     tokenizer = AlbefTokenizer(vocab_path(args.vocab), config.pad_token_id)
     model = load_official(args.checkpoint, config)
     folder = publish(args.output, model, tokenizer)
@@ -52,10 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("convert", help="an official .pth into a project ALBEF folder")
     command.add_argument("checkpoint", type=Path)
     command.add_argument("output", type=Path)
-    command.add_argument("--image-size", type=int, default=384, help="square input side (384 RefCOCO+, 256 Flickr30k)")
+    command.add_argument("--image-size", type=int, help="square input side the pos_embed is laid out for "
+                         "(default 384; AMC trains at 256 and interpolates to 384 for RefCOCO+)")
     command.add_argument("--vocab", help="bert-base-uncased vocab.txt (file or folder); default: the HF cache")
-    command.add_argument("--gradcam-layer", type=int, default=8)
-    command.add_argument("--max-text-tokens", type=int, default=30, help="training truncation (AMC: 25)")
+    command.add_argument("--config", type=Path, help="a folder with an ALBEF config.json for other sizes "
+                         "(default: ALBEF-base, ViT-B/16 + BERT-base, fusion layer 6)")
+    command.add_argument("--gradcam-layer", type=int, help="default 8 (AMC)")
+    command.add_argument("--max-text-tokens", type=int, help="training truncation (default 30, ALBEF; AMC: 25)")
     args = parser.parse_args(argv)
     return convert(args)
 

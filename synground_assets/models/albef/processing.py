@@ -46,11 +46,11 @@ class AlbefTokenizer:
         self.pad_token_id = self.tokenizer.pad_token_id
         if self.pad_token_id != pad_token_id:
             raise ValueError(f"{vocab_file}: [PAD] has id {self.pad_token_id} but the model pads with {pad_token_id}")
-        if self.cls_token_id == self.tokenizer.unk_token_id or "[CLS]" not in self.tokenizer.vocab:
+        if "[CLS]" not in self.tokenizer.get_vocab():
             raise ValueError(f"{vocab_file} has no [CLS] token; is it a BERT vocab.txt?")
 
     def __len__(self) -> int:
-        return len(self.tokenizer.vocab)
+        return len(self.tokenizer.get_vocab())
 
     def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
         """[CLS] + WordPiece ids; with `max_tokens`, at most that many ids in all ([CLS] included)."""
@@ -69,7 +69,9 @@ class AlbefTokenizer:
         return input_ids, attention_mask
 
     def save(self, folder: str | os.PathLike) -> None:
-        self.tokenizer.save_vocabulary(str(folder))
+        """vocab.txt: one token per line, in id order."""
+        vocab = self.tokenizer.get_vocab()
+        (Path(folder) / VOCAB_FILE).write_text("".join(f"{token}\n" for token in sorted(vocab, key=vocab.get)))
 
 
 def image_to_tensor(image: Image.Image, size: int) -> torch.Tensor:

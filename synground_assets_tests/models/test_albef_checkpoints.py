@@ -156,3 +156,12 @@ def test_convert_command_writes_a_folder_that_reloads(tiny_albef, tokenizer, voc
     assert model.config.max_text_tokens == 25
     for expected, got in zip(outputs(tiny_albef), outputs(model.eval())):
         assert torch.equal(expected, got)
+
+
+def test_temperature_is_clamped_into_albefs_range(tiny_albef):
+    with torch.no_grad():
+        tiny_albef.temp.fill_(5.0)
+    assert tiny_albef.temperature().item() == 0.5 and tiny_albef.temp.item() == 0.5
+    with torch.no_grad():
+        tiny_albef.temp.fill_(1e-5)
+    assert tiny_albef.temperature().item() == pytest.approx(0.001)

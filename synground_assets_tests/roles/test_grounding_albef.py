@@ -94,10 +94,10 @@ def test_training_loop_trains_saves_and_reloads_albef(folder, tmp_path):
     triplets, held_out = shapes_triplets(6, first_seed=0), shapes_triplets(3, first_seed=900, oracle_boxes=True)
     model = AlbefGroundingModel.from_pretrained(folder)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = TrainConfig(learning_rate=1e-3, warmup_steps=1, max_steps=3, batch_size=6, log_every=1,
-                         checkpoint_every=3, eval_batch_size=8, eval_protocol="amc", max_text_tokens=20)
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=1, max_steps=2, batch_size=6, log_every=1,
+                         checkpoint_every=2, eval_batch_size=8, eval_protocol="amc", max_text_tokens=20)
     result = train(config, model, triplets, held_out, tmp_path)
-    assert [entry["step"] for entry in result.history] == [1, 2, 3]
+    assert [entry["step"] for entry in result.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in result.history)
     assert not torch.equal(before["model.itm_head.weight"], model.state_dict()["model.itm_head.weight"])
     assert json.loads((result.model_path / "train_config.json").read_text())["eval_protocol"] == "amc"

@@ -60,7 +60,9 @@ class AlbefModel(nn.Module):
         return self.visual_encoder(pixel_values)  # (B, 1 + P, D)
 
     def temperature(self) -> torch.Tensor:
-        """`temp` clamped into [0.001, 0.5] in place, as ALBEF does before each contrastive step."""
+        """`temp` clamped into [0.001, 0.5] in place, as ALBEF does before each contrastive step: the
+        checkpoint's ITC temperature, for scoring image-text similarity. (Fine-tuning through
+        `grounding.train` learns its own, `grounding.losses.ContrastiveLoss`, and leaves this one.)"""
         with torch.no_grad():
             self.temp.clamp_(*TEMPERATURE_RANGE)
         return self.temp

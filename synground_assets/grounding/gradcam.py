@@ -24,7 +24,7 @@ MIN_MAX_EPS = 1e-7
 
 @dataclass
 class GradcamOutput:
-    cam: torch.Tensor  # (B, rows, cols), each sample in [0, 1]
+    cam: torch.Tensor  # (B, rows, cols); each sample in [0, 1] with the default combiner
     itm_logits: torch.Tensor  # (B, 2), the positive pairs' logits the map explains
     image_embeds: torch.Tensor  # (B, 1 + P, D), reusable for ITC / ITM negatives
 

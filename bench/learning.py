@@ -1,6 +1,6 @@
 """Proof that the learning core learns: AMC on shapes-world triplets makes GradCAM point at the phrase.
 
-Builds a random-init tiny BLIP-ITM, makes training triplets with the shapes roles (sampler ->
+Builds a random-init tiny BLIP-ITM (or, with `--model albef`, a tiny ALBEF), makes training triplets with the shapes roles (sampler ->
 describer -> generator -> phrase extractor -> detector; detector boxes are the training boxes) and
 a held-out set from other seeds (scored against the renderer's true boxes), trains once with
 ITC + ITM + AMC and once with ITC + ITM only, and scores the pointing game of: the untrained model,
@@ -9,6 +9,7 @@ bench/results/learning.json.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py            # the full run
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --steps 300 --train-images 400 --eval-images 100
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --model albef   # -> bench/results/learning-albef.json
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from synground_assets.grounding.pointing_game import (  # noqa: E402
     random_point_baseline,
 )
 from synground_assets.grounding.train import TrainConfig, train  # noqa: E402
+from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef  # noqa: E402
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
 from synground_assets import benchmarks  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results") / "learning.json"
+RESULTS = Path(__file__).with_name("results")
+MODELS = {"blip": (build_tiny_blip, BlipGroundingModel), "albef": (build_tiny_albef, AlbefGroundingModel)}
 EVAL_SEED_OFFSET = 1_000_000  # held-out images come from seeds far from the training ones
 
 
@@ -70,11 +73,12 @@ def run(args) -> dict:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     work = Path(tempfile.mkdtemp(prefix="synground-learning-"))
-    folder = build_tiny_blip(work / "tiny-blip", image_size=args.size, patch_size=8, seed=args.seed)
+    build, adapter = MODELS[args.model]
+    folder = build(work / f"tiny-{args.model}", image_size=args.size, patch_size=8, seed=args.seed)
     train_set = shapes_triplets(args.train_images, args.seed, args.size, oracle_boxes=False)
     held_out = shapes_triplets(args.eval_images, args.seed + EVAL_SEED_OFFSET, args.size, oracle_boxes=True)
     queries = queries_of(held_out)
-    untrained = BlipGroundingModel.from_pretrained(folder)
+    untrained = adapter.from_pretrained(folder)
     parameters = sum(p.numel() for p in untrained.parameters())
     rows = {
         "untrained": evaluate_pointing_game(untrained, held_out).accuracy,
@@ -84,7 +88,7 @@ def run(args) -> dict:
     runs = {}
     variants = [("ITC+ITM (no AMC)", False), ("ITC+ITM+AMC", True)]
     for name, amc in [v for v in variants if args.only in (None, "amc" if v[1] else "no-amc")]:
-        model = BlipGroundingModel.from_pretrained(folder)
+        model = adapter.from_pretrained(folder)
         started = time.perf_counter()
         result = train(bench_config(args, amc), model, train_set, held_out, work / name.split()[0],
                        log_fn=lambda step, m, name=name: print(f"  [{name}] step {step}: " + ", ".join(
@@ -102,7 +106,7 @@ def run(args) -> dict:
 
 def print_table(report: dict) -> None:
     settings = report["settings"]
-    print(f"\npointing game on {settings['held_out_queries']} held-out shapes queries "
+    print(f"\n{settings['model']}: pointing game on {settings['held_out_queries']} held-out shapes queries "
           f"({settings['size']} px, {settings['grid']} grid, {settings['parameters'] / 1e6:.2f}M params, "
           f"{settings['steps']} steps x batch {settings['batch_size']})")
     print(f"{'method':<22} {'accuracy':>8}  {'train s':>7}")
@@ -114,6 +118,7 @@ def print_table(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="blip", help="the tiny model to train")
     parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -125,8 +130,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("amc", "no-amc"), help="train one of the two models")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 2 is faster on an idle 2-core machine, far slower on a shared one")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, help="default: bench/results/learning.json (learning-albef.json)")
     args = parser.parse_args()
+    args.output = args.output or RESULTS / ("learning.json" if args.model == "blip" else f"learning-{args.model}.json")
     report = run(args)
     print_table(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)

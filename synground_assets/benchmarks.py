@@ -10,7 +10,10 @@ Roots come from the recipe file's `benchmarks:` section (or `SYNGROUND_BENCHMARK
 
     benchmarks:
       refcoco+_testA: {root: /data/refcoco+, images: /data/coco/train2014, resolution: 384}
-      flickr30k_test: {root: /data/flickr30k_entities, resolution: 256}
+      flickr30k_test: {root: /data/flickr30k_entities, resolution: 256, protocol: amc}
+
+`protocol` (grounding/pointing_game.py): `amc`, AMC's released evaluation, is the default of the
+paper's benchmarks; `pixel-centre`, the project's own, that of `shapes_test`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from synground_assets.grounding.data import Triplet
+from synground_assets.grounding.pointing_game import PROTOCOLS, PointingProtocol, pointing_protocol
 from synground_assets.items import item_id, item_seed
 
 BENCHMARKS = ("flickr30k_test", "refcoco+_testA", "refcoco+_testB", "shapes_test")
 # AMC's evaluation resolutions: RefCOCO+ at 384 px (24x24 map), Flickr30k at 256 px (16x16).
 DEFAULT_RESOLUTION = {"refcoco+_testA": 384, "refcoco+_testB": 384, "flickr30k_test": 256, "shapes_test": None}
+DEFAULT_PROTOCOL = {"refcoco+_testA": "amc", "refcoco+_testB": "amc", "flickr30k_test": "amc",
+                    "shapes_test": "pixel-centre"}
 SHAPES_TEST_ITEMS = 512
 
 
@@ -40,16 +46,25 @@ class Benchmark:
     resolution: int | None  # None: the model's own input size
     source: str  # where the queries came from
     skipped: dict[str, int]  # reason -> count of queries the reader skipped (standard practice)
+    protocol: PointingProtocol  # how maps become points and points hits
+
+
+def benchmark_protocol(name: str, protocol: str) -> PointingProtocol:
+    """AMC reads Flickr30k boxes with the toolkit's inclusive corners; RefCOCO+ and ours exclusive."""
+    return pointing_protocol(protocol, last_corner_inclusive=name.startswith("flickr30k"))
 
 
 def benchmark_settings(name: str, configured: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; expected one of {', '.join(BENCHMARKS)}")
     settings = dict(configured.get(name) or {})
-    unknown = set(settings) - {"root", "images", "resolution", "max_queries"}
+    unknown = set(settings) - {"root", "images", "resolution", "max_queries", "protocol"}
     if unknown:
         raise ValueError(f"benchmarks.{name}: unknown field(s) {', '.join(sorted(unknown))}; "
-                         "expected root, images, resolution, max_queries")
+                         "expected root, images, resolution, max_queries, protocol")
+    settings.setdefault("protocol", DEFAULT_PROTOCOL[name])
+    if settings["protocol"] not in PROTOCOLS:
+        raise ValueError(f"benchmarks.{name}.protocol: expected one of {', '.join(PROTOCOLS)}, got {settings['protocol']!r}")
     if "root" not in settings and os.environ.get("SYNGROUND_BENCHMARKS_ROOT"):
         settings["root"] = str(Path(os.environ["SYNGROUND_BENCHMARKS_ROOT"]) / name.split("_")[0])
     settings.setdefault("resolution", DEFAULT_RESOLUTION[name])
@@ -60,7 +75,8 @@ def load_benchmark(name: str, configured: dict[str, dict[str, Any]]) -> Benchmar
     settings = benchmark_settings(name, configured)
     if name == "shapes_test":
         triplets = shapes_test_triplets(int(settings.get("max_queries") or SHAPES_TEST_ITEMS))
-        return Benchmark(name, triplets, settings["resolution"], "shapes world, held-out seeds", {})
+        return Benchmark(name, triplets, settings["resolution"], "shapes world, held-out seeds", {},
+                         benchmark_protocol(name, settings["protocol"]))
     root = settings.get("root")
     if not root or not Path(root).is_dir():
         raise BenchmarkMissing(
@@ -72,7 +88,8 @@ def load_benchmark(name: str, configured: dict[str, dict[str, Any]]) -> Benchmar
     triplets = [Triplet(q.image_path, q.phrase, list(q.boxes_xyxy), q.query_id) for q in result.queries]
     if settings.get("max_queries"):
         triplets = triplets[: int(settings["max_queries"])]
-    return Benchmark(name, triplets, settings["resolution"], source, result.skipped_by_reason())
+    return Benchmark(name, triplets, settings["resolution"], source, result.skipped_by_reason(),
+                     benchmark_protocol(name, settings["protocol"]))
 
 
 def _read_refcoco(name: str, root: Path, images: str | None):

@@ -20,9 +20,12 @@ from synground_assets.benchmarks import BENCHMARKS, BenchmarkMissing, load_bench
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.gradcam import cross_attention_gradcam, upsample_cam
 from synground_assets.grounding.pointing_game import (
+    PointingProtocol,
+    as_protocol,
     centre_point_baseline,
     evaluate_pointing_game,
     heatmap_point,
+    point_in_any_box,
     queries_of,
     random_point_baseline,
 )
@@ -37,17 +40,20 @@ benchmark_partitions = dg.MultiPartitionsDefinition(
 OVERLAYS = 8
 
 
-def gradcam_overlay(model, triplet: Triplet, resolution: int | None, tile: int = 192) -> Image.Image:
+def gradcam_overlay(model, triplet: Triplet, resolution: int | None, protocol: PointingProtocol,
+                    tile: int = 192) -> Image.Image:
     """The image with the model's GradCAM heat laid over it, the true box(es) in green and the
-    pointing-game point as a cross (white when it hits, red when it misses)."""
+    pointing-game point as a cross (white when it hits, red when it misses), point and hit by the
+    score's own protocol."""
     image = triplet.load_image()
     inputs = model.preprocess([image], [triplet.phrase], resolution)
-    cam = cross_attention_gradcam(model, inputs).cam[0].float().cpu()  # (rows, cols)
-    heat = upsample_cam(cam[None], (image.height, image.width))[0].clamp(0, 1)  # (H, W)
+    cam = cross_attention_gradcam(model, inputs, combine=protocol.combine).cam[0].float().cpu()  # (rows, cols)
+    heat = upsample_cam(cam[None], (image.height, image.width), protocol.upsample)[0]  # (H, W)
+    heat = (heat / heat.max().clamp(min=1e-12)).clamp(0, 1)  # the amc map is not normalised
     red = Image.fromarray((heat.numpy() * 255).astype("uint8")).convert("L")
     overlay = Image.composite(Image.new("RGB", image.size, (255, 0, 0)), image, red.point(lambda v: int(v * 0.6)))
-    x, y = heatmap_point(cam, image.size)
-    hit = any(x0 <= x < x1 and y0 <= y < y1 for x0, y0, x1, y1 in triplet.boxes_xyxy)
+    x, y = heatmap_point(cam, image.size, protocol.upsample)
+    hit = point_in_any_box((x, y), triplet.boxes_xyxy, protocol.hit)
     scale = tile / image.width
     canvas = Image.new("RGB", (tile, round(image.height * scale) + 18), "white")
     canvas.paste(overlay.resize((tile, round(image.height * scale))))
@@ -62,12 +68,14 @@ def gradcam_overlay(model, triplet: Triplet, resolution: int | None, tile: int =
     return canvas
 
 
-def gradcam_figure(model, triplets: Sequence[Triplet], resolution: int | None) -> Image.Image:
+def gradcam_figure(model, triplets: Sequence[Triplet], resolution: int | None,
+                   protocol: str | PointingProtocol = "pixel-centre") -> Image.Image:
     """Overlays of the first few triplets, four to a row (the model is put in eval mode meanwhile)."""
     was_training = model.training
     model.eval()
     try:
-        return contact_sheet([gradcam_overlay(model, t, resolution) for t in triplets[:OVERLAYS]], columns=4)
+        overlays = [gradcam_overlay(model, t, resolution, as_protocol(protocol)) for t in triplets[:OVERLAYS]]
+        return contact_sheet(overlays, columns=4)
     finally:
         model.train(was_training)
 
@@ -96,7 +104,7 @@ def benchmark_scores(
     """Pointing game: base model, fine-tuned checkpoint, centre and random baselines, same queries."""
     # Imported here: training.py imports this module's figure helper.
     from synground_assets.assets.training import CHECKPOINT_SHARD, grounding_spec
-    from synground_assets.roles.grounding_blip import load_grounding_model
+    from synground_assets.roles.grounding import load_grounding_model
 
     keys = context.partition_key.keys_by_dimension
     benchmark_name, recipe = keys["benchmark"], recipe_book().get(keys["recipe"])
@@ -115,22 +123,24 @@ def benchmark_scores(
     base = load_grounding_model(base_spec)
     finetuned = load_grounding_model(str(checkpoint), device=base_spec.device)
     queries = queries_of(benchmark.triplets)
+    protocol = benchmark.protocol
     results = {
-        "base": evaluate_pointing_game(base, benchmark.triplets, benchmark.resolution),
-        "finetuned": evaluate_pointing_game(finetuned, benchmark.triplets, benchmark.resolution),
-        "center": centre_point_baseline(queries),
-        "random": random_point_baseline(queries),
+        "base": evaluate_pointing_game(base, benchmark.triplets, benchmark.resolution, protocol=protocol),
+        "finetuned": evaluate_pointing_game(finetuned, benchmark.triplets, benchmark.resolution, protocol=protocol),
+        "center": centre_point_baseline(queries, protocol=protocol),
+        "random": random_point_baseline(queries, protocol=protocol),
     }
     metrics = {f"pointing_game/{name}": result.accuracy for name, result in results.items()}
     metrics["pointing_game/gain"] = results["finetuned"].accuracy - results["base"].accuracy
-    figure = gradcam_figure(finetuned, benchmark.triplets, benchmark.resolution)
+    figure = gradcam_figure(finetuned, benchmark.triplets, benchmark.resolution, protocol)
     # 3. MLflow: params, metrics, per-query CSV, overlays.
     tags = {"dagster_run_id": context.run_id, "recipe": recipe.name, "benchmark": benchmark_name,
             "partition": str(context.partition_key), "code_version": code_version(), "stage": "benchmark"}
     with tracking.tracking().run(f"{recipe.name} on {benchmark_name}", tags) as run:
         run.log_params({"recipe": recipe.name, "benchmark": benchmark_name, "base_model": recipe.grounding_model.model,
                         "checkpoint": str(checkpoint), "queries": len(benchmark.triplets), "source": benchmark.source,
-                        "resolution": benchmark.resolution or "model default", "skipped_queries": sum(benchmark.skipped.values())})
+                        "resolution": benchmark.resolution or "model default",
+                        "protocol": protocol.name, "skipped_queries": sum(benchmark.skipped.values())})
         run.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as folder:
             per_query_table(benchmark.triplets, results).to_csv(Path(folder) / "per_query.csv", index=False)
@@ -146,6 +156,7 @@ def benchmark_scores(
     return dg.MaterializeResult(metadata={
         "status": "scored",
         "queries": len(queries),
+        "protocol": protocol.name,
         **{name: dg.MetadataValue.float(value) for name, value in metrics.items()},
         "skipped_queries": dg.MetadataValue.json(benchmark.skipped),
         "mlflow_run_id": run.run_id,

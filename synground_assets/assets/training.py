@@ -26,7 +26,7 @@ from synground_assets.previews import image_markdown
 from synground_assets.recipes import Recipe, RecipeError, recipe_book
 from synground_assets.resources import LineageResource, StoreResource, TrackingResource
 from synground_assets.resources.store import ShardStore, write_table
-from synground_assets.roles.grounding_blip import load_grounding_model
+from synground_assets.roles.grounding import load_grounding_model
 
 CHECKPOINT_SHARD = "model"
 HELD_OUT_KEYS = ("held_out", "held_out_queries")
@@ -41,7 +41,7 @@ class FinetuneConfig(dg.Config):
 def grounding_spec(recipe: Recipe):
     if recipe.grounding_model is None:
         raise RecipeError(f"recipe {recipe.name!r} has no grounding_model: name the model to fine-tune "
-                          "(adapter blip, model: hub id, local folder or tiny:blip-itm-shapes)")
+                          "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / tiny:albef-shapes)")
     from synground_assets.roles.hf_common import resolve_model
 
     location = resolve_model(recipe.grounding_model.model, "grounding_model", recipe.grounding_model.revision)
@@ -163,7 +163,7 @@ def finetuned_checkpoint(
     lineage.lineage().replace("checkpoint_shards", shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
-    figure = gradcam_figure(model, held_out[:6], settings.eval_resolution)
+    figure = gradcam_figure(model, held_out[:6], settings.eval_resolution, settings.eval_protocol)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(published)),
         "steps": settings.max_steps,

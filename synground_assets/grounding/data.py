@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from synground_assets.items import derive_seed
-from synground_assets.roles.grounding_blip import GroundingInputs, GroundingModel
+from synground_assets.grounding.model import GroundingInputs, GroundingModel
 
 Box = tuple[float, float, float, float]
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)

@@ -4,24 +4,27 @@ The target is the positive-class ITM logit; the gradient is taken w.r.t. the cro
 probabilities of one text-encoder layer, with `create_graph=True` when the map must be trained
 through (the AMC loss). cam = attention * clamp(gradient, min=0), averaged over heads and over the
 non-padding text tokens, the vision [CLS] column dropped, reshaped to the patch grid (row-major,
-as ViT flattens its patches), ReLU, min-max normalised per sample.
+as ViT flattens its patches), ReLU, min-max normalised per sample (`gradcam_from_attention`, the
+map the AMC loss trains). `amc_evaluation_map` is the map of AMC's released evaluation instead (raw,
+mean over all padded token positions), for `pointing_game`'s `amc` protocol.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from synground_assets.roles.grounding_blip import GroundingInputs, GroundingModel
+from synground_assets.grounding.model import GroundingInputs, GroundingModel
 
 MIN_MAX_EPS = 1e-7
 
 
 @dataclass
 class GradcamOutput:
-    cam: torch.Tensor  # (B, rows, cols), each sample in [0, 1]
+    cam: torch.Tensor  # (B, rows, cols); each sample in [0, 1] with the default combiner
     itm_logits: torch.Tensor  # (B, 2), the positive pairs' logits the map explains
     image_embeds: torch.Tensor  # (B, 1 + P, D), reusable for ITC / ITM negatives
 
@@ -49,13 +52,41 @@ def gradcam_from_attention(
     return ((flat - low) / (high - low + MIN_MAX_EPS)).reshape_as(cam)
 
 
+def amc_evaluation_map(
+    attention: torch.Tensor, gradient: torch.Tensor, text_mask: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """AMC's evaluation GradCAM (AMC-grounding grounding_eval_singlegpu*.py, ALBEF Grounding.py).
+
+    attention, gradient: (B, heads, T, 1 + P); text_mask: (B, T). The image [CLS] column dropped,
+    the gradient clamped at 0 (not the attention), both multiplied by the text mask, their product
+    averaged over heads and then over ALL T token positions, padding included (so a phrase's map
+    in a batch is its single-phrase map scaled by L / T; the argmax is the same). Not normalised.
+    Returns (B, rows, cols).
+    """
+    rows, cols = grid
+    batch, heads = attention.shape[:2]
+    if attention.shape[-1] != 1 + rows * cols:
+        raise ValueError(f"attention has {attention.shape[-1]} keys but the grid {rows}x{cols} needs {1 + rows * cols}")
+    mask = text_mask.view(batch, 1, -1, 1, 1)  # (B, 1, T, 1, 1)
+    cams = attention[:, :, :, 1:].reshape(batch, heads, -1, rows, cols) * mask  # (B, heads, T, rows, cols)
+    grads = gradient[:, :, :, 1:].clamp(min=0).reshape(batch, heads, -1, rows, cols) * mask
+    return (cams * grads).mean(1).mean(1)  # heads, then tokens: (B, rows, cols)
+
+
+MapCombiner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]], torch.Tensor]
+
+
 def cross_attention_gradcam(
-    model: GroundingModel, inputs: GroundingInputs, layer: int | None = None, create_graph: bool = False
+    model: GroundingModel,
+    inputs: GroundingInputs,
+    layer: int | None = None,
+    create_graph: bool = False,
+    combine: MapCombiner = gradcam_from_attention,
 ) -> GradcamOutput:
     """GradCAM maps of a batch of matching image-phrase pairs.
 
     With `create_graph=False` the map is detached (evaluation); with True it stays in the graph so a
-    loss on it trains the model.
+    loss on it trains the model. `combine` turns (attention, gradient, text mask, grid) into the map.
     """
     layer = model.gradcam_layer if layer is None else layer
     grid = model.patch_grid(inputs.pixel_values.shape[-1])
@@ -69,12 +100,13 @@ def cross_attention_gradcam(
         )  # (B, 2), (B, heads, T, 1+P)
         # Samples are independent, so the gradient of the summed logits is each sample's own.
         (gradient,) = torch.autograd.grad(logits[:, 1].sum(), attention, create_graph=create_graph)
-        cam = gradcam_from_attention(attention, gradient, inputs.attention_mask, grid)
+        cam = combine(attention, gradient, inputs.attention_mask, grid)
     if not create_graph:
         cam, logits, image_embeds = cam.detach(), logits.detach(), image_embeds.detach()
     return GradcamOutput(cam=cam, itm_logits=logits, image_embeds=image_embeds)
 
 
-def upsample_cam(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, rows, cols) -> (B, height, width), bilinear with align_corners=False (as AMC)."""
-    return F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+def upsample_cam(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """(B, rows, cols) -> (B, height, width) with align_corners=False: bilinear (the AMC loss's
+    map-to-mask resize) or bicubic (AMC's evaluation, map to the original image)."""
+    return F.interpolate(cam.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)

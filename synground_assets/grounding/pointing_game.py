@@ -1,31 +1,49 @@
-"""The pointing game (AMC's evaluation): a heatmap points at one pixel; a hit if it is inside a box.
+"""The pointing game: a heatmap points at one pixel; a hit if it is inside a box of the phrase.
 
-Conventions:
-- The heatmap is upsampled (bilinear, align_corners=False) to the original image size; the point
-  is the FIRST pixel with the maximal value in row-major order (row y, then column x), as
-  `argmax` over the flattened map gives it.
-- Boxes are `box_xyxy` in pixels with x1/y1 exclusive (as `roles/base.py`): pixel (x, y), the unit
-  square [x, x+1) x [y, y+1), is inside iff its centre (x + 0.5, y + 0.5) lies in [x0, x1) x
-  [y0, y1). For integer boxes that is x0 <= x < x1 and y0 <= y < y1; a box with x0=2, x1=5
-  contains columns 2, 3, 4. Readers of 1-based inclusive formats (Flickr30k Entities XML)
-  convert to this before scoring.
-- A query is a hit if the point is inside ANY of its boxes (Flickr30k Entities); RefCOCO+ has one.
+Boxes are `box_xyxy` in pixels of the original image with x1/y1 exclusive (as `roles/base.py`);
+readers of other formats (COCO xywh, Flickr30k Entities' 1-based XML) convert to it. The point is
+the FIRST pixel with the maximal value of the upsampled map in row-major order (row y, then column
+x), as `argmax` over the flattened map gives it. A query is a hit if the point is inside ANY of
+its boxes (Flickr30k Entities); RefCOCO+ has one. Two protocols:
+
+- `amc`: AMC's released evaluation, exactly (AMC-grounding grounding_eval_singlegpu*.py and
+  dataset/utils.py). The map is `gradcam.amc_evaluation_map` (raw, mean over all padded token
+  positions), upsampled with BICUBIC interpolation; the hit is strict on the integer pixel:
+  `x > x0 and x < x0 + w and y > y0 and y < y0 + h` for RefCOCO+'s COCO boxes (x1 = x0 + w), and
+  `x > xmin and x < xmax ...` on Flickr30k's boxes as its toolkit reads them (0-based, inclusive
+  corners: xmax = x1 - 1), so `last_corner_inclusive=True` for Flickr30k. The default of the
+  paper's benchmarks (RefCOCO+ at 384 px, Flickr30k at 256 px).
+- `pixel-centre`: the project's own. The map is the min-max normalised GradCAM the AMC loss trains
+  on (mean over real tokens only), upsampled BILINEARLY; pixel (x, y), the unit square
+  [x, x+1) x [y, y+1), is inside iff its centre lies in [x0, x1) x [y0, y1), i.e. x0 <= x < x1 for
+  integer boxes. The default of `shapes_test` and of held-out evaluation during training.
+
+The two can point at different pixels (bicubic overshoots where bilinear does not) and score the
+same pixel differently on a box's first row and column (strict vs inclusive).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 
 from synground_assets.grounding.data import Triplet
-from synground_assets.grounding.gradcam import cross_attention_gradcam, upsample_cam
-from synground_assets.roles.grounding_blip import GroundingModel
+from synground_assets.grounding.gradcam import (
+    MapCombiner,
+    amc_evaluation_map,
+    cross_attention_gradcam,
+    gradcam_from_attention,
+    upsample_cam,
+)
+from synground_assets.grounding.model import GroundingModel
 
 Box = tuple[float, float, float, float]
+HitRule = Callable[[tuple[int, int], Box], bool]
+PROTOCOLS = ("amc", "pixel-centre")
 
 
 @dataclass(frozen=True)
@@ -68,50 +86,96 @@ class PointingGameResult:
 
 
 def point_in_box(point_xy: tuple[int, int], box_xyxy: Box) -> bool:
-    """Pixel-centre rule with exclusive x1/y1 (see the module docstring)."""
+    """Pixel-centre rule with exclusive x1/y1 (`pixel-centre` protocol)."""
     cx, cy = point_xy[0] + 0.5, point_xy[1] + 0.5
     x0, y0, x1, y1 = box_xyxy
     return x0 <= cx < x1 and y0 <= cy < y1
 
 
-def point_in_any_box(point_xy: tuple[int, int], boxes_xyxy: Sequence[Box]) -> bool:
-    return any(point_in_box(point_xy, box) for box in boxes_xyxy)
+def point_in_box_strict(point_xy: tuple[int, int], box_xyxy: Box) -> bool:
+    """AMC's rule on RefCOCO+ (`x > x0 and x < x0 + w and y > y0 and y < y0 + h`), x1 = x0 + w."""
+    x, y = point_xy
+    x0, y0, x1, y1 = box_xyxy
+    return x0 < x < x1 and y0 < y < y1
 
 
-def heatmap_point(heatmap: torch.Tensor, image_size: tuple[int, int]) -> tuple[int, int]:
+def point_in_box_strict_inclusive_corners(point_xy: tuple[int, int], box_xyxy: Box) -> bool:
+    """AMC's rule on Flickr30k (`x > xmin and x < xmax ...`) on the toolkit's inclusive corners."""
+    x0, y0, x1, y1 = box_xyxy
+    return point_in_box_strict(point_xy, (x0, y0, x1 - 1, y1 - 1))
+
+
+@dataclass(frozen=True)
+class PointingProtocol:
+    """How a GradCAM becomes a point and the point a hit (see the module docstring)."""
+
+    name: str
+    combine: MapCombiner  # (attention, gradient, text mask, grid) -> (B, rows, cols)
+    upsample: str  # interpolation from the grid to the image: "bicubic" or "bilinear"
+    hit: HitRule
+
+
+def pointing_protocol(name: str = "pixel-centre", last_corner_inclusive: bool = False) -> PointingProtocol:
+    """A protocol by name; `last_corner_inclusive` is AMC's Flickr30k box reading (amc only)."""
+    if name == "amc":
+        hit = point_in_box_strict_inclusive_corners if last_corner_inclusive else point_in_box_strict
+        return PointingProtocol("amc", amc_evaluation_map, "bicubic", hit)
+    if name == "pixel-centre":
+        return PointingProtocol("pixel-centre", gradcam_from_attention, "bilinear", point_in_box)
+    raise ValueError(f"pointing-game protocol must be one of {', '.join(PROTOCOLS)} but is {name!r}")
+
+
+def as_protocol(protocol: str | PointingProtocol) -> PointingProtocol:
+    return protocol if isinstance(protocol, PointingProtocol) else pointing_protocol(protocol)
+
+
+def point_in_any_box(point_xy: tuple[int, int], boxes_xyxy: Sequence[Box], hit: HitRule = point_in_box) -> bool:
+    return any(hit(point_xy, box) for box in boxes_xyxy)
+
+
+def heatmap_point(heatmap: torch.Tensor, image_size: tuple[int, int], upsample: str = "bilinear") -> tuple[int, int]:
     """(column, row) of the first maximal pixel of a (rows, cols) map upsampled to (width, height)."""
     width, height = image_size
-    full = upsample_cam(heatmap[None].float(), (height, width))[0]  # (height, width)
+    full = upsample_cam(heatmap[None].float(), (height, width), upsample)[0]  # (height, width)
     index = int(torch.argmax(full.flatten()))  # the first maximal index, row-major
     return index % width, index // width
 
 
-def score_points(points_xy: Sequence[tuple[int, int]], queries: Sequence[PointingQuery]) -> PointingGameResult:
+def score_points(
+    points_xy: Sequence[tuple[int, int]], queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+) -> PointingGameResult:
     if len(points_xy) != len(queries):
         raise ValueError(f"got {len(points_xy)} points for {len(queries)} queries")
+    hit = as_protocol(protocol).hit
     results = [
-        PointingResult(q.item_id, q.phrase, (int(p[0]), int(p[1])), point_in_any_box(p, q.boxes_xyxy))
+        PointingResult(q.item_id, q.phrase, (int(p[0]), int(p[1])), point_in_any_box(p, q.boxes_xyxy, hit))
         for p, q in zip(points_xy, queries)
     ]
     accuracy = sum(r.hit for r in results) / len(results) if results else 0.0
     return PointingGameResult(accuracy=accuracy, results=results)
 
 
-def score_heatmaps(heatmaps: Sequence[torch.Tensor], queries: Sequence[PointingQuery]) -> PointingGameResult:
+def score_heatmaps(
+    heatmaps: Sequence[torch.Tensor], queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+) -> PointingGameResult:
     """Pointing game of one (rows, cols) heatmap per query."""
-    return score_points([heatmap_point(h, q.image_size) for h, q in zip(heatmaps, queries)], queries)
+    protocol = as_protocol(protocol)
+    points = [heatmap_point(h, q.image_size, protocol.upsample) for h, q in zip(heatmaps, queries)]
+    return score_points(points, queries, protocol)
 
 
-def centre_point_baseline(queries: Sequence[PointingQuery]) -> PointingGameResult:
+def centre_point_baseline(queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre") -> PointingGameResult:
     """Always point at the image centre pixel (width // 2, height // 2)."""
-    return score_points([(q.image_size[0] // 2, q.image_size[1] // 2) for q in queries], queries)
+    return score_points([(q.image_size[0] // 2, q.image_size[1] // 2) for q in queries], queries, protocol)
 
 
-def random_point_baseline(queries: Sequence[PointingQuery], seed: int = 0) -> PointingGameResult:
+def random_point_baseline(
+    queries: Sequence[PointingQuery], seed: int = 0, protocol: str | PointingProtocol = "pixel-centre"
+) -> PointingGameResult:
     """Point at a pixel drawn uniformly from each image (seeded, so reruns agree)."""
     rng = random.Random(seed)
     points = [(rng.randrange(q.image_size[0]), rng.randrange(q.image_size[1])) for q in queries]
-    return score_points(points, queries)
+    return score_points(points, queries, protocol)
 
 
 def evaluate_pointing_game(
@@ -120,9 +184,11 @@ def evaluate_pointing_game(
     resolution: int | None = None,
     batch_size: int = 32,
     gradcam_layer: int | None = None,
+    protocol: str | PointingProtocol = "pixel-centre",
 ) -> PointingGameResult:
     """Pointing game of the model's GradCAM maps, the model fed at a square `resolution` (default:
     its own input size; AMC uses 384 for RefCOCO+ and 256 for Flickr30k)."""
+    protocol = as_protocol(protocol)
     was_training = model.training
     model.eval()
     heatmaps, queries = [], []
@@ -131,12 +197,12 @@ def evaluate_pointing_game(
             chunk = triplets[start : start + batch_size]
             images = [t.load_image() for t in chunk]
             inputs = model.preprocess(images, [t.phrase for t in chunk], resolution)
-            cam = cross_attention_gradcam(model, inputs, layer=gradcam_layer).cam  # (b, rows, cols)
+            cam = cross_attention_gradcam(model, inputs, gradcam_layer, combine=protocol.combine).cam  # (b, rows, cols)
             heatmaps.extend(cam.float().cpu())
             queries.extend(PointingQuery(t.boxes_xyxy, image.size, t.item_id, t.phrase) for t, image in zip(chunk, images))
     finally:
         model.train(was_training)
-    return score_heatmaps(heatmaps, queries)
+    return score_heatmaps(heatmaps, queries, protocol)
 
 
 def queries_of(triplets: Sequence[Triplet]) -> list[PointingQuery]:

@@ -30,14 +30,15 @@ from synground_assets.grounding.losses import (
     itm_loss,
     sample_hard_negatives,
 )
-from synground_assets.grounding.pointing_game import PointingGameResult, evaluate_pointing_game
+from synground_assets.grounding.pointing_game import PROTOCOLS, PointingGameResult, evaluate_pointing_game
 from synground_assets.items import derive_seed
-from synground_assets.roles.grounding_blip import TRAIN_CONFIG_FILE, GroundingModel
+from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingModel
 
 LogFn = Callable[[int, dict[str, float]], None]
 AMP_DTYPES = ("bfloat16", "float16", "float32")
 # Fields that may change when a run resumes; any other change needs a new output folder.
-RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution"}
+RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution",
+                    "eval_protocol"}
 
 
 @dataclass
@@ -77,6 +78,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     eval_batch_size: int = 32
     eval_resolution: int | None = None  # pointing-game input resolution; None: the model's own
+    eval_protocol: str = "pixel-centre"  # pointing-game protocol (grounding/pointing_game.py): or "amc"
 
     def __post_init__(self):
         positive = ("learning_rate", "max_steps", "batch_size", "grad_accumulation", "max_text_tokens",
@@ -90,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.real_data_ratio must be in [0, 1] but is {self.real_data_ratio}")
         if self.amp_dtype not in AMP_DTYPES:
             raise ValueError(f"TrainConfig.amp_dtype must be one of {', '.join(AMP_DTYPES)} but is {self.amp_dtype!r}")
+        if self.eval_protocol not in PROTOCOLS:
+            raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} but is {self.eval_protocol!r}")
         if self.warmup_steps < 0 or self.min_learning_rate < 0 or self.weight_decay < 0:
             raise ValueError("TrainConfig.warmup_steps, min_learning_rate and weight_decay must not be negative")
 
@@ -260,7 +264,8 @@ def train(
         metrics |= {f"final_{k}": v for k, v in history[-1].items() if k != "step"}
     pointing = None
     if eval_triplets:
-        pointing = evaluate_pointing_game(model, eval_triplets, config.eval_resolution, config.eval_batch_size)
+        pointing = evaluate_pointing_game(model, eval_triplets, config.eval_resolution, config.eval_batch_size,
+                                          protocol=config.eval_protocol)
         metrics["pointing_game_accuracy"] = pointing.accuracy
         if log_fn:
             log_fn(config.max_steps, {"pointing_game_accuracy": pointing.accuracy})

@@ -1,11 +1,6 @@
-"""The grounding-model role: a vision-language model that matches a phrase to an image and, through
-GradCAM on its cross-attention, says where the phrase is.
-
-`GroundingModel` is the seam: the training loop, GradCAM and the pointing game (`grounding/`) call
-only these methods. `BlipGroundingModel` adapts transformers' `BlipForImageTextRetrieval`. An ALBEF
-adapter would be a second class with the same methods (ITC features from the unimodal encoders,
-ITM logits from the fusion layers, cross-attention captured at its fusion layer 8 of 12); it is
-not written yet, and `load_grounding_model` says so.
+"""The BLIP grounding adapter: transformers' `BlipForImageTextRetrieval` playing
+`grounding.model.GroundingModel` (its peer for ALBEF is `roles/grounding_albef.py`; a recipe picks
+one through `roles/grounding.py`).
 
 `build_tiny_blip` writes a random-init BLIP-ITM with an offline tokenizer for the shapes world:
 the test and benchmark model.
@@ -16,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,79 +26,12 @@ from transformers import (
     BlipProcessor,
 )
 
-from synground_assets.recipes import RoleSpec
+from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.roles.base import AdapterInfo
+from synground_assets.roles.hf_common import resolve_device
 from synground_assets.roles.shapes import COLOURS, RELATIONS, SHAPES
 
 DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens
-TRAIN_CONFIG_FILE = "train_config.json"  # written next to fine-tuned weights by grounding/train.py
-GROUNDING_ADAPTERS = ("blip",)
-
-
-@dataclass
-class GroundingInputs:
-    """A preprocessed batch of image-phrase pairs."""
-
-    pixel_values: torch.Tensor  # (B, 3, H, W)
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T), 1 for real tokens, 0 for padding
-
-    def to(self, device: torch.device | str) -> GroundingInputs:
-        return GroundingInputs(
-            self.pixel_values.to(device), self.input_ids.to(device), self.attention_mask.to(device)
-        )
-
-
-class GroundingModel(Protocol):
-    """What `grounding/` needs from a vision-language model. Adapters are `torch.nn.Module`s, so
-    `parameters()`, `train()`, `eval()`, `state_dict()` and `to()` come with them."""
-
-    info: AdapterInfo
-    gradcam_layer: int  # the text layer whose cross-attention GradCAM reads
-    max_text_tokens: int
-    training: bool
-
-    @property
-    def device(self) -> torch.device: ...
-
-    def image_size(self) -> int: ...
-
-    def patch_grid(self, resolution: int | None = None) -> tuple[int, int]:
-        """(rows, columns) of the patch grid at a square input resolution (default: image_size)."""
-        ...
-
-    def preprocess(
-        self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
-    ) -> GroundingInputs: ...
-
-    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 1 + P, D): vision [CLS] then P patch tokens, row-major."""
-        ...
-
-    def contrastive_features(
-        self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised (B, E) image and text features for ITC, text from the unimodal encoder."""
-        ...
-
-    def itm_logits(
-        self,
-        image_embeds: torch.Tensor,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        capture_layer: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, 2) match logits (index 1 = match) and, when `capture_layer` is given, that text
-        layer's cross-attention probabilities (B, heads, T, 1 + P), still in the autograd graph."""
-        ...
-
-    def save_pretrained(self, folder: str | os.PathLike) -> None: ...
-
-    def parameters(self): ...
-
-    def train(self, mode: bool = True): ...
-
-    def eval(self): ...
 
 
 class BlipGroundingModel(nn.Module):
@@ -158,7 +85,7 @@ class BlipGroundingModel(nn.Module):
                       "max_text_tokens": max_text_tokens},
         )
         grounding = cls(model, processor, gradcam_layer, max_text_tokens, info)
-        return grounding.to(resolve_device(device))
+        return grounding.to(resolve_device(str(device)))
 
     @property
     def device(self) -> torch.device:
@@ -232,41 +159,6 @@ class BlipGroundingModel(nn.Module):
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.model.save_pretrained(folder)
         self.processor.save_pretrained(folder)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str | torch.device | None = None):
-    """A `GroundingModel` from a recipe's `grounding_model` spec, or from a hub id / local folder
-    (then the BLIP adapter). `device` overrides the spec's device; "auto" picks cuda when present."""
-    if not isinstance(spec_or_path, RoleSpec):
-        spec_or_path = RoleSpec(adapter="blip", model=str(spec_or_path))
-    spec = spec_or_path
-    if spec.adapter not in GROUNDING_ADAPTERS:
-        raise ValueError(
-            f"grounding model adapter {spec.adapter!r} is not available; expected one of "
-            f"{', '.join(GROUNDING_ADAPTERS)} (ALBEF needs its own adapter implementing GroundingModel)"
-        )
-    if not spec.model:
-        raise ValueError("the grounding model spec names no model: set `model` to a hub id or a local folder")
-    unknown = set(spec.options) - {"gradcam_layer", "max_text_tokens"}
-    if unknown:
-        raise ValueError(
-            f"grounding model options: unknown key(s) {', '.join(sorted(unknown))}; "
-            "expected gradcam_layer, max_text_tokens"
-        )
-    return BlipGroundingModel.from_pretrained(
-        spec.model,
-        revision=spec.revision,
-        dtype=spec.dtype,
-        device=device or spec.device,
-        gradcam_layer=spec.options.get("gradcam_layer"),
-        max_text_tokens=spec.options.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS),
-    )
 
 
 # ---- the tiny random-init model for tests and the shapes benchmark ----------------------------

@@ -398,6 +398,14 @@ def build_blip_itm_shapes(folder: Path) -> None:
     build_tiny_blip(folder)
 
 
+def build_albef_shapes(folder: Path) -> None:
+    """A random-init ALBEF with the shapes vocabulary (`roles/grounding_albef.py`), the ALBEF peer of
+    blip-itm-shapes."""
+    from synground_assets.roles.grounding_albef import build_tiny_albef
+
+    build_tiny_albef(folder)
+
+
 def build_photos(folder: Path) -> None:
     """A few real photographs that ship inside installed wheels (matplotlib, scikit-learn), shrunk,
     with COCO-captions-style `captions.json`; procedural scenes stand in for any that are absent."""
@@ -441,6 +449,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "mm-grounding-dino": build_mm_grounding_dino,
     "owlv2": build_owlv2,
     "blip-itm-shapes": build_blip_itm_shapes,
+    "albef-shapes": build_albef_shapes,
     "photos": build_photos,
 }
 

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from synground_assets.grounding import TrainConfig, load_grounding_model, train
+from synground_assets.grounding import TrainConfig, train
+from synground_assets.roles.grounding import load_grounding_model
 from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
 

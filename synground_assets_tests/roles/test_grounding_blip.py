@@ -7,12 +7,8 @@ import torch
 from PIL import Image
 
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.grounding_blip import (
-    BlipGroundingModel,
-    build_tiny_blip,
-    load_grounding_model,
-    shapes_vocabulary,
-)
+from synground_assets.roles.grounding import load_grounding_model
+from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip, shapes_vocabulary
 from synground_assets.roles.shapes import ShapesImageGenerator
 
 
@@ -125,7 +121,7 @@ def test_load_grounding_model_from_a_recipe_spec(folder):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        (RoleSpec(adapter="albef", model="x"), "ALBEF needs its own adapter"),
+        (RoleSpec(adapter="clip", model="x"), "expected one of blip, albef"),
         (RoleSpec(adapter="blip"), "names no model"),
         (RoleSpec(adapter="blip", model="x", options={"layer": 3}), "unknown key"),
     ],

@@ -1,0 +1,48 @@
+"""The project's ALBEF folder: `model.safetensors` + `config.json` + `vocab.txt`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from synground_assets.models.albef.modeling import AlbefModel
+from synground_assets.models.albef.processing import VOCAB_FILE, AlbefTokenizer
+
+
+def save_pretrained(folder: str | os.PathLike, model: AlbefModel, tokenizer: AlbefTokenizer) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if len(tokenizer) != model.config.vocab_size:
+        raise ValueError(f"the vocabulary has {len(tokenizer)} tokens but the model's config says {model.config.vocab_size}")
+    model.save_weights(folder)
+    tokenizer.save(folder)
+    return folder
+
+
+def from_pretrained(folder: str | os.PathLike) -> tuple[AlbefModel, AlbefTokenizer]:
+    folder = Path(folder)
+    if not (folder / VOCAB_FILE).is_file():
+        raise FileNotFoundError(f"{folder} has no {VOCAB_FILE}; an ALBEF folder holds model.safetensors, config.json, vocab.txt")
+    model = AlbefModel.from_folder(folder)
+    tokenizer = AlbefTokenizer(folder / VOCAB_FILE, model.config.pad_token_id)
+    if len(tokenizer) != model.config.vocab_size:
+        raise ValueError(f"{folder}: {VOCAB_FILE} has {len(tokenizer)} tokens but config.json says {model.config.vocab_size}")
+    return model, tokenizer
+
+
+def publish(folder: str | os.PathLike, model: AlbefModel, tokenizer: AlbefTokenizer) -> Path:
+    """Write the folder next to its destination and rename it into place, replacing an older one whole."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        save_pretrained(staging, model, tokenizer)
+        staging.chmod(0o755)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

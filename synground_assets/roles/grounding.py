@@ -1,0 +1,51 @@
+"""Which grounding adapter a recipe's `grounding_model` names, loaded: `adapter: blip` (transformers'
+BLIP-ITM, `grounding_blip.py`) or `adapter: albef` (ALBEF, `grounding_albef.py`; a folder written by
+`python -m synground_assets.models.albef convert` or by fine-tuning)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from synground_assets.recipes import RoleSpec
+
+GROUNDING_ADAPTERS = ("blip", "albef")
+OPTIONS = ("gradcam_layer", "max_text_tokens")
+
+
+def adapter_of_folder(model: str) -> str:
+    """'albef' for a folder of this project's ALBEF format, else 'blip' (a hub id or a BLIP folder)."""
+    from synground_assets.models.albef import is_albef_folder
+
+    return "albef" if Path(model).is_dir() and is_albef_folder(model) else "blip"
+
+
+def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str | torch.device | None = None):
+    """A `GroundingModel` from a recipe's `grounding_model` spec, or from a hub id / local folder
+    (the adapter then follows the folder's format). `device` overrides the spec's device."""
+    if not isinstance(spec_or_path, RoleSpec):
+        spec_or_path = RoleSpec(adapter=adapter_of_folder(str(spec_or_path)), model=str(spec_or_path))
+    spec = spec_or_path
+    if spec.adapter not in GROUNDING_ADAPTERS:
+        raise ValueError(f"grounding model adapter {spec.adapter!r} is not available; expected one of "
+                         f"{', '.join(GROUNDING_ADAPTERS)}")
+    if not spec.model:
+        raise ValueError("the grounding model spec names no model: set `model` to a hub id or a local folder")
+    unknown = set(spec.options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"grounding model options: unknown key(s) {', '.join(sorted(unknown))}; "
+                         f"expected {', '.join(OPTIONS)}")
+    device = str(device or spec.device)
+    if spec.adapter == "albef":
+        from synground_assets.roles.grounding_albef import AlbefGroundingModel
+
+        return AlbefGroundingModel.from_pretrained(spec.model, spec.dtype, device, **spec.options)
+    from synground_assets.roles.grounding_blip import DEFAULT_MAX_TEXT_TOKENS, BlipGroundingModel
+
+    return BlipGroundingModel.from_pretrained(
+        spec.model, revision=spec.revision, dtype=spec.dtype, device=device,
+        gradcam_layer=spec.options.get("gradcam_layer"),
+        max_text_tokens=spec.options.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS),
+    )

@@ -1,0 +1,152 @@
+"""The ALBEF grounding adapter: `models/albef` playing `grounding.model.GroundingModel`.
+
+ITC features come from the text-only layers [0, fusion_layer), ITM logits from all text layers
+with cross-attention to the image in the fusion layers (as AMC's evaluation runs it), GradCAM reads
+the cross-attention of `gradcam_layer` (AMC: 8, the third fusion layer). Phrases go through
+`pre_caption`; text is truncated to `max_text_tokens` only while training (the module's `training`
+flag): evaluation feeds whole phrases, as the official evaluation does.
+
+`build_tiny_albef` writes a random-init ALBEF with the shapes vocabulary: the test and benchmark model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
+from synground_assets.models.albef import AlbefConfig, AlbefModel, AlbefTokenizer, from_pretrained, save_pretrained
+from synground_assets.models.albef.processing import images_to_tensor, pre_caption
+from synground_assets.roles.base import AdapterInfo
+from synground_assets.roles.hf_common import resolve_device
+
+
+class AlbefGroundingModel(nn.Module):
+    def __init__(
+        self,
+        model: AlbefModel,
+        tokenizer: AlbefTokenizer,
+        gradcam_layer: int | None = None,
+        max_text_tokens: int | None = None,
+        info: AdapterInfo | None = None,
+    ):
+        super().__init__()
+        config = model.config
+        gradcam_layer = config.gradcam_layer if gradcam_layer is None else gradcam_layer
+        if not config.fusion_layer <= gradcam_layer < config.text_layers - 1:
+            raise ValueError(
+                f"gradcam_layer must be a fusion layer other than the last, in [{config.fusion_layer}, "
+                f"{config.text_layers - 2}], but is {gradcam_layer}"
+            )
+        self.model, self.tokenizer = model, tokenizer
+        self.gradcam_layer = gradcam_layer
+        self.max_text_tokens = config.max_text_tokens if max_text_tokens is None else max_text_tokens
+        self.info = info or AdapterInfo("albef", "albef")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike,
+        dtype: str | torch.dtype = "float32",
+        device: str | torch.device = "cpu",
+        gradcam_layer: int | None = None,
+        max_text_tokens: int | None = None,
+    ) -> AlbefGroundingModel:
+        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        trained_with = Path(folder) / TRAIN_CONFIG_FILE
+        if gradcam_layer is None and trained_with.is_file():
+            # A fine-tuned folder: explain with the layer its AMC loss trained.
+            gradcam_layer = json.loads(trained_with.read_text()).get("gradcam_layer")
+        model, tokenizer = from_pretrained(folder)
+        grounding = cls(model.to(torch_dtype), tokenizer, gradcam_layer, max_text_tokens)
+        grounding.info = AdapterInfo(
+            "albef", str(folder), "",
+            settings={"dtype": str(torch_dtype).removeprefix("torch."), "gradcam_layer": grounding.gradcam_layer,
+                      "max_text_tokens": grounding.max_text_tokens},
+        )
+        return grounding.to(resolve_device(str(device)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.temp.device
+
+    def image_size(self) -> int:
+        return self.model.config.image_size
+
+    def patch_grid(self, resolution: int | None = None) -> tuple[int, int]:
+        side = (resolution or self.image_size()) // self.model.config.patch_size
+        return side, side
+
+    def preprocess(
+        self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
+    ) -> GroundingInputs:
+        if len(images) != len(phrases):
+            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
+        resolution = resolution or self.image_size()
+        if resolution % self.model.config.patch_size:
+            raise ValueError(f"resolution must be divisible by the patch size {self.model.config.patch_size} "
+                             f"but is {resolution}")
+        captions = [pre_caption(phrase, self.model.config.max_words) for phrase in phrases]
+        input_ids, attention_mask = self.tokenizer(captions, self.max_text_tokens if self.training else None)
+        pixels = images_to_tensor(images, resolution).to(self.model.temp.dtype)
+        return GroundingInputs(pixels, input_ids, attention_mask).to(self.device)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.image_embeds(pixel_values)  # (B, 1 + P, D)
+
+    def contrastive_features(self, image_embeds, input_ids, attention_mask):
+        return self.model.contrastive_features(image_embeds, input_ids, attention_mask)  # (B, E) x 2
+
+    def itm_logits(self, image_embeds, input_ids, attention_mask, capture_layer=None):
+        with self.model.capture_cross_attention(capture_layer) as captured:
+            logits = self.model.itm_logits(image_embeds, input_ids, attention_mask)  # (B, 2)
+        return logits, captured[0] if captured else None
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        # The folder reloads with the layer and truncation this adapter used.
+        self.model.config = dataclasses.replace(self.model.config, gradcam_layer=self.gradcam_layer,
+                                                max_text_tokens=self.max_text_tokens)
+        save_pretrained(folder, self.model, self.tokenizer)
+
+
+def build_tiny_albef(
+    folder: str | os.PathLike,
+    image_size: int = 64,
+    patch_size: int = 8,
+    seed: int = 0,
+    width: int = 64,
+    vision_layers: int = 2,
+    text_layers: int = 4,
+    fusion_layer: int = 2,
+    heads: int = 2,
+    text_initializer_range: float = 0.1,
+) -> Path:
+    """Write a random-init ALBEF with the shapes vocabulary to `folder` (GradCAM on its first fusion
+    layer; the wider text init is the tiny BLIP's, for the same reason: see `build_tiny_blip`)."""
+    from synground_assets.roles.grounding_blip import shapes_vocabulary
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = shapes_vocabulary()
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = AlbefConfig(
+        image_size=image_size, patch_size=patch_size, vision_width=width, vision_layers=vision_layers,
+        vision_heads=heads, vocab_size=len(vocab), text_width=width, text_layers=text_layers, text_heads=heads,
+        intermediate_size=2 * width, fusion_layer=fusion_layer, max_position_embeddings=64, embed_dim=width,
+        gradcam_layer=fusion_layer, max_text_tokens=25, initializer_range=text_initializer_range,
+    )
+    torch.manual_seed(seed)
+    model = AlbefModel(config)
+    # The vision tower keeps ViT's 0.02 init: the text's 0.1 through two blocks saturates its LayerNorms.
+    for module in model.visual_encoder.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+    save_pretrained(folder, model, AlbefTokenizer(folder / "vocab.txt", config.pad_token_id))
+    return folder

@@ -61,8 +61,8 @@ def test_the_grounding_model_is_checked_too(tmp_path):
     path = book(tmp_path, extra="    grounding_model: {adapter: blip, model: x/y, options: {gradcam_layer: -1}}\n")
     with pytest.raises(RecipeError, match="role 'grounding_model', option 'gradcam_layer': expected an integer >= 0"):
         load_recipe_book(path)
-    path = book(tmp_path, extra="    grounding_model: {adapter: albef, model: x/y}\n")
-    with pytest.raises(RecipeError, match="role 'grounding_model', field 'adapter': expected one of blip, got 'albef'"):
+    path = book(tmp_path, extra="    grounding_model: {adapter: clip, model: x/y}\n")
+    with pytest.raises(RecipeError, match="role 'grounding_model', field 'adapter': expected one of albef, blip, got 'clip'"):
         load_recipe_book(path)
 
 
@@ -83,9 +83,11 @@ def test_every_adapter_declares_exactly_the_options_it_takes():
         else:
             accepted = set(inspect.signature(factory).parameters)
         assert {option.name for option in declared} == accepted, target
-    from synground_assets.roles import grounding_blip
+    from synground_assets.roles import grounding
 
-    assert set(GROUNDING_OPTIONS) == set(grounding_blip.GROUNDING_ADAPTERS)
+    assert set(GROUNDING_OPTIONS) == set(grounding.GROUNDING_ADAPTERS)
+    for declared in GROUNDING_OPTIONS.values():
+        assert {option.name for option in declared} == set(grounding.OPTIONS)
 
 
 def test_loading_and_checking_recipes_imports_no_model_library():

@@ -123,9 +123,8 @@ ADAPTER_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("top_k", "int", minimum=1)),
 }
 # The grounding model (`grounding_model:` of a recipe) is loaded by `roles/grounding_blip.py`.
-GROUNDING_OPTIONS: dict[str, tuple[Option, ...]] = {
-    "blip": (Option("gradcam_layer", "int", minimum=0), Option("max_text_tokens", "int", minimum=2)),
-}
+_GROUNDING_MODEL_OPTIONS = (Option("gradcam_layer", "int", minimum=0), Option("max_text_tokens", "int", minimum=2))
+GROUNDING_OPTIONS: dict[str, tuple[Option, ...]] = {"blip": _GROUNDING_MODEL_OPTIONS, "albef": _GROUNDING_MODEL_OPTIONS}
 
 
 def role_problems(role: str, spec: RoleSpec) -> list[str]:

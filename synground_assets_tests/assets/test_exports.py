@@ -86,9 +86,11 @@ def test_re_exporting_replaces_the_folder_whole(published):
     instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize([exports], partition_key="shapes", instance=instance, resources=RESOURCES).success
     export_dir = store.root / "shapes" / "exports"
-    assert sorted(p.name for p in export_dir.iterdir()) == ["all"]  # no temporary or retired folder left
-    assert sorted(p.name for p in (export_dir / "all").iterdir()) == [
-        "amc_grounding.json", "coco_grounding.json", "odvg.jsonl", "table.parquet"]
+    published = export_dir / "all"
+    # The link, the one version it names and the publish lock: no staging or retired folder left.
+    assert sorted(p.name for p in export_dir.iterdir()) == [".publish.lock", os.readlink(published), "all"]
+    assert sorted(p.name for p in published.iterdir()) == [
+        "amc_grounding.json", "coco_grounding.json", "odvg.jsonl", "publish.json", "table.parquet"]
 
 
 def test_a_recipe_without_boxes_fails_with_what_to_do(project_home):

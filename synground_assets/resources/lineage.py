@@ -123,6 +123,9 @@ class Lineage:
         from synground_assets.resources.store import ShardStore
 
         start = time.monotonic()
+        if not Path(data_root).is_dir():  # else every indexed shard would count as vanished
+            raise FileNotFoundError(f"no data root at {data_root}: point SYNGROUND_DATA (or the store's root) at "
+                                    f"the folder the shards are published in")
         with self._writer() as connection:
             counts = refresh_index(connection, ShardStore(data_root))
         return {**counts, "seconds": round(time.monotonic() - start, 3)}

@@ -12,10 +12,10 @@ from PIL import Image
 from synground_assets.assets.exports import exports
 from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import ShardStore, default_data_root
 
-RESOURCES = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()}
+RESOURCES = {"store": StoreResource(), "models": ModelSuiteResource()}
 BOX_KEY = ["item_id", "image_path", "width", "height", "phrase", "x0", "y0", "x1", "y1"]
 
 

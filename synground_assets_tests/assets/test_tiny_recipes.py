@@ -20,7 +20,7 @@ from PIL import Image
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, models
+from synground_assets.resources import ModelSuiteResource, StoreResource, models
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.base import AdapterInfo
@@ -45,7 +45,7 @@ def materialize(partition_key: str, suite: ModelSuiteResource | None = None, ass
         assets,
         partition_key=partition_key,
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"store": StoreResource(), "lineage": LineageResource(), "models": suite or ModelSuiteResource()},
+        resources={"store": StoreResource(), "models": suite or ModelSuiteResource()},
         raise_on_error=False,
     )
 

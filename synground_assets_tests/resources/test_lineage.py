@@ -113,5 +113,11 @@ def test_the_learning_tables_are_written_directly_and_shard_tables_are_not(linea
 def test_a_database_of_the_layout_before_the_index_names_the_fix(lineage, store):
     with duckdb.connect(str(lineage.path)) as connection:
         connection.execute("CREATE TABLE boxes (box_id VARCHAR PRIMARY KEY, recipe VARCHAR, shard VARCHAR)")
+    store.root.mkdir()
     with pytest.raises(RuntimeError, match="move it away and run `python -m synground_assets.cli index`"):
+        lineage.refresh(store.root)
+
+
+def test_a_missing_data_root_is_an_error_not_an_empty_dataset(store, lineage):
+    with pytest.raises(FileNotFoundError, match="no data root at .*SYNGROUND_DATA"):
         lineage.refresh(store.root)

@@ -118,7 +118,7 @@ class Lineage:
     def refresh(self, data_root: str | os.PathLike) -> dict:
         """Index the shards published under `data_root` since the last refresh (new and replaced
         ones), drop those that disappeared. Returns counts of shards (indexed, replaced, removed,
-        unchanged, failed, with the failures' errors) and the seconds it took."""
+        unchanged, changed_while_indexing, failed, with the failures' errors) and the seconds it took."""
         from synground_assets.resources.lineage_index import refresh_index
         from synground_assets.resources.store import ShardStore
 

@@ -7,7 +7,8 @@ batches, each batch one transaction: delete the rows of replaced and vanished ve
 table carries `publish_id`), insert the rows of new versions straight from their Parquet files. A
 builder that crashes leaves whole batches only; the next refresh redoes the rest. A batch that fails
 (an unreadable file, a version replaced while being read, a duplicate id) is retried shard by
-shard, so one bad shard is reported and skipped, not the whole refresh.
+shard, so one bad shard is reported and skipped, not the whole refresh; a shard re-published while
+it was being read is only counted (`changed_while_indexing`): the next refresh indexes its new version.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> d
                if indexed.get(key) != shard.publish_id]
     changes += [Change(key, old, None) for key, old in sorted(indexed.items()) if key not in on_disk]
     counts = {"indexed": 0, "replaced": 0, "removed": 0, "unchanged": len(on_disk) - sum(c.new is not None for c in changes),
-              "failed": 0, "errors": []}
+              "changed_while_indexing": 0, "failed": 0, "errors": []}
     for start in range(0, len(changes), BATCH_SHARDS):
         batch = changes[start : start + BATCH_SHARDS]
         try:
@@ -55,6 +56,9 @@ def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> d
                     _apply(connection, [change])
                     _tally(counts, [change])
                 except (duckdb.Error, OSError, ValueError) as exc:
+                    if change.new is not None and not change.new.folder.exists():
+                        counts["changed_while_indexing"] += 1  # re-published meanwhile: the next refresh takes it
+                        continue
                     counts["failed"] += 1
                     counts["errors"].append(f"{change.key}: {type(exc).__name__}: {exc}")
     return counts
@@ -100,6 +104,8 @@ def _lineage_files(shards: list[PublishedShard]) -> tuple[dict[str, dict[str, st
     files: dict[str, dict[str, str]] = {}
     tables: dict[str, list[str]] = {shard.key: [] for shard in shards}
     for shard in shards:
+        if not shard.folder.is_dir():
+            raise FileNotFoundError(f"version folder {shard.folder} is gone (re-published or removed meanwhile)")
         folder = shard.folder / LINEAGE_FOLDER
         if not folder.is_dir():
             continue

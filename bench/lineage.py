@@ -149,7 +149,7 @@ def median_ms(run, repeats: int) -> float:
 
 
 def time_queries(lineage: Lineage, repeats: int) -> list[dict]:
-    connection = duckdb.connect(str(lineage.path), read_only=True)
+    connection = duckdb.connect(str(lineage.path), read_only=True, config=lineage.config)
     box = connection.execute("SELECT box_id FROM boxes ORDER BY hash(box_id) LIMIT 1").fetchone()[0]
     recipe, shard = connection.execute("SELECT recipe, shard FROM boxes WHERE box_id = ?", [box]).fetchone()
     parameters = {"provenance of one box": [box], "yield per recipe": [], "items of one shard": [recipe, shard]}
@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--phrases-per-item", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--workdir", default=None, help="where to build the layout (default: a temporary folder)")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit of the index builder, e.g. 6GB")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lineage.json"))
     args = parser.parse_args()
 
@@ -193,9 +194,9 @@ def main() -> None:
         root, database = Path(folder) / "data", Path(folder) / "lineage.duckdb"
         start = time.perf_counter()
         build_layout(root, args.shards, args.items_per_shard, args.phrases_per_item)
-        result = {"shard_keys": args.shards, "items_per_shard": args.items_per_shard,
+        result = {"shard_keys": args.shards, "items_per_shard": args.items_per_shard, "memory_limit": args.memory_limit,
                   "layout_s": time.perf_counter() - start}
-        lineage = Lineage(database)
+        lineage = Lineage(database, config={"memory_limit": args.memory_limit} if args.memory_limit else None)
         result["refresh_full"] = lineage.refresh(root)
         result["refresh_nothing_new"] = lineage.refresh(root)
         republish_boxes(root, 16)
@@ -203,7 +204,7 @@ def main() -> None:
         result["counts"] = {table: int(lineage.query(f"SELECT count(*) FROM {table}").iloc[0, 0])
                             for table in ("concept_sets", "phrases", "boxes")}
         result["queries"] = time_queries(lineage, args.repeats)
-        result["connect_ms"] = median_ms(lambda: duckdb.connect(str(database), read_only=True).close(), args.repeats)
+        result["connect_ms"] = median_ms(lambda: duckdb.connect(str(lineage.path), read_only=True, config=lineage.config).close(), args.repeats)
         result["index_mb"] = database.stat().st_size / 2**20
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         report(result, Path(args.out))

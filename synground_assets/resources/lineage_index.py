@@ -43,8 +43,9 @@ def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> d
     changes = [Change(key, indexed.get(key), shard) for key, shard in sorted(on_disk.items())
                if indexed.get(key) != shard.publish_id]
     changes += [Change(key, old, None) for key, old in sorted(indexed.items()) if key not in on_disk]
-    counts = {"indexed": 0, "replaced": 0, "removed": 0, "unchanged": len(on_disk) - sum(c.new is not None for c in changes),
-              "changed_while_indexing": 0, "failed": 0, "errors": []}
+    unchanged = len(on_disk) - sum(change.new is not None for change in changes)
+    counts = {"indexed": 0, "replaced": 0, "removed": 0, "unchanged": unchanged, "changed_while_indexing": 0,
+              "failed": 0, "errors": []}
     for start in range(0, len(changes), BATCH_SHARDS):
         batch = changes[start : start + BATCH_SHARDS]
         try:

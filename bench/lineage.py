@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synground_assets.resources.lineage import LINEAGE_FOLDER, Lineage
-from synground_assets.resources.store import MANIFEST, PUBLISH_LOCK, VERSION
+from synground_assets.resources.store import MANIFEST, SHARDS_MARKER, VERSION
 
 README_QUERIES = {
     "provenance of one box": "SELECT * FROM box_provenance WHERE box_id = ?",
@@ -131,7 +131,7 @@ def build_layout(root: Path, shards: int, items_per_shard: int, phrases_per_item
     for recipe in RECIPES:
         for stage in STAGE_TABLES:
             (root / recipe / stage).mkdir(parents=True, exist_ok=True)
-            (root / recipe / stage / PUBLISH_LOCK).touch()
+            (root / recipe / stage / SHARDS_MARKER).touch()
     for first in range(0, shards, chunk):
         # Ordered by shard within a chunk (the slices above rely on it): chunk shard numbers are
         # consecutive and zero-padded, so shard key order is number order.

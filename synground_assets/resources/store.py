@@ -5,27 +5,27 @@ Layout: `<root>/<recipe>/<asset>/<shard>` is a symbolic link to an immutable ver
 files (images), `lineage/<table>.parquet` (the shard's lineage rows) and `publish.json` (who
 published it, when). Readers go through the link and never see the version names.
 
-Writing a shard, by any number of writers on any number of hosts sharing one POSIX file system:
+Writing a shard, by any number of writers on any number of hosts sharing one POSIX file system,
+without any lock:
 1. the writer fills a staging folder it owns, `.tmp-<shard>-<host>-<pid>-<run8>-<uuid>`;
-2. under the asset folder's publish lock (held for a few renames), the staging folder is renamed to
-   its version folder and the link is replaced by a new one with `os.replace`, one atomic rename:
-   a reader sees the whole old shard or the whole new one, never a half or none;
-3. the version it replaced is removed.
+2. it renames the staging folder to its version folder and replaces the link by a new one with
+   `os.replace`, one atomic rename: a reader sees the whole old shard or the whole new one, never
+   a half or none;
+3. it removes the version it replaced, or its own if another writer's publish came after it.
 Two writers of one shard both succeed and the last publish wins whole. A crashed write leaves its
 staging folder, which any later write in that asset folder removes once its owner is gone (same
-host, pid no longer alive) or it is older than `staging_max_age_s`; a crash in the middle of a
-publish leaves at worst a version folder no link names, removed the same way.
+host, pid no longer alive) or it is older than `staging_max_age_s`. A version folder no link names
+(a crash between the two renames, or two publishes so close that neither saw the other's) is
+removed the same way once it is `ORPHAN_AFTER_S` old: a version never becomes current again.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import socket
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -38,14 +38,16 @@ import pandas as pd
 
 TABLE = "table.parquet"
 MANIFEST = "publish.json"
-PUBLISH_LOCK = ".publish.lock"
+SHARDS_MARKER = ".shards"  # in every asset folder holding published shards: what the index scans
 STAGING, VERSION, LINK, DOOMED = ".tmp-", ".v-", ".lnk-", ".del-"
 # A staging folder from another host (whose pid cannot be checked) counts as abandoned after this
 # long: it must exceed the longest shard write. `SYNGROUND_STAGING_MAX_AGE_S` overrides it.
 DEFAULT_STAGING_MAX_AGE_S = 24 * 3600.0
+# A version folder lives unnamed by its link only between a publisher's two renames (microseconds),
+# so one this old that no link names is an orphan.
+ORPHAN_AFTER_S = 600.0
 _VERSION_NAME = re.compile(r"^\.v-(?P<shard>.+)-(?P<publish_id>[0-9a-f]{32})$")
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
-_IN_PROCESS = threading.Lock()  # file locks are per process: threads of one process queue here first
 
 
 def project_home() -> Path:
@@ -125,15 +127,16 @@ class ShardStore:
             shutil.rmtree(staging, ignore_errors=True)  # still there only when the write failed
 
     def remove_shard(self, recipe: str, asset: str, shard: str) -> None:
-        """Unpublish a shard: its link goes in one step, then its version folder."""
+        """Unpublish a shard (not while it is being written): its link goes in one step, then its version."""
         final = self.shard_dir(recipe, asset, shard)
-        with _publish_lock(final.parent):
-            doomed = _retire(final)
-        _delete([doomed])
+        old = _retire_legacy(final) or _link_target(final)
+        if final.is_symlink():
+            final.unlink()
+        _delete([_doom(old) if old else None])
 
     def published(self) -> Iterator[PublishedShard]:
         """Every shard published in this layout, under every recipe and asset (one readlink each)."""
-        for asset_dir in self.root.glob(f"*/*/{PUBLISH_LOCK}"):
+        for asset_dir in self.root.glob(f"*/*/{SHARDS_MARKER}"):
             asset_dir = asset_dir.parent
             with os.scandir(asset_dir) as entries:
                 for entry in entries:
@@ -149,11 +152,11 @@ class ShardStore:
 
     def clean(self) -> int:
         """`clean_folder` over every asset folder of the root; returns how many leftovers went."""
-        return sum(self.clean_folder(lock.parent) for lock in self.root.glob(f"*/*/{PUBLISH_LOCK}"))
+        return sum(self.clean_folder(marker.parent) for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"))
 
     def clean_folder(self, asset_dir: Path) -> int:
         """Remove the leftovers of crashed writes in one asset folder: staging folders whose owner is
-        gone, and version folders or links no shard link names (checked under the publish lock)."""
+        gone, version folders no link names and links never swapped in, once `ORPHAN_AFTER_S` old."""
         now, stale, versions, links, shards = time.time(), [], {}, [], set()
         with os.scandir(asset_dir) as entries:
             for entry in entries:
@@ -170,9 +173,7 @@ class ShardStore:
         # Names alone say where an orphan may be: a shard with several versions, or with no link.
         suspects = links + [name for shard, names in versions.items() if len(names) > 1 or shard not in shards
                             for name in names]
-        if suspects:
-            with _publish_lock(asset_dir):
-                stale += [_doom(asset_dir / name) for name in suspects if _unreferenced(asset_dir, name)]
+        stale += [_doom(asset_dir / name) for name in suspects if _orphaned(asset_dir / name, now)]
         _delete(stale)
         return len([path for path in stale if path])
 
@@ -196,28 +197,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@contextmanager
-def _publish_lock(asset_dir: Path) -> Iterator[None]:
-    """One publisher per asset folder at a time, across threads, processes and (through the file
-    system's POSIX locks, NFS included) hosts. Held only for a few renames."""
-    with _IN_PROCESS, open(asset_dir / PUBLISH_LOCK, "a") as lock:
-        fcntl.lockf(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(lock, fcntl.LOCK_UN)
-
-
 def _publish(staging: Path, final: Path, publish_id: str) -> None:
     version = final.parent / f"{VERSION}{final.name}-{publish_id}"
     link = final.parent / f"{LINK}{final.name}-{publish_id}"
-    with _publish_lock(final.parent):
-        os.rename(staging, version)
-        old = _retire_legacy(final) or _link_target(final)
-        os.symlink(version.name, link)
-        os.replace(link, final)  # the publish: one atomic rename of the link
-        doomed = _doom(old) if old else None
-    _delete([doomed])
+    (final.parent / SHARDS_MARKER).touch()
+    os.rename(staging, version)
+    old = _retire_legacy(final) or _link_target(final)
+    os.symlink(version.name, link)
+    os.replace(link, final)  # the publish: one atomic rename of the link
+    # A version never becomes current again once replaced, so either one can go now: the version
+    # this publish replaced, or this publish's own if another writer's came after it.
+    superseded = _link_target(final) != version
+    _delete([_doom(version) if superseded else None, _doom(old) if old and old != version else None])
 
 
 def _link_target(final: Path) -> Path | None:
@@ -228,28 +219,26 @@ def _retire_legacy(final: Path) -> Path | None:
     """A shard of the layout before links (a plain folder) is moved aside so a link can take its name."""
     if final.is_dir() and not final.is_symlink():
         aside = final.parent / f"{VERSION}{final.name}-{uuid.uuid4().hex}"
-        os.rename(final, aside)
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:  # another writer moved it first
+            return None
         return aside
     return None
 
 
-def _retire(final: Path) -> Path | None:
-    """Take a shard's name away (link or legacy folder); returns what to delete. Caller holds the lock."""
-    old = _retire_legacy(final) or _link_target(final)
-    if final.is_symlink():
-        final.unlink()
-    return _doom(old) if old else None
-
-
-def _unreferenced(asset_dir: Path, name: str) -> bool:
-    """A version folder no link names, or a link that was never swapped in (caller holds the lock)."""
-    if name.startswith(LINK):
-        return True
-    match = _VERSION_NAME.match(name)
-    if not match:
+def _orphaned(path: Path, now: float) -> bool:
+    """A link never swapped in, or a version folder no link names, older than `ORPHAN_AFTER_S`."""
+    try:
+        if now - path.lstat().st_mtime < ORPHAN_AFTER_S:
+            return False  # possibly a publisher between its two renames
+    except FileNotFoundError:
         return False
-    final = asset_dir / match["shard"]
-    return not (final.is_symlink() and os.readlink(final) == name)
+    match = _VERSION_NAME.match(path.name)
+    if not match:
+        return path.name.startswith(LINK)
+    final = path.parent / match["shard"]
+    return _link_target(final) != path
 
 
 def _doom(path: Path) -> Path | None:

@@ -87,8 +87,8 @@ def test_re_exporting_replaces_the_folder_whole(published):
     assert dg.materialize([exports], partition_key="shapes", instance=instance, resources=RESOURCES).success
     export_dir = store.root / "shapes" / "exports"
     published = export_dir / "all"
-    # The link, the one version it names and the publish lock: no staging or retired folder left.
-    assert sorted(p.name for p in export_dir.iterdir()) == [".publish.lock", os.readlink(published), "all"]
+    # The link, the one version it names and the marker of a shard folder: no staging or retired folder left.
+    assert sorted(p.name for p in export_dir.iterdir()) == [".shards", os.readlink(published), "all"]
     assert sorted(p.name for p in published.iterdir()) == [
         "amc_grounding.json", "coco_grounding.json", "odvg.jsonl", "publish.json", "table.parquet"]
 

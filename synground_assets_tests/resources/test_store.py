@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from synground_assets.resources.store import ShardStore, write_table
+from synground_assets.resources.store import ORPHAN_AFTER_S, ShardStore, write_table
 
 
 def entries(folder) -> list[str]:
@@ -28,7 +28,7 @@ def test_a_written_shard_is_published_whole_with_its_manifest(tmp_path):
     manifest = json.loads((store.shard_dir("r", "boxes", "00001") / "publish.json").read_text())
     assert manifest["run_id"] == "0123abcd-run" and manifest["pid"] == os.getpid() and manifest["host"]
     folder = tmp_path / "r" / "boxes"
-    assert entries(folder) == [".publish.lock", f".v-00001-{manifest['publish_id']}", "00001"]
+    assert entries(folder) == [".shards", f".v-00001-{manifest['publish_id']}", "00001"]
     [published] = store.published()
     assert (published.key, published.publish_id) == ("r/boxes/00001", manifest["publish_id"])
 
@@ -85,13 +85,20 @@ def test_a_crash_in_the_middle_of_a_publish_is_cleaned_by_the_next_write(tmp_pat
     with store.writing("r", "boxes", "00002") as folder:
         write_table(folder, pd.DataFrame({"a": [1]}))
     folder = tmp_path / "r" / "boxes"
-    orphan = folder / f".v-00002-{'e' * 32}"  # renamed into place, the link never swapped
+    orphan, link = folder / f".v-00002-{'e' * 32}", folder / f".lnk-00002-{'e' * 32}"  # the link never swapped
     orphan.mkdir()
-    (folder / f".lnk-00002-{'e' * 32}").symlink_to(orphan.name)
+    link.symlink_to(orphan.name)
+    assert store.clean() == 0  # young: perhaps a publisher between its two renames
+    backdate(orphan, link)
     with store.writing("r", "boxes", "00003") as new:
         write_table(new, pd.DataFrame({"a": [3]}))
     assert store.read_table("r", "boxes", "00002").a.tolist() == [1]
-    assert not orphan.exists() and not (folder / f".lnk-00002-{'e' * 32}").is_symlink()
+    assert not orphan.exists() and not link.is_symlink()
+
+
+def backdate(*paths, seconds: float = ORPHAN_AFTER_S + 60) -> None:
+    for path in paths:
+        os.utime(path, (time.time() - seconds,) * 2, follow_symlinks=False)
 
 
 def dead_pid() -> int:
@@ -130,8 +137,12 @@ def assert_one_whole_shard(store: ShardStore) -> None:
     [writer] = set(store.read_table("r", "images", "00000").writer)
     shard = store.shard_dir("r", "images", "00000")
     assert sorted(p.name for p in shard.glob("*.png")) == sorted(f"{writer}-{i}.png" for i in range(20))
-    hidden = [name for name in entries(shard.parent) if name.startswith(".") and name != ".publish.lock"]
-    assert hidden == [os.readlink(shard)]  # the published version only: no staging, no old version
+    hidden = [shard.parent / name for name in entries(shard.parent) if name.startswith(".") and name != ".shards"]
+    assert all(path.name.startswith(".v-") for path in hidden)  # no staging folder, no link left over
+    # Publishes so close that neither saw the other's may leave the loser's version, for a while.
+    backdate(*hidden)
+    store.clean()
+    assert [name for name in entries(shard.parent) if name.startswith(".v-")] == [os.readlink(shard)]
 
 
 def test_two_threads_writing_one_shard_both_succeed_and_the_last_publish_wins_whole(tmp_path):
@@ -170,7 +181,7 @@ def test_a_removed_shard_is_gone_whole(tmp_path):
     with store.writing("r", "boxes", "00000") as folder:
         write_table(folder, pd.DataFrame({"a": [1]}))
     store.remove_shard("r", "boxes", "00000")
-    assert store.shards("r", "boxes") == [] and entries(tmp_path / "r" / "boxes") == [".publish.lock"]
+    assert store.shards("r", "boxes") == [] and entries(tmp_path / "r" / "boxes") == [".shards"]
 
 
 def test_reading_a_missing_shard_says_how_to_make_it(tmp_path):

@@ -16,6 +16,8 @@ one row set per learning-asset run, written straight into the index under the sa
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -63,8 +65,9 @@ DIRECT_TABLES = {
         run_id VARCHAR, code_version VARCHAR, materialized_at TIMESTAMP""",
 }
 
-# The index's own record: which version of which shard it holds.
+# The index's own records: which version of which shard it holds, and which schema it has.
 INDEXED_SHARDS = "indexed_shards"
+INDEX_SCHEMA = "index_schema"
 _INDEXED_SHARDS_COLUMNS = """shard_path VARCHAR PRIMARY KEY, recipe VARCHAR, asset VARCHAR, shard VARCHAR,
     publish_id VARCHAR, tables VARCHAR[], indexed_at TIMESTAMP"""
 
@@ -185,8 +188,14 @@ class Lineage:
 
 
 def _ensure_schema(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Create the tables and (re)create the views. A database of the layout before the index (rows
+    """Create the tables and (re)create the views, unless this code's schema is there already (a
+    fingerprint of it is kept in `index_schema`). A database of the layout before the index (rows
     without a publish id) cannot be brought up to date: it names the fix."""
+    schema = {**TABLES, **DIRECT_TABLES, INDEXED_SHARDS: _INDEXED_SHARDS_COLUMNS}
+    fingerprint = hashlib.sha256(json.dumps([schema, VIEWS], sort_keys=True).encode()).hexdigest()
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA} (fingerprint VARCHAR)")
+    if connection.execute(f"SELECT count(*) FROM {INDEX_SCHEMA} WHERE fingerprint = ?", [fingerprint]).fetchone()[0]:
+        return
     old = connection.execute("""SELECT count(*) FROM information_schema.tables t WHERE table_name = 'boxes'
         AND NOT EXISTS (SELECT 1 FROM information_schema.columns c
                         WHERE c.table_name = 'boxes' AND c.column_name = 'publish_id')""").fetchone()[0]
@@ -194,7 +203,9 @@ def _ensure_schema(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise RuntimeError(f"{path} holds lineage in the layout before the index (no publish_id); move it "
                            f"away and run `python -m synground_assets.cli index` to rebuild it from the shards "
                            f"(shards published before lineage files existed need re-materializing)")
-    for name, columns in {**TABLES, **DIRECT_TABLES, INDEXED_SHARDS: _INDEXED_SHARDS_COLUMNS}.items():
+    for name, columns in schema.items():
         connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     for name, query in VIEWS.items():
         connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+    connection.execute(f"DELETE FROM {INDEX_SCHEMA}")
+    connection.execute(f"INSERT INTO {INDEX_SCHEMA} VALUES (?)", [fingerprint])

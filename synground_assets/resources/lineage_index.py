@@ -22,12 +22,12 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from synground_assets.resources.lineage import DIRECT_TABLES, INDEXED_SHARDS, LINEAGE_FOLDER, VIEWS
+from synground_assets.resources.lineage import DIRECT_TABLES, INDEX_SCHEMA, INDEXED_SHARDS, LINEAGE_FOLDER, VIEWS
 from synground_assets.resources.store import PublishedShard, ShardStore
 
 BATCH_SHARDS = 1000
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_RESERVED = {*DIRECT_TABLES, INDEXED_SHARDS, *VIEWS}
+_RESERVED = {*DIRECT_TABLES, INDEXED_SHARDS, INDEX_SCHEMA, *VIEWS}
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,16 @@ class PublishedShard:
     asset: str
     shard: str
     publish_id: str
-    folder: Path
+    asset_dir: Path
+    version: str  # the version folder's name
 
     @property
     def key(self) -> str:
         return f"{self.recipe}/{self.asset}/{self.shard}"
+
+    @property
+    def folder(self) -> Path:
+        return self.asset_dir / self.version
 
 
 class ShardStore:
@@ -136,19 +141,20 @@ class ShardStore:
 
     def published(self) -> Iterator[PublishedShard]:
         """Every shard published in this layout, under every recipe and asset (one readlink each)."""
-        for asset_dir in self.root.glob(f"*/*/{SHARDS_MARKER}"):
-            asset_dir = asset_dir.parent
+        for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):
+            asset_dir = marker.parent
+            recipe, asset = asset_dir.parent.name, asset_dir.name
             with os.scandir(asset_dir) as entries:
                 for entry in entries:
                     if entry.name.startswith(".") or not entry.is_symlink():
                         continue
                     try:
-                        match = _VERSION_NAME.match(os.readlink(entry.path))
+                        version = os.readlink(entry.path)
                     except FileNotFoundError:  # unpublished meanwhile
                         continue
+                    match = _VERSION_NAME.match(version)
                     if match and match["shard"] == entry.name:
-                        yield PublishedShard(asset_dir.parent.name, asset_dir.name, entry.name, match["publish_id"],
-                                             asset_dir / match.group(0))
+                        yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version)
 
     def clean(self) -> int:
         """`clean_folder` over every asset folder of the root; returns how many leftovers went."""

@@ -208,6 +208,7 @@ def main() -> None:
         result["connect_ms"] = median_ms(open_and_close, args.repeats)
         result["index_mb"] = database.stat().st_size / 2**20
         result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        result["cpus"], result["load_average_15min"] = os.cpu_count(), os.getloadavg()[2]  # a shared machine shows here
         report(result, Path(args.out))
         print("removing the layout ...", flush=True)
 
@@ -223,7 +224,8 @@ def report(result: dict, out: Path) -> None:
           f"(unchanged {result['refresh_nothing_new']['unchanged']:,})")
     print(f"refresh, 16 shards replaced:  {result['refresh_16_replaced']['seconds']:8.2f} s  "
           f"(replaced {result['refresh_16_replaced']['replaced']})")
-    print(f"index file {result['index_mb']:.0f} MiB; peak memory of this process {result['peak_rss_gb']:.1f} GiB")
+    print(f"index file {result['index_mb']:.0f} MiB; peak memory of this process {result['peak_rss_gb']:.1f} GiB; "
+          f"{result['cpus']} CPUs, load average {result['load_average_15min']:.1f}")
     print(f"{'query':<24}{'open conn. ms':>15}{'with connect ms':>17}{'target ms':>11}{'met':>6}")
     for row in result["queries"]:
         met = "-" if row["meets_target"] is None else str(row["meets_target"])

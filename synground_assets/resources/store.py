@@ -248,7 +248,8 @@ def _orphaned(path: Path, now: float) -> bool:
 
 
 def _doom(path: Path) -> Path | None:
-    """Rename to a `.del-` name (atomic, under the lock) so the slow delete can run unlocked."""
+    """Claim a folder for deletion with one atomic rename to a `.del-` name: of several removers one
+    wins, and a half-deleted folder never looks like a shard or a version."""
     doomed = path.parent / f"{DOOMED}{uuid.uuid4().hex}"
     try:
         os.rename(path, doomed)

@@ -1,9 +1,17 @@
-"""`python -m synground_assets.cli summary`: where the outputs are and what they hold.
-`python -m synground_assets.cli cleanup`: mark runs whose process died as failed, free their slots."""
+"""`python -m synground_assets.cli summary|index|cleanup`: what the outputs hold; bring the lineage
+index up to date; mark runs whose process died as failed.
+
+`summary` prints the data root, the shards per recipe and stage, and the yield per recipe (after
+refreshing the lineage index). `index` removes the leftovers of crashed writes under the data root
+and refreshes the lineage index (for a cron job or a deployment step); it exits non-zero when a
+shard could not be indexed, naming it. `cleanup` does what run monitoring would for the command
+line, which has no daemon: runs whose process died are marked failed and their pool slots freed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
@@ -19,10 +27,24 @@ def summary() -> None:
     for recipe in recipes:
         counts = ", ".join(f"{stage} {len(store.shards(recipe, stage))}" for stage in STAGES)
         print(f"recipe {recipe}: shards published: {counts}")
-    if default_lineage_path().exists():
+    if store.root.is_dir():
+        lineage = Lineage(default_lineage_path())
+        lineage.refresh(store.root)
         print("\nyield per recipe (phrases with a box / kept phrases):")
-        print(Lineage(default_lineage_path()).query("SELECT * FROM yield_per_recipe").to_string(index=False))
+        print(lineage.query("SELECT * FROM yield_per_recipe").to_string(index=False))
     print("\nopen the UI:  make ui   (dagster dev on http://127.0.0.1:3000)")
+
+
+def index() -> int:
+    store = ShardStore(default_data_root())
+    cleaned = store.clean()
+    counts = Lineage(default_lineage_path()).refresh(store.root)
+    print(f"lineage index {default_lineage_path()} from {store.root}: {counts['indexed']} shard(s) indexed, "
+          f"{counts['replaced']} replaced, {counts['removed']} removed, {counts['unchanged']} unchanged, "
+          f"{counts['failed']} failed, in {counts['seconds']:.1f} s; {cleaned} leftover(s) of crashed writes removed")
+    for error in counts["errors"]:
+        print(f"not indexed: {error}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
 
 
 def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
@@ -49,21 +71,25 @@ def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
         print("no dead run: every STARTING/STARTED run has a live process")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m synground_assets.cli")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("summary", help="where the outputs are and what they hold")
+    commands.add_parser("index", help="remove leftovers of crashed writes and refresh the lineage index")
     clean = commands.add_parser("cleanup", help="mark runs whose process died as failed and free their pool slots")
     clean.add_argument("--dry-run", action="store_true", help="list the dead runs, change nothing")
     clean.add_argument("--run-id", action="append", default=[], help="mark this run failed and free its slots")
     clean.add_argument("--start-timeout", type=float, default=180.0,
                        help="seconds a run may go without a process reporting its start (default 180)")
     args = parser.parse_args(argv)
-    if args.command == "summary":
-        summary()
-    else:
+    if args.command == "index":
+        return index()
+    if args.command == "cleanup":
         cleanup(args.dry_run, args.run_id, args.start_timeout)
+    else:
+        summary()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

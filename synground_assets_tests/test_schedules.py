@@ -11,7 +11,7 @@ import pytest
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import RecipeError, recipe_book
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.schedules import build_missing_shards_schedule, missing_shards_schedule, schedule_settings
 
 TICK = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
@@ -93,7 +93,7 @@ def test_a_shard_being_made_is_not_requested_again_and_a_failed_one_is_retried(i
 def test_a_shard_materialized_through_dagster_counts_as_done(project_home, instance):
     result = dg.materialize(
         GENERATION_ASSETS, partition_key="shapes|00002", instance=instance,
-        resources={"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()},
+        resources={"store": StoreResource(), "models": ModelSuiteResource()},
     )
     assert result.success
     assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000", "shapes|00001", "shapes|00003"]

@@ -1,27 +1,53 @@
 """The shard store: where every asset's output lives, and the only code that knows paths.
 
-Layout: `<root>/<recipe>/<asset>/<shard>/` holding `table.parquet` (one row per item, phrase or box)
-and any files (images). A shard is written into a hidden temporary folder next to its final place
-and published by renaming it there, so a reader sees either the whole old shard, the whole new one,
-or (for an instant, when replacing) none: never a half-written one. A crashed write leaves only a
-hidden `.tmp-*` folder, which the next write of that shard removes.
+Layout: `<root>/<recipe>/<asset>/<shard>` is a symbolic link to an immutable version folder
+`.v-<shard>-<publish id>` next to it, holding `table.parquet` (one row per item, phrase or box), any
+files (images), `lineage/<table>.parquet` (the shard's lineage rows) and `publish.json` (who
+published it, when). Readers go through the link and never see the version names.
 
-Everything goes through `ShardStore`, so a deployment over many machines can point `root` at shared
-storage (a network file system) without touching the assets.
+Writing a shard, by any number of writers on any number of hosts sharing one POSIX file system,
+without any lock:
+1. the writer fills a staging folder it owns, `.tmp-<shard>-<host>-<pid>-<run8>-<uuid>`;
+2. it renames the staging folder to its version folder and replaces the link by a new one with
+   `os.replace`, one atomic rename: a reader sees the whole old shard or the whole new one, never
+   a half or none;
+3. it removes the version it replaced, or its own if another writer's publish came after it.
+Two writers of one shard both succeed and the last publish wins whole. A crashed write leaves its
+staging folder, which any later write in that asset folder removes once its owner is gone (same
+host, pid no longer alive) or it is older than `staging_max_age_s`. A version folder no link names
+(a crash between the two renames, or two publishes so close that neither saw the other's) is
+removed the same way once it is `ORPHAN_AFTER_S` old: a version never becomes current again.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 
 TABLE = "table.parquet"
+MANIFEST = "publish.json"
+SHARDS_MARKER = ".shards"  # in every asset folder holding published shards: what the index scans
+STAGING, VERSION, LINK, DOOMED = ".tmp-", ".v-", ".lnk-", ".del-"
+# A staging folder from another host (whose pid cannot be checked) counts as abandoned after this
+# long: it must exceed the longest shard write. `SYNGROUND_STAGING_MAX_AGE_S` overrides it.
+DEFAULT_STAGING_MAX_AGE_S = 24 * 3600.0
+# A version folder lives unnamed by its link only between a publisher's two renames (microseconds),
+# so one this old that no link names is an orphan.
+ORPHAN_AFTER_S = 600.0
+_VERSION_NAME = re.compile(r"^\.v-(?P<shard>.+)-(?P<publish_id>[0-9a-f]{32})$")
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
 
 
 def project_home() -> Path:
@@ -33,9 +59,34 @@ def default_data_root() -> Path:
     return Path(os.environ.get("SYNGROUND_DATA") or project_home() / "data").resolve()
 
 
+def default_staging_max_age_s() -> float:
+    return float(os.environ.get("SYNGROUND_STAGING_MAX_AGE_S") or DEFAULT_STAGING_MAX_AGE_S)
+
+
+@dataclass(frozen=True)
+class PublishedShard:
+    """One published shard as the index sees it: `folder` is its immutable version folder."""
+
+    recipe: str
+    asset: str
+    shard: str
+    publish_id: str
+    asset_dir: Path
+    version: str  # the version folder's name
+
+    @property
+    def key(self) -> str:
+        return f"{self.recipe}/{self.asset}/{self.shard}"
+
+    @property
+    def folder(self) -> Path:
+        return self.asset_dir / self.version
+
+
 class ShardStore:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, staging_max_age_s: float | None = None):
         self.root = Path(root)
+        self.staging_max_age_s = default_staging_max_age_s() if staging_max_age_s is None else staging_max_age_s
 
     def shard_dir(self, recipe: str, asset: str, shard: str) -> Path:
         return self.root / recipe / asset / shard
@@ -61,37 +112,158 @@ class ShardStore:
         return pd.read_parquet(path)
 
     @contextmanager
-    def writing(self, recipe: str, asset: str, shard: str) -> Iterator[Path]:
-        """Yield an empty folder to write a shard into; publish it whole when the block succeeds."""
+    def writing(self, recipe: str, asset: str, shard: str, run_id: str = "") -> Iterator[Path]:
+        """Yield an empty folder this writer owns; publish it whole when the block succeeds."""
         final = self.shard_dir(recipe, asset, shard)
         final.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_stale(final)
-        staging = final.parent / f".tmp-{shard}-{uuid.uuid4().hex}"
+        self.clean_folder(final.parent)
+        publish_id = uuid.uuid4().hex
+        run8 = re.sub(r"[^A-Za-z0-9]", "", run_id)[:8] or "norun"
+        staging = final.parent / f"{STAGING}{shard}-{_HOST}-{os.getpid()}-{run8}-{publish_id}"
         staging.mkdir()
         try:
             yield staging
-            self._publish(staging, final)
+            (staging / MANIFEST).write_text(json.dumps({
+                "publish_id": publish_id, "recipe": recipe, "asset": asset, "shard": shard, "run_id": run_id,
+                "host": socket.gethostname(), "pid": os.getpid(),
+                "published_at": datetime.now(timezone.utc).isoformat()}, indent=2))
+            _publish(staging, final, publish_id)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)  # still there only when the write failed
 
-    @staticmethod
-    def _publish(staging: Path, final: Path) -> None:
-        retired = final.parent / f".old-{final.name}-{uuid.uuid4().hex}"
-        if final.exists():
-            os.rename(final, retired)
-        os.rename(staging, final)
-        shutil.rmtree(retired, ignore_errors=True)
+    def remove_shard(self, recipe: str, asset: str, shard: str) -> None:
+        """Unpublish a shard (not while it is being written): its link goes in one step, then its version."""
+        final = self.shard_dir(recipe, asset, shard)
+        old = _retire_legacy(final) or _link_target(final)
+        if final.is_symlink():
+            final.unlink()
+        _delete([_doom(old) if old else None])
 
-    @staticmethod
-    def _remove_stale(final: Path) -> None:
-        """Leftovers of writes of this shard that crashed (no other writer runs for the same shard)."""
-        for stale in final.parent.glob(f".tmp-{final.name}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        for retired in final.parent.glob(f".old-{final.name}-*"):
-            if final.exists():
-                shutil.rmtree(retired, ignore_errors=True)
-            else:  # crashed between the two renames of a publish: the retired shard is still whole
-                os.rename(retired, final)
+    def published(self) -> Iterator[PublishedShard]:
+        """Every shard published in this layout, under every recipe and asset (one readlink each)."""
+        for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):
+            asset_dir = marker.parent
+            recipe, asset = asset_dir.parent.name, asset_dir.name
+            with os.scandir(asset_dir) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.is_symlink():
+                        continue
+                    try:
+                        version = os.readlink(entry.path)
+                    except FileNotFoundError:  # unpublished meanwhile
+                        continue
+                    match = _VERSION_NAME.match(version)
+                    if match and match["shard"] == entry.name:
+                        yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version)
+
+    def clean(self) -> int:
+        """`clean_folder` over every asset folder of the root; returns how many leftovers went."""
+        return sum(self.clean_folder(marker.parent) for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"))
+
+    def clean_folder(self, asset_dir: Path) -> int:
+        """Remove the leftovers of crashed writes in one asset folder: staging folders whose owner is
+        gone, version folders no link names and links never swapped in, once `ORPHAN_AFTER_S` old."""
+        now, stale, versions, links, shards = time.time(), [], {}, [], set()
+        with os.scandir(asset_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(STAGING) and self._abandoned(entry, now):
+                    stale.append(Path(entry.path))
+                elif entry.name.startswith(DOOMED):
+                    stale.append(Path(entry.path))  # a remover crashed before it finished
+                elif entry.name.startswith(LINK):
+                    links.append(entry.name)
+                elif match := _VERSION_NAME.match(entry.name):
+                    versions.setdefault(match["shard"], []).append(entry.name)
+                elif not entry.name.startswith("."):
+                    shards.add(entry.name)
+        # Names alone say where an orphan may be: a shard with several versions, or with no link.
+        suspects = links + [name for shard, names in versions.items() if len(names) > 1 or shard not in shards
+                            for name in names]
+        stale += [_doom(asset_dir / name) for name in suspects if _orphaned(asset_dir / name, now)]
+        _delete(stale)
+        return len([path for path in stale if path])
+
+    def _abandoned(self, entry: os.DirEntry, now: float) -> bool:
+        parts = entry.name.rsplit("-", 4)  # .tmp-<shard>, host, pid, run8, uuid
+        if len(parts) == 5 and parts[1] == _HOST and parts[2].isdigit() and not _alive(int(parts[2])):
+            return True
+        try:
+            return now - entry.stat(follow_symlinks=False).st_mtime > self.staging_max_age_s
+        except FileNotFoundError:  # its writer published or removed it meanwhile
+            return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _publish(staging: Path, final: Path, publish_id: str) -> None:
+    version = final.parent / f"{VERSION}{final.name}-{publish_id}"
+    link = final.parent / f"{LINK}{final.name}-{publish_id}"
+    (final.parent / SHARDS_MARKER).touch()
+    os.rename(staging, version)
+    old = _retire_legacy(final) or _link_target(final)
+    os.symlink(version.name, link)
+    os.replace(link, final)  # the publish: one atomic rename of the link
+    # A version never becomes current again once replaced, so either one can go now: the version
+    # this publish replaced, or this publish's own if another writer's came after it.
+    superseded = _link_target(final) != version
+    _delete([_doom(version) if superseded else None, _doom(old) if old and old != version else None])
+
+
+def _link_target(final: Path) -> Path | None:
+    return final.parent / os.readlink(final) if final.is_symlink() else None
+
+
+def _retire_legacy(final: Path) -> Path | None:
+    """A shard of the layout before links (a plain folder) is moved aside so a link can take its name."""
+    if final.is_dir() and not final.is_symlink():
+        aside = final.parent / f"{VERSION}{final.name}-{uuid.uuid4().hex}"
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:  # another writer moved it first
+            return None
+        return aside
+    return None
+
+
+def _orphaned(path: Path, now: float) -> bool:
+    """A link never swapped in, or a version folder no link names, older than `ORPHAN_AFTER_S`."""
+    try:
+        if now - path.lstat().st_mtime < ORPHAN_AFTER_S:
+            return False  # possibly a publisher between its two renames
+    except FileNotFoundError:
+        return False
+    match = _VERSION_NAME.match(path.name)
+    if not match:
+        return path.name.startswith(LINK)
+    final = path.parent / match["shard"]
+    return _link_target(final) != path
+
+
+def _doom(path: Path) -> Path | None:
+    """Claim a folder for deletion with one atomic rename to a `.del-` name: of several removers one
+    wins, and a half-deleted folder never looks like a shard or a version."""
+    doomed = path.parent / f"{DOOMED}{uuid.uuid4().hex}"
+    try:
+        os.rename(path, doomed)
+    except FileNotFoundError:  # already gone
+        return None
+    return doomed
+
+
+def _delete(paths: list[Path | None]) -> None:
+    for path in filter(None, paths):
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def write_table(folder: Path, frame: pd.DataFrame, name: str = TABLE) -> Path:

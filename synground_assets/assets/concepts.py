@@ -11,10 +11,7 @@ from synground_assets.resources import LineageResource, ModelSuiteResource, Stor
 from synground_assets.resources.store import write_table
 
 
-@generation_asset(
-    gpu=False,
-    kinds={"parquet"},
-)
+@generation_asset(kinds={"parquet"})
 def concepts(
     context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, models: ModelSuiteResource
 ) -> dg.MaterializeResult:

@@ -6,13 +6,17 @@ import uuid
 
 import dagster as dg
 import pytest
+from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.run_coordinator import SubmitRunContext
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 
 from synground_assets.recipes import recipe_book
 from synground_assets.scale import profile
 from synground_assets.scale.run_tags import DEVICE_TAG, recipe_device, recipe_run_tags, recipes_of_run
 
+ORIGIN = RemoteJobOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
+    LoadableTargetOrigin(module_name="synground_assets.definitions")), "__repository__"), "generation")
 GPU_LIMIT = [{"key": DEVICE_TAG, "value": "gpu", "limit": 1}]
 RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
@@ -52,7 +56,7 @@ def test_queued_runs_of_a_cpu_recipe_are_not_held_back_by_a_running_gpu_run():
     with dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance:
         def queued(key: str) -> dg.DagsterRun:
             run = instance.add_run(dg.DagsterRun(job_name="generation", run_id=str(uuid.uuid4()),
-                                                 tags={"dagster/partition": key}))
+                                                 tags={"dagster/partition": key}, remote_job_origin=ORIGIN))
             return instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))  # as instance.submit_run
 
         running_gpu = queued("paper-concept2text|00000")

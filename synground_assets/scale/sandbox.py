@@ -26,6 +26,11 @@ PG_BIN = Path(os.environ.get("SYNGROUND_PG_BIN", "/usr/lib/postgresql/15/bin"))
 BIN = Path(sys.executable).parent
 
 
+LOCATION_STATUS = """
+{ workspaceOrError { ... on Workspace { locationEntries { loadStatus locationOrLoadError { __typename } } } } }
+"""
+
+
 class SandboxError(RuntimeError):
     """A service did not start; the message says which and where its log is."""
 
@@ -155,17 +160,27 @@ class Sandbox:
         subprocess.run([str(BIN / "python"), "-c", "import dagster; dagster.DagsterInstance.get().get_runs(limit=1)"],
                        env=self.env, check=True, capture_output=True)
 
-    def start_code_server(self) -> None:
+    def start(self, workers: dict[str, str]) -> None:
+        """The code server, the webserver and one Celery worker per (name, CUDA_VISIBLE_DEVICES),
+        started together (their imports overlap) and waited for; the daemon: `start_daemon`."""
         self._start("code_server", [str(BIN / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p",
                                     str(self.code_port), "-m", "synground_assets.definitions",
                                     "--location-name", "synground_assets"])
-        wait_for(lambda: port_open(self.code_port), "the code server", self.log("code_server"), 180)
-
-    def start_webserver(self) -> str:
         self._start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.web_port),
                                   "-w", str(self.root / "workspace.yaml")])
+        self.workers = {name: self.start_worker(name, devices, wait=False) for name, devices in workers.items()}
+        wait_for(lambda: port_open(self.code_port), "the code server", self.log("code_server"), 180)
         wait_for(lambda: port_open(self.web_port), "dagster-webserver", self.log("webserver"), 180)
-        return self.url
+        for name in workers:
+            self.wait_for_worker(name)
+        wait_for(self._location_loaded, "the code location in the webserver", self.log("webserver"), 180)
+
+    def _location_loaded(self) -> bool:
+        from synground_assets.scale.backfill import http_post
+
+        answer = http_post(self.url)(LOCATION_STATUS, {})["workspaceOrError"]
+        return any(entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                   for entry in answer.get("locationEntries", []))
 
     @property
     def url(self) -> str:
@@ -175,17 +190,23 @@ class Sandbox:
         if "daemon" not in self.processes:
             self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.root / "workspace.yaml")])
 
-    def start_worker(self, name: str, cuda_visible_devices: str, queues: str = "gpu,cpu") -> subprocess.Popen:
-        """A Celery worker as deploy/worker.sh starts one; returns when it is ready for tasks."""
+    def start_worker(self, name: str, cuda_visible_devices: str, queues: str = "gpu,cpu",
+                     wait: bool = True) -> subprocess.Popen:
+        """A Celery worker as deploy/worker.sh starts one (and waits until it is ready for tasks)."""
         process = self._start(name, [str(BIN / "celery"), "-A", "synground_assets.scale.worker", "worker",
                                      "--pool=solo", "--concurrency=1", "-Q", queues, "-n", f"{name}@%h",
                                      "--without-gossip", "--without-mingle", "--loglevel=INFO"],
                               env={"CUDA_VISIBLE_DEVICES": cuda_visible_devices})
+        if wait:
+            self.wait_for_worker(name)
+        return process
+
+    def wait_for_worker(self, name: str) -> None:
+        process = self.processes[name]
         wait_for(lambda: "ready." in self.log(name).read_text(errors="replace") or process.poll() is not None,
                  f"celery worker {name}", self.log(name), 180)
         if process.poll() is not None:
             raise SandboxError(f"celery worker {name} exited: {self.log(name).read_text()[-3000:]}")
-        return process
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name, None)
@@ -203,4 +224,5 @@ class Sandbox:
         if getattr(self, "pg_data", None):
             subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate",
                                               "stop"]), capture_output=True, cwd="/")
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not os.environ.get("SYNGROUND_SANDBOX_KEEP"):  # keep the logs to look into a failure
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -39,7 +39,7 @@ FAST = {  # the daemon, monitoring and heartbeats on a test's time scale
 }
 
 
-def test_recipes(folder: Path) -> Path:
+def service_test_recipes(folder: Path) -> Path:
     """The built-in book with small `shapes` shards, and `shapes-large` whose shards take long
     enough to kill a worker in the middle of one."""
     book = yaml.safe_load(BUILTIN_RECIPES.read_text())
@@ -57,12 +57,10 @@ def test_recipes(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    recipes = test_recipes(tmp_path_factory.mktemp("recipes"))
+    recipes = service_test_recipes(tmp_path_factory.mktemp("recipes"))
     env = {"SYNGROUND_RECIPES": str(recipes), "SYNGROUND_SHARDS_PER_RUN": str(SHARDS_PER_RUN)}
     with Sandbox(env, FAST) as box:
-        box.start_code_server()
-        box.start_webserver()
-        box.workers = {name: box.start_worker(name, device) for name, device in [("gpu0", "0"), ("gpu1", "1")]}
+        box.start({"gpu0": "0", "gpu1": "1"})
         with pytest.MonkeyPatch.context() as patch:
             for key in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
                         "DAGSTER_PG_DB", "SYNGROUND_CELERY_BROKER"):
@@ -110,14 +108,14 @@ def test_a_backfill_from_the_command_line_becomes_runs_spread_over_both_workers(
     worker_pids = {str(process.pid): name for name, process in sandbox.workers.items()}
     assert all(run.tags["synground/worker_pid"] in worker_pids for run in runs)
     assert {run.tags["synground/cuda_visible_devices"] for run in runs} == {"0", "1"}  # both workers took work
-    for run in runs:  # the assets ran in the worker's own process, on its GPU
-        [boxes] = [event for event in sandbox.instance.get_records_for_run(
+    for run in runs:  # the assets ran in the worker's own process, on its GPU, K shards per run
+        boxes = [event.asset_materialization for event in sandbox.instance.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
             if event.asset_key == dg.AssetKey("boxes")]
-        metadata = boxes.asset_materialization.metadata
-        assert str(metadata["worker_pid"].value) == run.tags["synground/worker_pid"]
-        assert metadata["cuda_visible_devices"].value == run.tags["synground/cuda_visible_devices"]
-        assert metadata["shards"].value == SHARDS_PER_RUN
+        assert len(boxes) == SHARDS_PER_RUN
+        for materialization in boxes:
+            assert str(materialization.metadata["worker_pid"].value) == run.tags["synground/worker_pid"]
+            assert materialization.metadata["cuda_visible_devices"].value == run.tags["synground/cuda_visible_devices"]
 
     store = ShardStore(sandbox.env["SYNGROUND_DATA"])
     assert store.shards("shapes", "boxes") == [key.split("|")[1] for key in keys]

@@ -22,7 +22,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-PG_BIN = Path(os.environ.get("SYNGROUND_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _postgres_bin() -> Path:
+    """$SYNGROUND_PG_BIN, else the newest Debian-packaged PostgreSQL (/usr/lib/postgresql/<major>/bin)."""
+    if os.environ.get("SYNGROUND_PG_BIN"):
+        return Path(os.environ["SYNGROUND_PG_BIN"])
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    return versions[-1] if versions else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _postgres_bin()
 BIN = Path(sys.executable).parent
 
 

@@ -10,11 +10,14 @@ keeps a heartbeat in Redis so that run monitoring notices when it dies.
 
 from __future__ import annotations
 
+import time
+
 from celery import signals
 from dagster import DagsterInstance
 from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
 from dagster._serdes import unpack_value
 from dagster_celery.make_app import make_app
+from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
 from synground_assets.scale.celery import HeartbeatCeleryRunLauncher, worker_identity
@@ -37,13 +40,26 @@ def start_heartbeat(sender, **_) -> None:
     launcher.start_heartbeat(sender.hostname)
 
 
+def _wait_for_launcher_tags(run_id: str, task_id: str, timeout_s: float = 30) -> None:
+    """The launcher tags the run with this task's id just after sending the task; tags are written
+    read-modify-write, so tagging before that write lands could see our tags overwritten. (A retry
+    starts with its parent run's tags, the parent's task id among them.)"""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.tags.get(DAGSTER_CELERY_TASK_ID_TAG) == task_id:
+            return
+        time.sleep(0.1)
+
+
 @signals.task_prerun.connect
-def tag_run_with_worker(task, kwargs, **_) -> None:
+def tag_run_with_worker(task_id, task, kwargs, **_) -> None:
     """Record on the run which worker executes it, before any step starts."""
     packed = (kwargs or {}).get("execute_job_args_packed")
     if packed is None:
         return
     args = unpack_value(packed, as_type=(ExecuteRunArgs, ResumeRunArgs))
+    _wait_for_launcher_tags(args.run_id, task_id)
     identity = worker_identity()
     instance.add_run_tags(args.run_id, {
         "synground/worker": task.request.hostname,

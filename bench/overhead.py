@@ -5,14 +5,14 @@ plain loop (same adapters, same items and seeds, same batch sizes, same PNG and 
 The models are loaded once, timed apart, and shared by both paths (the model suite caches them per
 process); then one warm-up run of each path, then `--repeats` runs of each, alternating. The direct
 loop does only the work itself; the Dagster path adds the asset layer (atomic shard publish,
-DuckDB lineage rows, metadata previews, asset checks) and Dagster's run machinery. Both paths must
+lineage Parquet files, metadata previews, asset checks) and Dagster's run machinery. Both paths must
 draw byte-identical images, which the script checks. Per stage it reports the direct time and the
 Dagster step time, so a gap shows where it is.
 
     python bench/overhead.py [--recipe tiny-concept2text] [--shard-sizes 4 64] [--repeats 5] [--threads 1]
 
 Each shard size is a copy of the built-in recipes with the recipe's `shard_size` changed: the
-fixed cost of a run (Dagster's events, one lineage transaction and one preview per stage) is per
+fixed cost of a run (Dagster's events, the lineage files and one preview per stage) is per
 shard, the model work per item, so the ratio falls as shards grow (the paper recipes use 64).
 
 Prints a table and writes bench/results/overhead.json. Tiny models are built on demand in
@@ -67,12 +67,11 @@ def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
     import dagster as dg
 
     from synground_assets.definitions import GENERATION_ASSETS
-    from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+    from synground_assets.resources import ModelSuiteResource, StoreResource
 
     start = time.perf_counter()
     result = dg.materialize(GENERATION_ASSETS, partition_key=partition_key, instance=instance,
-                            resources={"store": StoreResource(), "lineage": LineageResource(),
-                                       "models": ModelSuiteResource()})
+                            resources={"store": StoreResource(), "models": ModelSuiteResource()})
     wall = time.perf_counter() - start
     assert result.success
     started, steps = {}, {}

@@ -14,7 +14,7 @@ from dagster._core.events import EngineEventData
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import RecipeError, recipe_book
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.schedules import (
     RANGE_END, RANGE_START, build_missing_shards_schedule, missing_shards_schedule, runs_of, schedule_settings,
 )
@@ -119,7 +119,7 @@ def test_a_started_run_whose_process_died_is_requested_again_and_a_live_one_is_n
 def test_a_shard_materialized_through_dagster_counts_as_done(project_home, instance):
     result = dg.materialize(
         GENERATION_ASSETS, partition_key="shapes|00002", instance=instance,
-        resources={"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()},
+        resources={"store": StoreResource(), "models": ModelSuiteResource()},
     )
     assert result.success
     assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000...shapes|00001", "shapes|00003"]

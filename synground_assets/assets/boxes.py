@@ -11,7 +11,7 @@ from synground_assets.items import box_id
 from synground_assets.partitions import split_shard_key
 from synground_assets.previews import contact_sheet, draw_triplets, image_markdown
 from synground_assets.recipes import recipe_book
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 from synground_assets.roles.base import AdapterInfo, Detection
 
@@ -35,7 +35,7 @@ def _layout_detections(layout: pd.DataFrame, item: str, phrases: list[str]) -> l
     check_specs=[BOXES_IN_BOUNDS, YIELD_ABOVE_THRESHOLD],
 )
 def boxes(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
 
@@ -86,7 +86,7 @@ def boxes(
         return ShardOutput(lineage={"boxes": lineage_rows, "shard_yields": pd.DataFrame([counts])},
                            info=info, skipped=skipped, preview=preview, counts=counts)
 
-    outputs = materialize_shards(context, store, lineage, "boxes", write_shard)
+    outputs = materialize_shards(context, store, "boxes", write_shard)
     return dg.MaterializeResult(metadata=_metadata(outputs), check_results=_checks(context, store, outputs))
 
 

@@ -7,13 +7,13 @@ from synground_assets.assets.stage import ShardOutput, generation_asset, materia
 from synground_assets.items import item_id, item_seed
 from synground_assets.previews import markdown_table
 from synground_assets.recipes import shard_index
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 
 
 @generation_asset(kinds={"parquet"})
 def concepts(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """Per item: a seed derived from (recipe, shard, index) and the sampled concepts or real sources."""
 
@@ -37,7 +37,7 @@ def concepts(
         return ShardOutput(lineage={"concept_sets": table}, info=sampler.info, counts={"items": len(table)},
                            preview=[table])
 
-    outputs = materialize_shards(context, store, lineage, "concepts", write_shard)
+    outputs = materialize_shards(context, store, "concepts", write_shard)
     examples = outputs[0].preview[0][["item_id", "concepts", "source_image"]]
     return dg.MaterializeResult(
         metadata={**summary_metadata(outputs), "preview": dg.MetadataValue.md(markdown_table(examples))}

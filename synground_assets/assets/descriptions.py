@@ -5,7 +5,7 @@ import pandas as pd
 
 from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.previews import markdown_table
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 from synground_assets.roles.base import SourceItem
 
@@ -28,7 +28,7 @@ def source_items(table: pd.DataFrame) -> list[SourceItem]:
     kinds={"parquet"},
 )
 def descriptions(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe says."""
 
@@ -49,7 +49,7 @@ def descriptions(
         return ShardOutput(lineage={"descriptions": table}, info=describer.info, counts={"descriptions": len(table)},
                            skipped=skipped, preview=[table])
 
-    outputs = materialize_shards(context, store, lineage, "descriptions", write_shard)
+    outputs = materialize_shards(context, store, "descriptions", write_shard)
     return dg.MaterializeResult(
         metadata={**summary_metadata(outputs), "preview": dg.MetadataValue.md(markdown_table(outputs[0].preview[0]))}
     )

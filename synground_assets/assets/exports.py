@@ -64,7 +64,7 @@ def exports(context: dg.AssetExecutionContext, store: StoreResource) -> dg.Mater
                          f"e.g. --select 'group:generation' --partition '{recipe}|00000'")
     triplets = recipe_triplets(shard_store, recipe, shards)
     context.log.info(f"exports {recipe}: {len(shards)} shard(s), {len(triplets)} triplet rows")
-    with shard_store.writing(recipe, "exports", EXPORT_SHARD) as folder:
+    with shard_store.writing(recipe, "exports", EXPORT_SHARD, run_id=context.run_id) as folder:
         write_table(folder, triplets)
         counts = {name: WRITERS[name](triplets, folder / file) for name, file in FILES.items()}
     final = shard_store.shard_dir(recipe, "exports", EXPORT_SHARD)

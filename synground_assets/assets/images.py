@@ -6,7 +6,7 @@ import pandas as pd
 from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.items import derive_seed
 from synground_assets.previews import contact_sheet, draw_triplets, image_markdown
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 
 IMAGE_FOLDER = "images"
@@ -22,7 +22,7 @@ def _box_rows(item: str, pairs) -> list[tuple]:
     kinds={"png", "parquet"},
 )
 def images(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """PNG files plus a table (item, file, size, seed); GLIGEN recipes also keep the layout drawn."""
 
@@ -59,6 +59,6 @@ def images(
         return ShardOutput(lineage={"images": table.drop(columns=["file"])}, info=generator.info,
                            counts={"images": len(table)}, skipped=skipped, preview=preview)
 
-    outputs = materialize_shards(context, store, lineage, "images", write_shard)
+    outputs = materialize_shards(context, store, "images", write_shard)
     sheet = contact_sheet(outputs[0].preview)
     return dg.MaterializeResult(metadata={**summary_metadata(outputs), "preview": dg.MetadataValue.md(image_markdown(sheet))})

@@ -6,7 +6,7 @@ import pandas as pd
 from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.items import phrase_id
 from synground_assets.previews import markdown_table
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 from synground_assets.roles.phrases import filter_phrases
 
@@ -20,7 +20,7 @@ NO_EMPTY_PHRASE = dg.AssetCheckSpec("no_empty_phrase", asset="phrases",
     check_specs=[NO_EMPTY_PHRASE],
 )
 def phrases(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """Every candidate phrase is kept as a row; dropped ones carry the reason (`kept`, `drop_reason`)."""
 
@@ -51,7 +51,7 @@ def phrases(
                            counts={"phrases": kept_count, "dropped_phrases": len(table) - kept_count},
                            skipped=skipped, preview=[table])
 
-    outputs = materialize_shards(context, store, lineage, "phrases", write_shard)
+    outputs = materialize_shards(context, store, "phrases", write_shard)
     kept = pd.concat([o.preview[0] for o in outputs]).query("kept")
     empty = kept[~kept.phrase.str.contains(r"\w", regex=True)]
     return dg.MaterializeResult(

@@ -1,8 +1,10 @@
 """What every generation asset does around its core step, written once.
 
-For each shard of the run: write the shard through the store's atomic publish, record its lineage
-rows and its skipped items, log progress. A stage supplies only `write_shard`, which reads its
-inputs, calls its role and writes files into the folder it is given.
+For each shard of the run: write the shard into a staging folder, add its lineage rows and skipped
+items there as Parquet files (`lineage/<table>.parquet`), publish it all with the store's one
+atomic rename, log progress. A stage supplies only `write_shard`, which reads its inputs, calls its
+role, writes files into the folder it is given and returns its lineage rows per table. No step
+opens the lineage database: it is an index built from these files (`Lineage.refresh`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import pandas as pd
 from synground_assets import code_version
 from synground_assets.partitions import shard_partitions, split_shard_key
 from synground_assets.recipes import Recipe, recipe_book
-from synground_assets.resources import LineageResource, StoreResource
+from synground_assets.resources import StoreResource
+from synground_assets.resources.lineage import write_shard_lineage
 from synground_assets.resources.store import ShardStore
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.scale import profile
@@ -121,23 +124,21 @@ def lineage_columns(context: dg.AssetExecutionContext, recipe: str, shard: str, 
 
 
 def materialize_shards(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, asset: str,
-    write_shard: ShardWriter,
+    context: dg.AssetExecutionContext, store: StoreResource, asset: str, write_shard: ShardWriter,
 ) -> list[ShardOutput]:
     """Run one stage over every shard of this run (one, or a range in a single-run backfill)."""
-    shard_store, lineage_db = store.store(), lineage.lineage()
+    shard_store = store.store()
     outputs = []
     keys = context.partition_keys
     for number, key in enumerate(keys, start=1):
         recipe_name, shard = split_shard_key(key)
         recipe = recipe_book().get(recipe_name)
-        with shard_store.writing(recipe_name, asset, shard) as folder:
+        with shard_store.writing(recipe_name, asset, shard, run_id=context.run_id) as folder:
             output = write_shard(recipe, shard, shard_store, folder)
-        common = lineage_columns(context, recipe_name, shard, output.info)
-        where = {"recipe": recipe_name, "shard": shard}
-        skipped = pd.DataFrame(output.skipped, columns=["item_id", "reason"]).assign(stage=asset, **common)
-        lineage_db.replace_many([(table, rows.assign(**common), where) for table, rows in output.lineage.items()]
-                                + [("skipped_items", skipped, {**where, "stage": asset})])
+            common = lineage_columns(context, recipe_name, shard, output.info)
+            skipped = pd.DataFrame(output.skipped, columns=["item_id", "reason"]).assign(stage=asset)
+            write_shard_lineage(folder, {table: rows.assign(**common) for table, rows in
+                                         {**output.lineage, "skipped_items": skipped}.items()})
         for item, reason in output.skipped:
             context.log.warning(f"{asset} {recipe_name}|{shard}: skipped {item}: {reason}")
         context.log.info(f"{asset}: shard {number}/{len(keys)} ({recipe_name}|{shard}) published: {output.counts}")

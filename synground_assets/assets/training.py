@@ -148,7 +148,7 @@ def finetuned_checkpoint(
         run.log_metric_history(result.history, prefix="train/")
         run.log_metrics({"pointing_game/held_out": result.metrics.get("pointing_game_accuracy", float("nan"))})
         # 3. Publish the model whole, with what made it.
-        with shard_store.writing(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD) as folder:
+        with shard_store.writing(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD, run_id=context.run_id) as folder:
             shutil.copytree(result.model_path, folder, dirs_exist_ok=True)
             write_table(folder, shard_counts.assign(recipe=recipe.name))
             (folder / "provenance.json").write_text(json.dumps(
@@ -158,9 +158,11 @@ def finetuned_checkpoint(
             run.log_artifact(folder / "train_config.json")
             run.log_artifact(folder / "provenance.json")
         published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
-    # 4. Lineage: which triplets trained this checkpoint.
+    # 4. Lineage: which triplets trained this checkpoint, next to an index holding those shards.
     checkpoint_id = f"{recipe.name}@{context.run_id}"
-    lineage.lineage().replace("checkpoint_shards", shard_counts.assign(
+    index = lineage.lineage()
+    index.refresh(shard_store.root)
+    index.replace("checkpoint_shards", shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
     figure = gradcam_figure(model, held_out[:6], settings.eval_resolution)

@@ -22,7 +22,7 @@ class StoreResource(dg.ConfigurableResource):
 
 
 class LineageResource(dg.ConfigurableResource):
-    """The lineage DuckDB file. Empty path: `$SYNGROUND_LINEAGE`, else `<data root>/lineage.duckdb`."""
+    """The lineage index (DuckDB). Empty path: `$SYNGROUND_LINEAGE`, else `<data root>/lineage.duckdb`."""
 
     path: str = ""
 

@@ -1,11 +1,16 @@
-"""Lineage in one DuckDB file: every box -> phrase -> image -> description -> concept set.
+"""Lineage: every box -> phrase -> image -> description -> concept set, queryable with one DuckDB query.
 
-Each generation asset writes one table per stage, keyed by item/phrase/box id, with who made each
-row (adapter, model id, revision, settings), where (recipe, shard, Dagster partition key and run
-id) and with which code (code version). A shard's rows are replaced in one transaction, so a rerun
-never duplicates them. DuckDB allows one writing process per file: writers take an exclusive file
-lock first and hold the database only for the few milliseconds of their transaction, so any number
-of shards materializing at once (multiprocess executor, several runs) queue instead of failing.
+Written as files, indexed into DuckDB. Each generation shard carries its own lineage rows as
+Parquet files, `<shard>/lineage/<table>.parquet` (who made each row: adapter, model id, revision,
+settings; where: recipe, shard, Dagster partition key and run id; with which code: code version),
+published by the same rename as the shard: shard and lineage appear together or not at all, and no
+generation step takes a lock or opens the database.
+
+The DuckDB file is an index of those files, built by `Lineage.refresh(data_root)`: one builder at
+a time (a lock file next to the database), incrementally (new shards added, replaced shards
+re-indexed, vanished shards dropped, by publish id), one transaction per batch of shards. Queries
+run on the index. Two tables are not made by shards: `benchmark_scores` and `checkpoint_shards`,
+one row set per learning-asset run, written straight into the index under the same lock.
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from typing import Iterator
 import duckdb
 import pandas as pd
 
+LINEAGE_FOLDER = "lineage"  # inside a shard: one Parquet file per lineage table
+
 _COMMON = """
     recipe VARCHAR NOT NULL, shard VARCHAR NOT NULL, partition_key VARCHAR, run_id VARCHAR,
     code_version VARCHAR, materialized_at TIMESTAMP, adapter VARCHAR, model_id VARCHAR,
-    revision VARCHAR, settings JSON
+    revision VARCHAR, settings JSON, publish_id VARCHAR
 """
 
+# Tables filled from shards' lineage files; `publish_id` names the shard version a row came from.
+# A shard may bring any other table name: the index creates it from the files' schema.
 TABLES = {
     "concept_sets": f"""item_id VARCHAR PRIMARY KEY, item_index INTEGER, seed BIGINT, concepts VARCHAR[],
         source_image VARCHAR, source_captions VARCHAR[], {_COMMON}""",
@@ -41,6 +50,10 @@ TABLES = {
     "shard_yields": f"phrases INTEGER, phrases_with_box INTEGER, boxes INTEGER, {_COMMON}",
     # Items a stage could not process, with the reason (kept, not silently dropped).
     "skipped_items": f"stage VARCHAR, item_id VARCHAR, reason VARCHAR, {_COMMON}",
+}
+
+# Tables the learning assets write directly (one writer each), not from shards.
+DIRECT_TABLES = {
     # Pointing-game accuracy per (benchmark, recipe): base, fine-tuned, baselines, gain.
     "benchmark_scores": """benchmark VARCHAR, recipe VARCHAR, queries INTEGER, base DOUBLE, finetuned DOUBLE,
         center DOUBLE, random DOUBLE, gain DOUBLE, mlflow_run_id VARCHAR, run_id VARCHAR, code_version VARCHAR,
@@ -49,6 +62,11 @@ TABLES = {
     "checkpoint_shards": """checkpoint_id VARCHAR, recipe VARCHAR, shard VARCHAR, triplets INTEGER,
         run_id VARCHAR, code_version VARCHAR, materialized_at TIMESTAMP""",
 }
+
+# The index's own record: which version of which shard it holds.
+INDEXED_SHARDS = "indexed_shards"
+_INDEXED_SHARDS_COLUMNS = """shard_path VARCHAR PRIMARY KEY, recipe VARCHAR, asset VARCHAR, shard VARCHAR,
+    publish_id VARCHAR, tables VARCHAR[], indexed_at TIMESTAMP"""
 
 VIEWS = {
     "box_provenance": """
@@ -75,33 +93,86 @@ VIEWS = {
 }
 
 
-_SCHEMA_READY: set[str] = set()  # database files this process has already brought up to date
-
-
 def default_lineage_path() -> Path:
     from synground_assets.resources.store import default_data_root
 
     return Path(os.environ.get("SYNGROUND_LINEAGE") or default_data_root() / "lineage.duckdb")
 
 
+def write_shard_lineage(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
+    """A shard's lineage rows as `<folder>/lineage/<table>.parquet` (empty tables are left out)."""
+    target = folder / LINEAGE_FOLDER
+    target.mkdir(exist_ok=True)
+    for table, rows in tables.items():
+        if len(rows):
+            rows.to_parquet(target / f"{table}.parquet", index=False)
+
+
 class Lineage:
-    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 300.0):
+    """The lineage index: `refresh` brings it up to date with the data root, `query` reads it."""
+
+    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 600.0):
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
 
+    def refresh(self, data_root: str | os.PathLike) -> dict:
+        """Index the shards published under `data_root` since the last refresh (new and replaced
+        ones), drop those that disappeared. Returns counts of shards (indexed, replaced, removed,
+        unchanged, changed_while_indexing, failed, with the failures' errors) and the seconds it took."""
+        from synground_assets.resources.lineage_index import refresh_index
+        from synground_assets.resources.store import ShardStore
+
+        start = time.monotonic()
+        if not Path(data_root).is_dir():  # else every indexed shard would count as vanished
+            raise FileNotFoundError(f"no data root at {data_root}: point SYNGROUND_DATA (or the store's root) at "
+                                    f"the folder the shards are published in")
+        with self._writer() as connection:
+            counts = refresh_index(connection, ShardStore(data_root))
+        return {**counts, "seconds": round(time.monotonic() - start, 3)}
+
+    def replace(self, table: str, rows: pd.DataFrame, where: dict) -> None:
+        """For the learning assets' own tables: delete the rows matching `where` (column -> value)
+        and insert `rows`, in one transaction."""
+        if table not in DIRECT_TABLES:
+            raise ValueError(f"{table!r} is not written directly; expected one of {', '.join(DIRECT_TABLES)} "
+                             f"(shard lineage goes into the shard's {LINEAGE_FOLDER}/ folder)")
+        with self._writer() as connection:
+            connection.execute("BEGIN TRANSACTION")
+            clause = " AND ".join(f"{column} = ?" for column in where)
+            connection.execute(f"DELETE FROM {table} WHERE {clause}", list(where.values()))
+            if len(rows):
+                connection.register("incoming_rows", rows)
+                connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
+                connection.unregister("incoming_rows")
+            connection.execute("COMMIT")
+
+    def query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
+        """Run a read-only query on the index as it is (refresh first to see the latest shards)."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"no lineage index at {self.path}: build it with "
+                                    f"`python -m synground_assets.cli index` (or Lineage.refresh)")
+        connection = self._connect(read_only=True)
+        try:
+            return connection.execute(sql, parameters or []).df()
+        finally:
+            connection.close()
+
     @contextmanager
     def _writer(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The one writer of the index: an exclusive lock file first (another builder waits), then
+        the database, whose schema is brought up to date."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time, across processes
+            fcntl.flock(lock, fcntl.LOCK_EX)
             connection = self._connect(read_only=False)
             try:
+                _ensure_schema(connection, self.path)
                 yield connection
             finally:
-                connection.close()
+                connection.close()  # an uncommitted transaction is rolled back
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        """Open the file, waiting while a reader (e.g. someone's `duckdb` shell) holds it."""
+        """Open the file, waiting while another process (a reader's shell, a builder) holds it."""
         deadline = time.monotonic() + self.busy_timeout_s
         while True:
             try:
@@ -111,52 +182,18 @@ class Lineage:
                     raise
                 time.sleep(0.2)
 
-    @staticmethod
-    def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
-        """Create the tables and (re)create the views; done once per file and process."""
-        for name, columns in TABLES.items():
-            connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
-        for name, query in VIEWS.items():
-            connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
 
-    def replace_shard(self, table: str, recipe: str, shard: str, rows: pd.DataFrame, where: dict | None = None) -> None:
-        """Replace all rows of one shard (optionally narrowed by more `where` column values)."""
-        self.replace(table, rows, {"recipe": recipe, "shard": shard, **(where or {})})
-
-    def replace(self, table: str, rows: pd.DataFrame, where: dict) -> None:
-        """Delete the rows matching `where` (column -> value) and insert `rows`, in one transaction."""
-        self.replace_many([(table, rows, where)])
-
-    def replace_many(self, changes: list[tuple[str, pd.DataFrame, dict]]) -> None:
-        """Several `replace`s (table, rows, where) in one transaction: a shard's rows in every table it
-        writes land together, and the file is opened once."""
-        for table, _, _ in changes:
-            if table not in TABLES:
-                raise ValueError(f"unknown lineage table {table!r}; expected one of {', '.join(TABLES)}")
-        with self._writer() as connection:
-            if str(self.path) not in _SCHEMA_READY:
-                self._ensure_schema(connection)
-                _SCHEMA_READY.add(str(self.path))
-            connection.execute("BEGIN TRANSACTION")
-            try:
-                for table, rows, where in changes:
-                    clause = " AND ".join(f"{column} = ?" for column in where)
-                    connection.execute(f"DELETE FROM {table} WHERE {clause}", list(where.values()))
-                    if len(rows):
-                        connection.register("incoming_rows", rows)
-                        connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM incoming_rows")
-                        connection.unregister("incoming_rows")
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-
-    def query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
-        """Run a read-only query (the schema must exist: something was materialized)."""
-        if not self.path.exists():
-            raise FileNotFoundError(f"no lineage database at {self.path}: materialize a shard first")
-        connection = self._connect(read_only=True)
-        try:
-            return connection.execute(sql, parameters or []).df()
-        finally:
-            connection.close()
+def _ensure_schema(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Create the tables and (re)create the views. A database of the layout before the index (rows
+    without a publish id) cannot be brought up to date: it names the fix."""
+    old = connection.execute("""SELECT count(*) FROM information_schema.tables t WHERE table_name = 'boxes'
+        AND NOT EXISTS (SELECT 1 FROM information_schema.columns c
+                        WHERE c.table_name = 'boxes' AND c.column_name = 'publish_id')""").fetchone()[0]
+    if old:
+        raise RuntimeError(f"{path} holds lineage in the layout before the index (no publish_id); move it "
+                           f"away and run `python -m synground_assets.cli index` to rebuild it from the shards "
+                           f"(shards published before lineage files existed need re-materializing)")
+    for name, columns in {**TABLES, **DIRECT_TABLES, INDEXED_SHARDS: _INDEXED_SHARDS_COLUMNS}.items():
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+    for name, query in VIEWS.items():
+        connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")

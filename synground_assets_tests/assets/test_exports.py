@@ -12,10 +12,10 @@ from PIL import Image
 from synground_assets.assets.exports import exports
 from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import ShardStore, default_data_root
 
-RESOURCES = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()}
+RESOURCES = {"store": StoreResource(), "models": ModelSuiteResource()}
 BOX_KEY = ["item_id", "image_path", "width", "height", "phrase", "x0", "y0", "x1", "y1"]
 
 
@@ -86,9 +86,11 @@ def test_re_exporting_replaces_the_folder_whole(published):
     instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize([exports], partition_key="shapes", instance=instance, resources=RESOURCES).success
     export_dir = store.root / "shapes" / "exports"
-    assert sorted(p.name for p in export_dir.iterdir()) == ["all"]  # no temporary or retired folder left
-    assert sorted(p.name for p in (export_dir / "all").iterdir()) == [
-        "amc_grounding.json", "coco_grounding.json", "odvg.jsonl", "table.parquet"]
+    published = export_dir / "all"
+    # The link, the one version it names and the publish lock: no staging or retired folder left.
+    assert sorted(p.name for p in export_dir.iterdir()) == [".publish.lock", os.readlink(published), "all"]
+    assert sorted(p.name for p in published.iterdir()) == [
+        "amc_grounding.json", "coco_grounding.json", "odvg.jsonl", "publish.json", "table.parquet"]
 
 
 def test_a_recipe_without_boxes_fails_with_what_to_do(project_home):

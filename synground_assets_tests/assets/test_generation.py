@@ -6,7 +6,7 @@ import multiprocessing
 import dagster as dg
 
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.shapes import ShapesImageGenerator
@@ -17,16 +17,20 @@ def materialize(partition_key: str, instance=None, models=None) -> dg.ExecuteInP
         GENERATION_ASSETS,
         partition_key=partition_key,
         instance=instance or dg.DagsterInstance.ephemeral(),
-        resources={"store": StoreResource(), "lineage": LineageResource(), "models": models or ModelSuiteResource()},
+        resources={"store": StoreResource(), "models": models or ModelSuiteResource()},
         raise_on_error=False,
     )
 
 
 def shard_digests(store: ShardStore, shard: str) -> dict[str, str]:
+    """Digests of a shard's data files in every stage (its lineage rows and publish manifest name the
+    run and the time, so they differ between runs by design)."""
     digests = {}
-    for path in sorted(store.root.joinpath("shapes").rglob("*")):
-        if path.is_file() and f"/{shard}/" in str(path):
-            digests[str(path.relative_to(store.root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    for stage in ["concepts", "descriptions", "images", "phrases", "boxes"]:
+        folder = store.shard_dir("shapes", stage, shard)
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.name != "publish.json" and path.parent.name != "lineage":
+                digests[f"{stage}/{path.relative_to(folder)}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
 
@@ -61,6 +65,7 @@ def test_lineage_gives_the_full_chain_of_a_box_without_duplicates_after_a_rerun(
     result = materialize("shapes|00002")
     assert result.success and materialize("shapes|00002").success
     lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
     box = lineage.query("SELECT box_id FROM boxes ORDER BY box_id LIMIT 1").box_id[0]
     chain = lineage.query("SELECT * FROM box_provenance WHERE box_id = ?", [box]).iloc[0]
     assert chain.phrase.lower() in chain.description.lower()
@@ -102,6 +107,7 @@ def test_a_bad_item_is_skipped_with_its_reason_and_the_rest_published(project_ho
     result = materialize("shapes|00004", models=BrokenModels(failure="item"))
     assert result.success
     lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
     skipped = lineage.query("SELECT item_id, reason FROM skipped_items WHERE stage = 'images'")
     images = ShardStore(default_data_root()).read_table("shapes", "images", "00004")
     assert len(skipped) > 0 and len(images) > 0 and len(skipped) + len(images) == 64
@@ -122,10 +128,12 @@ def _materialize_in_child(shard: str) -> bool:
 
 
 def test_four_shards_in_parallel_processes_leave_complete_lineage(project_home):
-    """Four shards materialized at once in four processes: every process writes the one DuckDB file."""
+    """Four shards materialized at once in four processes, each publishing its lineage files; one
+    refresh indexes them all."""
     with multiprocessing.get_context("fork").Pool(4) as pool:
         assert pool.map(_materialize_in_child, ["00000", "00001", "00002", "00003"]) == [True] * 4
     lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
     per_shard = lineage.query(
         """SELECT shard, count(DISTINCT item_id) AS n_items, count(*) AS n_rows FROM box_provenance
            GROUP BY shard ORDER BY shard"""

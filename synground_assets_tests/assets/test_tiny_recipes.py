@@ -20,7 +20,7 @@ from PIL import Image
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, models
+from synground_assets.resources import ModelSuiteResource, StoreResource, models
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.base import AdapterInfo
@@ -45,7 +45,7 @@ def materialize(partition_key: str, suite: ModelSuiteResource | None = None, ass
         assets,
         partition_key=partition_key,
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"store": StoreResource(), "lineage": LineageResource(), "models": suite or ModelSuiteResource()},
+        resources={"store": StoreResource(), "models": suite or ModelSuiteResource()},
         raise_on_error=False,
     )
 
@@ -169,6 +169,7 @@ def test_a_tiny_recipe_materializes_one_shard_end_to_end(project_home, tiny_mode
 
     # Lineage: every stage's rows name the recipe's model for its role, on the CPU.
     lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
     for stage, role in MODEL_STAGES.items():
         if spec.roles[role].model is None:  # the concatenation describer has no model
             continue
@@ -199,7 +200,9 @@ def test_boxes_of_a_tiny_recipe_lie_in_their_image_and_gligen_boxes_are_its_layo
     assert len(boxes) > 0 and boxes.kept.all()
     assert_in_bounds(boxes)
     assert boxes.phrase_id.is_unique and (boxes.box_rank == 0).all()
-    provenance = Lineage(default_lineage_path()).query("SELECT * FROM box_provenance WHERE recipe = ?", [recipe])
+    lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
+    provenance = lineage.query("SELECT * FROM box_provenance WHERE recipe = ?", [recipe])
     assert sorted(provenance.box_id) == sorted(boxes.box_id)
     assert set(provenance.generator_model) == {spec.roles["image_generator"].model}
     if spec.box_source == "gligen":
@@ -229,6 +232,7 @@ def test_a_run_over_a_range_of_shards_loads_each_model_once(project_home, monkey
     for stage in ["concepts", "descriptions", "images", "phrases", "boxes"]:
         assert store.shards(recipe, stage) == ["00000", "00001", "00002"]
     lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
     for stage in ["concept_sets", "descriptions", "images", "shard_yields"]:  # rows for every shard
         runs = lineage.query(f"SELECT DISTINCT shard, run_id FROM {stage} ORDER BY shard")
         assert runs.shard.tolist() == ["00000", "00001", "00002"] and set(runs.run_id) == {result.run_id}
@@ -261,6 +265,7 @@ def test_a_detector_that_cannot_load_fails_the_boxes_step_before_any_item(projec
     assert not store.has_shard(recipe, "boxes", "00000")
     assert not list((default_data_root() / recipe).glob("boxes/*"))  # no shard, no temporary folder left
     lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
     assert lineage.query("SELECT count(*) AS n FROM skipped_items WHERE stage = 'boxes'").n[0] == 0
 
 

@@ -1,35 +1,136 @@
-"""Lineage writes: a shard's rows in several tables replaced together, or not at all."""
+"""Lineage: rows published inside their shard, indexed into DuckDB incrementally by one builder at a time."""
+
+import multiprocessing
 
 import duckdb
 import pandas as pd
 import pytest
 
-from synground_assets.resources.lineage import Lineage
+from synground_assets.resources.lineage import Lineage, write_shard_lineage
+from synground_assets.resources.store import ShardStore, write_table
 
 
-def descriptions(*items: str) -> pd.DataFrame:
-    return pd.DataFrame({"item_id": list(items), "description": ["a cat"] * len(items), "recipe": "r", "shard": "00000"})
+def publish(store: ShardStore, shard: str, items: int, description: str = "a cat", extra: dict | None = None) -> None:
+    """A descriptions shard of `items` items with its lineage (and any `extra` tables)."""
+    ids = [f"r:{shard}:{i:04d}" for i in range(items)]
+    rows = pd.DataFrame({"item_id": ids, "description": description, "recipe": "r", "shard": shard})
+    with store.writing("r", "descriptions", shard) as folder:
+        write_table(folder, rows[["item_id", "description"]])
+        write_shard_lineage(folder, {"descriptions": rows, **(extra or {})})
 
 
-def skipped(*items: str) -> pd.DataFrame:
-    return pd.DataFrame({"item_id": list(items), "reason": "bad", "stage": "descriptions", "recipe": "r",
-                         "shard": "00000"})
+def count(lineage: Lineage, sql: str) -> int:
+    return int(lineage.query(sql).iloc[0, 0])
 
 
-def test_replace_many_replaces_a_shard_in_every_table_at_once(tmp_path):
-    lineage = Lineage(tmp_path / "lineage.duckdb")
-    where = {"recipe": "r", "shard": "00000"}
-    lineage.replace_many([("descriptions", descriptions("a", "b"), where), ("skipped_items", skipped("c"), where)])
-    lineage.replace_many([("descriptions", descriptions("a"), where), ("skipped_items", skipped(), where)])
-    assert lineage.query("SELECT item_id FROM descriptions").item_id.tolist() == ["a"]
-    assert lineage.query("SELECT count(*) AS n FROM skipped_items").n[0] == 0
+@pytest.fixture
+def store(tmp_path) -> ShardStore:
+    return ShardStore(tmp_path / "data")
 
 
-def test_a_failing_table_leaves_every_table_of_the_shard_as_it_was(tmp_path):
-    lineage = Lineage(tmp_path / "lineage.duckdb")
-    where = {"recipe": "r", "shard": "00000"}
-    lineage.replace_many([("descriptions", descriptions("a"), where), ("skipped_items", skipped("c"), where)])
-    with pytest.raises(duckdb.Error):  # the same item twice breaks the primary key
-        lineage.replace_many([("skipped_items", skipped(), where), ("descriptions", descriptions("b", "b"), where)])
-    assert lineage.query("SELECT item_id FROM descriptions").item_id.tolist() == ["a"]
-    assert lineage.query("SELECT item_id FROM skipped_items").item_id.tolist() == ["c"]
+@pytest.fixture
+def lineage(tmp_path) -> Lineage:
+    return Lineage(tmp_path / "lineage.duckdb")
+
+
+def test_a_crashed_write_publishes_neither_shard_nor_lineage(store, lineage):
+    with pytest.raises(RuntimeError):
+        with store.writing("r", "descriptions", "00000") as folder:
+            write_shard_lineage(folder, {"descriptions": pd.DataFrame({"item_id": ["x"], "recipe": "r", "shard": "00000"})})
+            raise RuntimeError("killed after the lineage files, before the publish")
+    assert store.shards("r", "descriptions") == []
+    assert lineage.refresh(store.root)["indexed"] == 0
+    assert count(lineage, "SELECT count(*) FROM descriptions") == 0
+
+
+def test_refresh_is_incremental_replaces_rematerialized_shards_and_drops_removed_ones(store, lineage):
+    for shard in ("00000", "00001", "00002"):
+        publish(store, shard, items=4)
+    first = lineage.refresh(store.root)
+    assert (first["indexed"], first["replaced"], first["removed"], first["failed"]) == (3, 0, 0, 0)
+    second = lineage.refresh(store.root)
+    assert (second["indexed"], second["unchanged"]) == (0, 3)
+
+    publish(store, "00001", items=3, description="a dog")  # re-materialized, one item fewer
+    store.remove_shard("r", "descriptions", "00002")
+    third = lineage.refresh(store.root)
+    assert (third["indexed"], third["replaced"], third["removed"], third["unchanged"]) == (0, 1, 1, 1)
+    per_shard = lineage.query("SELECT shard, count(*) AS n, min(description) AS d FROM descriptions GROUP BY ALL ORDER BY shard")
+    assert per_shard.values.tolist() == [["00000", 4, "a cat"], ["00001", 3, "a dog"]]
+    assert count(lineage, "SELECT count(*) FROM indexed_shards") == 2
+
+
+def test_a_table_the_index_does_not_know_is_created_from_the_files(store, lineage):
+    removals = pd.DataFrame({"item_id": ["r:00000:0001"], "filter": ["near_duplicate"], "distance": [0.02],
+                             "recipe": "r", "shard": "00000"})
+    publish(store, "00000", items=2, extra={"removals": removals})
+    assert lineage.refresh(store.root)["indexed"] == 1
+    found = lineage.query("SELECT item_id, filter, distance, publish_id FROM removals")
+    assert found[["item_id", "filter", "distance"]].values.tolist() == [["r:00000:0001", "near_duplicate", 0.02]]
+    assert found.publish_id[0] == next(store.published()).publish_id
+    publish(store, "00000", items=2)  # rewritten without removals: its rows go
+    assert lineage.refresh(store.root)["replaced"] == 1
+    assert count(lineage, "SELECT count(*) FROM removals") == 0
+
+
+def test_a_bad_shard_is_reported_and_the_others_are_indexed(store, lineage):
+    publish(store, "00000", items=2)
+    publish(store, "00001", items=2, extra={"Bad-Name": pd.DataFrame({"a": [1]})})
+    counts = lineage.refresh(store.root)
+    assert (counts["indexed"], counts["failed"]) == (1, 1)
+    assert "r/descriptions/00001" in counts["errors"][0] and "Bad-Name" in counts["errors"][0]
+    assert count(lineage, "SELECT count(*) FROM descriptions") == 2
+
+
+def _refresh_in_child(paths) -> dict:
+    database, root = paths
+    return Lineage(database).refresh(root)
+
+
+def test_two_builders_started_at_once_give_the_index_one_builder_gives(store, lineage, tmp_path):
+    for shard in range(40):
+        publish(store, f"{shard:05d}", items=5)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_refresh_in_child, [(lineage.path, store.root)] * 2)
+    assert sorted(result["indexed"] for result in results) == [0, 40]
+    assert count(lineage, "SELECT count(*) FROM descriptions") == 200
+    assert count(lineage, "SELECT count(DISTINCT item_id) FROM descriptions") == 200
+    alone = Lineage(tmp_path / "alone.duckdb")
+    alone.refresh(store.root)
+    query = "SELECT item_id, description, publish_id FROM descriptions ORDER BY item_id"
+    pd.testing.assert_frame_equal(lineage.query(query), alone.query(query))
+
+
+def test_the_learning_tables_are_written_directly_and_shard_tables_are_not(lineage):
+    scores = pd.DataFrame({"benchmark": ["b"], "recipe": ["r"], "base": [0.4], "finetuned": [0.5]})
+    lineage.replace("benchmark_scores", scores, {"benchmark": "b", "recipe": "r"})
+    lineage.replace("benchmark_scores", scores.assign(finetuned=0.6), {"benchmark": "b", "recipe": "r"})
+    assert lineage.query("SELECT finetuned FROM benchmark_scores").finetuned.tolist() == [0.6]
+    with pytest.raises(ValueError, match="lineage/ folder"):
+        lineage.replace("boxes", pd.DataFrame(), {"recipe": "r"})
+
+
+def test_a_database_of_the_layout_before_the_index_names_the_fix(lineage, store):
+    with duckdb.connect(str(lineage.path)) as connection:
+        connection.execute("CREATE TABLE boxes (box_id VARCHAR PRIMARY KEY, recipe VARCHAR, shard VARCHAR)")
+    store.root.mkdir()
+    with pytest.raises(RuntimeError, match="move it away and run `python -m synground_assets.cli index`"):
+        lineage.refresh(store.root)
+
+
+def test_a_missing_data_root_is_an_error_not_an_empty_dataset(store, lineage):
+    with pytest.raises(FileNotFoundError, match="no data root at .*SYNGROUND_DATA"):
+        lineage.refresh(store.root)
+
+
+def test_a_shard_republished_while_being_indexed_is_left_to_the_next_refresh(store, lineage, monkeypatch):
+    publish(store, "00000", items=2)
+    publish(store, "00001", items=2)
+    seen = list(store.published())  # what the builder listed ...
+    publish(store, "00001", items=3)  # ... before 00001 was re-published (its old version removed)
+    monkeypatch.setattr(ShardStore, "published", lambda self: iter(seen))
+    counts = lineage.refresh(store.root)
+    assert (counts["indexed"], counts["changed_while_indexing"], counts["failed"]) == (1, 1, 0)
+    monkeypatch.undo()
+    assert lineage.refresh(store.root)["indexed"] == 1
+    assert count(lineage, "SELECT count(*) FROM descriptions") == 5

@@ -1,4 +1,12 @@
-"""The shard store publishes whole shards only."""
+"""The shard store publishes whole shards only, whoever writes them and however many at once."""
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -6,26 +14,36 @@ import pytest
 from synground_assets.resources.store import ShardStore, write_table
 
 
-def test_a_written_shard_is_published_whole(tmp_path):
+def entries(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_written_shard_is_published_whole_with_its_manifest(tmp_path):
     store = ShardStore(tmp_path)
-    with store.writing("r", "boxes", "00001") as folder:
+    with store.writing("r", "boxes", "00001", run_id="0123abcd-run") as folder:
         write_table(folder, pd.DataFrame({"a": [1, 2]}))
         (folder / "extra.bin").write_bytes(b"x")
     assert store.shards("r", "boxes") == ["00001"]
     assert store.read_table("r", "boxes", "00001").a.tolist() == [1, 2]
-    assert [p.name for p in (tmp_path / "r" / "boxes").iterdir()] == ["00001"]
+    manifest = json.loads((store.shard_dir("r", "boxes", "00001") / "publish.json").read_text())
+    assert manifest["run_id"] == "0123abcd-run" and manifest["pid"] == os.getpid() and manifest["host"]
+    folder = tmp_path / "r" / "boxes"
+    assert entries(folder) == [".publish.lock", f".v-00001-{manifest['publish_id']}", "00001"]
+    [published] = store.published()
+    assert (published.key, published.publish_id) == ("r/boxes/00001", manifest["publish_id"])
 
 
 def test_an_exception_mid_write_leaves_no_partial_shard_and_keeps_the_old_one(tmp_path):
     store = ShardStore(tmp_path)
     with store.writing("r", "boxes", "00001") as folder:
         write_table(folder, pd.DataFrame({"a": [1]}))
+    before = entries(tmp_path / "r" / "boxes")
     with pytest.raises(RuntimeError, match="disk on fire"):
         with store.writing("r", "boxes", "00001") as folder:
             write_table(folder, pd.DataFrame({"a": [9, 9, 9]}))
             raise RuntimeError("disk on fire")
     assert store.read_table("r", "boxes", "00001").a.tolist() == [1]  # the old shard, whole
-    assert [p.name for p in (tmp_path / "r" / "boxes").iterdir()] == ["00001"]  # no leftovers
+    assert entries(tmp_path / "r" / "boxes") == before  # no leftovers
 
 
 def test_a_crashed_first_write_publishes_nothing(tmp_path):
@@ -34,11 +52,12 @@ def test_a_crashed_first_write_publishes_nothing(tmp_path):
         with store.writing("r", "images", "00000") as folder:
             (folder / "images").mkdir()
             raise KeyboardInterrupt
-    assert store.shards("r", "images") == []
+    assert store.shards("r", "images") == [] and list(store.published()) == []
     assert not store.has_shard("r", "images", "00000")
+    assert entries(tmp_path / "r" / "images") == []
 
 
-def test_a_rerun_replaces_the_shard_whole(tmp_path):
+def test_a_rerun_replaces_the_shard_whole_and_removes_the_old_version(tmp_path):
     store = ShardStore(tmp_path)
     with store.writing("r", "images", "00000") as folder:
         (folder / "old.png").write_bytes(b"old")
@@ -47,18 +66,111 @@ def test_a_rerun_replaces_the_shard_whole(tmp_path):
         write_table(folder, pd.DataFrame({"a": [2]}))
     assert not (store.shard_dir("r", "images", "00000") / "old.png").exists()
     assert store.read_table("r", "images", "00000").a.tolist() == [2]
+    assert len([name for name in entries(tmp_path / "r" / "images") if name.startswith(".v-")]) == 1
 
 
-def test_a_crash_between_the_two_renames_is_repaired_by_the_next_write(tmp_path):
+def test_a_shard_of_the_layout_before_links_is_replaced_by_a_link(tmp_path):
+    store = ShardStore(tmp_path)
+    legacy = store.shard_dir("r", "boxes", "00000")
+    legacy.mkdir(parents=True)
+    write_table(legacy, pd.DataFrame({"a": [0]}))
+    with store.writing("r", "boxes", "00000") as folder:
+        write_table(folder, pd.DataFrame({"a": [1]}))
+    assert legacy.is_symlink() and store.read_table("r", "boxes", "00000").a.tolist() == [1]
+    assert len([name for name in entries(tmp_path / "r" / "boxes") if name.startswith(".v-")]) == 1
+
+
+def test_a_crash_in_the_middle_of_a_publish_is_cleaned_by_the_next_write(tmp_path):
     store = ShardStore(tmp_path)
     with store.writing("r", "boxes", "00002") as folder:
         write_table(folder, pd.DataFrame({"a": [1]}))
-    final = store.shard_dir("r", "boxes", "00002")
-    final.rename(final.parent / ".old-00002-deadbeef")  # the state a crash mid-publish leaves
-    with pytest.raises(ValueError):
-        with store.writing("r", "boxes", "00002"):
-            raise ValueError("interrupted again")
+    folder = tmp_path / "r" / "boxes"
+    orphan = folder / f".v-00002-{'e' * 32}"  # renamed into place, the link never swapped
+    orphan.mkdir()
+    (folder / f".lnk-00002-{'e' * 32}").symlink_to(orphan.name)
+    with store.writing("r", "boxes", "00003") as new:
+        write_table(new, pd.DataFrame({"a": [3]}))
     assert store.read_table("r", "boxes", "00002").a.tolist() == [1]
+    assert not orphan.exists() and not (folder / f".lnk-00002-{'e' * 32}").is_symlink()
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_staging_folders_are_cleaned_only_when_their_owner_is_gone(tmp_path):
+    store = ShardStore(tmp_path, staging_max_age_s=3600)
+    with store.writing("r", "boxes", "00000") as folder:  # learns this host's name from the staging folder
+        host = folder.name.rsplit("-", 4)[1]
+        write_table(folder, pd.DataFrame({"a": [1]}))
+    folder = tmp_path / "r" / "boxes"
+    dead = folder / f".tmp-00001-{host}-{dead_pid()}-run1-{'a' * 32}"
+    live = folder / f".tmp-00001-{host}-{os.getpid()}-run2-{'b' * 32}"
+    other_host_recent = folder / f".tmp-00001-elsewhere-1-run3-{'c' * 32}"
+    other_host_old = folder / f".tmp-00001-elsewhere-2-run4-{'d' * 32}"
+    for staging in (dead, live, other_host_recent, other_host_old):
+        (staging / "images").mkdir(parents=True)
+    os.utime(other_host_old, (time.time() - 7200, time.time() - 7200))
+    assert store.clean() == 2
+    assert not dead.exists() and not other_host_old.exists()
+    assert live.exists() and other_host_recent.exists()
+
+
+def _write_as(store: ShardStore, writer: str, barrier) -> None:
+    with store.writing("r", "images", "00000", run_id=writer) as folder:
+        for index in range(20):
+            (folder / f"{writer}-{index}.png").write_bytes(writer.encode())
+        write_table(folder, pd.DataFrame({"writer": [writer] * 20}))
+        barrier.wait(timeout=30)  # both writers publish at the same moment
+
+
+def assert_one_whole_shard(store: ShardStore) -> None:
+    [writer] = set(store.read_table("r", "images", "00000").writer)
+    shard = store.shard_dir("r", "images", "00000")
+    assert sorted(p.name for p in shard.glob("*.png")) == sorted(f"{writer}-{i}.png" for i in range(20))
+    hidden = [name for name in entries(shard.parent) if name.startswith(".") and name != ".publish.lock"]
+    assert hidden == [os.readlink(shard)]  # the published version only: no staging, no old version
+
+
+def test_two_threads_writing_one_shard_both_succeed_and_the_last_publish_wins_whole(tmp_path):
+    store = ShardStore(tmp_path)
+    barrier, errors = threading.Barrier(2), []
+
+    def write(writer):
+        try:
+            _write_as(store, writer, barrier)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert_one_whole_shard(store)
+
+
+def test_two_processes_writing_one_shard_both_succeed_and_the_last_publish_wins_whole(tmp_path):
+    context = multiprocessing.get_context("fork")
+    store, barrier = ShardStore(tmp_path), context.Barrier(2)
+    processes = [context.Process(target=_write_as, args=(store, name, barrier)) for name in ("first", "second")]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert_one_whole_shard(store)
+
+
+def test_a_removed_shard_is_gone_whole(tmp_path):
+    store = ShardStore(tmp_path)
+    with store.writing("r", "boxes", "00000") as folder:
+        write_table(folder, pd.DataFrame({"a": [1]}))
+    store.remove_shard("r", "boxes", "00000")
+    assert store.shards("r", "boxes") == [] and entries(tmp_path / "r" / "boxes") == [".publish.lock"]
 
 
 def test_reading_a_missing_shard_says_how_to_make_it(tmp_path):

@@ -18,7 +18,7 @@ import yaml
 
 from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources.lineage import Lineage
-from synground_assets.resources.store import ShardStore
+from synground_assets.resources.store import MANIFEST, STAGING, ShardStore
 from synground_assets.scale import backfill
 from synground_assets.scale.sandbox import Sandbox, missing_services
 
@@ -81,17 +81,22 @@ def wait_for_runs(instance: dg.DagsterInstance, filters: dg.RunsFilter, count: i
 
 
 def shard_files(root: Path, recipe: str, shard: str) -> dict[str, str]:
-    """sha256 of every file of the shard's stages (lineage files, which name the run, left out)."""
+    """sha256 of every data file of the shard's stages (its lineage rows and publish manifest,
+    which name the run and the time, left out)."""
     digests = {}
     for stage in STAGES:
-        for path in sorted((root / recipe / stage / shard).rglob("*")):
-            if path.is_file() and "lineage" not in path.name:
-                digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        folder = root / recipe / stage / shard
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and relative.parts[0] != "lineage" and relative.name != MANIFEST:
+                digests[f"{stage}/{relative}"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
 
 def lineage_box_counts(sandbox) -> tuple[int, int]:
+    """Rows and distinct ids of the `boxes` lineage index, brought up to date with the data root."""
     lineage = Lineage(sandbox.env["SYNGROUND_LINEAGE"])
+    lineage.refresh(sandbox.env["SYNGROUND_DATA"])
     counts = lineage.query("SELECT count(*) AS rows, count(DISTINCT box_id) AS ids FROM boxes")
     return int(counts.rows[0]), int(counts.ids[0])
 
@@ -145,10 +150,10 @@ def test_a_worker_killed_in_the_middle_of_a_shard_costs_a_retry_not_a_hole(sandb
     data = Path(sandbox.env["SYNGROUND_DATA"])
     store = ShardStore(data)
     assert all(store.shards("shapes-large", stage) == ["00000"] for stage in STAGES)
-    hidden = [p for stage in STAGES for p in (data / "shapes-large" / stage).iterdir() if p.name.startswith(".")]
-    assert hidden == []  # no partial shard left, visible or hidden
+    staging = [p for stage in STAGES for p in (data / "shapes-large" / stage).iterdir() if p.name.startswith(STAGING)]
+    assert staging == []  # the killed write's staging folder was removed by the retry's write
     rows, ids = lineage_box_counts(sandbox)
-    assert rows == ids
+    assert rows == ids and rows >= len(store.read_table("shapes-large", "boxes", "00000"))
     assert shard_files(data, "shapes-large", "00000") == clean_run(sandbox, tmp_path, "shapes-large|00000")
 
 

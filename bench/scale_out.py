@@ -25,7 +25,7 @@ from synground_assets.scale.sandbox import Sandbox
 RESULTS = Path(__file__).parent / "results"
 FAST = {"run_coordinator": {"config": {"dequeue_interval_seconds": 1}}, "run_launcher": {"config": {"heartbeat_seconds": 2}},
         "run_monitoring": {"poll_interval_seconds": 2}}
-DEFAULT_LAUNCHER = {"run_launcher": {"module": "dagster._core.launcher", "class": "DefaultRunLauncher", "config": {}}}
+DEFAULT_LAUNCHER = {"run_launcher": None}  # Dagster's default launcher: a run process started by the code server
 
 
 def runs_done(instance: dg.DagsterInstance, tags: dict, count: int, timeout_s: float = 1800) -> list[dg.DagsterRun]:

@@ -130,6 +130,9 @@ class Sandbox:
     def _write_instance(self) -> None:
         config = yaml.safe_load((REPO / "deploy" / "dagster.yaml").read_text())
         for section, values in self.instance_overrides.items():
+            if values is None:  # back to Dagster's default for this section (e.g. the default run launcher)
+                config.pop(section, None)
+                continue
             target = config.setdefault(section, {})
             for key, value in values.items():
                 if isinstance(value, dict) and isinstance(target.get(key), dict):
@@ -221,7 +224,7 @@ class Sandbox:
         if process and process.poll() is None:
             os.killpg(process.pid, sig)
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

@@ -47,8 +47,8 @@ def service_test_recipes(folder: Path) -> Path:
     shapes["shard_size"] = 6
     shapes["roles"]["image_generator"]["options"]["size"] = 64
     large = yaml.safe_load(yaml.safe_dump(shapes))
-    large.update(shard_size=48, notes="shapes, large shards (service tests)")
-    large["roles"]["image_generator"]["options"]["size"] = 256
+    large.update(shard_size=32, notes="shapes, large shards (service tests)")
+    large["roles"]["image_generator"]["options"]["size"] = 192
     book["recipes"]["shapes-large"] = large
     path = folder / "recipes.yaml"
     path.write_text(yaml.safe_dump(book))

@@ -92,9 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--assets", default=",".join(GENERATION_ASSETS), help="comma-separated asset names")
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag on the backfill and its runs")
     args = parser.parse_args(argv)
+    if any("=" not in tag for tag in args.tag):
+        parser.error(f"--tag expects KEY=VALUE, got {[tag for tag in args.tag if '=' not in tag]}")
     tags = dict(tag.split("=", 1) for tag in args.tag)
-    keys = partition_keys(args.partition_range)
-    backfill_id = launch_backfill(http_post(args.url), backfill_variables(keys, args.assets.split(","), tags))
+    try:
+        keys = partition_keys(args.partition_range)
+        backfill_id = launch_backfill(http_post(args.url), backfill_variables(keys, args.assets.split(","), tags))
+    except BackfillError as exc:
+        parser.exit(1, f"error: {exc}\n")
+    except OSError as exc:  # connection refused, unknown host, timeout
+        parser.exit(1, f"error: no Dagster webserver answered at {args.url} ({exc}); start one, or pass --url\n")
     print(f"backfill {backfill_id}: {len(keys)} partitions; follow it at {args.url.rstrip('/')}/runs/b/{backfill_id}")
 
 

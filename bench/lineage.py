@@ -149,7 +149,7 @@ def median_ms(run, repeats: int) -> float:
 
 
 def time_queries(lineage: Lineage, repeats: int) -> list[dict]:
-    connection = duckdb.connect(str(lineage.path), read_only=True)
+    connection = duckdb.connect(str(lineage.path), read_only=True, config=lineage.config)
     box = connection.execute("SELECT box_id FROM boxes ORDER BY hash(box_id) LIMIT 1").fetchone()[0]
     recipe, shard = connection.execute("SELECT recipe, shard FROM boxes WHERE box_id = ?", [box]).fetchone()
     parameters = {"provenance of one box": [box], "yield per recipe": [], "items of one shard": [recipe, shard]}
@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--phrases-per-item", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--workdir", default=None, help="where to build the layout (default: a temporary folder)")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit of the index builder, e.g. 6GB")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lineage.json"))
     args = parser.parse_args()
 
@@ -193,39 +194,45 @@ def main() -> None:
         root, database = Path(folder) / "data", Path(folder) / "lineage.duckdb"
         start = time.perf_counter()
         build_layout(root, args.shards, args.items_per_shard, args.phrases_per_item)
-        layout_s = time.perf_counter() - start
-        lineage = Lineage(database)
-        full = lineage.refresh(root)
-        nothing_new = lineage.refresh(root)
+        result = {"shard_keys": args.shards, "items_per_shard": args.items_per_shard, "memory_limit": args.memory_limit,
+                  "layout_s": time.perf_counter() - start}
+        lineage = Lineage(database, config={"memory_limit": args.memory_limit} if args.memory_limit else None)
+        result["refresh_full"] = lineage.refresh(root)
+        result["refresh_nothing_new"] = lineage.refresh(root)
         republish_boxes(root, 16)
-        replaced = lineage.refresh(root)
-        counts = {table: int(lineage.query(f"SELECT count(*) FROM {table}").iloc[0, 0])
-                  for table in ("concept_sets", "phrases", "boxes")}
-        rows = time_queries(lineage, args.repeats)
-        connect_ms = median_ms(lambda: duckdb.connect(str(database), read_only=True).close(), args.repeats)
-        database_mb = database.stat().st_size / 2**20
-    published = full["indexed"]
-    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        result["refresh_16_replaced"] = lineage.refresh(root)
+        result["counts"] = {table: int(lineage.query(f"SELECT count(*) FROM {table}").iloc[0, 0])
+                            for table in ("concept_sets", "phrases", "boxes")}
+        result["queries"] = time_queries(lineage, args.repeats)
+        open_and_close = lambda: duckdb.connect(str(database), read_only=True, config=lineage.config).close()  # noqa: E731
+        result["connect_ms"] = median_ms(open_and_close, args.repeats)
+        result["index_mb"] = database.stat().st_size / 2**20
+        result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        report(result, Path(args.out))
+        print("removing the layout ...", flush=True)
 
-    print(f"layout: {args.shards:,} shard keys x 5 stages = {published:,} published shards, {counts['boxes']:,} boxes "
-          f"(triplets), {counts['phrases']:,} phrases, {counts['concept_sets']:,} items; written in {layout_s:.0f} s")
-    print(f"index build, full:            {full['seconds']:8.1f} s  ({full['seconds'] / published * 1000:.2f} ms per shard)")
-    print(f"refresh, nothing new:         {nothing_new['seconds']:8.2f} s  (unchanged {nothing_new['unchanged']:,})")
-    print(f"refresh, 16 shards replaced:  {replaced['seconds']:8.2f} s  (replaced {replaced['replaced']})")
-    print(f"index file {database_mb:.0f} MiB; peak memory of this process {peak_rss_gb:.1f} GiB")
+
+def report(result: dict, out: Path) -> None:
+    full, counts = result["refresh_full"], result["counts"]
+    shards = full["indexed"]
+    print(f"layout: {result['shard_keys']:,} shard keys x 5 stages = {shards:,} published shards, {counts['boxes']:,} "
+          f"boxes (triplets), {counts['phrases']:,} phrases, {counts['concept_sets']:,} items; "
+          f"written in {result['layout_s']:.0f} s")
+    print(f"index build, full:            {full['seconds']:8.1f} s  ({full['seconds'] / shards * 1000:.2f} ms per shard)")
+    print(f"refresh, nothing new:         {result['refresh_nothing_new']['seconds']:8.2f} s  "
+          f"(unchanged {result['refresh_nothing_new']['unchanged']:,})")
+    print(f"refresh, 16 shards replaced:  {result['refresh_16_replaced']['seconds']:8.2f} s  "
+          f"(replaced {result['refresh_16_replaced']['replaced']})")
+    print(f"index file {result['index_mb']:.0f} MiB; peak memory of this process {result['peak_rss_gb']:.1f} GiB")
     print(f"{'query':<24}{'open conn. ms':>15}{'with connect ms':>17}{'target ms':>11}{'met':>6}")
-    for row in rows:
+    for row in result["queries"]:
         met = "-" if row["meets_target"] is None else str(row["meets_target"])
         print(f"{row['query']:<24}{row['open_connection_ms']:>15.1f}{row['with_connect_ms']:>17.1f}"
               f"{row['target_ms'] or '-':>11}{met:>6}")
-    print(f"open the index read-only (in every 'with connect' figure): {connect_ms:.1f} ms")
-    result = {"shard_keys": args.shards, "published_shards": published, "items_per_shard": args.items_per_shard,
-              "counts": counts, "layout_s": layout_s, "refresh_full": full, "refresh_nothing_new": nothing_new,
-              "refresh_16_replaced": replaced, "index_mb": database_mb, "peak_rss_gb": peak_rss_gb,
-              "queries": rows, "connect_ms": connect_ms}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    print(f"open the index read-only (in every 'with connect' figure): {result['connect_ms']:.1f} ms")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":

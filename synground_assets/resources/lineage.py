@@ -111,9 +111,10 @@ def write_shard_lineage(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
 class Lineage:
     """The lineage index: `refresh` brings it up to date with the data root, `query` reads it."""
 
-    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 600.0):
+    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 600.0, config: dict | None = None):
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+        self.config = config or {}  # DuckDB settings, e.g. {"memory_limit": "4GB", "threads": 2} on a shared host
 
     def refresh(self, data_root: str | os.PathLike) -> dict:
         """Index the shards published under `data_root` since the last refresh (new and replaced
@@ -176,7 +177,7 @@ class Lineage:
         deadline = time.monotonic() + self.busy_timeout_s
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only, config=self.config)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                     raise

@@ -43,8 +43,9 @@ def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> d
     changes = [Change(key, indexed.get(key), shard) for key, shard in sorted(on_disk.items())
                if indexed.get(key) != shard.publish_id]
     changes += [Change(key, old, None) for key, old in sorted(indexed.items()) if key not in on_disk]
-    counts = {"indexed": 0, "replaced": 0, "removed": 0, "unchanged": len(on_disk) - sum(c.new is not None for c in changes),
-              "changed_while_indexing": 0, "failed": 0, "errors": []}
+    unchanged = len(on_disk) - sum(change.new is not None for change in changes)
+    counts = {"indexed": 0, "replaced": 0, "removed": 0, "unchanged": unchanged, "changed_while_indexing": 0,
+              "failed": 0, "errors": []}
     for start in range(0, len(changes), BATCH_SHARDS):
         batch = changes[start : start + BATCH_SHARDS]
         try:
@@ -131,16 +132,19 @@ def _shard_tables(connection: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _insert(connection: duckdb.DuckDBPyConnection, table: str, sources: dict[str, str]) -> None:
-    """Rows of every file of one table, each tagged with its shard's publish id."""
+    """Rows of every file of one table, each tagged with its shard's publish id. The files are read
+    once, by column name (a file may lack a column another has), into a temporary table whose
+    columns then shape the target table."""
     paths = list(sources)
-    scan = "read_parquet(?, filename = true, union_by_name = true)"
-    columns = connection.execute(f"DESCRIBE SELECT * EXCLUDE (filename) FROM {scan}", [paths]).fetchall()
-    _ensure_table(connection, table, [(name, kind) for name, kind, *_ in columns])
     connection.register("lineage_sources", pd.DataFrame({"file": paths, "publish_id": list(sources.values())}))
-    connection.execute(f"""INSERT INTO {table} BY NAME
-        SELECT r.* EXCLUDE (filename), s.publish_id FROM {scan} r JOIN lineage_sources s ON r.filename = s.file""",
+    connection.execute("""CREATE OR REPLACE TEMP TABLE lineage_batch AS
+        SELECT r.* EXCLUDE (filename), s.publish_id
+        FROM read_parquet(?, filename = true, union_by_name = true) r JOIN lineage_sources s ON r.filename = s.file""",
                        [paths])
-    connection.unregister("lineage_sources")
+    columns = connection.execute("DESCRIBE lineage_batch").fetchall()
+    _ensure_table(connection, table, [(name, kind) for name, kind, *_ in columns])
+    connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM lineage_batch")
+    connection.execute("DROP TABLE lineage_batch")
 
 
 def _ensure_table(connection: duckdb.DuckDBPyConnection, table: str, columns: list[tuple[str, str]]) -> None:

@@ -230,6 +230,9 @@ class Sandbox:
                 process.wait()
 
     def close(self) -> None:
+        for process in self.processes.values():  # all asked to stop at once, then waited for
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
         for name in list(self.processes)[::-1]:
             self.stop(name)
         if getattr(self, "pg_data", None):

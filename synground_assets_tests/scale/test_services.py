@@ -58,7 +58,8 @@ def service_test_recipes(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     recipes = service_test_recipes(tmp_path_factory.mktemp("recipes"))
-    env = {"SYNGROUND_RECIPES": str(recipes), "SYNGROUND_SHARDS_PER_RUN": str(SHARDS_PER_RUN)}
+    env = {"SYNGROUND_RECIPES": str(recipes), "SYNGROUND_SHARDS_PER_RUN": str(SHARDS_PER_RUN),
+           "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}  # run retries launched within a second
     with Sandbox(env, FAST) as box:
         box.start({"gpu0": "0", "gpu1": "1"})
         with pytest.MonkeyPatch.context() as patch:

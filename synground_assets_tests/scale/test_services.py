@@ -181,10 +181,11 @@ def wait_until_images_start(instance: dg.DagsterInstance, run_id: str, timeout_s
 
 
 def clean_run(sandbox, folder: Path, key: str) -> dict[str, str]:
-    """The same shard made by one uninterrupted run on the local profile, in a data root of its own."""
+    """The same shard made by one uninterrupted run from the command line, on a local instance and a
+    data root of its own (the scale profile's in-process executor: one process instead of one per step)."""
     home = folder / "dagster_home"
     home.mkdir()
-    env = {**sandbox.env, "SYNGROUND_PROFILE": "local", "DAGSTER_HOME": str(home), "SYNGROUND_DATA": str(folder / "data"),
+    env = {**sandbox.env, "DAGSTER_HOME": str(home), "SYNGROUND_DATA": str(folder / "data"),
            "SYNGROUND_LINEAGE": str(folder / "lineage.duckdb")}
     subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "synground_assets.definitions",
                     "--select", "group:generation", "--partition", key], env=env, check=True, capture_output=True)

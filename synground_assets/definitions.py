@@ -14,6 +14,7 @@ from synground_assets.assets.scoring import benchmark_scores
 from synground_assets.assets.training import finetuned_checkpoint
 from synground_assets.dead_runs import dead_runs_sensor
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
+from synground_assets.scale import profile
 from synground_assets.schedules import generation_job, missing_shards_schedule
 
 GENERATION_ASSETS = [concepts, descriptions, images, phrases, boxes]
@@ -24,6 +25,7 @@ defs = dg.Definitions(
     jobs=[generation_job],
     schedules=[missing_shards_schedule],
     sensors=[dead_runs_sensor],
+    executor=profile.executor(),
     resources={
         "store": StoreResource(),
         "lineage": LineageResource(),

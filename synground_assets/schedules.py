@@ -9,22 +9,29 @@ Configured by the recipe book's `schedule:` section (synground_assets/recipes.ya
       shards_per_tick: 8    # at most this many shards per recipe per tick
       running: false        # on as soon as the code location loads (else switch it on in the UI)
 
-A tick requests one run per missing shard (partition `<recipe>|<shard>`, every generation asset),
-so a failing shard fails alone: its `boxes` stay missing and the next tick requests it again. A
-shard whose run is still queued or in progress is not requested twice. The run key names the
-shard and the tick, so a tick the daemon evaluates again launches nothing twice. The daemon
-evaluates schedules: `dagster dev` runs it next to the UI (`dagster-daemon run` in a deployment).
+A tick requests runs of up to K consecutive missing shards each (K: `SYNGROUND_SHARDS_PER_RUN`,
+default 8; one run loads each model once for its shards), so a failing run fails alone: its
+`boxes` stay missing and the next tick requests them again. A shard whose run is queued or in
+progress is not requested twice; a run whose process died (run launcher's health check, or on a
+local instance the run's process id) no longer counts as in progress, so its shards are requested
+again even before run monitoring marks it failed. The run key names the shards and the tick, so a
+tick the daemon evaluates again launches nothing twice. The daemon evaluates schedules: `dagster
+dev` runs it next to the UI (`dagster-daemon run` in a deployment).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
+from dagster._core.launcher import WorkerStatus
+from dagster._core.storage.runs import SqliteRunStorage
 
 from synground_assets.partitions import shard_partitions
 from synground_assets.recipes import RecipeBook, RecipeError, _Fields, recipe_book, shard_key
+from synground_assets.scale.profile import shards_per_run
 
 GENERATION_GROUP = "generation"
 BOXES = dg.AssetKey("boxes")
@@ -81,10 +88,71 @@ def missing_shards(book: RecipeBook, recipe: str, done: set[str], limit: int) ->
     return [key for key in keys if key not in done][:limit]
 
 
+def runs_of(keys: list[str], per_run: int) -> list[list[str]]:
+    """Missing keys cut into runs of at most `per_run` keys, each a range of consecutive shards."""
+    runs: list[list[str]] = []
+    for key in keys:
+        last = runs[-1] if runs else None
+        if last and len(last) < per_run and _follows(last[-1], key):
+            last.append(key)
+        else:
+            runs.append([key])
+    return runs
+
+
+def _follows(key: str, next_key: str) -> bool:
+    recipe, shard = key.split("|")
+    next_recipe, next_shard = next_key.split("|")
+    return recipe == next_recipe and int(next_shard) == int(shard) + 1
+
+
+def run_request(keys: list[str], tick: str) -> dg.RunRequest:
+    tags = {"synground/scheduled": "missing_shards"}
+    if len(keys) == 1:
+        return dg.RunRequest(run_key=f"{keys[0]}@{tick}", partition_key=keys[0], tags=tags)
+    return dg.RunRequest(run_key=f"{keys[0]}...{keys[-1]}@{tick}",
+                         tags={**tags, RANGE_START: keys[0], RANGE_END: keys[-1]})
+
+
+def run_process_is_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    """A started run whose worker died: the launcher's health check says so (Celery, Kubernetes),
+    or, on a local instance (SQLite: every run process is on this host), its process id is gone."""
+    if run.status != dg.DagsterRunStatus.STARTED:
+        return False
+    launcher = instance.run_launcher
+    if launcher.supports_check_run_worker_health:
+        return launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
+    if not isinstance(instance.run_storage, SqliteRunStorage):
+        return False
+    pid = _run_process_id(instance, run.run_id)
+    return pid is not None and not _process_exists(pid)
+
+
+def _run_process_id(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid in the run's first engine event that names one: the process running the run."""
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = record.dagster_event.engine_event_data if record.dagster_event else None
+        if data and "pid" in data.metadata:
+            return int(data.metadata["pid"].value)
+    return None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def in_flight_partitions(instance: dg.DagsterInstance) -> set[str]:
     """Partition keys that a queued or running run (of any job, a range run included) will write."""
     keys: set[str] = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+        if run_process_is_gone(instance, run):
+            continue
         if "dagster/partition" in run.tags:
             keys.add(run.tags["dagster/partition"])
         elif RANGE_START in run.tags and RANGE_END in run.tags:
@@ -113,15 +181,13 @@ def build_missing_shards_schedule(book: RecipeBook) -> dg.ScheduleDefinition:
                 return dg.SkipReason(f"no recipe is scheduled: list some under schedule: recipes: in {book.path}")
             done = context.instance.get_materialized_partitions(BOXES) | in_flight_partitions(context.instance)
             tick = _tick_time(context).isoformat()
-            requests = [
-                dg.RunRequest(run_key=f"{key}@{tick}", partition_key=key, tags={"synground/scheduled": "missing_shards"})
-                for recipe in settings.recipes
-                for key in missing_shards(book, recipe, done, settings.shards_per_tick)
-            ]
-            if not requests:
+            runs = [keys for recipe in settings.recipes
+                    for keys in runs_of(missing_shards(book, recipe, done, settings.shards_per_tick), shards_per_run())]
+            if not runs:
                 return dg.SkipReason(f"every shard of {', '.join(settings.recipes)} has boxes or is being made")
-            context.log.info(f"requesting {len(requests)} shard(s): {', '.join(r.partition_key for r in requests)}")
-            return requests
+            context.log.info(f"requesting {sum(map(len, runs))} shard(s) in {len(runs)} run(s): "
+                             + ", ".join(keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}" for keys in runs))
+            return [run_request(keys, tick) for keys in runs]
     except dg.DagsterInvalidDefinitionError as exc:
         raise RecipeError(f"{book.path}: schedule: {exc}") from exc
     return missing_shards_schedule

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import uuid
 from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
+from dagster._core.events import EngineEventData
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import RecipeError, recipe_book
 from synground_assets.resources import ModelSuiteResource, StoreResource
-from synground_assets.schedules import build_missing_shards_schedule, missing_shards_schedule, schedule_settings
+from synground_assets.schedules import (
+    RANGE_END, RANGE_START, build_missing_shards_schedule, missing_shards_schedule, runs_of, schedule_settings,
+)
 
 TICK = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
 NEXT_TICK = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)
@@ -32,7 +37,9 @@ def tick(schedule: dg.ScheduleDefinition, instance: dg.DagsterInstance, when: da
 
 
 def requested(result) -> list[str]:
-    return [request.partition_key for request in result.run_requests or []]
+    """Each run request as the keys it covers: one key, or 'first...last' for a range."""
+    return [request.partition_key or f"{request.tags[RANGE_START]}...{request.tags[RANGE_END]}"
+            for request in result.run_requests or []]
 
 
 def record_boxes(instance: dg.DagsterInstance, *keys: str) -> None:
@@ -40,8 +47,8 @@ def record_boxes(instance: dg.DagsterInstance, *keys: str) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization("boxes", partition=key))
 
 
-def add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, tags: dict[str, str]) -> None:
-    instance.add_run(dg.DagsterRun(job_name="generation", run_id=str(uuid.uuid4()), status=status, tags=tags))
+def add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, tags: dict[str, str]) -> dg.DagsterRun:
+    return instance.add_run(dg.DagsterRun(job_name="generation", run_id=str(uuid.uuid4()), status=status, tags=tags))
 
 
 @pytest.fixture
@@ -57,22 +64,32 @@ def test_the_built_in_schedule_fills_shapes_and_is_registered():
     assert missing_shards_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
-def test_a_tick_requests_each_missing_shard_once_with_a_run_key_per_shard_and_tick(instance):
+def test_a_tick_requests_runs_of_consecutive_missing_shards_with_a_run_key_per_run_and_tick(instance):
     record_boxes(instance, "shapes|00001")
     result = tick(missing_shards_schedule, instance)
-    assert requested(result) == ["shapes|00000", "shapes|00002", "shapes|00003"]
+    assert requested(result) == ["shapes|00000", "shapes|00002...shapes|00003"]
     run_keys = [request.run_key for request in result.run_requests]
-    assert len(set(run_keys)) == 3
-    assert all(request.tags["dagster/partition"] == request.partition_key for request in result.run_requests)
+    assert len(set(run_keys)) == 2
+    assert result.run_requests[0].tags["dagster/partition"] == "shapes|00000"
     again = tick(missing_shards_schedule, instance)  # the daemon re-evaluating the same tick
     assert [request.run_key for request in again.run_requests] == run_keys
 
 
+def test_shards_per_run_caps_each_run(instance, monkeypatch):
+    monkeypatch.setenv("SYNGROUND_SHARDS_PER_RUN", "3")
+    assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000...shapes|00002", "shapes|00003"]
+
+
+def test_runs_are_cut_at_gaps_at_recipe_changes_and_at_k():
+    keys = ["a|00000", "a|00001", "a|00002", "a|00004", "b|00005", "b|00006"]
+    assert runs_of(keys, 2) == [["a|00000", "a|00001"], ["a|00002"], ["a|00004"], ["b|00005", "b|00006"]]
+
+
 def test_shards_per_tick_caps_a_tick_and_the_next_tick_continues(instance):
     schedule = scheduled(shards_per_tick=2)
-    assert requested(tick(schedule, instance)) == ["shapes|00000", "shapes|00001"]
+    assert requested(tick(schedule, instance)) == ["shapes|00000...shapes|00001"]
     record_boxes(instance, "shapes|00000", "shapes|00001")
-    assert requested(tick(schedule, instance, NEXT_TICK)) == ["shapes|00002", "shapes|00003"]
+    assert requested(tick(schedule, instance, NEXT_TICK)) == ["shapes|00002...shapes|00003"]
 
 
 def test_nothing_is_requested_when_every_shard_has_boxes(instance):
@@ -90,13 +107,22 @@ def test_a_shard_being_made_is_not_requested_again_and_a_failed_one_is_retried(i
     assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00003"]
 
 
+def test_a_started_run_whose_process_died_is_requested_again_and_a_live_one_is_not(instance):
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    for key, pid in [("shapes|00000", finished.pid), ("shapes|00001", os.getpid())]:
+        run = add_run(instance, dg.DagsterRunStatus.STARTED, {"dagster/partition": key})
+        instance.report_engine_event("Started process for run", run, EngineEventData.in_process(pid))
+    assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000", "shapes|00002...shapes|00003"]
+
+
 def test_a_shard_materialized_through_dagster_counts_as_done(project_home, instance):
     result = dg.materialize(
         GENERATION_ASSETS, partition_key="shapes|00002", instance=instance,
         resources={"store": StoreResource(), "models": ModelSuiteResource()},
     )
     assert result.success
-    assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000", "shapes|00001", "shapes|00003"]
+    assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000...shapes|00001", "shapes|00003"]
 
 
 def test_no_scheduled_recipe_skips_with_the_reason(instance):

@@ -11,10 +11,7 @@ from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 
 
-@generation_asset(
-    gpu=False,
-    kinds={"parquet"},
-)
+@generation_asset(kinds={"parquet"})
 def concepts(
     context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
 ) -> dg.MaterializeResult:

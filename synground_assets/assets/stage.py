@@ -10,6 +10,8 @@ opens the lineage database: it is an index built from these files (`Lineage.refr
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +28,7 @@ from synground_assets.resources import StoreResource
 from synground_assets.resources.lineage import write_shard_lineage
 from synground_assets.resources.store import ShardStore
 from synground_assets.roles.base import AdapterInfo
+from synground_assets.scale import profile
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,16 +48,16 @@ class ShardOutput:
 ShardWriter = Callable[[Recipe, str, ShardStore, Path], ShardOutput]
 
 
-def generation_asset(*, gpu: bool = True, **kwargs):
+def generation_asset(**kwargs):
     """`dg.asset` with what every generation stage shares: recipe x shard partitions, a range of
-    shards in one run (so models load once), the `generation` group and, for model stages, a slot
-    of the `gpu` pool."""
+    shards per run (so models load once; how many, the profile says) and the `generation` group.
+    No pool: GPU work is limited per run by the recipe's `synground/device` tag (scale/run_tags.py),
+    since a pool would also hold back the runs of CPU-only recipes."""
     return dg.asset(
         partitions_def=shard_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=profile.backfill_policy(),
         code_version="1",
         group_name="generation",
-        pool="gpu" if gpu else None,
         **kwargs,
     )
 
@@ -171,4 +174,14 @@ def summary_metadata(outputs: list[ShardOutput]) -> dict:
         "model_id": info.model_id,
         "revision": info.revision or "",
         "code_version": code_version(),
+        **worker_metadata(),
+    }
+
+
+def worker_metadata() -> dict:
+    """Which process made the shards, and on which GPU(s): with many workers, where to look."""
+    return {
+        "worker_host": socket.gethostname(),
+        "worker_pid": dg.MetadataValue.int(os.getpid()),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
     }

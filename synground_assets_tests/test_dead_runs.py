@@ -1,6 +1,7 @@
 """Issue 11, item 1: a `dagster asset materialize` killed with SIGKILL leaves its run STARTED and
 its `gpu` pool slot taken; `python -m synground_assets.cli cleanup` marks it failed and frees the
-slot, and the next GPU run is not blocked. Real `dagster` processes, the shipped dagster.yaml."""
+slot, and the next GPU run is not blocked. Real `dagster` processes, the shipped dagster.yaml; the
+step that holds the slot is `gpu_pool_location.gpu_step`, a stand-in for the learning stages."""
 
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ import dagster as dg
 import pytest
 
 from synground_assets import cli
-from synground_assets.assets.concepts import concepts
 from synground_assets.dead_runs import dead_runs_sensor, find_dead_runs, process_alive
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 
 REPO = Path(__file__).parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -39,9 +38,9 @@ def instance_home(tmp_path, monkeypatch):
     return env
 
 
-def materialize(env: dict, *args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "synground_assets.definitions", *args],
-                            env=env, cwd=env["SYNGROUND_HOME"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def materialize(env: dict, **popen) -> subprocess.Popen:
+    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "synground_assets_tests.gpu_pool_location",
+                             "--select", "gpu_step"], env=env, cwd=env["SYNGROUND_HOME"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **popen)
 
 
@@ -50,13 +49,8 @@ def gpu_slot_holders(instance: dg.DagsterInstance) -> set[str]:
 
 
 def test_a_killed_run_is_marked_failed_and_frees_its_gpu_slot(instance_home, capsys):
-    # The input of `descriptions` (a GPU step), written in this process so both runs below need
-    # only their one GPU step.
-    assert dg.materialize([concepts], partition_key="shapes|00000", resources={"store": StoreResource(),
-                          "lineage": LineageResource(), "models": ModelSuiteResource()}).success
     # 1. A run killed (with its step process) while its GPU step holds the pool's one slot.
-    killed = materialize(instance_home, "--select", "descriptions", "--partition", "shapes|00000",
-                         start_new_session=True)
+    killed = materialize({**instance_home, "GPU_STEP_SECONDS": "600"}, start_new_session=True)
     with dg.DagsterInstance.get() as instance:
         deadline = time.monotonic() + 240
         while not gpu_slot_holders(instance):
@@ -75,7 +69,7 @@ def test_a_killed_run_is_marked_failed_and_frees_its_gpu_slot(instance_home, cap
         assert not gpu_slot_holders(instance)
 
         # 3. The next run's GPU step gets the slot and finishes.
-        following = materialize(instance_home, "--select", "descriptions", "--partition", "shapes|00000")
+        following = materialize(instance_home)
         output, _ = following.communicate(timeout=240)
         assert following.returncode == 0, output
         latest = instance.get_runs(limit=1)[0]

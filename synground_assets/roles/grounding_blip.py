@@ -77,6 +77,11 @@ class GroundingModel(Protocol):
         self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
     ) -> GroundingInputs: ...
 
+    def preprocessor(self):
+        """A picklable callable (images, phrases, resolution) -> CPU `GroundingInputs`: what
+        `preprocess` does before moving to the device, for data-loader workers."""
+        ...
+
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 1 + P, D): vision [CLS] then P patch tokens, row-major."""
         ...
@@ -105,6 +110,36 @@ class GroundingModel(Protocol):
     def train(self, mode: bool = True): ...
 
     def eval(self): ...
+
+
+@dataclass
+class BlipPreprocessor:
+    """Images and phrases -> CPU `GroundingInputs` at a square resolution (BLIP's processor)."""
+
+    processor: BlipProcessor
+    patch_size: int
+    image_size: int
+    max_text_tokens: int
+    dtype: torch.dtype
+
+    def __call__(
+        self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
+    ) -> GroundingInputs:
+        if len(images) != len(phrases):
+            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
+        resolution = resolution or self.image_size
+        if resolution % self.patch_size:
+            raise ValueError(f"resolution must be divisible by the patch size {self.patch_size} but is {resolution}")
+        pixels = self.processor.image_processor(
+            images=[image.convert("RGB") for image in images],
+            size={"height": resolution, "width": resolution},
+            return_tensors="pt",
+        )["pixel_values"]
+        text = self.processor.tokenizer(
+            list(phrases), padding="longest", truncation=True, max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )
+        return GroundingInputs(pixels.to(self.dtype), text["input_ids"], text["attention_mask"])
 
 
 class BlipGroundingModel(nn.Module):
@@ -174,23 +209,12 @@ class BlipGroundingModel(nn.Module):
     def preprocess(
         self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
     ) -> GroundingInputs:
-        if len(images) != len(phrases):
-            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
-        patch = self.model.config.vision_config.patch_size
-        resolution = resolution or self.image_size()
-        if resolution % patch:
-            raise ValueError(f"resolution must be divisible by the patch size {patch} but is {resolution}")
-        pixels = self.processor.image_processor(
-            images=[image.convert("RGB") for image in images],
-            size={"height": resolution, "width": resolution},
-            return_tensors="pt",
-        )["pixel_values"]
-        text = self.processor.tokenizer(
-            list(phrases), padding="longest", truncation=True, max_length=self.max_text_tokens,
-            return_tensors="pt",
-        )
-        dtype = next(self.model.parameters()).dtype
-        return GroundingInputs(pixels.to(dtype), text["input_ids"], text["attention_mask"]).to(self.device)
+        return self.preprocessor()(images, phrases, resolution).to(self.device)
+
+    def preprocessor(self) -> BlipPreprocessor:
+        """The CPU half of `preprocess`, without the weights: data-loader workers run it."""
+        return BlipPreprocessor(self.processor, self.model.config.vision_config.patch_size, self.image_size(),
+                                self.max_text_tokens, next(self.model.parameters()).dtype)
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         interpolate = pixel_values.shape[-1] != self.image_size() or pixel_values.shape[-2] != self.image_size()

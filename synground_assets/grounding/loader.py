@@ -36,13 +36,25 @@ SOURCES = ("synthetic", "real")
 Preprocessor = Callable[[Sequence[Image.Image], Sequence[str], int], GroundingInputs]
 
 
-def write_index(rows: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Write triplet rows ({image, phrase, boxes_xyxy, source}) as the index Parquet file."""
+def write_index(
+    path: str | os.PathLike,
+    images: Sequence[str],
+    phrases: Sequence[str],
+    boxes_xyxy: np.ndarray | Sequence[Sequence[Sequence[float]]],
+    source: str = "synthetic",
+) -> Path:
+    """Write an index Parquet file: one row per triplet; `boxes_xyxy` (N, 4) with one box per
+    triplet, or a list of box lists (a Flickr30k phrase may have several)."""
+    if isinstance(boxes_xyxy, np.ndarray):
+        values = pa.array(boxes_xyxy.astype(np.float32).ravel())
+        boxes = pa.ListArray.from_arrays(pa.array(np.arange(0, len(values) + 1, 4, dtype=np.int32)), values)
+    else:
+        boxes = pa.array([[float(v) for box in row for v in box] for row in boxes_xyxy], pa.list_(pa.float32()))
     table = pa.table({
-        "image": pa.array([str(r["image"]) for r in rows], pa.string()),
-        "phrase": pa.array([r["phrase"] for r in rows], pa.string()),
-        "boxes_xyxy": pa.array([[float(v) for box in r["boxes_xyxy"] for v in box] for r in rows], pa.list_(pa.float32())),
-        "source": pa.array([r.get("source", "synthetic") for r in rows], pa.string()),
+        "image": pa.array(images, pa.string()),
+        "phrase": pa.array(phrases, pa.string()),
+        "boxes_xyxy": boxes,
+        "source": pa.array(np.full(len(phrases), source), pa.string()),
     })
     path = Path(path)
     pq.write_table(table, path)
@@ -52,7 +64,7 @@ def write_index(rows: Sequence[dict], path: str | os.PathLike) -> Path:
 def write_triplets_index(triplets: Sequence[Triplet], folder: str | os.PathLike, source: str = "synthetic") -> Path:
     """An index of `triplets`; in-memory images are written as PNGs under `folder/images` first."""
     folder = Path(folder)
-    rows, saved = [], {}  # id(image) -> its file: the phrases of one image share it
+    rows, saved = [], {}  # image paths; id(image) -> its file: the phrases of one image share it
     for triplet in triplets:
         image = triplet.image
         if isinstance(image, Image.Image):
@@ -61,8 +73,9 @@ def write_triplets_index(triplets: Sequence[Triplet], folder: str | os.PathLike,
                 saved[id(image)] = folder / "images" / f"{source}-{len(saved):07d}.png"
                 image.save(saved[id(image)])
             image = saved[id(image)]
-        rows.append({"image": image, "phrase": triplet.phrase, "boxes_xyxy": triplet.boxes_xyxy, "source": source})
-    return write_index(rows, folder / f"{source}.parquet")
+        rows.append(str(image))
+    return write_index(folder / f"{source}.parquet", rows, [t.phrase for t in triplets],
+                       [t.boxes_xyxy for t in triplets], source)
 
 
 class TripletIndex:

@@ -45,10 +45,9 @@ def test_index_holds_columns_and_gives_back_the_triplets(index, index_folder):
 
 def test_index_refuses_bad_rows(tmp_path):
     with pytest.raises(ValueError, match="x1 > x0"):
-        TripletIndex.read(write_index([{"image": "a.png", "phrase": "a cat", "boxes_xyxy": [(5, 0, 1, 2)]}], tmp_path / "i.parquet"))
+        TripletIndex.read(write_index(tmp_path / "i.parquet", ["a.png"], ["a cat"], np.array([[5, 0, 1, 2]])))
     with pytest.raises(ValueError, match="unknown source"):
-        TripletIndex.read(write_index([{"image": "a.png", "phrase": "a", "boxes_xyxy": [(0, 0, 1, 1)], "source": "web"}],
-                                      tmp_path / "j.parquet"))
+        TripletIndex.read(write_index(tmp_path / "j.parquet", ["a.png"], ["a cat"], [[(0, 0, 1, 1)]], "web"))
 
 
 def test_plan_depends_only_on_the_step_covers_each_epoch_and_splits_by_rank(index):

@@ -319,6 +319,7 @@ def build_tiny_blip(
     text_layers: int = 3,
     heads: int = 2,
     text_initializer_range: float = 0.1,
+    mlp_ratio: int = 2,
 ) -> Path:
     """Write a random-init BLIP-ITM, its offline tokenizer and image processor to `folder`.
 
@@ -335,13 +336,13 @@ def build_tiny_blip(
     ids = {token: vocab.index(token) for token in SPECIAL_TOKENS}
     config = BlipConfig(
         vision_config=dict(
-            hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=vision_layers,
+            hidden_size=hidden_size, intermediate_size=mlp_ratio * hidden_size, num_hidden_layers=vision_layers,
             num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
             initializer_range=0.02,  # the default 1e-10 leaves a vision tower blind to the image
         ),
         text_config=dict(
             vocab_size=len(vocab), hidden_size=hidden_size, encoder_hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size, num_hidden_layers=text_layers, num_attention_heads=heads,
+            intermediate_size=mlp_ratio * hidden_size, num_hidden_layers=text_layers, num_attention_heads=heads,
             max_position_embeddings=2 * DEFAULT_MAX_TEXT_TOKENS,
             pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
             sep_token_id=ids["[SEP]"], initializer_range=text_initializer_range,

@@ -319,7 +319,7 @@ def train(
     module: nn.Module = TrainingModule(model, objective)
     if world.distributed:
         device_ids = [model.device.index] if model.device.type == "cuda" else None
-        module = DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+        module = DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
     # 3. The data: this rank's share of each global batch, loaded by worker processes.
     resolution = config.image_size or model.image_size()
     plan = BatchPlan(index, config.batch_size, config.seed, config.real_data_ratio)
@@ -370,7 +370,7 @@ def enable_gradient_checkpointing(model: GroundingModel) -> None:
     if not found:
         raise ValueError(f"{type(model).__name__} has no transformers model supporting gradient checkpointing")
     for module in found:
-        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def make_optimizer(config: TrainConfig, model: GroundingModel, objective: nn.Module) -> torch.optim.AdamW:

@@ -43,6 +43,10 @@ def init_world(device_type: str, timeout_s: float) -> World:
     return world
 
 
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def close_world() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from synground_assets.grounding import distributed
+from synground_assets.grounding.checkpoints import Checkpoints, save_final
 from synground_assets.grounding.data import Augmentation, Triplet
 from synground_assets.grounding.distributed import World
 from synground_assets.grounding.gradcam import cross_attention_gradcam, upsample_cam
@@ -45,13 +44,10 @@ from synground_assets.grounding.losses import (
 )
 from synground_assets.grounding.pointing_game import PointingGameResult, evaluate_pointing_game
 from synground_assets.items import derive_seed
-from synground_assets.roles.grounding_blip import TRAIN_CONFIG_FILE, GroundingModel
+from synground_assets.roles.grounding_blip import GroundingModel
 
 LogFn = Callable[[int, dict[str, float]], None]
 AMP_DTYPES = ("bfloat16", "float16", "float32")
-# Fields that may change when a run resumes; any other change needs a new output folder.
-RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution",
-                    "num_workers", "prefetch_factor", "collective_timeout_s", "gradient_checkpointing"}
 
 
 @dataclass
@@ -203,7 +199,7 @@ def training_step(
     all_image_feat, all_text_feat = distributed.gather_with_grad(image_feat), distributed.gather_with_grad(text_feat)  # (B, E)
     image_ids, phrase_keys = distributed.gather(batch.image_ids), distributed.gather(batch.phrase_keys)  # (B,)
     positives = (image_ids[:, None] == image_ids[None]) | (phrase_keys[:, None] == phrase_keys[None])  # (B, B)
-    local = slice(dist_rank() * len(ids), (dist_rank() + 1) * len(ids))
+    local = slice(distributed.rank() * len(ids), (distributed.rank() + 1) * len(ids))  # this rank's rows
     loss_itc, _ = objective.contrastive(image_feat, text_feat, positives[local], all_image_feat, all_text_feat)
     # 3. ITM: (image i, its hard negative text) and (the hard negative image of text j, text j),
     # drawn from the global batch with one generator state on every rank, so the draws agree.
@@ -229,10 +225,6 @@ def training_step(
         losses |= {"amc_mean": loss_mean, "amc_max": loss_max}
         total = total + config.amc_mean_weight * loss_mean + config.amc_max_weight * loss_max
     return {"loss": total, **losses}
-
-
-def dist_rank() -> int:
-    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
 
 def train_steps(
@@ -409,68 +401,3 @@ def check_finite(losses: dict[str, float], step: int) -> None:
             f"non-finite loss at step {step} ({parts}); lower the learning rate, or use amp_dtype "
             "bfloat16/float32 instead of float16"
         )
-
-
-class Checkpoints:
-    """`step-0000500.pt` files in one folder: the whole training state, written atomically by rank
-    0. No random state is saved: data order, augmentations, negatives and dropout are seeded by
-    the step, which is what lets a run resume on another number of ranks."""
-
-    def __init__(self, folder: Path, config: TrainConfig):
-        self.folder, self.config = folder, config
-
-    def paths(self) -> list[Path]:
-        found = [p for p in self.folder.glob("step-*.pt") if re.fullmatch(r"step-\d+\.pt", p.name)]
-        return sorted(found, key=lambda p: int(p.stem.split("-")[1]))
-
-    def save(self, step, history, model, objective, optimizer, scheduler, scaler) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        state = {
-            "step": step,
-            "config": dataclasses.asdict(self.config),
-            "history": history,
-            "model": model.state_dict(),
-            "objective": objective.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-        }
-        path = self.folder / f"step-{step:07d}.pt"
-        temporary = path.with_suffix(".tmp")
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-        for old in self.paths()[: -self.config.keep_checkpoints]:
-            old.unlink()
-        return path
-
-    def restore(self, model, objective, optimizer, scheduler, scaler) -> tuple[int, list[dict]]:
-        """Load the last checkpoint into the given objects; (its step, its history), or (0, [])."""
-        paths = self.paths()
-        if not paths:
-            return 0, []
-        state = torch.load(paths[-1], map_location=model.device, weights_only=True)
-        saved, current = state["config"], dataclasses.asdict(self.config)
-        changed = sorted(k for k in current if k not in RESUMABLE_FIELDS and saved.get(k) != current[k])
-        if changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise ValueError(f"{paths[-1]} was made with other settings ({details}); use a new output folder")
-        if state["step"] > self.config.max_steps:
-            raise ValueError(f"{paths[-1]} is at step {state['step']}, past max_steps={self.config.max_steps}")
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        return state["step"], list(state["history"])
-
-
-def save_final(output_dir: Path, model: GroundingModel, config: TrainConfig, metrics: dict[str, float]) -> Path:
-    """Write output_dir/model (replacing an older one whole) and output_dir/metrics.json."""
-    final, temporary = output_dir / "model", output_dir / "model.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(temporary)
-    (temporary / TRAIN_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temporary, final)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return final

@@ -1,5 +1,6 @@
-"""The torchrun job (CPU, gloo): 2 ranks x B/2 train like 1 rank x B, and a killed rank ends the job,
-whose rerun resumes (on another world size) to the weights of an uninterrupted run.
+"""The torchrun job (CPU, gloo): 2 ranks x B/2 train like 1 rank x B, and a killed rank fails the
+Dagster run launching it through Pipes, whose rerun resumes (on another world size) to the weights
+of an uninterrupted run.
 
 Tolerance: the tiny BLIP has no BatchNorm and dropout 0.0 (BLIP's config defaults; a model with
 dropout draws per (rank, step) and would agree in distribution only), so the only difference
@@ -14,15 +15,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import torch
 
+from synground_assets.assets.training import run_training_job
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.loader import write_triplets_index
 from synground_assets.grounding.train import TrainConfig
@@ -110,27 +115,59 @@ def assert_same_weights(state: dict, expected: dict) -> None:
             torch.testing.assert_close(state[name], tensor, **TOLERANCE)
 
 
-def rank_pids(torchrun_pid: int) -> list[int]:
-    children = Path(f"/proc/{torchrun_pid}/task/{torchrun_pid}/children").read_text().split()
-    return [int(pid) for pid in children]
+def kill_a_rank_after(checkpoint: Path, job: Path, timeout_s: float = 240) -> threading.Thread:
+    """A thread that kill -9s one rank of the job once `checkpoint` exists."""
+
+    def watch() -> None:
+        started = time.monotonic()
+        while not checkpoint.exists() and time.monotonic() - started < timeout_s:
+            time.sleep(0.01)
+        for entry in Path("/proc").iterdir():
+            try:
+                command = (entry / "cmdline").read_bytes().decode().split("\0")
+            except (OSError, ValueError):
+                continue
+            if str(job) in command and "synground_assets.finetune" in command and "torch.distributed.run" not in command:
+                os.kill(int(entry.name), signal.SIGKILL)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return watcher
 
 
-def test_a_killed_rank_ends_the_job_and_the_rerun_resumes_on_one_rank_to_the_same_weights(job_inputs, one_and_two_ranks):
-    job, output = write_job(job_inputs, "killed", replace(CONFIG, checkpoint_every=2))
-    process = torchrun(job, 2)
+def training_asset(work: Path, ranks: int) -> dg.AssetsDefinition:
+    @dg.asset(name=f"training_on_{ranks}_ranks")
+    def training(context):  # (no annotation: this module has postponed annotations, Dagster reads real ones)
+        return dg.MaterializeResult(metadata=run_training_job(context, work, ranks))
+
+    return training
+
+
+def test_a_killed_rank_fails_the_dagster_run_and_the_rerun_resumes_on_one_rank_to_the_same_weights(
+    job_inputs, one_and_two_ranks
+):
+    folder, index, spec = job_inputs
+    work = folder / "killed"
+    work.mkdir()
+    job = work / "job.json"
+    job.write_text(json.dumps(job_spec(replace(CONFIG, checkpoint_every=2), spec, [index], None, str(work))))
+    checkpoint = work / "checkpoints" / "step-0000002.pt"
+    watcher = kill_a_rank_after(checkpoint, job)
     started = time.monotonic()
-    while not (output / "checkpoints" / "step-0000002.pt").exists():
-        assert process.poll() is None, process.communicate()[0]
-        assert time.monotonic() - started < 240
-        time.sleep(0.01)
-    os.kill(rank_pids(process.pid)[-1], 9)
-    log, _ = process.communicate(timeout=120)  # no hang: the agent stops the other rank
-    assert process.returncode != 0
-    assert "SIGKILL" in log or "Signal 9" in log, log
-    assert not (output / "model").exists()
-    assert final_state(output)["step"] < CONFIG.max_steps
+    failed = dg.materialize([training_asset(work, 2)], raise_on_error=False)
+    watcher.join()
+    assert not failed.success and time.monotonic() - started < 240  # no hang: torchrun stops the other rank
+    (failure,) = failed.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert "failed with code" in description and "rematerialize to resume" in description, description
+    assert not (work / "model").exists()
+    written_at = checkpoint.stat().st_mtime_ns
     # The rerun, on one rank, resumes from rank 0's last checkpoint and ends where 2 ranks end.
-    log = finished(job, 1)
-    assert "step 1/" not in log and f"step {CONFIG.max_steps}/" in log
-    resumed, (_, uninterrupted) = final_state(output), one_and_two_ranks
+    rerun = dg.materialize([training_asset(work, 1)])
+    metadata = rerun.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["world_size"].value == 1 and metadata["steps"].value == CONFIG.max_steps
+    assert checkpoint.stat().st_mtime_ns == written_at  # resumed after step 2, not retrained from 0
+    resumed, (_, uninterrupted) = final_state(work), one_and_two_ranks
+    assert [entry["step"] for entry in resumed["history"]] == [1, 2, 3, 4]
     assert_same_weights(resumed["model"], uninterrupted["model"])

@@ -30,6 +30,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -160,6 +161,7 @@ def synthetic_index_file(path: Path, triplets: int, images: int, seed: int = 0) 
 def index_memory(args, work: Path) -> dict:
     path = synthetic_index_file(work / "index.parquet", args.index_triplets, args.index_triplets * 10 // 26)
     gc.collect()
+    pa.default_memory_pool().release_unused()  # writing the file left freed buffers in Arrow's pool
     before = resident_bytes()
     index = TripletIndex.read(path)
     plan = BatchPlan(index, 64, seed=0)

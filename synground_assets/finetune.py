@@ -15,6 +15,8 @@ Every rank trains (grounding.train); rank 0 alone logs to MLflow, publishes the 
 shard (one rename) and, when started through Dagster Pipes (`dg.PipesSubprocessClient`), reports
 progress, metrics, the MLflow run id and the published path back to the asset. Each rank's device
 is cuda:LOCAL_RANK when the spec allows CUDA and one is visible, else the CPU (gloo).
+`SYNGROUND_TORCH_THREADS` sets each rank's torch threads (default: torch's, which torchrun caps
+at 1 through OMP_NUM_THREADS when several ranks share a node).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Training throughput (ITC + ITM + AMC steps of one rank, shapes images as PNG fil
       as training did before the loader;
   (b) the loader (`make_loader`) with 0, 1 and 2 worker processes (prefetch 4 batches per worker);
   (c) the same batches already in memory as tensors: the ceiling, with no loading at all.
-It reports (a)/(c) and (b)/(c) (best of interleaved rounds): 1.0 means loading costs nothing. On CPU the model and the workers
+It reports (a)/(c) and (b)/(c) (best of interleaved rounds): 1.0 means loading costs nothing; and
+each loading path alone (no model), the rate it can supply: a GPU step faster than that waits. On CPU the model and the workers
 share the cores, so workers help only as far as cores are free; the GPU variant is the real test.
 
 Index memory: 2.6M synthetic rows (1M images, ~60-character paths, 2-6 word phrases, one box each)
@@ -133,12 +134,15 @@ def throughput(args, work: Path) -> dict:
     # Rounds interleave the modes, and the best round counts: on a shared machine, other processes
     # slow some rounds down; the best is the closest to what the mode itself costs.
     rounds = {name: [] for name in modes}
+    data_alone = {name: [] for name in modes}  # the loading path without the model: what it can supply
     for _ in range(args.rounds):
         for name, batches in modes.items():
             rounds[name].append(timed(step, batches(), args.steps, args.batch_size, model.device))
+            data_alone[name].append(timed(lambda batch, index: None, batches(), args.steps, args.batch_size, model.device))
     rates = {name: max(values) for name, values in rounds.items()}
     ceiling = rates["(c) in memory (ceiling)"]
     return {"samples_per_s": rates, "ratio_to_ceiling": {name: rate / ceiling for name, rate in rates.items()},
+            "data_alone_samples_per_s": {name: max(values) for name, values in data_alone.items() if "ceiling" not in name},
             "rounds": rounds, "parameters": sum(p.numel() for p in model.parameters()),
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None}
 
@@ -190,9 +194,10 @@ def print_report(report: dict) -> None:
         print(f"\ntraining throughput: {'full-size' if settings['full_size'] else 'tiny'} BLIP-ITM "
               f"({t['parameters'] / 1e6:.1f}M params), {settings['size']} px, batch {settings['batch_size']}, "
               f"{settings['device']}, {settings['threads']} torch thread(s)")
-        print(f"{'loading':<28} {'samples/s':>10} {'/ ceiling':>10}")
+        print(f"{'loading':<28} {'samples/s':>10} {'/ ceiling':>10} {'data alone':>11}")
         for name, rate in t["samples_per_s"].items():
-            print(f"{name:<28} {rate:>10.2f} {t['ratio_to_ceiling'][name]:>10.2f}")
+            alone = t["data_alone_samples_per_s"].get(name)
+            print(f"{name:<28} {rate:>10.2f} {t['ratio_to_ceiling'][name]:>10.2f} {alone or float('nan'):>11.1f}")
     if "index_memory" in report:
         m = report["index_memory"]
         print(f"\ntraining index: {m['triplets']:,} triplets, {m['images']:,} images (Parquet {m['parquet_mb']:.0f} MB)")

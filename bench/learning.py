@@ -10,6 +10,10 @@ bench/results/learning.json.
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py            # the full run
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --steps 300 --train-images 400 --eval-images 100
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --model albef   # -> bench/results/learning-albef.json
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --only amc --ranks 2   # through torchrun, 2 ranks x B/2
+
+With `--ranks N` each model trains as the asset trains it: `torchrun --nproc_per_node N -m
+synground_assets.finetune job.json` (one thread per rank), the global batch unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +39,10 @@ from synground_assets.grounding.pointing_game import (  # noqa: E402
     queries_of,
     random_point_baseline,
 )
+from synground_assets.finetune import job_spec  # noqa: E402
+from synground_assets.grounding.loader import write_triplets_index  # noqa: E402
 from synground_assets.grounding.train import TrainConfig, train  # noqa: E402
+from synground_assets.recipes import RoleSpec  # noqa: E402
 from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef  # noqa: E402
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
 from synground_assets import benchmarks  # noqa: E402
@@ -88,13 +97,17 @@ def run(args) -> dict:
     runs = {}
     variants = [("ITC+ITM (no AMC)", False), ("ITC+ITM+AMC", True)]
     for name, amc in [v for v in variants if args.only in (None, "amc" if v[1] else "no-amc")]:
-        model = adapter.from_pretrained(folder)
         started = time.perf_counter()
-        result = train(bench_config(args, amc), model, train_set, held_out, work / name.split()[0],
-                       log_fn=lambda step, m, name=name: print(f"  [{name}] step {step}: " + ", ".join(
-                           f"{k}={v:.4g}" for k, v in m.items())))
-        rows[name] = result.metrics["pointing_game_accuracy"]
-        runs[name] = {"seconds": round(time.perf_counter() - started, 1), "final": result.history[-1]}
+        if args.ranks:
+            metrics = train_with_torchrun(args, bench_config(args, amc), folder, train_set, held_out, work / name.split()[0])
+        else:
+            result = train(bench_config(args, amc), adapter.from_pretrained(folder), train_set, held_out,
+                           work / name.split()[0], log_fn=lambda step, m, name=name: print(
+                               f"  [{name}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items())))
+            metrics = result.metrics
+        rows[name] = metrics["pointing_game_accuracy"]
+        runs[name] = {"seconds": round(time.perf_counter() - started, 1),
+                      "final": {k: v for k, v in metrics.items() if k.startswith("final_")}}
     return {
         "settings": vars(args) | {"parameters": parameters, "grid": f"{args.size // 8}x{args.size // 8}",
                                   "train_triplets": len(train_set), "held_out_queries": len(held_out)},
@@ -102,6 +115,20 @@ def run(args) -> dict:
         "amc_gain_over_no_amc": rows.get("ITC+ITM+AMC", float("nan")) - rows.get("ITC+ITM (no AMC)", float("nan")),
         "runs": runs,
     }
+
+
+def train_with_torchrun(args, config: TrainConfig, model_folder: Path, train_set, held_out, output: Path) -> dict:
+    """The job the asset launches, on `args.ranks` ranks of this machine; rank 0's metrics.json."""
+    output.mkdir(parents=True, exist_ok=True)
+    index = write_triplets_index(train_set, output / "index", "synthetic")
+    held_out_index = write_triplets_index(held_out, output / "index" / "held_out", "synthetic")
+    spec = RoleSpec(adapter=args.model, model=str(model_folder), device="cpu")
+    job = output / "job.json"
+    job.write_text(json.dumps(job_spec(config, spec, [str(index)], str(held_out_index), str(output))))
+    environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "SYNGROUND_TORCH_THREADS": str(args.threads)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ranks}",
+                    "-m", "synground_assets.finetune", str(job)], env=environment, check=True)
+    return json.loads((output / "metrics.json").read_text())
 
 
 def print_table(report: dict) -> None:
@@ -130,6 +157,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("amc", "no-amc"), help="train one of the two models")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 2 is faster on an idle 2-core machine, far slower on a shared one")
+    parser.add_argument("--ranks", type=int, default=0,
+                        help="train through torchrun on this many ranks (the asset's launcher); 0: in this process")
     parser.add_argument("--output", type=Path, help="default: bench/results/learning.json (learning-albef.json)")
     args = parser.parse_args()
     args.output = args.output or RESULTS / ("learning.json" if args.model == "blip" else f"learning-{args.model}.json")

@@ -1,26 +1,35 @@
 """`finetuned_checkpoint`: the recipe's grounding model fine-tuned on all its triplets (ITC + ITM + AMC).
 
-Reads every published `boxes` shard of the recipe (plus real triplets when the recipe mixes them),
-trains with `grounding.train`, and publishes the model folder (`save_pretrained`: safetensors,
-processor, resolved training config, the shards and triplet counts used). Training resumes from
-its last checkpoint after a crash: the working folder is keyed by everything that defines the run.
-Params, loss curves and the held-out pointing game go to MLflow; the shards used go to lineage.
+Indexes every published `boxes` shard of the recipe (plus real triplets when the recipe mixes
+them) into Parquet files, then starts the training as a torchrun job (`python -m
+synground_assets.finetune`, `nproc_per_node` ranks; see that module) through Dagster Pipes. Rank 0
+logs to MLflow, publishes the model folder (`save_pretrained`: safetensors, processor, resolved
+training config, the shards and triplet counts used) and reports its metadata back here. Training
+resumes from its last checkpoint after a crash (of any rank): the working folder is keyed by
+everything that defines the run. The shards used go to lineage.
 """
 
 import hashlib
 import json
-import shutil
+import os
+import re
+import sys
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
+from dagster._core.errors import DagsterPipesExecutionError  # not exported at the top level
 
 from synground_assets import code_version
 from synground_assets.assets.scoring import gradcam_figure
 from synground_assets.benchmarks import shapes_test_triplets
+from synground_assets.finetune import job_spec
 from synground_assets.grounding.data import Triplet
-from synground_assets.grounding.train import TrainConfig, train
+from synground_assets.grounding.loader import write_index, write_triplets_index
+from synground_assets.grounding.train import TrainConfig
 from synground_assets.partitions import recipe_partitions
 from synground_assets.previews import image_markdown
 from synground_assets.recipes import Recipe, RecipeError, recipe_book
@@ -29,7 +38,7 @@ from synground_assets.resources.store import ShardStore, write_table
 from synground_assets.roles.grounding import load_grounding_model
 
 CHECKPOINT_SHARD = "model"
-HELD_OUT_KEYS = ("held_out", "held_out_queries")
+ASSET_KEYS = ("held_out", "held_out_queries", "nproc_per_node")  # training settings read here, not by TrainConfig
 
 
 class FinetuneConfig(dg.Config):
@@ -48,35 +57,38 @@ def grounding_spec(recipe: Recipe):
     return replace(recipe.grounding_model, model=location.path)
 
 
-def synthetic_triplets(store: ShardStore, recipe: str) -> tuple[list[Triplet], pd.DataFrame]:
-    """One triplet per phrase (its best box) from every published boxes shard; and per-shard counts."""
-    triplets, counts = [], []
+def synthetic_rows(store: ShardStore, recipe: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per phrase (its best box) from every published boxes shard: image path, phrase,
+    box, item id; and the per-shard counts. Columns all along, never one object per triplet."""
+    frames, counts = [], []
     for shard in store.shards(recipe, "boxes"):
         boxes = store.read_table(recipe, "boxes", shard).query("box_rank == 0")
         phrases = store.read_table(recipe, "phrases", shard)[["phrase_id", "phrase"]]
         images = store.read_table(recipe, "images", shard)[["item_id", "file"]]
         rows = boxes.merge(phrases, on="phrase_id").merge(images, on="item_id")
-        folder = store.shard_dir(recipe, "images", shard)
-        triplets += [Triplet(str(folder / r.file), r.phrase, [(r.x0, r.y0, r.x1, r.y1)], r.item_id)
-                     for r in rows.itertuples(index=False)]
+        rows["image"] = str(store.shard_dir(recipe, "images", shard)) + os.sep + rows["file"]
+        frames.append(rows[["image", "phrase", "x0", "y0", "x1", "y1", "item_id"]])
         counts.append((shard, len(rows)))
-    return triplets, pd.DataFrame(counts, columns=["shard", "triplets"])
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "phrase", "x0", "y0", "x1", "y1", "item_id"])
+    return rows, pd.DataFrame(counts, columns=["shard", "triplets"])
 
 
-def split_held_out(recipe: Recipe, triplets: list[Triplet]) -> tuple[list[Triplet], list[Triplet], str]:
+def split_held_out(recipe: Recipe, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | list[Triplet], str]:
     """`held_out: shapes_test` evaluates on held-out shapes seeds; a fraction holds out that share of
     items (by a hash of the item id, so the split is stable as shards are added)."""
     held_out = recipe.training.get("held_out", 0.05)
     if held_out == "shapes_test":
-        return triplets, shapes_test_triplets(int(recipe.training.get("held_out_queries", 256))), "shapes_test"
+        return rows, shapes_test_triplets(int(recipe.training.get("held_out_queries", 256))), "shapes_test"
     if not isinstance(held_out, (int, float)) or not 0 <= held_out < 1:
         raise RecipeError(f"recipe {recipe.name!r}, training.held_out: expected shapes_test or a fraction in [0, 1), "
                           f"got {held_out!r}")
+    share = rows["item_id"].astype(str).map(lambda i: int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) / 16**8)
+    return rows[share >= held_out], rows[share < held_out], f"{held_out:.0%} of items"
 
-    def is_held_out(t: Triplet) -> bool:
-        return int(hashlib.sha256(str(t.item_id).encode()).hexdigest()[:8], 16) / 16**8 < held_out
 
-    return [t for t in triplets if not is_held_out(t)], [t for t in triplets if is_held_out(t)], f"{held_out:.0%} of items"
+def write_rows_index(rows: pd.DataFrame, path: Path, source: str) -> str:
+    boxes = rows[["x0", "y0", "x1", "y1"]].to_numpy(np.float32)
+    return str(write_index(path, rows["image"].tolist(), rows["phrase"].tolist(), boxes, source))
 
 
 def real_triplets(recipe: Recipe) -> list[Triplet]:
@@ -93,7 +105,7 @@ def real_triplets(recipe: Recipe) -> list[Triplet]:
 
 
 def train_config(recipe: Recipe, overrides: FinetuneConfig) -> TrainConfig:
-    settings = {k: v for k, v in recipe.training.items() if k not in HELD_OUT_KEYS}
+    settings = {k: v for k, v in recipe.training.items() if k not in ASSET_KEYS}
     if recipe.real_data:
         settings["real_data_ratio"] = recipe.real_data.get("ratio", 0.5)
     if overrides.max_steps:
@@ -117,65 +129,92 @@ def finetuned_checkpoint(
     tracking: TrackingResource,
 ) -> dg.MaterializeResult:
     """The recipe's grounding model fine-tuned on every published triplet of the recipe."""
-    # 1. Inputs.
+    # 1. Inputs, indexed into Parquet files in the working folder.
     recipe = recipe_book().get(context.partition_key)
     spec = grounding_spec(recipe)
     shard_store = store.store()
-    triplets, shard_counts = synthetic_triplets(shard_store, recipe.name)
-    if not triplets:
+    rows, shard_counts = synthetic_rows(shard_store, recipe.name)
+    if rows.empty:
         raise RecipeError(f"recipe {recipe.name!r} has no published boxes shard with triplets; materialize its "
                           f"generation assets first (dagster asset materialize ... --partition '{recipe.name}|00000')")
-    train_set, held_out, held_out_source = split_held_out(recipe, triplets)
+    train_rows, held_out, held_out_source = split_held_out(recipe, rows)
     real = real_triplets(recipe)
     settings = train_config(recipe, config)
+    ranks = ranks_per_node(recipe, spec.device)
     key = json.dumps([asdict(settings), asdict(spec), shard_counts.values.tolist(), len(real)], sort_keys=True, default=str)
     work = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", f".work-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
-    context.log.info(f"{len(train_set)} synthetic + {len(real)} real training triplets, {len(held_out)} held out "
-                     f"({held_out_source}); working folder {work}")
-    # 2. Train, logging to MLflow as it goes.
-    model = load_grounding_model(spec)
+    (work / "index").mkdir(parents=True, exist_ok=True)
+    index = [write_rows_index(train_rows, work / "index" / "synthetic.parquet", "synthetic")]
+    if real:
+        index.append(str(write_triplets_index(real, work / "index", "real")))
+    if isinstance(held_out, pd.DataFrame):
+        held_out_index = write_rows_index(held_out, work / "index" / "held_out.parquet", "synthetic")
+        held_out = [Triplet(r.image, r.phrase, [(r.x0, r.y0, r.x1, r.y1)], r.item_id) for r in held_out.head(6).itertuples()]
+    else:
+        held_out_index = str(write_triplets_index(held_out, work / "index" / "held_out", "synthetic"))
+    write_table(work, shard_counts.assign(recipe=recipe.name))
+    context.log.info(f"{len(train_rows)} synthetic + {len(real)} real training triplets, {held_out_source} held out; "
+                     f"{ranks} rank(s) per node; working folder {work}")
+    # 2. Train as a torchrun job through Pipes; rank 0 logs to MLflow, publishes and reports back.
     tags = {"dagster_run_id": context.run_id, "recipe": recipe.name, "partition": context.partition_key,
             "code_version": code_version(), "stage": "finetune"}
     with tracking.tracking().run(f"finetune {recipe.name}", tags) as run:
         run.log_params({**{f"train.{k}": v for k, v in asdict(settings).items()}, "base_model": recipe.grounding_model.model,
-                        "base_revision": spec.revision or "", "synthetic_triplets": len(train_set), "real_triplets": len(real),
-                        "held_out_triplets": len(held_out), "held_out_source": held_out_source, "shards": len(shard_counts)})
-
-        def log(step: int, metrics: dict[str, float]) -> None:
-            context.log.info(f"step {step}/{settings.max_steps}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-
-        result = train(settings, model, train_set, held_out, work, log_fn=log, real_triplets=real)
-        run.log_metric_history(result.history, prefix="train/")
-        run.log_metrics({"pointing_game/held_out": result.metrics.get("pointing_game_accuracy", float("nan"))})
-        # 3. Publish the model whole, with what made it.
-        with shard_store.writing(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD, run_id=context.run_id) as folder:
-            shutil.copytree(result.model_path, folder, dirs_exist_ok=True)
-            write_table(folder, shard_counts.assign(recipe=recipe.name))
-            (folder / "provenance.json").write_text(json.dumps(
-                {"recipe": recipe.name, "base_model": recipe.grounding_model.model, "mlflow_run_id": run.run_id,
-                 "dagster_run_id": context.run_id, "code_version": code_version(), "held_out": held_out_source,
-                 "metrics": result.metrics}, indent=2))
-            run.log_artifact(folder / "train_config.json")
-            run.log_artifact(folder / "provenance.json")
-        published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
-    # 4. Lineage: which triplets trained this checkpoint, next to an index holding those shards.
+                        "base_revision": spec.revision or "", "synthetic_triplets": len(train_rows), "real_triplets": len(real),
+                        "held_out_source": held_out_source, "shards": len(shard_counts), "nproc_per_node": ranks})
+        publish = {"root": str(shard_store.root), "recipe": recipe.name, "asset": "finetuned_checkpoint",
+                   "shard": CHECKPOINT_SHARD, "tables": {"table.parquet": str(work / "table.parquet")},
+                   "provenance": {"recipe": recipe.name, "base_model": recipe.grounding_model.model,
+                                  "dagster_run_id": context.run_id, "code_version": code_version(), "held_out": held_out_source}}
+        job = job_spec(settings, spec, index, held_out_index, str(work),
+                       {"tracking_uri": run.tracking_uri, "run_id": run.run_id}, publish)
+        (work / "job.json").write_text(json.dumps(job, indent=2))
+        reported = run_training_job(context, work, ranks)
+    # 3. Lineage: which triplets trained this checkpoint.
     checkpoint_id = f"{recipe.name}@{context.run_id}"
     index = lineage.lineage()
     index.refresh(shard_store.root)
     index.replace("checkpoint_shards", shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
-    figure = gradcam_figure(model, held_out[:6], settings.eval_resolution, settings.eval_protocol)
+    published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
+    figure = gradcam_figure(load_grounding_model(published, device="cpu"), held_out[:6], settings.eval_resolution, settings.eval_protocol)
     return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(published)),
-        "steps": settings.max_steps,
-        "synthetic_triplets": len(train_set),
+        **reported,
+        "synthetic_triplets": len(train_rows),
         "real_triplets": len(real),
         "shards": len(shard_counts),
-        "held_out_pointing_game": dg.MetadataValue.float(result.metrics.get("pointing_game_accuracy", float("nan"))),
-        "final_loss": dg.MetadataValue.float(result.metrics.get("final_loss", float("nan"))),
         "checkpoint_id": checkpoint_id,
-        "mlflow_run_id": run.run_id,
-        "mlflow_run_url": dg.MetadataValue.url(run.url),
         "gradcam_preview": dg.MetadataValue.md(image_markdown(figure)),
     })
+
+
+def ranks_per_node(recipe: Recipe, device: str) -> int:
+    """`training.nproc_per_node`: a number, or `auto` (default): every visible GPU, 1 on the CPU."""
+    value = recipe.training.get("nproc_per_node", "auto")
+    if value == "auto":
+        import torch
+
+        return torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RecipeError(f"recipe {recipe.name!r}, training.nproc_per_node: expected auto or a positive integer, got {value!r}")
+    return value
+
+
+def run_training_job(context: dg.AssetExecutionContext, work: Path, ranks: int) -> dict:
+    """torchrun the job on this node through Pipes; rank 0's reported metadata. A failed rank
+    (crash, kill -9, a peer's collective timeout) fails the whole job; the error says how to resume."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+               "-m", "synground_assets.finetune", str(work / "job.json")]
+    context.log.info("launching " + " ".join(command))
+    try:
+        invocation = dg.PipesSubprocessClient().run(context=context, command=command)
+    except DagsterPipesExecutionError as exc:
+        steps = [int(m.group(1)) for p in (work / "checkpoints").glob("step-*.pt") if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))]
+        resume = f"the last checkpoint is step {max(steps)}" if steps else "no checkpoint was written yet"
+        raise dg.Failure(
+            description=f"the training job failed ({exc}); torchrun's summary in the step's output names the failed "
+                        f"rank and its exit code or signal. {resume} in {work / 'checkpoints'}: rematerialize to resume from it.",
+            metadata={"last_checkpoint_step": max(steps, default=0), "working_folder": dg.MetadataValue.path(str(work))},
+        ) from exc
+    return dict(invocation.get_materialize_result().metadata)

@@ -2,7 +2,7 @@
 
 Images are read from disk when a batch needs them (never all held in memory). Augmentations are
 drawn from a per-sample seed, so a batch is the same whether training runs straight through or
-resumes from a checkpoint. A horizontal flip mirrors the boxes and swaps "left"/"right" in the
+resumes from a checkpoint, on any number of ranks and loader workers (grounding/loader.py). A horizontal flip mirrors the boxes and swaps "left"/"right" in the
 phrase, so the pair stays true.
 """
 
@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from synground_assets.items import derive_seed
-from synground_assets.grounding.model import GroundingInputs, GroundingModel
 
 Box = tuple[float, float, float, float]
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
@@ -114,91 +112,3 @@ def box_mask(boxes_xyxy: Sequence[Box], image_size: tuple[int, int], mask_size: 
         inside_x = (xs >= x0) & (xs < x1)
         mask = torch.maximum(mask, (inside_y[:, None] & inside_x[None, :]).float())
     return mask
-
-
-@dataclass
-class TrainBatch:
-    inputs: GroundingInputs
-    masks: torch.Tensor  # (B, H, W) box masks at the input resolution
-    positives: torch.Tensor  # (B, B) bool: sample i's image matches sample j's phrase
-    phrases: list[str] = field(default_factory=list)
-
-
-def positive_pairs(image_keys: Sequence[str], phrases: Sequence[str]) -> torch.Tensor:
-    """(B, B) bool: True where i and j share the image or the phrase (so j's phrase describes i's
-    image, or i's image shows j's phrase)."""
-    normalised = [" ".join(p.lower().split()) for p in phrases]
-    return torch.tensor([
-        [image_keys[i] == image_keys[j] or normalised[i] == normalised[j] for j in range(len(phrases))]
-        for i in range(len(phrases))
-    ])
-
-
-def make_batch(
-    model: GroundingModel,
-    triplets: Sequence[Triplet],
-    seeds: Sequence[int],
-    augmentation: Augmentation | None = None,
-    resolution: int | None = None,
-) -> TrainBatch:
-    """Load, augment and preprocess one batch at a square `resolution` (default: the model's);
-    `seeds` (one per triplet) drive the augmentations."""
-    images, phrases, masks = [], [], []
-    resolution = resolution or model.image_size()
-    for triplet, seed in zip(triplets, seeds, strict=True):
-        image, phrase, boxes = triplet.load_image(), triplet.phrase, triplet.boxes_xyxy
-        if augmentation is not None:
-            image, phrase, boxes = augment(image, phrase, boxes, random.Random(seed), augmentation)
-        images.append(image)
-        phrases.append(phrase)
-        masks.append(box_mask(boxes, image.size, (resolution, resolution)))
-    inputs = model.preprocess(images, phrases, resolution)
-    positives = positive_pairs([t.image_key for t in triplets], phrases)
-    device = inputs.pixel_values.device
-    return TrainBatch(inputs, torch.stack(masks).to(device), positives.to(device), phrases)
-
-
-class TripletStream:
-    """Batches of triplets in a seeded order, one epoch after another; `batch(step)` depends only on
-    the step, so a resumed run sees the same data. Real triplets, when given, fill a fixed share of
-    every batch (`real_ratio`), drawn from their own seeded order."""
-
-    def __init__(
-        self,
-        synthetic: Sequence[Triplet],
-        batch_size: int,
-        seed: int,
-        real: Sequence[Triplet] = (),
-        real_ratio: float = 0.0,
-    ):
-        if not synthetic and not real:
-            raise ValueError("no training triplets")
-        if real_ratio and not real:
-            raise ValueError(f"real_data_ratio is {real_ratio} but no real triplets were given")
-        self.real_per_batch = round(batch_size * real_ratio) if real else 0
-        if not synthetic:
-            self.real_per_batch = batch_size
-        self.synthetic_per_batch = batch_size - self.real_per_batch
-        self.sources = [(list(synthetic), self.synthetic_per_batch, "synthetic"), (list(real), self.real_per_batch, "real")]
-        self.seed = seed
-        self._orders: dict[tuple[str, int], torch.Tensor] = {}
-
-    def _order(self, name: str, epoch: int, size: int) -> torch.Tensor:
-        if (name, epoch) not in self._orders:
-            if len(self._orders) > 8:
-                self._orders.clear()
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, name, epoch))
-            self._orders[name, epoch] = torch.randperm(size, generator=generator)
-        return self._orders[name, epoch]
-
-    def batch(self, step: int) -> tuple[list[Triplet], list[int]]:
-        """The triplets of a step's batch and one augmentation seed per triplet."""
-        triplets, seeds = [], []
-        for pool, count, name in self.sources:
-            if count == 0:
-                continue
-            for slot in range(step * count, (step + 1) * count):
-                epoch, position = divmod(slot, len(pool))
-                triplets.append(pool[int(self._order(name, epoch, len(pool))[position])])
-                seeds.append(derive_seed(self.seed, name, "augment", slot))
-        return triplets, seeds

@@ -1,8 +1,9 @@
 """The fine-tuning objective: ITC + ITM (in-batch hard negatives) + AMC.
 
-- ITC: image-text contrastive loss over the batch with its own learnable temperature (the BLIP
-  retrieval model has none); several texts may match one image, so targets are spread over all
-  positives (same image or same phrase), as in BLIP's retrieval fine-tuning.
+- ITC: image-text contrastive loss over the global batch (every rank's samples) with its own
+  learnable temperature (the BLIP retrieval model has none); several texts may match one image, so
+  targets are spread over all positives (same image or same phrase), as in BLIP's retrieval
+  fine-tuning.
 - ITM: matched pairs against one hard negative text per image and one hard negative image per
   text, sampled in proportion to the ITC similarity (ALBEF).
 - AMC (attention mask consistency): on the GradCAM map and the box mask of each pair,
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,15 +37,27 @@ class ContrastiveLoss(nn.Module):
         return self.log_temperature.exp().clamp(low, high)
 
     def forward(
-        self, image_feat: torch.Tensor, text_feat: torch.Tensor, positives: torch.Tensor
+        self,
+        image_feat: torch.Tensor,
+        text_feat: torch.Tensor,
+        positives: torch.Tensor,
+        all_image_feat: torch.Tensor | None = None,
+        all_text_feat: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image_feat, text_feat: (B, E) L2-normalised; positives: (B, B) bool, True where image i
-        matches text j (the diagonal at least). Returns (loss, image-to-text logits (B, B))."""
-        logits_i2t = image_feat @ text_feat.t() / self.temperature  # (B, B)
+        """image_feat, text_feat: (b, E) L2-normalised, this rank's samples; all_image_feat,
+        all_text_feat: (B, E), the global batch (default: this rank's, B = b); positives: (b, B)
+        bool, True where sample i matches sample j of the global batch (a symmetric relation, the
+        diagonal at least). Each local image is contrasted with every text of the global batch and
+        each local text with every image (ALBEF / BLIP's global negatives). Returns (loss, this
+        rank's image-to-text logits (b, B))."""
+        all_image_feat = image_feat if all_image_feat is None else all_image_feat
+        all_text_feat = text_feat if all_text_feat is None else all_text_feat
+        logits_i2t = image_feat @ all_text_feat.t() / self.temperature  # (b, B)
+        logits_t2i = text_feat @ all_image_feat.t() / self.temperature  # (b, B)
         targets = positives.to(logits_i2t.dtype)
         targets = targets / targets.sum(dim=1, keepdim=True)
         loss_i2t = -(F.log_softmax(logits_i2t, dim=1) * targets).sum(dim=1).mean()
-        loss_t2i = -(F.log_softmax(logits_i2t.t(), dim=1) * targets.t()).sum(dim=1).mean()
+        loss_t2i = -(F.log_softmax(logits_t2i, dim=1) * targets).sum(dim=1).mean()
         return (loss_i2t + loss_t2i) / 2, logits_i2t
 
 
@@ -86,19 +100,26 @@ def itm_loss(positive_logits: torch.Tensor, negative_logits: torch.Tensor) -> to
 
 
 def attention_mask_consistency(
-    cam: torch.Tensor, mask: torch.Tensor, mean_margin: float = 0.1, max_margin: float = 0.5
+    cam: torch.Tensor,
+    mask: torch.Tensor,
+    mean_margin: float = 0.1,
+    max_margin: float = 0.5,
+    sum_over_batch: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_mean, L_max) for maps `cam` (B, H, W) in [0, 1] and 0/1 box masks `mask` (B, H, W).
 
     Max-inside and max-outside are taken on cam * mask and cam * (1 - mask), as AMC does: the map
-    is non-negative, so this is the masked maximum, and 0 on an empty side.
+    is non-negative, so this is the masked maximum, and 0 on an empty side. L_mean pools its sums
+    over the batch; `sum_over_batch` adds the other ranks' sums (differentiably) when the batch is
+    split over ranks, so L_mean is the global batch's.
     """
     if cam.shape != mask.shape:
         raise ValueError(f"cam {tuple(cam.shape)} and mask {tuple(mask.shape)} must have one shape")
     mask = mask.to(cam.dtype)
     inside, outside = cam * mask, cam * (1 - mask)  # (B, H, W)
-    mean_inside = inside.sum() / mask.sum().clamp(min=1)
-    mean_outside = outside.sum() / (1 - mask).sum().clamp(min=1)
+    sums = sum_over_batch(torch.stack([inside.sum(), mask.sum(), outside.sum(), (1 - mask).sum()]))
+    mean_inside = sums[0] / sums[1].clamp(min=1)
+    mean_outside = sums[2] / sums[3].clamp(min=1)
     loss_mean = F.relu(mean_outside - mean_inside + mean_margin)
     max_inside = inside.flatten(1).amax(dim=1)  # (B,)
     max_outside = outside.flatten(1).amax(dim=1)  # (B,)

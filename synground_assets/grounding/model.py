@@ -54,6 +54,11 @@ class GroundingModel(Protocol):
         self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
     ) -> GroundingInputs: ...
 
+    def preprocessor(self):
+        """A picklable callable (images, phrases, resolution) -> CPU `GroundingInputs`: what
+        `preprocess` does before moving to the device, for data-loader workers."""
+        ...
+
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 1 + P, D): vision [CLS] then P patch tokens, row-major."""
         ...

@@ -28,6 +28,31 @@ from synground_assets.roles.base import AdapterInfo
 from synground_assets.roles.hf_common import resolve_device
 
 
+@dataclasses.dataclass
+class AlbefPreprocessor:
+    """Images and phrases -> CPU `GroundingInputs` at a square resolution: `pre_caption`, the ALBEF
+    tokenizer (`[CLS] tokens`, no [SEP], pad to the longest), bicubic resize and CLIP normalisation."""
+
+    tokenizer: AlbefTokenizer
+    patch_size: int
+    image_size: int
+    max_words: int
+    max_text_tokens: int | None  # None: no truncation (evaluation)
+    dtype: torch.dtype
+
+    def __call__(
+        self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
+    ) -> GroundingInputs:
+        if len(images) != len(phrases):
+            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
+        resolution = resolution or self.image_size
+        if resolution % self.patch_size:
+            raise ValueError(f"resolution must be divisible by the patch size {self.patch_size} but is {resolution}")
+        captions = [pre_caption(phrase, self.max_words) for phrase in phrases]
+        input_ids, attention_mask = self.tokenizer(captions, self.max_text_tokens)
+        return GroundingInputs(images_to_tensor(images, resolution).to(self.dtype), input_ids, attention_mask)
+
+
 class AlbefGroundingModel(nn.Module):
     def __init__(
         self,
@@ -87,16 +112,14 @@ class AlbefGroundingModel(nn.Module):
     def preprocess(
         self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
     ) -> GroundingInputs:
-        if len(images) != len(phrases):
-            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
-        resolution = resolution or self.image_size()
-        if resolution % self.model.config.patch_size:
-            raise ValueError(f"resolution must be divisible by the patch size {self.model.config.patch_size} "
-                             f"but is {resolution}")
-        captions = [pre_caption(phrase, self.model.config.max_words) for phrase in phrases]
-        input_ids, attention_mask = self.tokenizer(captions, self.max_text_tokens if self.training else None)
-        pixels = images_to_tensor(images, resolution).to(self.model.temp.dtype)
-        return GroundingInputs(pixels, input_ids, attention_mask).to(self.device)
+        return self.preprocessor()(images, phrases, resolution).to(self.device)
+
+    def preprocessor(self) -> AlbefPreprocessor:
+        """The CPU half of `preprocess`, without the weights: data-loader workers run it. Truncates
+        the text when made while the module is training, as `preprocess` does."""
+        config = self.model.config
+        return AlbefPreprocessor(self.tokenizer, config.patch_size, self.image_size(), config.max_words,
+                                 self.max_text_tokens if self.training else None, self.model.temp.dtype)
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.image_embeds(pixel_values)  # (B, 1 + P, D)

@@ -9,6 +9,7 @@ the test and benchmark model.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,36 @@ from synground_assets.roles.hf_common import resolve_device
 from synground_assets.roles.shapes import COLOURS, RELATIONS, SHAPES
 
 DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens
+
+
+@dataclass
+class BlipPreprocessor:
+    """Images and phrases -> CPU `GroundingInputs` at a square resolution (BLIP's processor)."""
+
+    processor: BlipProcessor
+    patch_size: int
+    image_size: int
+    max_text_tokens: int
+    dtype: torch.dtype
+
+    def __call__(
+        self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
+    ) -> GroundingInputs:
+        if len(images) != len(phrases):
+            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
+        resolution = resolution or self.image_size
+        if resolution % self.patch_size:
+            raise ValueError(f"resolution must be divisible by the patch size {self.patch_size} but is {resolution}")
+        pixels = self.processor.image_processor(
+            images=[image.convert("RGB") for image in images],
+            size={"height": resolution, "width": resolution},
+            return_tensors="pt",
+        )["pixel_values"]
+        text = self.processor.tokenizer(
+            list(phrases), padding="longest", truncation=True, max_length=self.max_text_tokens,
+            return_tensors="pt",
+        )
+        return GroundingInputs(pixels.to(self.dtype), text["input_ids"], text["attention_mask"])
 
 
 class BlipGroundingModel(nn.Module):
@@ -101,23 +132,12 @@ class BlipGroundingModel(nn.Module):
     def preprocess(
         self, images: Sequence[Image.Image], phrases: Sequence[str], resolution: int | None = None
     ) -> GroundingInputs:
-        if len(images) != len(phrases):
-            raise ValueError(f"got {len(images)} images but {len(phrases)} phrases")
-        patch = self.model.config.vision_config.patch_size
-        resolution = resolution or self.image_size()
-        if resolution % patch:
-            raise ValueError(f"resolution must be divisible by the patch size {patch} but is {resolution}")
-        pixels = self.processor.image_processor(
-            images=[image.convert("RGB") for image in images],
-            size={"height": resolution, "width": resolution},
-            return_tensors="pt",
-        )["pixel_values"]
-        text = self.processor.tokenizer(
-            list(phrases), padding="longest", truncation=True, max_length=self.max_text_tokens,
-            return_tensors="pt",
-        )
-        dtype = next(self.model.parameters()).dtype
-        return GroundingInputs(pixels.to(dtype), text["input_ids"], text["attention_mask"]).to(self.device)
+        return self.preprocessor()(images, phrases, resolution).to(self.device)
+
+    def preprocessor(self) -> BlipPreprocessor:
+        """The CPU half of `preprocess`, without the weights: data-loader workers run it."""
+        return BlipPreprocessor(self.processor, self.model.config.vision_config.patch_size, self.image_size(),
+                                self.max_text_tokens, next(self.model.parameters()).dtype)
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         interpolate = pixel_values.shape[-1] != self.image_size() or pixel_values.shape[-2] != self.image_size()
@@ -187,6 +207,7 @@ def build_tiny_blip(
     text_layers: int = 3,
     heads: int = 2,
     text_initializer_range: float = 0.1,
+    mlp_ratio: int = 2,
 ) -> Path:
     """Write a random-init BLIP-ITM, its offline tokenizer and image processor to `folder`.
 
@@ -203,13 +224,13 @@ def build_tiny_blip(
     ids = {token: vocab.index(token) for token in SPECIAL_TOKENS}
     config = BlipConfig(
         vision_config=dict(
-            hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=vision_layers,
+            hidden_size=hidden_size, intermediate_size=mlp_ratio * hidden_size, num_hidden_layers=vision_layers,
             num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
             initializer_range=0.02,  # the default 1e-10 leaves a vision tower blind to the image
         ),
         text_config=dict(
             vocab_size=len(vocab), hidden_size=hidden_size, encoder_hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size, num_hidden_layers=text_layers, num_attention_heads=heads,
+            intermediate_size=mlp_ratio * hidden_size, num_hidden_layers=text_layers, num_attention_heads=heads,
             max_position_embeddings=2 * DEFAULT_MAX_TEXT_TOKENS,
             pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
             sep_token_id=ids["[SEP]"], initializer_range=text_initializer_range,

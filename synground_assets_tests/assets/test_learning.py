@@ -57,6 +57,8 @@ def test_checkpoint_is_published_and_reloads_with_from_pretrained(trained):
     assert sum(p.numel() for p in model.parameters()) > 100_000
     meta = metadata(training)
     assert meta["steps"] == 12 and meta["synthetic_triplets"] > 150 and meta["shards"] == 1
+    # Reported by the torchrun job's rank 0 through Pipes: one rank on the CPU (nproc_per_node auto).
+    assert meta["world_size"] == 1 and meta["global_batch_size"] == 64 and meta["path"] == str(folder)
     assert 0.0 <= meta["held_out_pointing_game"] <= 1.0
     assert meta["gradcam_preview"].startswith("![preview](data:image/png;base64,")
 

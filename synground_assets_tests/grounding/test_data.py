@@ -1,4 +1,4 @@
-"""Triplets, augmentations that keep the pair true, box masks, and a resumable batch order."""
+"""Triplets, augmentations that keep the pair true, and box masks."""
 
 from __future__ import annotations
 
@@ -8,17 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from synground_assets.grounding.data import (
-    Augmentation,
-    Triplet,
-    TripletStream,
-    augment,
-    box_mask,
-    make_batch,
-    positive_pairs,
-    swap_left_right,
-)
-from synground_assets_tests.grounding.conftest import shapes_triplets
+from synground_assets.grounding.data import Augmentation, Triplet, augment, box_mask, swap_left_right
 
 
 def test_swap_left_right_keeps_case_and_leaves_other_words():
@@ -69,42 +59,3 @@ def test_triplet_reads_an_image_from_disk(tmp_path):
     triplet = Triplet(path, "a cat", [(0, 0, 2, 2)])
     assert triplet.load_image().mode == "RGB" and triplet.load_image().size == (6, 4)
     assert triplet.image_key == str(path)
-
-
-def test_positive_pairs_share_an_image_or_a_phrase():
-    positives = positive_pairs(["i1", "i1", "i2", "i3"], ["a cat", "a dog", "A  cat", "a bird"])
-    assert positives.tolist() == [
-        [True, True, True, False],
-        [True, True, False, False],
-        [True, False, True, False],
-        [False, False, False, True],
-    ]
-
-
-def test_stream_order_depends_only_on_the_step_and_covers_each_epoch():
-    triplets = shapes_triplets(5, first_seed=0)
-    stream, again = TripletStream(triplets, 4, seed=1), TripletStream(triplets, 4, seed=1)
-    steps_per_epoch = len(triplets) // 4
-    seen = [t for step in range(steps_per_epoch) for t in stream.batch(step)[0]]
-    assert len({id(t) for t in seen}) == len(seen)
-    assert [id(t) for t in again.batch(7)[0]] == [id(t) for t in stream.batch(7)[0]]
-    assert again.batch(7)[1] == stream.batch(7)[1]
-
-
-def test_stream_mixes_real_triplets_at_the_ratio():
-    synthetic, real = shapes_triplets(4, first_seed=0), shapes_triplets(4, first_seed=100)
-    real_ids = {id(t) for t in real}
-    batch, _ = TripletStream(synthetic, 8, seed=0, real=real, real_ratio=0.25).batch(3)
-    assert sum(id(t) in real_ids for t in batch) == 2 and len(batch) == 8
-    with pytest.raises(ValueError, match="no real triplets"):
-        TripletStream(synthetic, 8, seed=0, real_ratio=0.5)
-
-
-def test_make_batch_builds_masks_at_the_input_resolution(tiny_model):
-    triplets = shapes_triplets(2, first_seed=7)
-    batch = make_batch(tiny_model, triplets, seeds=list(range(len(triplets))))
-    assert batch.inputs.pixel_values.shape == (len(triplets), 3, 64, 64)
-    assert batch.masks.shape == (len(triplets), 64, 64)
-    x0, y0, x1, y1 = (int(v) for v in triplets[0].boxes_xyxy[0])
-    assert batch.masks[0].sum() == (x1 - x0) * (y1 - y0) and batch.masks[0, y0, x0] == 1
-    assert batch.positives.diagonal().all()

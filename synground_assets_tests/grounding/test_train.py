@@ -125,3 +125,24 @@ def test_gradient_accumulation_and_real_triplets(tiny_blip_folder, triplets, tmp
     result = train(small_config(max_steps=1, grad_accumulation=2, real_data_ratio=0.5),
                    BlipGroundingModel.from_pretrained(tiny_blip_folder), triplets, [], tmp_path, real_triplets=real)
     assert len(result.history) == 1 and torch.isfinite(torch.tensor(result.history[0]["loss"]))
+
+
+def test_gradient_checkpointing_recomputes_the_encoders_with_the_same_loss_and_gradients(tiny_blip_folder, triplets):
+    from synground_assets.grounding.loader import make_batch
+    from synground_assets.grounding.train import GroundingObjective, TrainingModule, enable_gradient_checkpointing
+
+    outcomes = []
+    for checkpointing in (False, True):
+        model = BlipGroundingModel.from_pretrained(tiny_blip_folder)
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+            assert model.model.vision_model.encoder.layers[0].gradient_checkpointing
+        module = TrainingModule(model, GroundingObjective(small_config(gradcam_layer=model.gradcam_layer))).train()
+        batch = make_batch(model.preprocessor(), triplets, list(range(len(triplets))), None, 64)
+        losses = module(batch, torch.Generator().manual_seed(0))
+        losses["loss"].backward()  # through the GradCAM map's double backward
+        outcomes.append((losses["loss"].item(), {k: p.grad for k, p in module.named_parameters()}))
+    (plain_loss, plain_grads), (loss, grads) = outcomes
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7)

@@ -1,0 +1,165 @@
+"""The fine-tuning job, one process per rank under torchrun, readable and runnable without Dagster:
+
+    torchrun --standalone --nproc_per_node 2 -m synground_assets.finetune job.json
+
+`job.json` (written by the `finetuned_checkpoint` asset, or by hand):
+    config          TrainConfig fields (grounding/train.py)
+    model           the grounding-model RoleSpec (adapter, model, revision, dtype, device, options)
+    index           Parquet index files of the training triplets (grounding/loader.py)
+    held_out_index  a Parquet index of the held-out queries, or null
+    output_dir      the working folder: checkpoints (resume), model/, metrics.json
+    mlflow          {tracking_uri, run_id} of a run to log into, or null
+    publish         {root, recipe, asset, shard, tables: {name: parquet}, provenance: {...}}, or null
+
+Every rank trains (grounding.train); rank 0 alone logs to MLflow, publishes the model folder as a
+shard (one rename) and, when started through Dagster Pipes (`dg.PipesSubprocessClient`), reports
+progress, metrics, the MLflow run id and the published path back to the asset. Each rank's device
+is cuda:LOCAL_RANK when the spec allows CUDA and one is visible, else the CPU (gloo).
+`SYNGROUND_TORCH_THREADS` sets each rank's torch threads (default: torch's, which torchrun caps
+at 1 through OMP_NUM_THREADS when several ranks share a node).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
+
+from synground_assets.grounding.distributed import World, close_world, init_world
+from synground_assets.grounding.loader import TripletIndex
+from synground_assets.grounding.train import TrainConfig, TrainResult, train
+from synground_assets.recipes import RoleSpec
+from synground_assets.resources.store import ShardStore
+from synground_assets.resources.tracking import TrackedRun, Tracking
+from synground_assets.roles.grounding import load_grounding_model
+
+
+def rank_device(spec: RoleSpec) -> torch.device:
+    if spec.device != "cpu" and torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def reporter(world: World):
+    """Rank 0's Pipes context when Dagster started the job; nothing otherwise."""
+    if world.is_main and os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):
+        return open_dagster_pipes()
+    return contextlib.nullcontext(None)
+
+
+def run_job(job: dict) -> TrainResult:
+    spec = RoleSpec(**job["model"])
+    device = rank_device(spec)
+    config = TrainConfig.from_dict(job["config"])
+    world = init_world(device.type, config.collective_timeout_s)
+    try:
+        with reporter(world) as pipes:
+            return train_and_publish(job, spec, device, config, world, pipes)
+    finally:
+        close_world()
+
+
+def train_and_publish(job: dict, spec: RoleSpec, device: torch.device, config: TrainConfig, world: World,
+                      pipes: PipesContext | None) -> TrainResult:
+    # 1. Inputs.
+    model = load_grounding_model(spec, device=device)
+    index = TripletIndex.read(*job["index"])
+    held_out = []
+    if world.is_main and job.get("held_out_index"):
+        queries = TripletIndex.read(job["held_out_index"])
+        held_out = [queries.triplet(row) for row in range(len(queries))]
+    run = tracked_run(job.get("mlflow"))
+
+    def log(step: int, metrics: dict[str, float]) -> None:
+        line = f"step {step}/{config.max_steps}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        if pipes:
+            pipes.log.info(line)
+        else:
+            print(line, flush=True)
+
+    # 2. Train on every rank.
+    if pipes:
+        pipes.log.info(f"training on {world.world_size} rank(s), {device.type}, {len(index)} triplets, "
+                       f"global batch {config.batch_size}")
+    result = train(config, model, index, held_out, job["output_dir"], log_fn=log, world=world)
+    if not world.is_main:
+        return result
+    # 3. Rank 0: MLflow, publish, report.
+    if run:
+        run.log_metric_history(result.history, prefix="train/")
+        run.log_metrics({"pointing_game/held_out": result.metrics.get("pointing_game_accuracy", float("nan"))})
+    published = publish(job.get("publish"), result, run)
+    if pipes:
+        pipes.report_asset_materialization(metadata=report_metadata(config, world, result, run, published))
+    return result
+
+
+def tracked_run(settings: dict | None) -> TrackedRun | None:
+    if not settings:
+        return None
+    tracking = Tracking(settings["tracking_uri"])
+    return TrackedRun(tracking.client, settings["run_id"], tracking.experiment_id(), tracking.tracking_uri)
+
+
+def publish(settings: dict | None, result: TrainResult, run: TrackedRun | None) -> Path | None:
+    """The trained model folder + the given tables + provenance.json, published as one shard."""
+    if not settings:
+        return None
+    store = ShardStore(settings["root"])
+    run_id = settings.get("provenance", {}).get("dagster_run_id", "")
+    with store.writing(settings["recipe"], settings["asset"], settings["shard"], run_id=run_id) as folder:
+        shutil.copytree(result.model_path, folder, dirs_exist_ok=True)
+        for name, path in settings.get("tables", {}).items():
+            shutil.copy(path, folder / name)
+        provenance = {**settings.get("provenance", {}), "mlflow_run_id": run.run_id if run else None,
+                      "metrics": result.metrics}
+        (folder / "provenance.json").write_text(json.dumps(provenance, indent=2))
+        if run:
+            run.log_artifact(folder / "train_config.json")
+            run.log_artifact(folder / "provenance.json")
+    return store.shard_dir(settings["recipe"], settings["asset"], settings["shard"])
+
+
+def report_metadata(config: TrainConfig, world: World, result: TrainResult, run: TrackedRun | None,
+                    published: Path | None) -> dict:
+    metadata = {
+        "steps": config.max_steps,
+        "world_size": world.world_size,
+        "global_batch_size": config.batch_size,
+        "held_out_pointing_game": {"raw_value": result.metrics.get("pointing_game_accuracy", float("nan")), "type": "float"},
+        "final_loss": {"raw_value": result.metrics.get("final_loss", float("nan")), "type": "float"},
+    }
+    if run:
+        metadata |= {"mlflow_run_id": run.run_id, "mlflow_run_url": {"raw_value": run.url, "type": "url"}}
+    if published:
+        metadata["path"] = {"raw_value": str(published), "type": "path"}
+    return metadata
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        raise SystemExit("usage: torchrun [--nproc_per_node N ...] -m synground_assets.finetune JOB.json")
+    job = json.loads(Path(argv[0]).read_text())
+    torch.set_num_threads(int(os.environ.get("SYNGROUND_TORCH_THREADS", torch.get_num_threads())))
+    run_job(job)
+
+
+def job_spec(config: TrainConfig, spec: RoleSpec, index: list[str], held_out_index: str | None, output_dir: str,
+             mlflow: dict | None = None, publish: dict | None = None) -> dict:
+    """A job.json's content (the asset and the tests write jobs through this)."""
+    return {"config": asdict(config), "model": asdict(spec), "index": index, "held_out_index": held_out_index,
+            "output_dir": output_dir, "mlflow": mlflow, "publish": publish}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Checkpoints of a training run (written by rank 0, read by every rank of a rerun) and the final model folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingModel
+
+if TYPE_CHECKING:
+    from synground_assets.grounding.train import TrainConfig
+
+# Fields that may change when a run resumes; any other change needs a new output folder.
+RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution",
+                    "eval_protocol", "num_workers", "prefetch_factor", "collective_timeout_s", "gradient_checkpointing"}
+
+
+class Checkpoints:
+    """`step-0000500.pt` files in one folder: the whole training state, written atomically by rank
+    0. No random state is saved: data order, augmentations, negatives and dropout are seeded by
+    the step, which is what lets a run resume on another number of ranks."""
+
+    def __init__(self, folder: Path, config: TrainConfig):
+        self.folder, self.config = folder, config
+
+    def paths(self) -> list[Path]:
+        found = [p for p in self.folder.glob("step-*.pt") if re.fullmatch(r"step-\d+\.pt", p.name)]
+        return sorted(found, key=lambda p: int(p.stem.split("-")[1]))
+
+    def save(self, step, history, model, objective, optimizer, scheduler, scaler) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": step,
+            "config": dataclasses.asdict(self.config),
+            "history": history,
+            "model": model.state_dict(),
+            "objective": objective.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+        }
+        path = self.folder / f"step-{step:07d}.pt"
+        temporary = path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+        for old in self.paths()[: -self.config.keep_checkpoints]:
+            old.unlink()
+        return path
+
+    def restore(self, model, objective, optimizer, scheduler, scaler) -> tuple[int, list[dict]]:
+        """Load the last checkpoint into the given objects; (its step, its history), or (0, [])."""
+        paths = self.paths()
+        if not paths:
+            return 0, []
+        state = torch.load(paths[-1], map_location=model.device, weights_only=True)
+        saved, current = state["config"], dataclasses.asdict(self.config)
+        changed = sorted(k for k in current if k not in RESUMABLE_FIELDS and saved.get(k) != current[k])
+        if changed:
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+            raise ValueError(f"{paths[-1]} was made with other settings ({details}); use a new output folder")
+        if state["step"] > self.config.max_steps:
+            raise ValueError(f"{paths[-1]} is at step {state['step']}, past max_steps={self.config.max_steps}")
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        return state["step"], list(state["history"])
+
+
+def save_final(output_dir: Path, model: GroundingModel, config: TrainConfig, metrics: dict[str, float]) -> Path:
+    """Write output_dir/model (replacing an older one whole) and output_dir/metrics.json."""
+    final, temporary = output_dir / "model", output_dir / "model.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    model.save_pretrained(temporary)
+    (temporary / TRAIN_CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temporary, final)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return final

@@ -1,0 +1,39 @@
+"""Checks of generated text (describers, LLMs): empty, cut off at the token limit, or a refusal.
+
+Adapters return `GeneratedText`, a `str` that also says whether decoding stopped because it hit
+`max_new_tokens` (rather than at an end-of-sequence token), so the stage can tell a finished
+sentence from one cut mid-word or mid-sentence without a tokenizer of its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Openings of an assistant's refusal or apology instead of an answer (checked at the start only:
+# a description may well contain "cannot" later on).
+_REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry,|i apologi[sz]e|i (?:can ?not|can't|won't|am unable to|am not able to)"
+    r"|unfortunately,? i|as an ai\b|as a language model|i'm not able to|i'm unable to)", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+
+class GeneratedText(str):
+    """Generated text that knows whether decoding hit the token limit."""
+
+    hit_token_limit: bool = False
+
+    def __new__(cls, text: str, hit_token_limit: bool = False):
+        value = super().__new__(cls, text)
+        value.hit_token_limit = hit_token_limit
+        return value
+
+
+def text_problem(text: str | None) -> str | None:
+    """The reason a generated text must not be passed on, or None when it can be used."""
+    if text is None or not text.strip():
+        return "empty output"
+    if _REFUSAL.match(text.strip()):
+        return f"refusal: {text.strip()[:60]!r}"
+    if getattr(text, "hit_token_limit", False) and not _SENTENCE_END.search(text.strip()):
+        return f"truncated at the token limit: ...{text.strip()[-40:]!r}"
+    return None

@@ -39,6 +39,9 @@ class ShardOutput:
     preview: list = field(default_factory=list)  # stage-specific preview material
 
 
+# Lineage tables that several stages write (the quality filters' records): a stage replaces its own rows only.
+STAGED_TABLES = ("removals", "shard_quality")
+
 ShardWriter = Callable[[Recipe, str, ShardStore, Path], ShardOutput]
 
 
@@ -133,7 +136,8 @@ def materialize_shards(
         common = lineage_columns(context, recipe_name, shard, output.info)
         where = {"recipe": recipe_name, "shard": shard}
         skipped = pd.DataFrame(output.skipped, columns=["item_id", "reason"]).assign(stage=asset, **common)
-        lineage_db.replace_many([(table, rows.assign(**common), where) for table, rows in output.lineage.items()]
+        lineage_db.replace_many([(table, rows.assign(**common), {**where, "stage": asset} if table in STAGED_TABLES else where)
+                                 for table, rows in output.lineage.items()]
                                 + [("skipped_items", skipped, {**where, "stage": asset})])
         for item, reason in output.skipped:
             context.log.warning(f"{asset} {recipe_name}|{shard}: skipped {item}: {reason}")

@@ -8,8 +8,6 @@ pHash (a DCT hash, 64 bits): two images within `max_distance` bits are the same 
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import imagehash
 import numpy as np
 from PIL import Image
@@ -37,11 +35,22 @@ def hash_distance(a: str, b: str) -> int:
     return imagehash.hex_to_hash(a) - imagehash.hex_to_hash(b)
 
 
-def first_near_duplicate(candidate: str, earlier: Iterable[tuple[str, str]], max_distance: int) -> tuple[str, int] | None:
-    """(item_id, distance) of the first earlier (item_id, hash) within `max_distance` bits, else None."""
-    target = imagehash.hex_to_hash(candidate)
-    for item, value in earlier:
-        distance = target - imagehash.hex_to_hash(value)
-        if distance <= max_distance:
-            return item, int(distance)
-    return None
+def find_near_duplicates(new: list[tuple[str, str]], earlier: list[tuple[str, str]],
+                         max_distance: int) -> dict[str, tuple[str, int]]:
+    """new, earlier: (item_id, hash) in order. For each new item within `max_distance` bits of an
+    earlier item or of a new item kept before it: item_id -> (the kept item_id, distance). The first
+    copy wins, so the earliest shard's item is kept. Hamming distances by XOR and popcount over
+    64-bit integers, vectorised over the kept pool."""
+    kept_ids = [item for item, _ in earlier]
+    kept = np.array([int(h, 16) for _, h in earlier], dtype=np.uint64)
+    duplicates: dict[str, tuple[str, int]] = {}
+    for item, value in new:
+        current = np.uint64(int(value, 16))
+        distances = np.bitwise_count(kept ^ current)
+        close = np.flatnonzero(distances <= max_distance)
+        if len(close):
+            duplicates[item] = (kept_ids[close[0]], int(distances[close[0]]))
+        else:
+            kept_ids.append(item)
+            kept = np.append(kept, current)
+    return duplicates

@@ -29,12 +29,12 @@ def removals_frame(removals: list[Removal]) -> pd.DataFrame:
     return frame.astype({"value": "float64", "threshold": "float64"})
 
 
-def quality_report(stage: str, items_in: int, removals: pd.DataFrame, unit: str) -> pd.DataFrame:
-    """One row per filter of a stage: what came in, what each filter removed, what was kept.
+def quality_report(stage: str, unit: str, items_in: int, kept: int, removals: pd.DataFrame) -> pd.DataFrame:
+    """One row per filter of a stage's shard: what came in, what the filter removed, what was kept.
 
-    `unit` says what was counted (images, descriptions, boxes)."""
+    `unit` says what is counted (images, descriptions, boxes). `removed` counts removal rows; for
+    images those are failed attempts, so an item regenerated successfully counts there and in `kept`."""
     removed = removals.groupby("filter").size() if len(removals) else pd.Series(dtype="int64")
-    rows = [(stage, unit, items_in, name, int(count)) for name, count in removed.items()]
-    report = pd.DataFrame(rows, columns=["stage", "unit", "items_in", "filter", "removed"])
-    report["kept"] = items_in - int(removed.sum())
-    return report
+    rows = [(stage, unit, items_in, name, int(count), kept) for name, count in removed.items()]
+    rows = rows or [(stage, unit, items_in, "none", 0, kept)]
+    return pd.DataFrame(rows, columns=["stage", "unit", "items_in", "filter", "removed", "kept"])

@@ -28,12 +28,34 @@ class GeneratedText(str):
         return value
 
 
-def text_problem(text: str | None) -> str | None:
-    """The reason a generated text must not be passed on, or None when it can be used."""
+def text_problem(text: str | None) -> tuple[str, str] | None:
+    """(filter, reason) when a generated text must not be passed on, else None. Filters:
+    `empty_output`, `refusal`, `truncated_output` (hit the token limit without ending a sentence)."""
     if text is None or not text.strip():
-        return "empty output"
+        return "empty_output", "the model returned no text"
     if _REFUSAL.match(text.strip()):
-        return f"refusal: {text.strip()[:60]!r}"
+        return "refusal", f"the model refused: {text.strip()[:60]!r}"
     if getattr(text, "hit_token_limit", False) and not _SENTENCE_END.search(text.strip()):
-        return f"truncated at the token limit: ...{text.strip()[-40:]!r}"
+        return "truncated_output", f"cut off at the token limit: ...{text.strip()[-40:]!r}"
     return None
+
+
+def normalised_description(text: str) -> str:
+    """The key two descriptions are duplicates by: case, spacing and punctuation ignored."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def find_duplicate_texts(new: list[tuple[str, str]], earlier: list[tuple[str, str]]) -> dict[str, str]:
+    """new, earlier: (item_id, text) in order. item_id -> the first item with the same normalised
+    text (an earlier shard's, or one before it in `new`)."""
+    first: dict[str, str] = {}
+    for item, text in earlier:
+        first.setdefault(normalised_description(text), item)
+    duplicates = {}
+    for item, text in new:
+        key = normalised_description(text)
+        if key in first:
+            duplicates[item] = first[key]
+        else:
+            first[key] = item
+    return duplicates

@@ -118,7 +118,10 @@ class DiffusersImageGenerator(_DiffusersAdapter):
                 height=self.height, width=self.width, num_inference_steps=self.num_inference_steps,
                 guidance_scale=self.guidance_scale, generator=self.generators(seeds[start:start + self.batch_size]),
             )
-            images += [GeneratedImage(image=image) for image in output.images]
+            # The safety checker, when the pipeline has one, blacks out what it flags and says so;
+            # the flag travels with the image so the stage records it instead of publishing black.
+            flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
+            images += [GeneratedImage(image=image, flagged=bool(flag)) for image, flag in zip(output.images, flags)]
         return images
 
 

@@ -35,13 +35,13 @@ def source_items(table: pd.DataFrame) -> list[SourceItem]:
     ]
 
 
-def check_texts(items, texts) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Removal]]:
+def check_texts(items, texts, drop_truncated: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Removal]]:
     """(item_id, text) of the usable outputs; the skipped (item_id, reason); their removals."""
     usable, skipped, removals = [], [], []
     for item, text in zip(items, texts):
         if text is None:
             continue  # the describer failed on it: already skipped by run_batched
-        problem = text_problem(text)
+        problem = text_problem(text, drop_truncated)
         if problem:
             skipped.append((item.item_id, f"describer output: {problem[1]}"))
             removals.append(Removal(STAGE, item.item_id, problem[0], detail=problem[1]))
@@ -66,7 +66,7 @@ def descriptions(
         progress = Progress(context.log, f"descriptions {recipe.name}|{shard}", len(items))
         texts, skipped = run_batched(items, recipe.roles["describer"].batch_size, describer.describe,
                                      lambda item: item.item_id, progress)
-        rows, bad_outputs, removals = check_texts(items, texts)
+        rows, bad_outputs, removals = check_texts(items, texts, settings.drop_truncated_text)
         skipped += bad_outputs
         if settings.dedup_descriptions:
             earlier = earlier_shard_rows(shard_store, recipe.name, "descriptions", shard, ["item_id", "description"])

@@ -10,6 +10,7 @@
       regenerate_attempts: 1       # flagged or degenerate image: retry with the next seed(s)
       image_dedup_distance: 4      # perceptual-hash Hamming distance <= this: near-duplicate image
       dedup_descriptions: true     # identical descriptions (case, spacing, punctuation ignored)
+      drop_truncated_text: true    # a describer output cut off at max_new_tokens mid-sentence is dropped
       agreement: null              # or {model:, min_itm_probability:, min_box_mass:, min_box_mass_lift:, batch_size:}
 
 A number filter is off at its neutral value (0, 1 or null); `agreement` is off unless given.
@@ -47,6 +48,7 @@ class QualitySettings:
     regenerate_attempts: int = 1
     image_dedup_distance: int | None = 4
     dedup_descriptions: bool = True
+    drop_truncated_text: bool = True
     agreement: AgreementSettings | None = None
 
     @classmethod
@@ -64,8 +66,9 @@ class QualitySettings:
             _check_count(data, name, where, allow_none=name != "regenerate_attempts")
         if "min_image_std" in data and not _number(data["min_image_std"], 0, 255):
             raise QualitySettingsError(f"{where}.min_image_std: expected a number in [0, 255], got {data['min_image_std']!r}")
-        if "dedup_descriptions" in data and not isinstance(data["dedup_descriptions"], bool):
-            raise QualitySettingsError(f"{where}.dedup_descriptions: expected true or false, got {data['dedup_descriptions']!r}")
+        for name in ("dedup_descriptions", "drop_truncated_text"):
+            if name in data and not isinstance(data[name], bool):
+                raise QualitySettingsError(f"{where}.{name}: expected true or false, got {data[name]!r}")
         settings = cls(**data, agreement=_agreement(agreement, f"{where}.agreement") if agreement is not None else None)
         if settings.min_box_area > settings.max_box_area:
             raise QualitySettingsError(f"{where}: min_box_area {settings.min_box_area} is above max_box_area "

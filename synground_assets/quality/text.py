@@ -28,14 +28,15 @@ class GeneratedText(str):
         return value
 
 
-def text_problem(text: str | None) -> tuple[str, str] | None:
+def text_problem(text: str | None, drop_truncated: bool = True) -> tuple[str, str] | None:
     """(filter, reason) when a generated text must not be passed on, else None. Filters:
-    `empty_output`, `refusal`, `truncated_output` (hit the token limit without ending a sentence)."""
+    `empty_output`, `refusal`, `truncated_output` (hit the token limit without ending a sentence;
+    checked when `drop_truncated`)."""
     if text is None or not text.strip():
         return "empty_output", "the model returned no text"
     if _REFUSAL.match(text.strip()):
         return "refusal", f"the model refused: {text.strip()[:60]!r}"
-    if getattr(text, "hit_token_limit", False) and not _SENTENCE_END.search(text.strip()):
+    if drop_truncated and getattr(text, "hit_token_limit", False) and not _SENTENCE_END.search(text.strip()):
         return "truncated_output", f"cut off at the token limit: ...{text.strip()[-40:]!r}"
     return None
 

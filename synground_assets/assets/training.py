@@ -17,6 +17,7 @@ import dagster as dg
 import pandas as pd
 
 from synground_assets import code_version
+from synground_assets.assets.quality_report import log_quality_report, recipe_quality_report
 from synground_assets.assets.scoring import gradcam_figure
 from synground_assets.benchmarks import shapes_test_triplets
 from synground_assets.grounding.data import Triplet
@@ -156,6 +157,8 @@ def finetuned_checkpoint(
                  "dagster_run_id": context.run_id, "code_version": code_version(), "held_out": held_out_source,
                  "metrics": result.metrics}, indent=2))
             run.log_artifact(folder / "train_config.json")
+            # What the quality filters removed from the shards this checkpoint trained on.
+            log_quality_report(run, recipe_quality_report(lineage.lineage(), recipe.name, list(shard_counts.shard)), folder)
             run.log_artifact(folder / "provenance.json")
         published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
     # 4. Lineage: which triplets trained this checkpoint.

@@ -60,3 +60,13 @@ def find_duplicate_texts(new: list[tuple[str, str]], earlier: list[tuple[str, st
         else:
             first[key] = item
     return duplicates
+
+
+class PhraseCandidates(list):
+    """A phrase extractor's candidates for one description, with what the answer check found:
+    `problem` (an empty answer or a refusal) and `cut_off` (the last phrase of an answer cut at the
+    token limit, taken out of the list because it may end mid-word: "a white stuffed ted")."""
+
+    def __init__(self, phrases=(), problem: str | None = None, cut_off: str | None = None):
+        super().__init__(phrases)
+        self.problem, self.cut_off = problem, cut_off

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from synground_assets.quality.text import GeneratedText
+from synground_assets.quality.text import GeneratedText, PhraseCandidates, text_problem
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import AdapterInfo, SourceItem
 from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs,
@@ -304,7 +304,13 @@ class LLMPhraseExtractor(ChatModel):
     def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
         conversations = [self.conversation(self.examples, self.instruction.format(description=d))
                          for d in descriptions]
-        return [parse_phrase_list(answer, self.max_words) for answer in self.chat(conversations)]
+        return [self.candidates(answer) for answer in self.chat(conversations)]
+
+    def candidates(self, answer: GeneratedText) -> PhraseCandidates:
+        problem = text_problem(answer, drop_truncated=False)
+        phrases = parse_phrase_list(answer, self.max_words)
+        cut_off = phrases.pop() if answer.hit_token_limit and phrases else None
+        return PhraseCandidates(phrases, problem[1] if problem else None, cut_off)
 
 
 # --- image captioners -------------------------------------------------------------------------

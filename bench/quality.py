@@ -134,11 +134,15 @@ def run(args) -> dict:
         accuracy["clean"], _, seconds["clean"] = fine_tune("clean", args, folder, record("clean", clean), held_out, work)
         return report
     # 2. The corrupted run first: its model is the filter's judge.
-    accuracy["corrupted"], judge_path, seconds["corrupted"] = fine_tune("corrupted", args, folder, record("corrupted", corrupted), held_out, work)
-    print(f"corrupted: {accuracy['corrupted']:.3f}", flush=True)
+    if args.judge:  # the model of an earlier run's corrupted training (same settings), to try other filters
+        judge_path = args.judge
+    else:
+        accuracy["corrupted"], judge_path, seconds["corrupted"] = fine_tune("corrupted", args, folder, record("corrupted", corrupted), held_out, work)
+        print(f"corrupted: {accuracy['corrupted']:.3f}", flush=True)
     # 3. Filter the corrupted boxes: the recipe box filters, then the agreement filter.
     settings = replace(QualitySettings(), agreement=AgreementSettings(
-        model=str(judge_path), min_itm_probability=args.min_itm_probability, min_box_mass_lift=args.min_box_mass_lift))
+        model=str(judge_path), min_itm_probability=args.min_itm_probability, min_box_mass_lift=args.min_box_mass_lift,
+        require_peak_in_box=args.require_peak_in_box))
     started = time.perf_counter()
     kept, removals = filter_boxes(corrupted, size_table, settings)
     judge = BlipGroundingModel.from_pretrained(judge_path)
@@ -150,7 +154,7 @@ def run(args) -> dict:
     print(f"filters removed {report['removed_per_filter']}; share of them wrong {report['removed_wrong_share']}", flush=True)
     accuracy["filtered"], _, seconds["filtered"] = fine_tune("filtered", args, folder, record("filtered", kept), held_out, work)
     print(f"filtered: {accuracy['filtered']:.3f}", flush=True)
-    if args.only == "corrupted":
+    if args.only == "corrupted" or args.judge:
         return report
     # 1. The clean reference.
     accuracy["clean"], _, seconds["clean"] = fine_tune("clean", args, folder, record("clean", clean), held_out, work)
@@ -195,12 +199,15 @@ def main() -> None:
     parser.add_argument("--min-box-mass-lift", type=float, default=AgreementSettings.min_box_mass_lift)
     parser.add_argument("--only", choices=("clean", "corrupted"),
                         help="train the clean model only, or the corrupted and filtered ones only (two processes)")
+    parser.add_argument("--require-peak-in-box", action="store_true",
+                        help="agreement: the judge's GradCAM peak must fall in the box (the pointing game on it)")
+    parser.add_argument("--judge", type=Path, help="reuse this corrupted-run model as the judge; trains the filtered model only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.colour_augmentation = False  # bench_config reads it (learning.py's settings)
     report = run(args)
-    if args.only is None:
+    if args.only is None and not args.judge:
         print_table(report)
     else:
         print(json.dumps(report["pointing_game_accuracy"]))

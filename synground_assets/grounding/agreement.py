@@ -4,7 +4,8 @@ For each (image, phrase) pair: the model's ITM match probability, softmax(itm_lo
 of the pair's boxes: the share of the phrase's GradCAM mass (the map of `gradcam.py`, upsampled
 bilinearly to the image) that falls inside the box, with the pointing game's pixel-centre rule, and
 that share divided by the box's share of the image (the mass *lift*: 1.0 is what a box of that size
-gets from a flat map, so it compares small and large boxes fairly). A box the detector put on the
+gets from a flat map, so it compares small and large boxes fairly), and whether the map's peak
+(the pointing game's point) lies in the box. A box the detector put on the
 wrong object gets little mass; a phrase the image does not show gets a low match probability. Batched; the model is loaded once by the caller.
 """
 
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from synground_assets.grounding.gradcam import cross_attention_gradcam, upsample_cam
+from synground_assets.grounding.pointing_game import point_in_box
 from synground_assets.roles.grounding_blip import GroundingModel
 
 Box = tuple[float, float, float, float]
@@ -27,6 +29,7 @@ class PairAgreement:
     itm_probability: float
     box_mass: list[float]  # share of the map inside each box of the pair, in order
     box_lift: list[float]  # box_mass / (box area / image area)
+    box_has_peak: list[bool]  # the map's first maximal pixel (the pointing game's point) is in the box
 
 
 def box_mass(cam: torch.Tensor, boxes_xyxy: Sequence[Box]) -> list[float]:
@@ -68,7 +71,10 @@ def score_agreement(
                 masses = box_mass(full, item_boxes)
                 areas = [(x1 - x0) * (y1 - y0) / (image.width * image.height) for x0, y0, x1, y1 in item_boxes]
                 lifts = [mass / area if area > 0 else 0.0 for mass, area in zip(masses, areas)]
-                scores.append(PairAgreement(float(probability), masses, lifts))
+                index = int(torch.argmax(full.flatten()))  # the first maximum, row-major
+                point = (index % image.width, index // image.width)
+                scores.append(PairAgreement(float(probability), masses, lifts,
+                                            [point_in_box(point, box) for box in item_boxes]))
     finally:
         model.train(was_training)
     return scores

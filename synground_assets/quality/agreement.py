@@ -34,7 +34,7 @@ def agreement_filter(boxes: pd.DataFrame, phrase_text: dict[str, str], load_imag
     )
     removals, dropped = [], []
     for (phrase, pair), score in zip(pairs, scores):
-        for row, mass, lift in zip(pair.itertuples(), score.box_mass, score.box_lift):
+        for row, mass, lift, peak in zip(pair.itertuples(), score.box_mass, score.box_lift, score.box_has_peak):
             if score.itm_probability < settings.min_itm_probability:
                 removals.append(Removal(STAGE, row.item_id, "agreement_itm", score.itm_probability,
                                         settings.min_itm_probability, phrase, row.box_id,
@@ -45,6 +45,9 @@ def agreement_filter(boxes: pd.DataFrame, phrase_text: dict[str, str], load_imag
             elif lift < settings.min_box_mass_lift:
                 removals.append(Removal(STAGE, row.item_id, "agreement_box_mass_lift", lift, settings.min_box_mass_lift,
                                         phrase, row.box_id, f"GradCAM mass in box {mass:.3f}, {lift:.2f}x its area share"))
+            elif settings.require_peak_in_box and not peak:
+                removals.append(Removal(STAGE, row.item_id, "agreement_peak_outside_box", 0.0, 1.0, phrase, row.box_id,
+                                        f"the GradCAM peak is outside the box (mass in box {mass:.3f})"))
             else:
                 continue
             dropped.append(row.Index)

@@ -11,7 +11,8 @@
       image_dedup_distance: 4      # perceptual-hash Hamming distance <= this: near-duplicate image
       dedup_descriptions: true     # identical descriptions (case, spacing, punctuation ignored)
       drop_truncated_text: true    # a describer output cut off at max_new_tokens mid-sentence is dropped
-      agreement: null              # or {model:, min_itm_probability:, min_box_mass:, min_box_mass_lift:, batch_size:}
+      agreement: null              # or {model:, min_itm_probability:, min_box_mass:, min_box_mass_lift:,
+                                   #     require_peak_in_box:, batch_size:}
 
 A number filter is off at its neutral value (0, 1 or null); `agreement` is off unless given.
 """
@@ -34,6 +35,8 @@ class AgreementSettings:
     # That share over the box's share of the image: 1.0 = no more than a flat map gives a box of its
     # size, i.e. the model sees the phrase no more in the box than anywhere else.
     min_box_mass_lift: float = 1.0
+    # The pointing game on the training box: the map's peak must fall inside it (stricter).
+    require_peak_in_box: bool = False
     batch_size: int = 32
 
 
@@ -110,6 +113,8 @@ def _agreement(data: Any, where: str) -> AgreementSettings:
         raise QualitySettingsError(f"{where}.batch_size: expected an integer >= 1, got {data['batch_size']!r}")
     if "min_box_mass_lift" in data and not _number(data["min_box_mass_lift"], 0, 1e6):
         raise QualitySettingsError(f"{where}.min_box_mass_lift: expected a number >= 0, got {data['min_box_mass_lift']!r}")
+    if "require_peak_in_box" in data and not isinstance(data["require_peak_in_box"], bool):
+        raise QualitySettingsError(f"{where}.require_peak_in_box: expected true or false, got {data['require_peak_in_box']!r}")
     if data.get("model") is not None and not isinstance(data["model"], str):
         raise QualitySettingsError(f"{where}.model: expected a string, got {data['model']!r}")
     return AgreementSettings(**data)

@@ -192,7 +192,8 @@ class GligenImageGenerator(_DiffusersAdapter):
             image = output.images[0]
             layout = [(p, (b[0] * image.width, b[1] * image.height, b[2] * image.width, b[3] * image.height))
                       for p, b in zip(item_phrases, boxes)]
-            results.append(GeneratedImage(image=image, layout=layout))
+            flagged = bool((getattr(output, "nsfw_content_detected", None) or [False])[0])
+            results.append(GeneratedImage(image=image, layout=layout, flagged=flagged))
         return results
 
     def release(self) -> None:

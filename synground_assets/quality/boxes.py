@@ -73,8 +73,10 @@ def _cross_phrase_nms(frame: pd.DataFrame, threshold: float, removals: list[Remo
     for _, image_boxes in frame.groupby("item_id", sort=False):
         if image_boxes.phrase_id.nunique() < 2:
             continue
-        # Best first: score, then the phrase named first (phrase ids sort by index), then the rank.
-        ordered = image_boxes.sort_values(["score", "phrase_id", "box_rank"], ascending=[False, True, True])
+        # Best first: score, then the phrase named first (the index ending its id, '<item>:p<index>'), then the rank.
+        phrase_index = image_boxes.phrase_id.str.rsplit(":p", n=1).str[-1].astype(int)
+        ordered = image_boxes.assign(phrase_index=phrase_index).sort_values(
+            ["score", "phrase_index", "box_rank"], ascending=[False, True, True])
         coordinates = torch.tensor(ordered[["x0", "y0", "x1", "y1"]].to_numpy(), dtype=torch.float64)
         iou = box_iou(coordinates)  # (N, N)
         phrases = ordered.phrase_id.to_numpy()

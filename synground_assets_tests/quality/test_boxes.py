@@ -61,8 +61,8 @@ def test_cross_phrase_nms_keeps_the_better_scoring_pair_and_spares_one_phrases_o
 
 
 def test_cross_phrase_nms_tie_keeps_the_first_phrase():
-    kept, _ = run(boxes((0, 0, 10, 10, 50, 50, 0.7), (1, 0, 10, 10, 50, 50, 0.7)), cross_phrase_nms_iou=0.5)
-    assert list(kept.phrase_id) == ["i:p0"]
+    kept, _ = run(boxes((10, 0, 10, 10, 50, 50, 0.7), (2, 0, 10, 10, 50, 50, 0.7)), cross_phrase_nms_iou=0.5)
+    assert list(kept.phrase_id) == ["i:p2"]  # phrase 2 was named before phrase 10
 
 
 def test_max_boxes_per_phrase_keeps_the_best_and_reranks():

@@ -15,6 +15,9 @@ Also reports what each filter removed and the share of wrong boxes (IoU < 0.5 wi
 box, known to the benchmark only) before and after filtering. Writes bench/results/quality.json.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py
+    # the agreement filter with the judge's GradCAM peak required in the box, reusing run 2's judge:
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py --judge <work>/corrupted/model --require-peak-in-box \
+        --output bench/results/quality-peak-in-box.json
     HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py --steps 300 --train-images 400 --eval-images 100
 """
 

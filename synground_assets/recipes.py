@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from synground_assets.quality.settings import QualitySettings, QualitySettingsError
 from synground_assets.roles.base import ROLE_NAMES
 
 BUILTIN_RECIPES = Path(__file__).with_name("recipes.yaml")
@@ -57,6 +58,7 @@ class Recipe:
     grounding_model: RoleSpec | None = None
     training: dict[str, Any] = field(default_factory=dict)
     real_data: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)  # filters and thresholds: quality/settings.py
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,13 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
         grounding_model=_role_spec(path, f"recipe {name!r}, grounding_model", grounding) if grounding else None,
         training=fields.mapping("training"),
         real_data=fields.mapping("real_data"),
+        quality=fields.mapping("quality"),
     )
     fields.done()
+    try:
+        QualitySettings.from_dict(recipe.quality)
+    except QualitySettingsError as exc:
+        raise RecipeError(f"{path}: recipe {name!r}, field {exc}") from exc
     return recipe
 
 

@@ -1,16 +1,23 @@
 """`boxes`: each phrase boxed in its synthetic image by the detector (Psi_d), or taken from the
 GLIGEN layout the image was drawn from (`box_source: gligen`)."""
 
+from functools import lru_cache
+
 import dagster as dg
 import pandas as pd
 from PIL import Image
 
 from synground_assets.assets.images import PREVIEW_ITEMS
+from synground_assets.assets.quality_report import quality_metadata
 from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
 from synground_assets.items import box_id
 from synground_assets.partitions import split_shard_key
 from synground_assets.previews import contact_sheet, draw_triplets, image_markdown
-from synground_assets.recipes import recipe_book
+from synground_assets.quality.agreement import agreement_filter
+from synground_assets.quality.boxes import filter_boxes
+from synground_assets.quality.removals import quality_report, removals_frame
+from synground_assets.quality.settings import QualitySettings
+from synground_assets.recipes import RecipeError, RoleSpec, recipe_book
 from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 from synground_assets.roles.base import AdapterInfo, Detection
@@ -80,16 +87,56 @@ def boxes(
                     best.setdefault(detection.phrase_index, detection.box_xyxy)
                 labelled = [(p, best.get(i)) for i, p in enumerate(item_phrases.phrase)]
                 preview.append(draw_triplets(Image.open(image_folder / row.file), labelled))
-        table = pd.DataFrame(rows, columns=BOX_COLUMNS)
+        detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
+        table, removal_rows = curate(recipe, detected, image_table, phrase_table, image_folder)
         write_table(folder, table)
         options = recipe.roles["detector"].options
         lineage_rows = table.assign(box_threshold=options.get("box_threshold"), text_threshold=options.get("text_threshold"))
         counts = {"boxes": len(table), "phrases": len(phrase_table), "phrases_with_box": table.phrase_id.nunique()}
-        return ShardOutput(lineage={"boxes": lineage_rows, "shard_yields": pd.DataFrame([counts])},
-                           info=info, skipped=skipped, preview=preview, counts=counts)
+        report = quality_report("boxes", "boxes", len(detected), len(table), removal_rows)
+        return ShardOutput(lineage={"boxes": lineage_rows, "shard_yields": pd.DataFrame([counts]),
+                                    "removals": removal_rows, "shard_quality": report},
+                           info=info, skipped=skipped, preview=preview, counts={**counts, "detected_boxes": len(detected)})
 
     outputs = materialize_shards(context, store, "boxes", write_shard)
-    return dg.MaterializeResult(metadata=_metadata(outputs), check_results=_checks(context, store, outputs))
+    return dg.MaterializeResult(metadata={**_metadata(outputs), **quality_metadata(outputs)},
+                                check_results=_checks(context, store, outputs))
+
+
+def curate(recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_table: pd.DataFrame, image_folder):
+    """The recipe's box filters, then its agreement filter when it has one: (kept boxes, removal rows)."""
+    settings = QualitySettings.from_dict(recipe.quality)
+    kept, removals = filter_boxes(detected, image_table, settings)
+    if settings.agreement is not None and len(kept):
+        files = dict(zip(image_table.item_id, image_table.file))
+        kept, disagreements = agreement_filter(
+            kept, dict(zip(phrase_table.phrase_id, phrase_table.phrase)),
+            lambda item: Image.open(image_folder / files[item]).convert("RGB"),
+            agreement_model(recipe, settings.agreement), settings.agreement)
+        removals += disagreements
+    return kept.reset_index(drop=True), removals_frame(removals)
+
+
+@lru_cache(maxsize=1)
+def _load_agreement_model(adapter: str, path: str, revision: str | None, dtype: str, device: str):
+    from synground_assets.roles.grounding import load_grounding_model
+
+    return load_grounding_model(RoleSpec(adapter=adapter, model=path, revision=revision, dtype=dtype, device=device))
+
+
+def agreement_model(recipe, agreement):
+    """The agreement filter's grounding model (its `model`, else the recipe's grounding_model), loaded
+    once per process: a run over many shards scores them all with one load."""
+    from synground_assets.roles.hf_common import resolve_model
+
+    base = recipe.grounding_model or RoleSpec(adapter="blip")
+    reference = agreement.model or base.model
+    if not reference:
+        raise RecipeError(f"recipe {recipe.name!r}: quality.agreement needs a model: set quality.agreement.model "
+                          "or the recipe's grounding_model")
+    revision = None if agreement.model else base.revision
+    location = resolve_model(reference, "grounding_model", revision)
+    return _load_agreement_model(base.adapter, location.path, revision, base.dtype, base.device)
 
 
 def _usable_phrases(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:

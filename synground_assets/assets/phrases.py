@@ -38,7 +38,12 @@ def phrases(
         for (item, text), found in zip(pairs, candidates):
             if found is None:
                 continue
+            if getattr(found, "problem", None):  # an LLM's empty answer or refusal: recorded, not parsed
+                skipped.append((item, f"phrase extractor output: {found.problem}"))
+                continue
             kept, dropped = filter_phrases(text, found)
+            if getattr(found, "cut_off", None):
+                dropped.append((found.cut_off, "cut off at the phrase extractor's token limit"))
             for phrase in kept:
                 rows.append((item, phrase, True, None))
             for phrase, reason in dropped:

@@ -24,6 +24,7 @@ import pandas as pd
 from dagster._core.errors import DagsterPipesExecutionError  # not exported at the top level
 
 from synground_assets import code_version
+from synground_assets.assets.quality_report import log_quality_report, recipe_quality_report
 from synground_assets.assets.scoring import gradcam_figure
 from synground_assets.benchmarks import shapes_test_triplets
 from synground_assets.finetune import job_spec
@@ -170,11 +171,13 @@ def finetuned_checkpoint(
                        {"tracking_uri": run.tracking_uri, "run_id": run.run_id}, publish)
         (work / "job.json").write_text(json.dumps(job, indent=2))
         reported = run_training_job(context, work, ranks)
+        lineage_index = lineage.lineage()
+        lineage_index.refresh(shard_store.root)
+        # What the quality filters removed from the shards this checkpoint trained on.
+        log_quality_report(run, recipe_quality_report(lineage_index, recipe.name, list(shard_counts.shard)), work)
     # 3. Lineage: which triplets trained this checkpoint.
     checkpoint_id = f"{recipe.name}@{context.run_id}"
-    index = lineage.lineage()
-    index.refresh(shard_store.root)
-    index.replace("checkpoint_shards", shard_counts.assign(
+    lineage_index.replace("checkpoint_shards", shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
     published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)

@@ -52,6 +52,11 @@ TABLES = {
     "shard_yields": f"phrases INTEGER, phrases_with_box INTEGER, boxes INTEGER, {_COMMON}",
     # Items a stage could not process, with the reason (kept, not silently dropped).
     "skipped_items": f"stage VARCHAR, item_id VARCHAR, reason VARCHAR, {_COMMON}",
+    # What the quality filters removed (quality/): one row per removed image attempt, description or box.
+    "removals": f"""stage VARCHAR, item_id VARCHAR, phrase_id VARCHAR, box_id VARCHAR, filter VARCHAR, value DOUBLE,
+        threshold DOUBLE, detail VARCHAR, {_COMMON}""",
+    # Per shard, stage and filter: units in, removed, kept (the quality report's rows).
+    "shard_quality": f"stage VARCHAR, unit VARCHAR, items_in INTEGER, filter VARCHAR, removed INTEGER, kept INTEGER, {_COMMON}",
 }
 
 # Tables the learning assets write directly (one writer each), not from shards.
@@ -88,6 +93,15 @@ VIEWS = {
         JOIN images i ON i.item_id = b.item_id
         JOIN descriptions d ON d.item_id = b.item_id
         JOIN concept_sets c ON c.item_id = b.item_id""",
+    # The per-recipe quality report: units in, removed per filter, kept, per stage.
+    "quality_report": """
+        WITH per_shard AS (SELECT DISTINCT recipe, shard, stage, unit, items_in, kept FROM shard_quality),
+             totals AS (SELECT recipe, stage, unit, sum(items_in)::BIGINT AS items_in, sum(kept)::BIGINT AS kept,
+                               count(*) AS shards FROM per_shard GROUP BY ALL)
+        SELECT t.recipe, t.stage, t.unit, t.shards, t.items_in, q.filter, sum(q.removed)::BIGINT AS removed, t.kept
+        FROM shard_quality q JOIN totals t USING (recipe, stage, unit)
+        WHERE q.filter <> 'none'
+        GROUP BY ALL ORDER BY t.recipe, t.stage, q.filter""",
     "yield_per_recipe": """
         SELECT recipe, model_id AS detector_model, count(*) AS shards, sum(phrases)::BIGINT AS phrases,
                sum(phrases_with_box)::BIGINT AS phrases_with_box, sum(boxes)::BIGINT AS boxes,

@@ -41,6 +41,9 @@ class GeneratedImage:
     # Procedural worlds know the true (phrase, box_xyxy) of what they drew: kept as an evaluation
     # oracle (tests, the held-out shapes benchmark), never used as training boxes.
     ground_truth: list[tuple[str, tuple[float, float, float, float]]] | None = None
+    # True when the generator's own safety checker flagged the image (diffusers'
+    # `nsfw_content_detected`); such an image is blacked out and must not be published.
+    flagged: bool = False
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,10 @@ class DiffusersImageGenerator(_DiffusersAdapter):
                 height=self.height, width=self.width, num_inference_steps=self.num_inference_steps,
                 guidance_scale=self.guidance_scale, generator=self.generators(seeds[start:start + self.batch_size]),
             )
-            images += [GeneratedImage(image=image) for image in output.images]
+            # The safety checker, when the pipeline has one, blacks out what it flags and says so;
+            # the flag travels with the image so the stage records it instead of publishing black.
+            flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
+            images += [GeneratedImage(image=image, flagged=bool(flag)) for image, flag in zip(output.images, flags)]
         return images
 
 
@@ -189,7 +192,8 @@ class GligenImageGenerator(_DiffusersAdapter):
             image = output.images[0]
             layout = [(p, (b[0] * image.width, b[1] * image.height, b[2] * image.width, b[3] * image.height))
                       for p, b in zip(item_phrases, boxes)]
-            results.append(GeneratedImage(image=image, layout=layout))
+            flagged = bool((getattr(output, "nsfw_content_detected", None) or [False])[0])
+            results.append(GeneratedImage(image=image, layout=layout, flagged=flagged))
         return results
 
     def release(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from synground_assets.quality.text import GeneratedText, PhraseCandidates, text_problem
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import AdapterInfo, SourceItem
 from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs,
@@ -73,10 +74,11 @@ PHRASE_EXAMPLES = (
 )
 
 
-def clean_text(text: str) -> str:
-    """Generated text as one line: whitespace collapsed, a leading 'Description:' label dropped."""
-    text = " ".join(text.split())
-    return re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", text, flags=re.IGNORECASE)
+def clean_text(text: str) -> GeneratedText:
+    """Generated text as one line: whitespace collapsed, a leading 'Description:' label dropped
+    (whether decoding hit the token limit is kept)."""
+    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(text.split()), flags=re.IGNORECASE)
+    return GeneratedText(cleaned, getattr(text, "hit_token_limit", False))
 
 
 def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> dict[str, Any]:
@@ -86,6 +88,23 @@ def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> d
     if not isinstance(kwargs["max_new_tokens"], int) or kwargs["max_new_tokens"] < 1:
         raise ModelLoadError(f"max_new_tokens must be a positive integer but is {kwargs['max_new_tokens']!r}")
     return kwargs
+
+
+def end_token_ids(model, tokenizer) -> set[int]:
+    """Token ids that end a generated sequence or pad it afterwards."""
+    config = model.generation_config
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id, config.pad_token_id}
+    eos = config.eos_token_id
+    ids |= set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    return {int(i) for i in ids if i is not None}
+
+
+def hit_token_limit(new_tokens: torch.Tensor, end_ids: set[int]) -> list[bool]:
+    """Per row of generated tokens (B, new): True when decoding was still going when it stopped, i.e.
+    the last token is neither end-of-sequence nor padding (finished rows are padded after their EOS)."""
+    if new_tokens.shape[1] == 0:
+        return [False] * new_tokens.shape[0]
+    return [int(token) not in end_ids for token in new_tokens[:, -1]]
 
 
 def _seed_batch(items_seeds: Sequence[int], sampling: bool) -> None:
@@ -148,7 +167,8 @@ class ChatModel(ModelAdapter):
             _seed_batch(seeds[start:start + self.batch_size], self.generate_kwargs["do_sample"])
             output = self.model.generate(**inputs, **self.generate_kwargs, pad_token_id=self.tokenizer.pad_token_id)
             new_tokens = output[:, inputs["input_ids"].shape[1]:]  # (B, new)
-            answers += self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            answers += [GeneratedText(t, cut) for t, cut in zip(texts, hit_token_limit(new_tokens, end_token_ids(self.model, self.tokenizer)))]
         return answers
 
 
@@ -284,7 +304,13 @@ class LLMPhraseExtractor(ChatModel):
     def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
         conversations = [self.conversation(self.examples, self.instruction.format(description=d))
                          for d in descriptions]
-        return [parse_phrase_list(answer, self.max_words) for answer in self.chat(conversations)]
+        return [self.candidates(answer) for answer in self.chat(conversations)]
+
+    def candidates(self, answer: GeneratedText) -> PhraseCandidates:
+        problem = text_problem(answer, drop_truncated=False)
+        phrases = parse_phrase_list(answer, self.max_words)
+        cut_off = phrases.pop() if answer.hit_token_limit and phrases else None
+        return PhraseCandidates(phrases, problem[1] if problem else None, cut_off)
 
 
 # --- image captioners -------------------------------------------------------------------------
@@ -359,7 +385,9 @@ class ImageCaptioner(ModelAdapter):
             output = self.model.generate(**inputs, **self.generate_kwargs)
             if self.kind != "blip":  # decoder-only: drop the prompt
                 output = output[:, inputs["input_ids"].shape[1]:]
-            descriptions += [clean_text(t) for t in self.processor.batch_decode(output, skip_special_tokens=True)]
+            cut = hit_token_limit(output, end_token_ids(self.model, self.processor.tokenizer))
+            texts = self.processor.batch_decode(output, skip_special_tokens=True)
+            descriptions += [clean_text(GeneratedText(t, c)) for t, c in zip(texts, cut)]
         return descriptions
 
 

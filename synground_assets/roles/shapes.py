@@ -9,6 +9,7 @@ returned as `GeneratedImage.ground_truth`: a test and evaluation oracle, never u
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass
@@ -252,15 +253,32 @@ def classify_shape(component: np.ndarray) -> str:
 
 
 class ShapesDetector:
-    """Boxes each phrase's object from the pixels: colour mask, connected parts, shape test."""
+    """Boxes each phrase's object from the pixels: colour mask, connected parts, shape test.
 
-    def __init__(self, colour_tolerance: int = 40, min_area: int = 12):
+    `corrupt_fraction` > 0 turns it into a *corrupted detector* for the quality benchmark
+    (`bench/quality.py`): that share of its boxes is made wrong, as a weak open-vocabulary detector
+    would (confidently, score unchanged): half of the chosen boxes are swapped with another phrase's
+    box of the same image, the others shifted off their object by at least their own size. Which
+    boxes are corrupted is drawn from `corrupt_seed` and the image's pixels, so it does not depend
+    on batching; both settings are in `info.settings`, hence in lineage.
+    """
+
+    def __init__(self, colour_tolerance: int = 40, min_area: int = 12, corrupt_fraction: float = 0.0,
+                 corrupt_seed: int = 0):
+        if not 0 <= corrupt_fraction <= 1:
+            raise ValueError(f"corrupt_fraction must be between 0 and 1 but is {corrupt_fraction}")
         self.colour_tolerance, self.min_area = colour_tolerance, min_area
-        self.info = AdapterInfo("shapes", VERSION, settings={"colour_tolerance": colour_tolerance,
-                                                             "min_area": min_area})
+        self.corrupt_fraction, self.corrupt_seed = corrupt_fraction, corrupt_seed
+        settings = {"colour_tolerance": colour_tolerance, "min_area": min_area}
+        if corrupt_fraction:
+            settings |= {"corrupt_fraction": corrupt_fraction, "corrupt_seed": corrupt_seed}
+        self.info = AdapterInfo("shapes", VERSION, settings=settings)
 
     def detect(self, images, phrases) -> list[list[Detection]]:
-        return [self._detect_one(image, item_phrases) for image, item_phrases in zip(images, phrases, strict=True)]
+        found = [self._detect_one(image, item_phrases) for image, item_phrases in zip(images, phrases, strict=True)]
+        if self.corrupt_fraction:
+            found = [self._corrupt(image, detections) for image, detections in zip(images, found)]
+        return found
 
     def _detect_one(self, image: Image.Image, phrases: Sequence[str]) -> list[Detection]:
         pixels = np.asarray(image.convert("RGB")).astype(np.int16)
@@ -281,3 +299,29 @@ class ShapesDetector:
                 detections.append(Detection(index, box, 1.0))
                 break
         return detections
+
+    def _corrupt(self, image: Image.Image, detections: list[Detection]) -> list[Detection]:
+        digest = hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).digest()
+        rng = random.Random(f"{self.corrupt_seed}:{digest.hex()}")
+        boxes = [d.box_xyxy for d in detections]
+        chosen = [i for i in range(len(detections)) if rng.random() < self.corrupt_fraction]
+        for i in chosen:
+            others = [j for j in range(len(detections)) if j != i]
+            if others and rng.random() < 0.5:
+                j = rng.choice(others)
+                boxes[i], boxes[j] = boxes[j], boxes[i]
+            else:
+                boxes[i] = _shifted(boxes[i], image.size, rng)
+        return [Detection(d.phrase_index, box, d.score) for d, box in zip(detections, boxes)]
+
+
+def _shifted(box, size: tuple[int, int], rng: random.Random) -> tuple[float, float, float, float]:
+    """The box moved by at least its own width or height (so it leaves its object), kept inside the image."""
+    x0, y0, x1, y1 = box
+    width, height = x1 - x0, y1 - y0
+    candidates = [(nx, ny) for nx in range(0, int(size[0] - width) + 1) for ny in range(0, int(size[1] - height) + 1)
+                  if abs(nx - x0) >= width or abs(ny - y0) >= height]
+    if not candidates:
+        return box
+    nx, ny = rng.choice(candidates)
+    return (float(nx), float(ny), float(nx + width), float(ny + height))

@@ -303,7 +303,7 @@ def _tiny_text_encoder():
     return CLIPTextModel(config), tokenizer
 
 
-def _stable_diffusion_pipeline(pipeline_class, **unet_kwargs):
+def _stable_diffusion_pipeline(pipeline_class, safety_checker=None, feature_extractor=None, **unet_kwargs):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     # diffusers' own get_dummy_components: 32x32 latents, a VAE that halves, so 64 px images.
@@ -320,13 +320,37 @@ def _stable_diffusion_pipeline(pipeline_class, **unet_kwargs):
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     text_encoder, tokenizer = _tiny_text_encoder()
     return pipeline_class(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+                          safety_checker=safety_checker, feature_extractor=feature_extractor,
+                          requires_safety_checker=safety_checker is not None)
 
 
 def build_stable_diffusion(folder: Path) -> None:
     from diffusers import StableDiffusionPipeline
 
     _stable_diffusion_pipeline(StableDiffusionPipeline).save_pretrained(folder)
+
+
+def build_stable_diffusion_flagging(folder: Path) -> None:
+    """Tiny Stable Diffusion with a real `StableDiffusionSafetyChecker` (tiny CLIP vision tower) whose
+    concept thresholds are set to -2, below any cosine similarity: it flags every image, so the
+    pipeline returns black images with `nsfw_content_detected` all True, as a real checker does
+    when it fires. Nothing of the generator's output is faked: the pipeline's own check runs."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=IMAGE_SIZE, patch_size=8),
+        projection_dim=32,
+    )
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-2.0)
+    extractor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    _stable_diffusion_pipeline(StableDiffusionPipeline, checker, extractor).save_pretrained(folder)
 
 
 def build_gligen(folder: Path) -> None:
@@ -444,6 +468,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "llava-next": build_llava_next,
     "blip-captioning": build_blip_captioning,
     "stable-diffusion": build_stable_diffusion,
+    "stable-diffusion-flagging": build_stable_diffusion_flagging,
     "gligen": build_gligen,
     "grounding-dino": build_grounding_dino,
     "mm-grounding-dino": build_mm_grounding_dino,

@@ -71,6 +71,10 @@ def test_training_is_logged_to_a_finished_mlflow_run_and_lineage(trained):
     assert run.data.tags["dagster_run_id"] == training.run_id
     assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")) == 12
     assert "pointing_game/held_out" in run.data.metrics
+    # The quality report of the shards it trained on travels with the run.
+    assert run.data.metrics["quality/images/items_in"] == 64 and run.data.metrics["quality/boxes/kept"] > 150
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+    assert "quality_report.csv" in artifacts
     used = Lineage(lineage_path).query("SELECT shard, triplets FROM checkpoint_shards WHERE checkpoint_id = ?",
                                        [metadata(training)["checkpoint_id"]])
     assert used.shard.tolist() == ["00000"] and used.triplets[0] > 150

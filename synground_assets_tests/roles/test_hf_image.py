@@ -90,3 +90,14 @@ def test_gligen_layout_phrases_from_an_llm(cpu_spec):
 ])
 def test_article_phrases(text, expected):
     assert article_phrases(text) == expected
+
+
+def test_the_safety_checkers_flag_travels_with_the_image(cpu_spec, generator):
+    """A real StableDiffusionSafetyChecker whose concept thresholds (-2) sit below any cosine
+    similarity flags every image: the pipeline blacks them out and the adapter reports the flag."""
+    flagging = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:stable-diffusion-flagging", batch_size=2,
+                                                num_inference_steps=2))
+    flagged = flagging.generate(PROMPTS[:2], [1, 2])
+    flagging.release()
+    assert all(g.flagged and pixels(g).max() == 0 for g in flagged)
+    assert not any(g.flagged for g in generator.generate(PROMPTS[:2], [1, 2]))  # no checker: never flagged

@@ -111,3 +111,32 @@ def test_chat_template_option_names_a_known_format(cpu_spec):
 @pytest.mark.parametrize("raw, clean", [("  Description:  A  dog.\n", "A dog."), ("a cat", "a cat"), ("", "")])
 def test_clean_text(raw, clean):
     assert clean_text(raw) == clean
+
+
+def test_token_limit_is_detected_from_the_last_generated_token():
+    import torch
+
+    from synground_assets.roles.hf_text import hit_token_limit
+
+    new_tokens = torch.tensor([[5, 6, 7], [5, 2, 0], [5, 6, 2]])  # still going / EOS then padding / EOS last
+    assert hit_token_limit(new_tokens, {2, 0}) == [True, False, False]
+
+
+def test_describer_outputs_say_when_they_hit_the_token_limit(cpu_spec):
+    # Two new tokens from random weights: decoding is still going when the limit stops it.
+    describer = ConceptDescriber(cpu_spec("llm-concept2text", "tiny:causal-lm", max_new_tokens=2))
+    (text,) = describer.describe([SourceItem("i", 1, concepts=("dog",))])
+    assert isinstance(text, str) and text.hit_token_limit
+
+
+def test_phrase_answers_cut_at_the_limit_lose_their_last_phrase_and_refusals_are_flagged(cpu_spec):
+    from synground_assets.quality.text import GeneratedText
+    from synground_assets.roles.hf_text import LLMPhraseExtractor
+
+    extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=6))
+    cut = extractor.candidates(GeneratedText("a cat\na couch\na white stuffed ted", True))
+    assert list(cut) == ["a cat", "a couch"] and cut.cut_off == "a white stuffed ted" and cut.problem is None
+    whole = extractor.candidates(GeneratedText("a cat\na couch", False))
+    assert list(whole) == ["a cat", "a couch"] and whole.cut_off is None
+    refusal = extractor.candidates(GeneratedText("I'm sorry, I cannot list objects.", False))
+    assert refusal.problem and "refused" in refusal.problem

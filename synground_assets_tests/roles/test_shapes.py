@@ -100,3 +100,24 @@ def test_detector_finds_nothing_for_absent_or_foreign_phrases():
 def test_generator_rejects_a_prompt_without_objects():
     with pytest.raises(ValueError, match="found no '<colour> <shape>' object"):
         ShapesImageGenerator().render("a dog on a sofa", seed=1)
+
+
+def test_corrupted_detector_moves_the_chosen_share_of_boxes_reproducibly():
+    """`corrupt_fraction`: boxes swapped between phrases or shifted off their object, seeded, score kept."""
+    items = make_items(60)
+    texts = ShapesDescriber().describe(items)
+    images = [g.image for g in ShapesImageGenerator().generate(texts, [item.seed for item in items])]
+    phrases = ShapesPhraseExtractor().extract(texts)
+    clean = ShapesDetector().detect(images, phrases)
+    corrupt = ShapesDetector(corrupt_fraction=0.3, corrupt_seed=1)
+    found = corrupt.detect(images, phrases)
+    assert found == corrupt.detect(images, phrases)  # reproducible
+    assert found[:5] == corrupt.detect(images[:5], phrases[:5])  # independent of the batch
+    assert ShapesDetector(corrupt_fraction=0.0).detect(images, phrases) == clean
+    pairs = [(c, f) for cs, fs in zip(clean, found) for c, f in zip(cs, fs)]
+    moved = [c for c, f in pairs if box_iou(c.box_xyxy, f.box_xyxy) < 0.5]
+    assert 0.2 <= len(moved) / len(pairs) <= 0.5  # 30% chosen; a swap moves two boxes
+    assert all(f.score == c.score and f.phrase_index == c.phrase_index for c, f in pairs)
+    assert corrupt.info.settings["corrupt_fraction"] == 0.3
+    with pytest.raises(ValueError, match="corrupt_fraction must be between 0 and 1"):
+        ShapesDetector(corrupt_fraction=1.5)

@@ -116,6 +116,16 @@ def default_lineage_path() -> Path:
     return Path(os.environ.get("SYNGROUND_LINEAGE") or default_data_root() / "lineage.duckdb")
 
 
+def refreshed_lineage() -> "Lineage":
+    """The default lineage index, first brought up to date with the default data root: what a
+    reader of the shards' lineage calls before it queries."""
+    from synground_assets.resources.store import default_data_root
+
+    lineage = Lineage(default_lineage_path())
+    lineage.refresh(default_data_root())
+    return lineage
+
+
 def write_shard_lineage(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
     """A shard's lineage rows as `<folder>/lineage/<table>.parquet` (empty tables are left out)."""
     target = folder / LINEAGE_FOLDER

@@ -96,7 +96,8 @@ ADAPTER_OPTIONS: dict[str, tuple[Option, ...]] = {
         Option("max_fraction", "number", **_FRACTION)),
     "synground_assets.roles.shapes:ShapesPhraseExtractor": (),
     "synground_assets.roles.shapes:ShapesDetector": (
-        Option("colour_tolerance", "int", minimum=0, maximum=255), Option("min_area", "int", minimum=1)),
+        Option("colour_tolerance", "int", minimum=0, maximum=255), Option("min_area", "int", minimum=1),
+        Option("corrupt_fraction", "number", minimum=0, maximum=1), Option("corrupt_seed", "int")),
     "synground_assets.roles.noun_phrases:NounPhraseExtractor": (
         Option("max_words", "int", minimum=1, maximum=16), Option("max_phrases", "int", minimum=1)),
     "synground_assets.roles.sources:ConceptVocabularySampler": (

@@ -9,7 +9,7 @@ import pandas as pd
 from synground_assets.assets.boxes import boxes
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
-from synground_assets.resources.lineage import Lineage, default_lineage_path
+from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
 
 RESOURCES = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()}
@@ -41,7 +41,7 @@ def test_blank_and_punctuation_phrases_in_a_phrases_table_become_recorded_skips(
     assert dg.materialize([boxes], partition_key="shapes|00000", instance=instance, resources=RESOURCES).success
     broken_ids = set(table.loc[broken, "phrase_id"])
     assert not broken_ids & set(store.read_table("shapes", "boxes", "00000").phrase_id)
-    skipped = Lineage(default_lineage_path()).query(
+    skipped = refreshed_lineage().query(
         "SELECT item_id, reason FROM skipped_items WHERE stage = 'boxes' AND recipe = 'shapes'")
     assert len(skipped) == 3
     assert sorted(skipped.item_id) == sorted(table.loc[broken, "item_id"])

@@ -14,7 +14,7 @@ from synground_assets.definitions import GENERATION_ASSETS
 from synground_assets.items import derive_seed
 from synground_assets.recipes import BUILTIN_RECIPES, _cached_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, models
-from synground_assets.resources.lineage import Lineage, default_lineage_path
+from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.base import AdapterInfo, GeneratedImage
 
@@ -53,7 +53,7 @@ def test_images_the_safety_checker_flags_are_regenerated_then_skipped_never_publ
     metadata = materialize("tiny-concept2text|00000", GENERATION_ASSETS[:3])
     store = ShardStore(default_data_root())
     assert store.read_table("tiny-concept2text", "images", "00000").empty
-    lineage = Lineage(default_lineage_path())
+    lineage = refreshed_lineage()
     skipped = lineage.query("SELECT item_id, reason FROM skipped_items WHERE stage = 'images'")
     assert len(skipped) == 4 and skipped.reason.str.contains("safety checker flagged").all()
     assert skipped.reason.str.contains("after 2 attempt").all()  # regenerate_attempts: 1 by default
@@ -93,7 +93,7 @@ def test_degenerate_images_are_skipped_and_near_duplicates_keep_the_earliest_sha
     first, second = (store.read_table("shapes", "images", s) for s in ("00000", "00001"))
     assert len(first) == 1  # one picture kept: the first item without a circle
     assert second.empty  # every picture of the later shard repeats the earlier shard's
-    removals = Lineage(default_lineage_path()).query("SELECT shard, item_id, filter, value, threshold, detail FROM removals")
+    removals = refreshed_lineage().query("SELECT shard, item_id, filter, value, threshold, detail FROM removals")
     duplicates = removals[(removals["filter"] == "near_duplicate_image") & (removals.shard == "00001")]
     assert len(duplicates) and duplicates.detail.str.contains(first.item_id[0]).all()
     assert (duplicates.value == 0).all() and (duplicates.threshold == 4).all()
@@ -110,7 +110,7 @@ def test_duplicate_descriptions_are_removed_across_shards(project_home, recipe_f
     first, second = (store.read_table("shapes", "descriptions", s) for s in ("00000", "00001"))
     assert first.description.str.lower().is_unique and len(first) < 64
     assert not set(second.description.str.lower()) & set(first.description.str.lower())
-    report = Lineage(default_lineage_path()).query(
+    report = refreshed_lineage().query(
         "SELECT items_in, removed, kept FROM quality_report WHERE recipe = 'shapes' AND stage = 'descriptions' "
         "AND filter = 'duplicate_description'")
     assert report.values.tolist() == [[128, 128 - len(first) - len(second), len(first) + len(second)]]
@@ -122,7 +122,7 @@ def test_box_filters_run_in_the_boxes_stage_and_report(project_home, recipe_file
     metadata = materialize("shapes|00000", GENERATION_ASSETS)
     store = ShardStore(default_data_root())
     assert store.read_table("shapes", "boxes", "00000").empty
-    removals = Lineage(default_lineage_path()).query("SELECT * FROM removals WHERE stage = 'boxes'")
+    removals = refreshed_lineage().query("SELECT * FROM removals WHERE stage = 'boxes'")
     assert len(removals) == metadata["boxes"]["detected_boxes"].value > 0
     assert set(removals["filter"]) == {"min_box_area"} and (removals.value < 0.5).all() and removals.box_id.notna().all()
     assert metadata["boxes"]["removed_by/min_box_area"].value == len(removals)

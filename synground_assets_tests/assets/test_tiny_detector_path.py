@@ -9,7 +9,7 @@ import pytest
 from synground_assets.definitions import GENERATION_ASSETS
 from synground_assets.recipes import recipe_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, models
-from synground_assets.resources.lineage import Lineage, default_lineage_path
+from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
 
 
@@ -38,5 +38,5 @@ def test_phrases_of_a_tiny_recipe_reach_its_detector(project_home, recipe):
     (boxes_step,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey("boxes")]
     metadata = boxes_step.materialization.metadata
     assert metadata["phrases"].value == len(kept) > 0
-    yields = Lineage(default_lineage_path()).query("SELECT phrases, adapter FROM shard_yields WHERE recipe = ?", [recipe])
+    yields = refreshed_lineage().query("SELECT phrases, adapter FROM shard_yields WHERE recipe = ?", [recipe])
     assert yields.phrases.tolist() == [len(kept)] and yields.adapter.tolist() == ["zero-shot-detector"]

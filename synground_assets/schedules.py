@@ -21,14 +21,13 @@ dev` runs it next to the UI (`dagster-daemon run` in a deployment).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
 from dagster._core.launcher import WorkerStatus
-from dagster._core.storage.runs import SqliteRunStorage
 
+from synground_assets.dead_runs import is_local_instance, process_alive, run_processes
 from synground_assets.partitions import shard_partitions
 from synground_assets.recipes import RecipeBook, RecipeError, _Fields, recipe_book, shard_key
 from synground_assets.scale.profile import shards_per_run
@@ -116,35 +115,17 @@ def run_request(keys: list[str], tick: str) -> dg.RunRequest:
 
 def run_process_is_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     """A started run whose worker died: the launcher's health check says so (Celery, Kubernetes),
-    or, on a local instance (SQLite: every run process is on this host), its process id is gone."""
+    or, on a local instance (SQLite: every run process is on this host), every process that
+    reported its start is gone (`dead_runs`)."""
     if run.status != dg.DagsterRunStatus.STARTED:
         return False
     launcher = instance.run_launcher
     if launcher.supports_check_run_worker_health:
         return launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
-    if not isinstance(instance.run_storage, SqliteRunStorage):
+    if not is_local_instance(instance):
         return False
-    pid = _run_process_id(instance, run.run_id)
-    return pid is not None and not _process_exists(pid)
-
-
-def _run_process_id(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid in the run's first engine event that names one: the process running the run."""
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        data = record.dagster_event.engine_event_data if record.dagster_event else None
-        if data and "pid" in data.metadata:
-            return int(data.metadata["pid"].value)
-    return None
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
+    processes = run_processes(instance, run.run_id)
+    return bool(processes) and not any(process_alive(pid, started) for pid, started in processes)
 
 
 def in_flight_partitions(instance: dg.DagsterInstance) -> set[str]:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
-from dagster._core.events import EngineEventData
+from dagster._core.events import DagsterEvent
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import RecipeError, recipe_book
@@ -112,7 +112,7 @@ def test_a_started_run_whose_process_died_is_requested_again_and_a_live_one_is_n
     finished.wait()
     for key, pid in [("shapes|00000", finished.pid), ("shapes|00001", os.getpid())]:
         run = add_run(instance, dg.DagsterRunStatus.STARTED, {"dagster/partition": key})
-        instance.report_engine_event("Started process for run", run, EngineEventData.in_process(pid))
+        instance.report_dagster_event(DagsterEvent("PIPELINE_START", job_name=run.job_name, pid=pid), run.run_id)
     assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000", "shapes|00002...shapes|00003"]
 
 

@@ -42,7 +42,8 @@ README_QUERIES = {
     "provenance of one box": "SELECT * FROM box_provenance WHERE box_id = ?",
     "yield per recipe": "SELECT * FROM yield_per_recipe",
     "items of one shard": """SELECT d.item_id, d.description, count(b.box_id) AS boxes
-        FROM descriptions d LEFT JOIN boxes b USING (item_id)
+        FROM descriptions d
+        LEFT JOIN boxes b ON b.item_id = d.item_id AND b.recipe = d.recipe AND b.shard = d.shard
         WHERE d.recipe = ? AND d.shard = ? GROUP BY ALL ORDER BY d.item_id""",
 }
 TARGETS_MS = {"provenance of one box": 50.0, "yield per recipe": 200.0}

@@ -130,8 +130,10 @@ def _materialize_in_child(shard: str) -> bool:
 def test_four_shards_in_parallel_processes_leave_complete_lineage(project_home):
     """Four shards materialized at once in four processes, each publishing its lineage files; one
     refresh indexes them all."""
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        assert pool.map(_materialize_in_child, ["00000", "00001", "00002", "00003"]) == [True] * 4
+    # Spawned, not forked: a fork of a process whose torch/OpenMP threads are running can deadlock.
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        shards = pool.map_async(_materialize_in_child, ["00000", "00001", "00002", "00003"])
+        assert shards.get(timeout=600) == [True] * 4
     lineage = Lineage(default_lineage_path())
     lineage.refresh(default_data_root())
     per_shard = lineage.query(

@@ -80,7 +80,7 @@ class FlatOrRepeatedGenerator:
                 for p in prompts]
 
 
-class TestGenerators(ModelSuiteResource):
+class FlaggingGenerators(ModelSuiteResource):
     def role(self, recipe: str, role: str):
         return FlatOrRepeatedGenerator() if role == "image_generator" else super().role(recipe, role)
 
@@ -88,7 +88,7 @@ class TestGenerators(ModelSuiteResource):
 def test_degenerate_images_are_skipped_and_near_duplicates_keep_the_earliest_shard(project_home, recipe_file):
     recipe_file(lambda r: r["shapes"].update(shard_size=8))
     for shard in ("00001", "00000", "00001"):  # the later shard first, then the earlier, then the later again
-        materialize(f"shapes|{shard}", GENERATION_ASSETS[:3], TestGenerators())
+        materialize(f"shapes|{shard}", GENERATION_ASSETS[:3], FlaggingGenerators())
     store = ShardStore(default_data_root())
     first, second = (store.read_table("shapes", "images", s) for s in ("00000", "00001"))
     assert len(first) == 1  # one picture kept: the first item without a circle

@@ -143,9 +143,8 @@ def print_table(report: dict) -> None:
     print(f"AMC gain over no-AMC: {report['amc_gain_over_no_amc']:+.3f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS), default="blip", help="the tiny model to train")
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The shapes-world training settings this benchmark and bench/quality.py share."""
     parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -153,6 +152,12 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--eval-images", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="blip", help="the tiny model to train")
+    add_training_arguments(parser)
     parser.add_argument("--colour-augmentation", action="store_true", help="grayscale + colour jitter (off)")
     parser.add_argument("--only", choices=("amc", "no-amc"), help="train one of the two models")
     parser.add_argument("--threads", type=int, default=1,

@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from learning import EVAL_SEED_OFFSET, bench_config, shapes_triplets  # noqa: E402
+from learning import EVAL_SEED_OFFSET, add_training_arguments, bench_config, shapes_triplets  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
 from synground_assets.grounding.train import train  # noqa: E402
 from synground_assets.items import box_id, phrase_id  # noqa: E402
@@ -187,13 +187,7 @@ def print_table(report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1600)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (patch 8)")
-    parser.add_argument("--train-images", type=int, default=2000)
-    parser.add_argument("--eval-images", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
+    add_training_arguments(parser)
     parser.add_argument("--corrupt-fraction", type=float, default=0.3)
     # Every shapes phrase names an object that is in its image, so there is no false pair for ITM to
     # catch; the tiny model's P(match) of true pairs sits near 0.33 (hard-negative training), so the

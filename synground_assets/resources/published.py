@@ -8,9 +8,13 @@ lineage index holds the hashes and descriptions can answer it from there instead
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+from pathlib import Path
+
 import pandas as pd
 
-from synground_assets.resources.store import ShardStore
+from synground_assets.resources.store import TABLE, ShardStore
 
 
 def earlier_shard_rows(store: ShardStore, recipe: str, asset: str, shard: str, columns: list[str]) -> pd.DataFrame:
@@ -20,7 +24,19 @@ def earlier_shard_rows(store: ShardStore, recipe: str, asset: str, shard: str, c
     for earlier in store.shards(recipe, asset):
         if earlier >= shard:
             break
-        table = store.read_table(recipe, asset, earlier)
-        if set(columns) <= set(table.columns):
-            frames.append(table[columns].assign(shard=earlier))
+        folder = store.shard_dir(recipe, asset, earlier)
+        table = _published_columns(os.path.realpath(folder), tuple(columns)) if folder.is_symlink() else \
+            _read_columns(folder, tuple(columns))
+        if table is not None:
+            frames.append(table.assign(shard=earlier))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*columns, "shard"])
+
+
+def _read_columns(folder: str | Path, columns: tuple[str, ...]) -> pd.DataFrame | None:
+    table = pd.read_parquet(Path(folder) / TABLE)
+    return table[list(columns)] if set(columns) <= set(table.columns) else None
+
+
+# A published version folder never changes (a re-publish makes a new one), so a process reads each
+# version once: a range run dedups shard N against shards 0..N-1 without re-reading them per shard.
+_published_columns = lru_cache(maxsize=65_536)(_read_columns)

@@ -41,7 +41,8 @@ from synground_assets.grounding.pointing_game import (  # noqa: E402
 )
 from synground_assets.finetune import job_spec  # noqa: E402
 from synground_assets.grounding.loader import write_triplets_index  # noqa: E402
-from synground_assets.grounding.train import TrainConfig, train  # noqa: E402
+from synground_assets.grounding.config import TrainConfig  # noqa: E402
+from synground_assets.grounding.train import train  # noqa: E402
 from synground_assets.recipes import RoleSpec  # noqa: E402
 from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef  # noqa: E402
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402

@@ -94,7 +94,7 @@ def why_dead(instance: dg.DagsterInstance, record: dg.RunRecord, now: float, sta
 def is_local_instance(instance: dg.DagsterInstance) -> bool:
     """SQLite run storage: the laptop profile, whose runs all run on this machine. A shared instance
     (PostgreSQL) holds runs of other machines, whose pids mean nothing here."""
-    from dagster._core.storage.runs import InMemoryRunStorage, SqliteRunStorage
+    from synground_assets.dagster_internals import InMemoryRunStorage, SqliteRunStorage
 
     return isinstance(instance.run_storage, (SqliteRunStorage, InMemoryRunStorage))
 

@@ -34,7 +34,8 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dags
 
 from synground_assets.grounding.distributed import World, close_world, init_world
 from synground_assets.grounding.loader import TripletIndex
-from synground_assets.grounding.train import TrainConfig, TrainResult, train
+from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.train import TrainResult, train
 from synground_assets.recipes import RoleSpec
 from synground_assets.resources.store import ShardStore
 from synground_assets.resources.tracking import TrackedRun, Tracking

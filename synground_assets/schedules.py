@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
-from dagster._core.launcher import WorkerStatus
+from synground_assets.dagster_internals import WorkerStatus
 
 from synground_assets.dead_runs import is_local_instance, process_alive, run_processes
 from synground_assets.partitions import shard_partitions

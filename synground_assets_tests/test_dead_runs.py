@@ -88,7 +88,7 @@ def test_a_live_process_is_alive_and_a_reaped_or_reused_pid_is_not():
 
 def started_run(instance: dg.DagsterInstance, pid: int) -> str:
     """A run whose start was reported by process `pid`."""
-    from dagster._core.events import DagsterEvent
+    from synground_assets.dagster_internals import DagsterEvent
 
     run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
     instance.report_dagster_event(DagsterEvent("PIPELINE_START", job_name=run.job_name, pid=pid), run.run_id)
@@ -111,7 +111,7 @@ def test_the_sensor_fails_runs_whose_process_is_gone_and_leaves_live_ones(projec
 
 
 def test_a_run_that_never_started_counts_as_dead_after_the_start_timeout(project_home):
-    from dagster._core.events import DagsterEvent
+    from synground_assets.dagster_internals import DagsterEvent
 
     instance = dg.DagsterInstance.ephemeral()
     run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())

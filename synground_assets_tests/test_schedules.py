@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEvent
+from synground_assets.dagster_internals import DagsterEvent
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import RecipeError, recipe_book

@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-from dagster._core.errors import DagsterPipesExecutionError  # not exported at the top level
+from synground_assets.dagster_internals import DagsterPipesExecutionError
 
 from synground_assets import code_version
 from synground_assets.assets.quality_report import log_quality_report, recipe_quality_report
@@ -30,7 +30,7 @@ from synground_assets.benchmarks import shapes_test_triplets
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.loader import write_index, write_triplets_index
-from synground_assets.grounding.train import TrainConfig
+from synground_assets.grounding.config import TrainConfig
 from synground_assets.partitions import recipe_partitions
 from synground_assets.previews import image_markdown
 from synground_assets.recipes import Recipe, RecipeError, recipe_book

@@ -8,7 +8,8 @@ asset layer calls.
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.model import GroundingInputs, GroundingModel
 from synground_assets.grounding.pointing_game import PROTOCOLS, PointingGameResult, evaluate_pointing_game
-from synground_assets.grounding.train import TrainConfig, TrainResult, train
+from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.train import TrainResult, train
 
 __all__ = [
     "PROTOCOLS",

@@ -15,7 +15,7 @@ import torch
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingModel
 
 if TYPE_CHECKING:
-    from synground_assets.grounding.train import TrainConfig
+    from synground_assets.grounding.config import TrainConfig
 
 # Fields that may change when a run resumes; any other change needs a new output folder.
 RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution",

@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
+from synground_assets.grounding.config import PROTOCOLS
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.gradcam import (
     MapCombiner,
@@ -43,7 +44,6 @@ from synground_assets.grounding.model import GroundingModel
 
 Box = tuple[float, float, float, float]
 HitRule = Callable[[tuple[int, int], Box], bool]
-PROTOCOLS = ("amc", "pixel-centre")
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ from typing import Any
 
 import redis
 from dagster import Field, IntSource
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+
+from synground_assets.dagster_internals import CheckRunHealthResult, WorkerStatus
 
 HEARTBEAT_KEY = "synground:celery-worker:{node}"
 BEATS_TO_EXPIRE = 3

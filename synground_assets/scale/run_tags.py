@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster import Field, Permissive
-from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
+from synground_assets.dagster_internals import QueuedRunCoordinator, SubmitRunContext
 
 from synground_assets.recipes import Recipe, RecipeBook, RecipeError, recipe_book
 

@@ -14,12 +14,11 @@ import time
 
 from celery import signals
 from dagster import DagsterInstance
-from dagster._grpc.types import ExecuteRunArgs, ResumeRunArgs
-from dagster._serdes import unpack_value
 from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
+from synground_assets.dagster_internals import ExecuteRunArgs, ResumeRunArgs, unpack_value
 from synground_assets.scale.celery import HeartbeatCeleryRunLauncher, worker_identity
 
 instance = DagsterInstance.get()

@@ -29,7 +29,7 @@ import torch
 from synground_assets.assets.training import run_training_job
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.loader import write_triplets_index
-from synground_assets.grounding.train import TrainConfig
+from synground_assets.grounding.config import TrainConfig
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets

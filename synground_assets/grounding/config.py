@@ -1,0 +1,114 @@
+"""The training configuration: a typed dataclass with commented defaults, saved next to the model it made.
+
+Torch-free, so that a recipe's `training:` block is validated when the recipe file loads, before
+any model library is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from synground_assets.grounding.data import Augmentation
+
+AMP_DTYPES = ("bfloat16", "float16", "float32")
+PROTOCOLS = ("amc", "pixel-centre")  # pointing-game protocols (grounding/pointing_game.py)
+
+
+@dataclass
+class TrainConfig:
+    # Optimisation (AMC: AdamW lr 1e-5, weight decay 0.02, cosine to 1e-6, batch 64).
+    learning_rate: float = 1e-5
+    min_learning_rate: float = 1e-6  # the cosine schedule's floor
+    weight_decay: float = 0.02  # on weight matrices only, not biases / norms / temperature
+    warmup_steps: int = 100  # linear warm-up from 0, in optimizer steps
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # global pairs per forward pass, split over the ranks; ITC and hard negatives see all of it
+    grad_accumulation: int = 1  # forward passes per optimizer step
+    max_grad_norm: float = 0.0  # 0: no clipping (AMC does not clip)
+    # Inputs.
+    image_size: int | None = None  # square training resolution; None: the model's own
+    max_text_tokens: int = 25  # AMC truncates text to 25 tokens
+    gradcam_layer: int | None = None  # text layer for GradCAM; None: the adapter's (a middle fusion layer)
+    # Loss: L = itc * L_ITC + itm * L_ITM + amc_mean * L_mean + amc_max * L_max.
+    itc_weight: float = 1.0
+    itm_weight: float = 1.0
+    amc_mean_weight: float = 0.2
+    amc_max_weight: float = 0.8
+    amc_mean_margin: float = 0.1
+    amc_max_margin: float = 0.5
+    # Augmentation (AMC: grayscale p=0.2, colour jitter p=0.5; a flip swaps "left"/"right" too).
+    horizontal_flip: bool = False
+    colour_jitter: bool = True
+    grayscale: bool = True
+    # Data.
+    real_data_ratio: float = 0.0  # share of each batch drawn from the real triplets
+    seed: int = 0
+    # Hardware.
+    amp_dtype: str = "bfloat16"  # autocast dtype on CUDA (float16 adds a grad scaler); CPU runs float32
+    gradient_checkpointing: bool = False  # recompute encoder activations in backward: less memory, ~30% slower
+    num_workers: int = 2  # data-loader processes per rank (load, augment, resize); 0: in the training process
+    prefetch_factor: int = 4  # batches each worker keeps ready
+    collective_timeout_s: float = 600.0  # a rank waiting longer on a dead peer fails the job instead of hanging
+    # Bookkeeping.
+    log_every: int = 50  # steps between log_fn calls
+    checkpoint_every: int = 500  # steps between checkpoints (and at the end)
+    keep_checkpoints: int = 2
+    eval_batch_size: int = 32
+    eval_resolution: int | None = None  # pointing-game input resolution; None: the model's own
+    eval_protocol: str = "pixel-centre"  # pointing-game protocol (grounding/pointing_game.py): or "amc"
+
+    def __post_init__(self):
+        positive = ("learning_rate", "max_steps", "batch_size", "grad_accumulation", "max_text_tokens",
+                    "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "prefetch_factor",
+                    "collective_timeout_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive but is {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError(f"TrainConfig.batch_size must be at least 2 (in-batch negatives) but is {self.batch_size}")
+        if not 0 <= self.real_data_ratio <= 1:
+            raise ValueError(f"TrainConfig.real_data_ratio must be in [0, 1] but is {self.real_data_ratio}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"TrainConfig.amp_dtype must be one of {', '.join(AMP_DTYPES)} but is {self.amp_dtype!r}")
+        if self.eval_protocol not in PROTOCOLS:
+            raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} but is {self.eval_protocol!r}")
+        if self.warmup_steps < 0 or self.min_learning_rate < 0 or self.weight_decay < 0 or self.num_workers < 0:
+            raise ValueError("TrainConfig.warmup_steps, min_learning_rate, weight_decay and num_workers must not be negative")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A config from a mapping (a recipe's `training` block); unknown keys are an error."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        values = {name: _checked(name, known[name].type, value) for name, value in data.items()}
+        return cls(**values)
+
+    def augmentation(self) -> Augmentation:
+        from synground_assets.grounding.data import Augmentation  # torch: not needed to validate a recipe
+
+        return Augmentation(horizontal_flip=self.horizontal_flip, colour_jitter=self.colour_jitter, grayscale=self.grayscale)
+
+    @property
+    def uses_amc(self) -> bool:
+        return self.amc_mean_weight > 0 or self.amc_max_weight > 0
+
+
+def _checked(name: str, annotation: str, value: Any) -> Any:
+    """`value` if it fits the field's annotation ("float", "int | None", ...); ints pass as floats."""
+    if value is None and "None" in annotation:
+        return value
+    kind = annotation.split(" | ")[0]
+    fits = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not fits:
+        raise ValueError(f"training setting {name!r}: expected {annotation}, got {value!r}")
+    return float(value) if kind == "float" else value

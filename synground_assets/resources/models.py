@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from synground_assets.recipes import recipe_book
-from synground_assets.roles.registry import build_role
+from synground_assets.roles.build import build_role
 
 _CACHE: dict[tuple[str, str], Any] = {}
 _LOCK = threading.Lock()

@@ -24,10 +24,7 @@ from PIL import Image
 
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import Detection
-from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs, read_json,
-                                              resolve_model)
-
-DETECTOR_OPTIONS = ("box_threshold", "text_threshold", "top_k")
+from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
 GROUNDING_DINO_KINDS = ("grounding-dino", "mm-grounding-dino")
 DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1}
 
@@ -60,13 +57,12 @@ def caption_from_phrases(phrases: Sequence[str]) -> tuple[str, list[tuple[int, i
 
 class ZeroShotDetector(ModelAdapter):
     role = "detector"
-    option_names = DETECTOR_OPTIONS
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
         from transformers import AutoProcessor
 
-        # 1. Check the architecture and the settings before loading weights.
+        # 1. Check the architecture before loading weights (the catalog checked the settings).
         location = resolve_model(spec.model, self.role, spec.revision)
         self.kind, model_class = pick_class(read_json(location, "config.json").get("model_type"), _model_classes(),
                                             location, self.role)
@@ -74,21 +70,12 @@ class ZeroShotDetector(ModelAdapter):
         self.box_threshold = options.get("box_threshold", DEFAULT_BOX_THRESHOLD[self.kind])
         self.text_threshold = options.get("text_threshold", 0.25)
         self.top_k = options.get("top_k", 1)
-        self.check_settings()
         # 2. Load processor and model.
         self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
         self.model = model_class.from_pretrained(location.path, dtype=self.dtype,
                                                  **pretrained_kwargs(location)).to(self.device).eval()
         self.info.settings.update({"architecture": self.kind, "box_threshold": self.box_threshold,
                                    "text_threshold": self.text_threshold, "top_k": self.top_k})
-
-    def check_settings(self) -> None:
-        for name in ("box_threshold", "text_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ModelLoadError(f"role 'detector': {name} must be a number in [0, 1] but is {value!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ModelLoadError(f"role 'detector': top_k must be a positive integer but is {self.top_k!r}")
 
     @torch.inference_mode()
     def detect(self, images: Sequence[Image.Image], phrases: Sequence[Sequence[str]]) -> list[list[Detection]]:

@@ -25,7 +25,6 @@ from PIL import Image
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import Detection
 from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
-GROUNDING_DINO_KINDS = ("grounding-dino", "mm-grounding-dino")
 DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1}
 
 

@@ -1,4 +1,4 @@
-"""Tiny open-vocabulary detectors: Grounding DINO, MM-Grounding-DINO and OWLv2."""
+"""Tiny open-vocabulary detectors: Grounding DINO, MM-Grounding-DINO, OWLv2 and OWL-ViT."""
 
 from __future__ import annotations
 
@@ -49,21 +49,36 @@ def build_mm_grounding_dino(folder: Path) -> None:
     _build_grounding_dino(folder, MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
 
 
-def build_owlv2(folder: Path) -> None:
-    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
-
+def _build_owl(folder: Path, config_class, model_class, image_processor, processor_class) -> None:
+    """OWLv2 and OWL-ViT share their layout: CLIP towers and a box head per patch."""
     tokenizer = clip_tokenizer(model_max_length=16)
     text_config = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                        num_attention_heads=4, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     vision_config = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                          image_size=DETECTOR_IMAGE_SIZE, patch_size=8)
-    model = Owlv2ForObjectDetection(Owlv2Config(text_config=text_config, vision_config=vision_config,
-                                                projection_dim=32, initializer_factor=0.1))
+    model = model_class(config_class(text_config=text_config, vision_config=vision_config, projection_dim=32,
+                                     initializer_factor=0.1))
     size = {"height": DETECTOR_IMAGE_SIZE, "width": DETECTOR_IMAGE_SIZE}
-    processor = Owlv2Processor(Owlv2ImageProcessorPil(size=size), tokenizer)
+    processor = processor_class(image_processor(size), tokenizer)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
 
-BUILDERS = {"grounding-dino": build_grounding_dino, "mm-grounding-dino": build_mm_grounding_dino, "owlv2": build_owlv2}
+def build_owlv2(folder: Path) -> None:
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
+
+    _build_owl(folder, Owlv2Config, Owlv2ForObjectDetection, lambda size: Owlv2ImageProcessorPil(size=size),
+               Owlv2Processor)
+
+
+def build_owlvit(folder: Path) -> None:
+    from transformers import OwlViTConfig, OwlViTForObjectDetection, OwlViTImageProcessorPil, OwlViTProcessor
+
+    # OWL-ViT resizes to a square without padding (OWLv2 pads): no centre crop at the tiny size.
+    _build_owl(folder, OwlViTConfig, OwlViTForObjectDetection,
+               lambda size: OwlViTImageProcessorPil(size=size, do_center_crop=False), OwlViTProcessor)
+
+
+BUILDERS = {"grounding-dino": build_grounding_dino, "mm-grounding-dino": build_mm_grounding_dino, "owlv2": build_owlv2,
+            "owlvit": build_owlvit}

@@ -36,6 +36,8 @@ from typing import Iterator
 
 import pandas as pd
 
+from synground_assets.processes import process_alive
+
 TABLE = "table.parquet"
 MANIFEST = "publish.json"
 SHARDS_MARKER = ".shards"  # in every asset folder holding published shards: what the index scans
@@ -185,22 +187,12 @@ class ShardStore:
 
     def _abandoned(self, entry: os.DirEntry, now: float) -> bool:
         parts = entry.name.rsplit("-", 4)  # .tmp-<shard>, host, pid, run8, uuid
-        if len(parts) == 5 and parts[1] == _HOST and parts[2].isdigit() and not _alive(int(parts[2])):
+        if len(parts) == 5 and parts[1] == _HOST and parts[2].isdigit() and not process_alive(int(parts[2])):
             return True
         try:
             return now - entry.stat(follow_symlinks=False).st_mtime > self.staging_max_age_s
         except FileNotFoundError:  # its writer published or removed it meanwhile
             return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def _publish(staging: Path, final: Path, publish_id: str) -> None:

@@ -257,7 +257,11 @@ def _training(path: Path, name: str, data: dict[str, Any], real: RealData | None
     for key, value in settings.items():
         if key not in TRAIN_CONFIG_KEYS:
             close = difflib.get_close_matches(str(key), TRAIN_CONFIG_KEYS + TRAINING_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(TRAINING_KEYS + TRAIN_CONFIG_KEYS)}"
+            hint = (
+                f" (did you mean {close[0]!r}?)"
+                if close
+                else f"; known: {', '.join(TRAINING_KEYS + TRAIN_CONFIG_KEYS)}"
+            )
             raise RecipeError(f"{path}: recipe {name!r}, field 'training.{key}': unknown training setting{hint}")
         try:
             TrainConfig.from_dict({key: value})

@@ -41,9 +41,15 @@ def instance_home(tmp_path, monkeypatch):
 
 
 def materialize(env: dict, **popen) -> subprocess.Popen:
-    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "synground_assets_tests.gpu_pool_location",
-                             "--select", "gpu_step"], env=env, cwd=env["SYNGROUND_HOME"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)
+    return subprocess.Popen(
+        [DAGSTER, "asset", "materialize", "-m", "synground_assets_tests.gpu_pool_location", "--select", "gpu_step"],
+        env=env,
+        cwd=env["SYNGROUND_HOME"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def gpu_slot_holders(instance: dg.DagsterInstance) -> set[str]:

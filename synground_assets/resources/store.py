@@ -133,14 +133,6 @@ class ShardStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # still there only when the write failed
 
-    def remove_shard(self, recipe: str, asset: str, shard: str) -> None:
-        """Unpublish a shard (not while it is being written): its link goes in one step, then its version."""
-        final = self.shard_dir(recipe, asset, shard)
-        old = _retire_legacy(final) or _link_target(final)
-        if final.is_symlink():
-            final.unlink()
-        _delete([_doom(old) if old else None])
-
     def published(self) -> Iterator[PublishedShard]:
         """Every shard published in this layout, under every recipe and asset (one readlink each)."""
         for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):

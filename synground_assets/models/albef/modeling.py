@@ -62,7 +62,7 @@ class AlbefModel(nn.Module):
     def temperature(self) -> torch.Tensor:
         """`temp` clamped into [0.001, 0.5] in place, as ALBEF does before each contrastive step: the
         checkpoint's ITC temperature, for scoring image-text similarity. (Fine-tuning through
-        `grounding.train` learns its own, `grounding.losses.ContrastiveLoss`, and leaves this one.)"""
+        `grounding.objective`'s `itc-itm-amc` learns its own, `ContrastiveLoss`, and leaves this one.)"""
         with torch.no_grad():
             self.temp.clamp_(*TEMPERATURE_RANGE)
         return self.temp

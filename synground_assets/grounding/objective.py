@@ -1,4 +1,5 @@
-"""The fine-tuning objective `itc-itm-amc`: ITC + ITM (in-batch hard negatives) + AMC, one module.
+"""The fine-tuning objective `itc-itm-amc`: ITC + ITM (in-batch hard negatives) + AMC, one module
+(BLIP's and the shapes world's; ALBEF's default is `amc`, grounding/amc.py).
 
 - ITC: image-text contrastive loss over the global batch (every rank's samples) with its own
   learnable temperature (the BLIP retrieval model has none); several texts may match one image, so
@@ -11,7 +12,7 @@
   L_max  = mean over samples of max(0, max(cam outside) - max(cam inside) + 0.5).
 
 `GroundingObjective(model, batch, generator)` is one training step's losses; `TrainingModule`
-joins model and objective into the one module DistributedDataParallel wraps.
+joins model and an objective into the one module DistributedDataParallel wraps.
 """
 
 from __future__ import annotations
@@ -155,9 +156,11 @@ class GroundingObjective(nn.Module):
     def temperature(self) -> float:
         return self.contrastive.temperature.item()
 
-    def forward(self, model: GroundingModel, batch: LoadedBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def forward(self, model: GroundingModel, batch: LoadedBatch, generator: torch.Generator,
+                forward_index: int = 0) -> dict[str, torch.Tensor]:
         """The losses of this rank's share of a global batch; "loss" is their weighted sum. Across
-        ranks: ITC features and ITM negatives are gathered with gradient, L_mean's sums are summed."""
+        ranks: ITC features and ITM negatives are gathered with gradient, L_mean's sums are summed.
+        (`forward_index`, the run's count of forward passes, is what other objectives schedule by.)"""
         config, inputs = self.config, batch.inputs
         # 0. Text padded to the global batch's longest, so rows can be gathered from other ranks.
         width = int(distributed.gather(torch.tensor([inputs.input_ids.shape[1]], device=inputs.input_ids.device)).max())
@@ -207,9 +210,9 @@ class TrainingModule(nn.Module):
     """Model + objective as one module whose forward is a training step, so DistributedDataParallel
     sees one forward per backward (the GradCAM map's inner autograd.grad stays inside it)."""
 
-    def __init__(self, model: GroundingModel, objective: GroundingObjective):
+    def __init__(self, model: GroundingModel, objective: nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, batch: LoadedBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return self.objective(self.model, batch, generator)
+    def forward(self, batch: LoadedBatch, generator: torch.Generator, forward_index: int = 0) -> dict[str, torch.Tensor]:
+        return self.objective(self.model, batch, generator, forward_index)

@@ -11,11 +11,17 @@ from synground_assets.grounding.config import TrainConfig
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module, objective: nn.Module) -> torch.optim.AdamW:
-    """AdamW with weight decay on weight matrices only (biases, norms and the temperature exempt)."""
-    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+    """AdamW. `amc`: ALBEF's `create_optimizer` grouping (timm's add_weight_decay): only 1-d tensors
+    and biases are exempt from weight decay, so the 0-d `temp` decays. `itc-itm-amc`: weight
+    matrices only decay (biases, norms and its temperature exempt)."""
+    named = [(n, p) for n, p in [*model.named_parameters(), *objective.named_parameters()] if p.requires_grad]
+    if config.objective == "amc":
+        exempt = {n for n, p in named if p.ndim == 1 or n.endswith(".bias")}
+    else:
+        exempt = {n for n, p in named if p.ndim < 2}
     groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        {"params": [p for n, p in named if n not in exempt], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=config.learning_rate)
 

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import synground_assets.grounding.distributed as distributed
+from synground_assets.grounding.amc import AmcObjective
 from synground_assets.grounding.checkpoints import Checkpoints, TrainingState, save_final
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.data import Triplet
@@ -65,12 +66,12 @@ def train_loop(module: nn.Module, state: TrainingState, batches: Iterator[Loaded
         state.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         for micro in range(accumulation):
-            batch = next(batches).to(device)
-            generator = torch.Generator(device).manual_seed(derive_seed(config.seed, "negatives", step * accumulation + micro))
+            batch, forward_index = next(batches).to(device), step * accumulation + micro
+            generator = torch.Generator(device).manual_seed(derive_seed(config.seed, "negatives", forward_index))
             # Gradients are all-reduced once per optimizer step, on its last micro-batch.
             with gradient_sync(module, world, micro == accumulation - 1):
                 with autocast(config, device):
-                    losses = module(batch, generator)
+                    losses = module(batch, generator, forward_index)
                 state.scaler.scale(losses["loss"] / accumulation).backward()
             for name, value in losses.items():
                 totals[name] = totals.get(name, 0.0) + value.item() / accumulation
@@ -106,7 +107,7 @@ def train(
     config = prepare_model(config, model, world)
     index = train_data if isinstance(train_data, TripletIndex) else index_triplets(train_data, real_triplets, output_dir / f"index-{world.rank}")
     torch.manual_seed(config.seed)
-    state = new_training_state(config, model)
+    state = new_training_state(config, model, forwards_per_epoch=len(index) // config.batch_size)
     # 2. Resume (every rank reads rank 0's last checkpoint).
     checkpoints = Checkpoints(output_dir / "checkpoints", config)
     start_step, history = checkpoints.restore(state)
@@ -140,19 +141,27 @@ def train(
 
 def prepare_model(config: TrainConfig, model: GroundingModel, world: World) -> TrainConfig:
     """Check the config against the world, set the model's GradCAM layer and truncation; the config
-    with the adapter's GradCAM layer filled in."""
+    with the adapter's GradCAM layer and objective filled in."""
     if config.batch_size % world.world_size:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.world_size} ranks")
     if config.gradcam_layer is None:
         config = dataclasses.replace(config, gradcam_layer=model.gradcam_layer)
+    if config.objective is None:
+        config = dataclasses.replace(config, objective=model.default_objective)
     model.gradcam_layer, model.max_text_tokens = config.gradcam_layer, config.max_text_tokens
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return config
 
 
-def new_training_state(config: TrainConfig, model: GroundingModel) -> TrainingState:
-    objective = GroundingObjective(config).to(model.device)
+def new_objective(config: TrainConfig, model: GroundingModel, forwards_per_epoch: int) -> nn.Module:
+    if config.objective == "amc":
+        return AmcObjective(config, model, forwards_per_epoch)
+    return GroundingObjective(config).to(model.device)
+
+
+def new_training_state(config: TrainConfig, model: GroundingModel, forwards_per_epoch: int) -> TrainingState:
+    objective = new_objective(config, model, forwards_per_epoch)
     optimizer = make_optimizer(config, model, objective)
     scaler = torch.amp.GradScaler(model.device.type, enabled=config.amp_dtype == "float16" and model.device.type == "cuda")
     return TrainingState(model, objective, optimizer, make_scheduler(config, optimizer), scaler)

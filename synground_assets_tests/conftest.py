@@ -25,7 +25,7 @@ def tiny_models(tmp_path_factory):
     import torch
 
     from synground_assets import tiny
-    from synground_assets.resources import models
+    from synground_assets.roles.suite import model_suite
     from synground_assets_tests.tiny_test_models import register_test_models
 
     # Tiny models run fastest on one thread: on a busy machine, several threads wait on each other
@@ -37,7 +37,7 @@ def tiny_models(tmp_path_factory):
         patch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         if not os.environ.get("SYNGROUND_TINY_MODELS"):
             patch.setenv("SYNGROUND_TINY_MODELS", str(tmp_path_factory.mktemp("tiny-models")))
-        models.clear()  # adapters cached by earlier tests may point at another tiny-model folder
+        model_suite().clear()  # adapters cached by earlier tests may point at another tiny-model folder
         register_test_models()
         yield tiny.build_all()
     torch.set_num_threads(threads)

@@ -62,7 +62,9 @@ def test_the_grounding_model_is_checked_too(tmp_path):
     with pytest.raises(RecipeError, match="role 'grounding_model', option 'gradcam_layer': expected an integer >= 0"):
         load_recipe_book(path)
     path = book(tmp_path, extra="    grounding_model: {adapter: clip, model: x/y}\n")
-    with pytest.raises(RecipeError, match="role 'grounding_model', field 'adapter': expected one of albef, blip, got 'clip'"):
+    with pytest.raises(
+        RecipeError, match="role 'grounding_model', field 'adapter': expected one of albef, blip, got 'clip'"
+    ):
         load_recipe_book(path)
 
 

@@ -1,15 +1,20 @@
 """`boxes`: each phrase boxed in its synthetic image by the detector (Psi_d), or taken from the
 GLIGEN layout the image was drawn from (`box_source: gligen`)."""
 
-from functools import lru_cache
-
 import dagster as dg
 import pandas as pd
 from PIL import Image
 
 from synground_assets.assets.images import PREVIEW_ITEMS
 from synground_assets.assets.quality_report import quality_metadata
-from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
+from synground_assets.assets.stage import (
+    Progress,
+    ShardOutput,
+    generation_asset,
+    materialize_shards,
+    run_batched,
+    summary_metadata,
+)
 from synground_assets.items import box_id
 from synground_assets.partitions import split_shard_key
 from synground_assets.previews import contact_sheet, draw_triplets, image_markdown
@@ -17,7 +22,7 @@ from synground_assets.quality.agreement import agreement_filter
 from synground_assets.quality.boxes import filter_boxes
 from synground_assets.quality.removals import quality_report, removals_frame
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.recipes import RecipeError, RoleSpec, recipe_book
+from synground_assets.recipes import recipe_book
 from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.store import write_table
 from synground_assets.roles.base import AdapterInfo, Detection
@@ -60,7 +65,7 @@ def boxes(
             layout = shard_store.read_table(recipe.name, "images", shard, "layout.parquet")
             call = lambda batch: [_layout_detections(layout, row.item_id, list(ph.phrase)) for row, ph in batch]
         else:
-            detector = models.role(recipe.name, "detector")
+            detector = models.suite().detector(recipe.name)
             info = detector.info
 
             def call(batch):
@@ -88,7 +93,7 @@ def boxes(
                 labelled = [(p, best.get(i)) for i, p in enumerate(item_phrases.phrase)]
                 preview.append(draw_triplets(Image.open(image_folder / row.file), labelled))
         detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
-        table, removal_rows = curate(recipe, detected, image_table, phrase_table, image_folder)
+        table, removal_rows = curate(recipe, detected, image_table, phrase_table, image_folder, models.suite())
         write_table(folder, table)
         options = recipe.roles["detector"].options
         lineage_rows = table.assign(box_threshold=options.get("box_threshold"), text_threshold=options.get("text_threshold"))
@@ -103,7 +108,7 @@ def boxes(
                                 check_results=_checks(context, store, outputs))
 
 
-def curate(recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_table: pd.DataFrame, image_folder):
+def curate(recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_table: pd.DataFrame, image_folder, suite):
     """The recipe's box filters, then its agreement filter when it has one: (kept boxes, removal rows)."""
     settings = QualitySettings.from_dict(recipe.quality)
     kept, removals = filter_boxes(detected, image_table, settings)
@@ -112,31 +117,9 @@ def curate(recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_tab
         kept, disagreements = agreement_filter(
             kept, dict(zip(phrase_table.phrase_id, phrase_table.phrase)),
             lambda item: Image.open(image_folder / files[item]).convert("RGB"),
-            agreement_model(recipe, settings.agreement), settings.agreement)
+            suite.agreement_model(recipe.name, settings.agreement), settings.agreement)
         removals += disagreements
     return kept.reset_index(drop=True), removals_frame(removals)
-
-
-@lru_cache(maxsize=1)
-def _load_agreement_model(adapter: str, path: str, revision: str | None, dtype: str, device: str):
-    from synground_assets.roles.grounding import load_grounding_model
-
-    return load_grounding_model(RoleSpec(adapter=adapter, model=path, revision=revision, dtype=dtype, device=device))
-
-
-def agreement_model(recipe, agreement):
-    """The agreement filter's grounding model (its `model`, else the recipe's grounding_model), loaded
-    once per process: a run over many shards scores them all with one load."""
-    from synground_assets.roles.hf_common import resolve_model
-
-    base = recipe.grounding_model or RoleSpec(adapter="blip")
-    reference = agreement.model or base.model
-    if not reference:
-        raise RecipeError(f"recipe {recipe.name!r}: quality.agreement needs a model: set quality.agreement.model "
-                          "or the recipe's grounding_model")
-    revision = None if agreement.model else base.revision
-    location = resolve_model(reference, "grounding_model", revision)
-    return _load_agreement_model(base.adapter, location.path, revision, base.dtype, base.device)
 
 
 def _usable_phrases(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, str]]]:

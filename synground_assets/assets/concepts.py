@@ -3,7 +3,12 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.assets.stage import ShardOutput, generation_asset, materialize_shards, summary_metadata
+from synground_assets.assets.stage import (
+    ShardOutput,
+    generation_asset,
+    materialize_shards,
+    summary_metadata,
+)
 from synground_assets.items import item_id, item_seed
 from synground_assets.previews import markdown_table
 from synground_assets.recipes import shard_index
@@ -18,7 +23,7 @@ def concepts(
     """Per item: a seed derived from (recipe, shard, index) and the sampled concepts or real sources."""
 
     def write_shard(recipe, shard, shard_store, folder) -> ShardOutput:
-        sampler = models.role(recipe.name, "concepts")
+        sampler = models.suite().concepts(recipe.name)
         indices = range(recipe.shard_size)
         ids = [item_id(recipe.name, shard_index(shard), i) for i in indices]
         seeds = [item_seed(recipe.name, shard_index(shard), i) for i in indices]

@@ -9,7 +9,14 @@ import dagster as dg
 import pandas as pd
 
 from synground_assets.assets.quality_report import quality_metadata
-from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
+from synground_assets.assets.stage import (
+    Progress,
+    ShardOutput,
+    generation_asset,
+    materialize_shards,
+    run_batched,
+    summary_metadata,
+)
 from synground_assets.previews import markdown_table
 from synground_assets.quality.removals import Removal, quality_report, removals_frame
 from synground_assets.quality.settings import QualitySettings
@@ -38,15 +45,15 @@ def source_items(table: pd.DataFrame) -> list[SourceItem]:
 def check_texts(items, texts, drop_truncated: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Removal]]:
     """(item_id, text) of the usable outputs; the skipped (item_id, reason); their removals."""
     usable, skipped, removals = [], [], []
-    for item, text in zip(items, texts):
-        if text is None:
+    for item, output in zip(items, texts):
+        if output is None:
             continue  # the describer failed on it: already skipped by run_batched
-        problem = text_problem(text, drop_truncated)
+        problem = text_problem(output, drop_truncated)
         if problem:
             skipped.append((item.item_id, f"describer output: {problem[1]}"))
             removals.append(Removal(STAGE, item.item_id, problem[0], detail=problem[1]))
         else:
-            usable.append((item.item_id, text.strip()))
+            usable.append((item.item_id, output.text.strip()))
     return usable, skipped, removals
 
 
@@ -60,7 +67,7 @@ def descriptions(
     """Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe says."""
 
     def write_shard(recipe, shard, shard_store, folder) -> ShardOutput:
-        describer = models.role(recipe.name, "describer")
+        describer = models.suite().describer(recipe.name)
         settings = QualitySettings.from_dict(recipe.quality)
         items = source_items(shard_store.read_table(recipe.name, "concepts", shard))
         progress = Progress(context.log, f"descriptions {recipe.name}|{shard}", len(items))

@@ -11,10 +11,22 @@ import dagster as dg
 import pandas as pd
 
 from synground_assets.assets.quality_report import quality_metadata
-from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
+from synground_assets.assets.stage import (
+    Progress,
+    ShardOutput,
+    generation_asset,
+    materialize_shards,
+    run_batched,
+    summary_metadata,
+)
 from synground_assets.items import derive_seed
 from synground_assets.previews import contact_sheet, draw_triplets, image_markdown
-from synground_assets.quality.images import degenerate_reason, find_near_duplicates, perceptual_hash, pixel_std
+from synground_assets.quality.images import (
+    degenerate_reason,
+    find_near_duplicates,
+    perceptual_hash,
+    pixel_std,
+)
 from synground_assets.quality.removals import Removal, quality_report, removals_frame
 from synground_assets.quality.settings import QualitySettings
 from synground_assets.resources import ModelSuiteResource, StoreResource
@@ -93,7 +105,7 @@ def images(
 
     def write_shard(recipe, shard, shard_store, folder) -> ShardOutput:
         # 1. Generate, with the safety flag and degenerate-image checks (and retries).
-        generator = models.role(recipe.name, "image_generator")
+        generator = models.suite().image_generator(recipe.name)
         settings = QualitySettings.from_dict(recipe.quality)
         described = shard_store.read_table(recipe.name, "descriptions", shard)
         seeds = {item: derive_seed("image", item) for item in described.item_id}

@@ -3,7 +3,14 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.assets.stage import Progress, ShardOutput, generation_asset, materialize_shards, run_batched, summary_metadata
+from synground_assets.assets.stage import (
+    Progress,
+    ShardOutput,
+    generation_asset,
+    materialize_shards,
+    run_batched,
+    summary_metadata,
+)
 from synground_assets.items import phrase_id
 from synground_assets.previews import markdown_table
 from synground_assets.resources import ModelSuiteResource, StoreResource
@@ -26,7 +33,7 @@ def phrases(
     """Every candidate phrase is kept as a row; dropped ones carry the reason (`kept`, `drop_reason`)."""
 
     def write_shard(recipe, shard, shard_store, folder) -> ShardOutput:
-        extractor = models.role(recipe.name, "phrase_extractor")
+        extractor = models.suite().phrase_extractor(recipe.name)
         described = shard_store.read_table(recipe.name, "descriptions", shard)
         pairs = list(zip(described.item_id, described.description))
         progress = Progress(context.log, f"phrases {recipe.name}|{shard}", len(pairs))
@@ -38,11 +45,11 @@ def phrases(
         for (item, text), found in zip(pairs, candidates):
             if found is None:
                 continue
-            if getattr(found, "problem", None):  # an LLM's empty answer or refusal: recorded, not parsed
+            if found.problem:  # an LLM's empty answer or refusal: recorded, not parsed
                 skipped.append((item, f"phrase extractor output: {found.problem}"))
                 continue
-            kept, dropped = filter_phrases(text, found)
-            if getattr(found, "cut_off", None):
+            kept, dropped = filter_phrases(text, found.phrases)
+            if found.cut_off:
                 dropped.append((found.cut_off, "cut off at the phrase extractor's token limit"))
             for phrase in kept:
                 rows.append((item, phrase, True, None))

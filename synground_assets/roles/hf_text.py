@@ -25,7 +25,14 @@ from PIL import Image
 
 from synground_assets.quality.text import text_problem
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import AdapterInfo, GeneratedText, PhraseCandidates, SourceItem
+from synground_assets.roles.base import (
+    AdapterInfo,
+    Describer,
+    GeneratedText,
+    PhraseCandidates,
+    PhraseExtractor,
+    SourceItem,
+)
 from synground_assets.roles.catalog import GENERATION_OPTIONS
 from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
 from synground_assets.roles.loading import ModelLoadError
@@ -75,7 +82,8 @@ PHRASE_EXAMPLES = (
 def clean_text(output: GeneratedText) -> GeneratedText:
     """Generated text as one line: whitespace collapsed, a leading 'Description:' label dropped
     (whether decoding hit the token limit is kept)."""
-    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(output.text.split()), flags=re.IGNORECASE)
+    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(output.text.split()),
+                     flags=re.IGNORECASE)
     return GeneratedText(cleaned, output.hit_token_limit)
 
 
@@ -160,16 +168,18 @@ class ChatModel(ModelAdapter):
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start:start + self.batch_size]
             prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
-            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            inputs = inputs.to(self.device)
             _seed_batch(seeds[start:start + self.batch_size], self.generate_kwargs["do_sample"])
             output = self.model.generate(**inputs, **self.generate_kwargs, pad_token_id=self.tokenizer.pad_token_id)
             new_tokens = output[:, inputs["input_ids"].shape[1]:]  # (B, new)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            answers += [GeneratedText(t, cut) for t, cut in zip(texts, hit_token_limit(new_tokens, end_token_ids(self.model, self.tokenizer)))]
+            cut = hit_token_limit(new_tokens, end_token_ids(self.model, self.tokenizer))
+            answers += [GeneratedText(text, hit) for text, hit in zip(texts, cut)]
         return answers
 
 
-class ConceptDescriber(ChatModel):
+class ConceptDescriber(ChatModel, Describer):
     role = "describer"
 
     def __init__(self, spec: RoleSpec):
@@ -188,7 +198,7 @@ class ConceptDescriber(ChatModel):
         return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
 
 
-class CaptionSummarizer(ChatModel):
+class CaptionSummarizer(ChatModel, Describer):
     role = "describer"
 
     def __init__(self, spec: RoleSpec):
@@ -209,7 +219,7 @@ class CaptionSummarizer(ChatModel):
         return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
 
 
-class ConcatenationDescriber:
+class ConcatenationDescriber(Describer):
     """The Concatenation baseline: a real image's captions joined into one description."""
 
     def __init__(self, separator: str = " ", max_captions: int = 5):
@@ -283,7 +293,7 @@ def parse_phrase_list(text: str, max_words: int = 8) -> list[str]:
     return phrases
 
 
-class LLMPhraseExtractor(ChatModel):
+class LLMPhraseExtractor(ChatModel, PhraseExtractor):
     """A causal LM lists candidate phrases; the asset keeps those that occur in the description."""
 
     role = "phrase_extractor"
@@ -334,7 +344,7 @@ def load_images(items: Sequence[SourceItem]) -> list[Image.Image]:
     return images
 
 
-class ImageCaptioner(ModelAdapter):
+class ImageCaptioner(ModelAdapter, Describer):
     """Image2Text: LLaVA / LLaVA-NeXT answer a detailed-description prompt; BLIP captions (with an
     optional text prefix, `prompt`)."""
 

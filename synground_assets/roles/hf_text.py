@@ -387,16 +387,6 @@ class LLMPhraseExtractor(ChatModel, PhraseExtractor):
 # --- image captioners -------------------------------------------------------------------------
 
 
-def _model_classes() -> dict[str, Any]:
-    import transformers
-
-    return {
-        "llava": transformers.LlavaForConditionalGeneration,
-        "llava_next": transformers.LlavaNextForConditionalGeneration,
-        "blip": transformers.BlipForConditionalGeneration,
-    }
-
-
 def load_images(items: Sequence[SourceItem]) -> list[Image.Image]:
     images = []
     for item in items:
@@ -410,24 +400,29 @@ def load_images(items: Sequence[SourceItem]) -> list[Image.Image]:
 
 
 class ImageCaptioner(ModelAdapter, Describer):
-    """Image2Text: LLaVA / LLaVA-NeXT answer a detailed-description prompt; BLIP captions (with an
-    optional text prefix, `prompt`)."""
+    """Image2Text: any `AutoModelForImageTextToText` model with a chat template (LLaVA, LLaVA-NeXT,
+    Qwen2-VL / Qwen2.5-VL, SmolVLM / Idefics3, ...) answers a detailed-description prompt about the
+    image; BLIP captions it (with an optional text prefix, `prompt`)."""
 
     role = "describer"
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        from transformers import AutoProcessor
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
         # 1. Check the architecture before loading weights.
         location = resolve_model(spec.model, self.role, spec.revision)
-        self.kind, model_class = pick_class(read_json(location, "config.json").get("model_type"), _model_classes(),
-                                            location, self.role)
+        self.kind, _ = pick_class(read_json(location, "config.json").get("model_type"),
+                                  MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, location, self.role)
         # 2. Load processor and model.
         self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
         self.processor.tokenizer.padding_side = "left"
-        self.model = model_class.from_pretrained(location.path, dtype=self.dtype,
-                                                 **pretrained_kwargs(location)).to(self.device).eval()
+        if self.kind != "blip" and not getattr(self.processor, "chat_template", None):
+            raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; use an "
+                                 "instruction-tuned (chat) checkpoint")
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            location.path, dtype=self.dtype, **pretrained_kwargs(location)).to(self.device).eval()
         self.prompt = spec.options.get("prompt", "" if self.kind == "blip" else DETAILED_PROMPT)
         self.generate_kwargs = generation_kwargs(spec.options, 30 if self.kind == "blip" else 160)
         self.info.settings["prompt"] = self.prompt
@@ -439,7 +434,9 @@ class ImageCaptioner(ModelAdapter, Describer):
         else:
             conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
             prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-            inputs = self.processor(images=images, text=[prompt] * len(images), return_tensors="pt", padding=True)
+            # One image per prompt, nested: the form every VLM processor reads (Idefics3 needs it).
+            inputs = self.processor(images=[[image] for image in images], text=[prompt] * len(images),
+                                    return_tensors="pt", padding=True)
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)

@@ -8,5 +8,6 @@ nothing and knows nothing of Dagster: the assets (`assets/`) read the inputs, ca
 publish what it returns.
 
 - `batching.py`: `run_batched` (a failing batch retried item by item) and `Progress`;
-- `concepts.py`, `descriptions.py`, `images.py`, `phrases.py`, `boxes.py`: the stages.
+- `concepts.py`, `descriptions.py`, `images.py`, `phrases.py`, `boxes.py`: the generation stages;
+- `training.py`, `scoring.py`: the learning assets' decisions (fine-tuning data, held-out split, scores).
 """

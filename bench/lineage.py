@@ -67,7 +67,9 @@ def chunk_frames(first_shard: int, shards: int, items_per_shard: int, phrases_pe
     item_index = np.tile(np.arange(items_per_shard), shards)
     recipe = np.array(RECIPES)[shard_numbers % len(RECIPES)]
     shard = np.char.zfill(shard_numbers.astype(str), 5)
-    item_ids = np.char.add(np.char.add(np.char.add(recipe, ":"), shard), np.char.add(":", np.char.zfill(item_index.astype(str), 4)))
+    item_ids = np.char.add(
+        np.char.add(np.char.add(recipe, ":"), shard), np.char.add(":", np.char.zfill(item_index.astype(str), 4))
+    )
     n_items = len(item_ids)
     items = pd.DataFrame({"item_id": item_ids, "item_index": item_index, "seed": rng.integers(1, 2**62, n_items),
                           "concepts": [["red circle", "blue square"]] * n_items, "source_image": None,
@@ -83,9 +85,21 @@ def chunk_frames(first_shard: int, shards: int, items_per_shard: int, phrases_pe
     phrases = pd.DataFrame({"phrase_id": phrase_ids, "item_id": phrase_item, "phrase_index": phrase_index,
                             "phrase": "a red circle", "kept": kept, "drop_reason": np.where(kept, None, "not in text")})
     boxed = kept & (rng.random(len(phrase_ids)) > 0.1)
-    boxes = pd.DataFrame({"box_id": np.char.add(phrase_ids[boxed], ":b0"), "phrase_id": phrase_ids[boxed],
-                          "item_id": phrase_item[boxed], "x0": 1.0, "y0": 2.0, "x1": 30.0, "y1": 40.0,
-                          "score": rng.random(boxed.sum()), "box_rank": 0, "box_threshold": 0.35, "text_threshold": 0.25})
+    boxes = pd.DataFrame(
+        {
+            "box_id": np.char.add(phrase_ids[boxed], ":b0"),
+            "phrase_id": phrase_ids[boxed],
+            "item_id": phrase_item[boxed],
+            "x0": 1.0,
+            "y0": 2.0,
+            "x1": 30.0,
+            "y1": 40.0,
+            "score": rng.random(boxed.sum()),
+            "box_rank": 0,
+            "box_threshold": 0.35,
+            "text_threshold": 0.25,
+        }
+    )
     numbers = np.arange(first_shard, first_shard + shards)
     per_shard = pd.DataFrame({"shard": p_shard, "kept": kept, "boxed": boxed}).groupby("shard", sort=True)
     yields = pd.DataFrame({"phrases": per_shard.kept.sum().values, "phrases_with_box": per_shard.boxed.sum().values,
@@ -157,14 +171,15 @@ def time_queries(lineage: Lineage, repeats: int) -> list[dict]:
     rows = []
     for name, sql in README_QUERIES.items():
         target = TARGETS_MS.get(name)
-        open_ms = median_ms(lambda: connection.execute(sql, parameters[name]).fetchall(), repeats)
+        open_ms = median_ms(lambda sql=sql, name=name: connection.execute(sql, parameters[name]).fetchall(), repeats)
         rows.append({"query": name, "open_connection_ms": open_ms, "target_ms": target,
                      # The target is the query's; opening the file is reported apart, since a tool or
                      # notebook keeps its connection open across queries.
                      "meets_target": None if target is None else open_ms < target})
     connection.close()
     for row in rows:
-        row["with_connect_ms"] = median_ms(lambda: lineage.query(README_QUERIES[row["query"]], parameters[row["query"]]),
+        query = row["query"]
+        row["with_connect_ms"] = median_ms(lambda query=query: lineage.query(README_QUERIES[query], parameters[query]),
                                            repeats)
     return rows
 
@@ -220,7 +235,9 @@ def report(result: dict, out: Path) -> None:
     print(f"layout: {result['shard_keys']:,} shard keys x 5 stages = {shards:,} published shards, {counts['boxes']:,} "
           f"boxes (triplets), {counts['phrases']:,} phrases, {counts['concept_sets']:,} items; "
           f"written in {result['layout_s']:.0f} s")
-    print(f"index build, full:            {full['seconds']:8.1f} s  ({full['seconds'] / shards * 1000:.2f} ms per shard)")
+    print(
+        f"index build, full:            {full['seconds']:8.1f} s  ({full['seconds'] / shards * 1000:.2f} ms per shard)"
+    )
     print(f"refresh, nothing new:         {result['refresh_nothing_new']['seconds']:8.2f} s  "
           f"(unchanged {result['refresh_nothing_new']['unchanged']:,})")
     print(f"refresh, 16 shards replaced:  {result['refresh_16_replaced']['seconds']:8.2f} s  "

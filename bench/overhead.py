@@ -53,13 +53,13 @@ def recipe_file(recipe: str, shard_size: int, folder: Path) -> Path:
 
 def load_models(recipe: str) -> dict[str, float]:
     """Build every role of the recipe once (the cache both paths then use); seconds per role."""
-    from synground_assets.resources import models
+    from synground_assets.roles.suite import model_suite
 
-    models.clear()
+    model_suite().clear()
     seconds = {}
     for role in ROLES.values():
         start = time.perf_counter()
-        models.get_role(recipe, role)
+        model_suite().role(recipe, role)
         seconds[role] = time.perf_counter() - start
     return seconds
 
@@ -92,15 +92,21 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     import pandas as pd
     from PIL import Image
 
+    from synground_assets.items import (
+        box_id,
+        derive_seed,
+        item_id,
+        item_seed,
+        phrase_id,
+    )
     from synground_assets.pipeline.batching import run_batched
-    from synground_assets.items import box_id, derive_seed, item_id, item_seed, phrase_id
     from synground_assets.recipes import recipe_book, shard_index
-    from synground_assets.resources import models
     from synground_assets.resources.store import write_table
     from synground_assets.roles.phrases import filter_phrases
+    from synground_assets.roles.suite import model_suite
 
     recipe = recipe_book().get(recipe_name)
-    role = lambda name: models.get_role(recipe_name, name)  # noqa: E731 - cached adapters
+    role = lambda name: model_suite().role(recipe_name, name)  # noqa: E731 - cached adapters
     batch = lambda name: recipe.roles[name].batch_size  # noqa: E731
     folders = {stage: root / recipe_name / stage / shard for stage in STAGES}
     for folder in folders.values():
@@ -124,7 +130,7 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     lap("concepts")
     # 2. Descriptions (run_batched: the same per-batch calls, failures isolated the same way).
     texts, _ = run_batched(items, batch("describer"), role("describer").describe, lambda it: it.item_id)
-    described = [(it.item_id, text.strip()) for it, text in zip(items, texts) if text and text.strip()]
+    described = [(it.item_id, out.text.strip()) for it, out in zip(items, texts) if out and out.text.strip()]
     write_table(folders["descriptions"], pd.DataFrame(described, columns=["item_id", "description"]))
     lap("descriptions")
     # 3. Images.
@@ -145,7 +151,7 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
                            lambda b: role("phrase_extractor").extract([t for _, t in b]), lambda pair: pair[0])
     kept = {}
     for (item, text), candidates in zip(described, found):
-        kept[item] = filter_phrases(text, candidates)[0]
+        kept[item] = filter_phrases(text, candidates.phrases)[0]
     phrase_rows = [(phrase_id(item, i), item, p) for item, ps in kept.items() for i, p in enumerate(ps)]
     write_table(folders["phrases"], pd.DataFrame(phrase_rows, columns=["phrase_id", "item_id", "phrase"]))
     lap("phrases")

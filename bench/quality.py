@@ -62,13 +62,13 @@ def shapes_world(count: int, first_seed: int, size: int) -> tuple[dict, dict, di
     """Images, phrases (phrase_id -> text, per item) and the renderer's true boxes of `count` items."""
     seeds = [first_seed + i for i in range(count)]
     items = ShapesConceptSampler().sample([f"shapes:{s}" for s in seeds], seeds)
-    descriptions = ShapesDescriber().describe(items)
+    descriptions = [d.text for d in ShapesDescriber().describe(items)]
     generator, extractor = ShapesImageGenerator(size), ShapesPhraseExtractor()
     images, phrases, truth = {}, {}, {}
     for item, description in zip(items, descriptions):
         rendered = generator.render(description, item.seed)
         images[item.item_id] = rendered.image
-        phrases[item.item_id] = extractor.extract([description])[0]
+        phrases[item.item_id] = list(extractor.extract([description])[0].phrases)
         true_boxes = dict(rendered.ground_truth)
         for index, text in enumerate(phrases[item.item_id]):
             truth[phrase_id(item.item_id, index)] = true_boxes.get(text)

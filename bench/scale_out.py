@@ -5,7 +5,7 @@ launcher against Dagster's default launcher (same runs of one small shard, same 
     python bench/scale_out.py [--shards 16] [--per-run 2] [--overhead-runs 4]
 
 Real services (PostgreSQL, Redis, code server, webserver, daemon, workers) from deploy/dagster.yaml,
-started in a private sandbox (synground_assets/scale/sandbox.py). Writes bench/results/scale_out.json.
+started in a private sandbox (synground_assets_tests/scale/sandbox.py). Writes bench/results/scale_out.json.
 Index build time per shard at 16,000 shards: bench/lineage.py.
 """
 
@@ -20,11 +20,14 @@ from pathlib import Path
 import dagster as dg
 
 from synground_assets.scale import backfill
-from synground_assets.scale.sandbox import Sandbox
+from synground_assets_tests.scale.sandbox import Sandbox
 
 RESULTS = Path(__file__).parent / "results"
-FAST = {"run_coordinator": {"config": {"dequeue_interval_seconds": 1}}, "run_launcher": {"config": {"heartbeat_seconds": 2}},
-        "run_monitoring": {"poll_interval_seconds": 2}}
+FAST = {
+    "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
+    "run_launcher": {"config": {"heartbeat_seconds": 2}},
+    "run_monitoring": {"poll_interval_seconds": 2},
+}
 DEFAULT_LAUNCHER = {"run_launcher": None}  # Dagster's default launcher: a run process started by the code server
 
 
@@ -101,7 +104,9 @@ def launcher_overhead(launcher: str, count: int) -> dict:
 
 LAUNCH_RUN = """
 mutation LaunchRun($executionParams: ExecutionParams!) {
-  launchRun(executionParams: $executionParams) { __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message } }
+  launchRun(executionParams: $executionParams) {
+    __typename ... on LaunchRunSuccess { run { runId } } ... on Error { message }
+  }
 }
 """
 
@@ -115,16 +120,25 @@ def main() -> None:
     load_before = os.getloadavg()
     one, two = (backfill_throughput(workers, args.shards, args.per_run) for workers in (1, 2))
     celery, default = (launcher_overhead(name, args.overhead_runs) for name in ("celery", "default"))
-    result = {"one_worker": one, "two_workers": two,
-              "throughput_ratio": round(two["shards_per_s"] / one["shards_per_s"], 3),
-              "launcher_overhead": {"celery": celery, "default": default,
-                                    "celery_minus_default_s": round(celery["overhead_s_median"] - default["overhead_s_median"], 2)},
-              "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "cpus": os.cpu_count()}
+    result = {
+        "one_worker": one,
+        "two_workers": two,
+        "throughput_ratio": round(two["shards_per_s"] / one["shards_per_s"], 3),
+        "launcher_overhead": {
+            "celery": celery,
+            "default": default,
+            "celery_minus_default_s": round(celery["overhead_s_median"] - default["overhead_s_median"], 2),
+        },
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "scale_out.json").write_text(json.dumps(result, indent=2))
     print(f"{'':24}{'wall s':>10}{'shards/s':>10}  runs per worker")
     for row in (one, two):
-        print(f"{row['workers']} worker(s), {row['shards']} shards{row['wall_s']:>10}{row['shards_per_s']:>10}  {row['runs_per_worker']}")
+        label = f"{row['workers']} worker(s), {row['shards']} shards"
+        print(f"{label}{row['wall_s']:>10}{row['shards_per_s']:>10}  {row['runs_per_worker']}")
     print(f"throughput ratio (2 vs 1 worker, ideal 2.0): {result['throughput_ratio']}")
     print(f"per-run overhead (launch to end minus steps), median: celery {celery['overhead_s_median']} s, "
           f"default {default['overhead_s_median']} s")

@@ -45,13 +45,10 @@ from synground_assets.grounding.loader import (  # noqa: E402
     write_index,
     write_triplets_index,
 )
-from synground_assets.grounding.train import (  # noqa: E402
-    GroundingObjective,
-    TrainConfig,
-    TrainingModule,
-    autocast,
-    make_optimizer,
-)
+from synground_assets.grounding.config import TrainConfig  # noqa: E402
+from synground_assets.grounding.objective import GroundingObjective, TrainingModule  # noqa: E402
+from synground_assets.grounding.optim import make_optimizer  # noqa: E402
+from synground_assets.grounding.train import autocast  # noqa: E402
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "training_throughput.json"

@@ -119,7 +119,7 @@ def shapes_triplets(item_ids: Sequence[str], seeds: Sequence[int], size: int = 1
     )
 
     items = ShapesConceptSampler().sample(item_ids, seeds)
-    descriptions = ShapesDescriber().describe(items)
+    descriptions = [d.text for d in ShapesDescriber().describe(items)]
     generator, extractor, detector = ShapesImageGenerator(size), ShapesPhraseExtractor(), ShapesDetector()
     triplets = []
     for item, description in zip(items, descriptions):
@@ -127,7 +127,7 @@ def shapes_triplets(item_ids: Sequence[str], seeds: Sequence[int], size: int = 1
         if oracle_boxes:
             pairs = rendered.ground_truth
         else:
-            phrases = extractor.extract([description])[0]
+            phrases = extractor.extract([description])[0].phrases
             pairs = [(phrases[d.phrase_index], d.box_xyxy) for d in detector.detect([rendered.image], [phrases])[0]]
         triplets += [Triplet(rendered.image, phrase, [box], item.item_id) for phrase, box in pairs]
     return triplets

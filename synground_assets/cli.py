@@ -48,10 +48,10 @@ def index() -> int:
 
 
 def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
-    """The command line has no daemon to notice a killed run: this does what run monitoring would."""
+    """The command line has no daemon to notice a killed run: this applies `run_health`'s rules."""
     import dagster as dg
 
-    from synground_assets.dead_runs import DeadRun, clean_up_dead_runs, fail_dead_run, is_local_instance
+    from synground_assets.run_health import DeadRun, can_judge, clean_up_dead_runs, fail_dead_run
 
     with dg.DagsterInstance.get() as instance:
         if run_ids:
@@ -59,9 +59,10 @@ def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
             for run in dead:
                 fail_dead_run(instance, run)
         else:
-            if not is_local_instance(instance):
-                print("this instance is shared (not SQLite): the processes of runs on other machines cannot be "
-                      "judged from here; name a run you know is dead with --run-id")
+            if not can_judge(instance):
+                print("this instance is shared (not SQLite) and its run launcher has no worker health check: the "
+                      "processes of runs on other machines cannot be judged from here; name a run you know is dead "
+                      "with --run-id")
                 return
             dead = clean_up_dead_runs(instance, dry_run=dry_run, start_timeout_s=start_timeout_s)
     verb = "would mark" if dry_run else "marked"

@@ -3,7 +3,7 @@
     torchrun --standalone --nproc_per_node 2 -m synground_assets.finetune job.json
 
 `job.json` (written by the `finetuned_checkpoint` asset, or by hand):
-    config          TrainConfig fields (grounding/train.py)
+    config          TrainConfig fields (grounding/config.py)
     model           the grounding-model RoleSpec (adapter, model, revision, dtype, device, options)
     index           Parquet index files of the training triplets (grounding/loader.py)
     held_out_index  a Parquet index of the held-out queries, or null

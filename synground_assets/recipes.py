@@ -7,7 +7,10 @@ naming the file, the recipe, the field and the expected value.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from synground_assets.grounding.config import TrainConfig
 from synground_assets.quality.settings import QualitySettings, QualitySettingsError
 from synground_assets.roles.base import ROLE_NAMES
 
@@ -25,6 +29,8 @@ DESCRIPTION_SOURCES = ("concept2text", "image2text", "text2text", "concatenation
 BOX_SOURCES = ("detector", "gligen")
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda", "auto")
+HELD_OUT_BENCHMARKS = ("shapes_test",)  # `training.held_out` names one of these, or is a fraction of items
+REAL_DATA_SOURCES = ("visual_genome",)
 
 
 class RecipeError(ValueError):
@@ -44,6 +50,49 @@ class RoleSpec:
     options: dict[str, Any] = field(default_factory=dict)  # generation settings, thresholds, ...
 
 
+class _AsWritten(Mapping):
+    """The block as the recipe file wrote it (`written`), read as a mapping: for the callers that still
+    read `recipe.training.get(...)` / `recipe.real_data["regions"]`; new code reads the typed fields."""
+
+    def __getitem__(self, name: str) -> Any:
+        return self.written[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.written)
+
+    def __len__(self) -> int:
+        return len(self.written)
+
+
+@dataclass(frozen=True)
+class TrainingSettings(_AsWritten):
+    """A recipe's `training:` block: the TrainConfig it trains with (the real-data ratio included),
+    plus the settings the fine-tuning asset reads itself."""
+
+    config: TrainConfig = field(default_factory=TrainConfig)
+    held_out: str | float = 0.05  # a benchmark of HELD_OUT_BENCHMARKS, or the share of items held out
+    held_out_queries: int = 256  # queries of a held-out benchmark
+    nproc_per_node: int | str = "auto"  # ranks on this node: an integer, or "auto" (every visible GPU, 1 on a CPU)
+    written: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class RealData(_AsWritten):
+    """A recipe's `real_data:` block: real triplets mixed into every training batch."""
+
+    source: str  # one of REAL_DATA_SOURCES
+    regions: str  # Visual Genome region_descriptions.json
+    images: str  # the folder of Visual Genome images
+    image_data: str | None = None  # image_data.json (image sizes), optional
+    max_images: int | None = None  # read only the first entries
+    ratio: float = 0.5  # share of each batch drawn from the real triplets
+    written: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings) if f.name not in ("config", "written"))
+TRAIN_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -56,8 +105,8 @@ class Recipe:
     needs_gpu: bool = False
     notes: str = ""
     grounding_model: RoleSpec | None = None
-    training: dict[str, Any] = field(default_factory=dict)
-    real_data: dict[str, Any] = field(default_factory=dict)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    real_data: RealData | None = None
     quality: dict[str, Any] = field(default_factory=dict)  # filters and thresholds: quality/settings.py
 
 
@@ -93,14 +142,15 @@ def shard_index(key: str) -> int:
 class _Fields:
     """Reads one mapping of a recipe file, remembering where it is for error messages."""
 
-    def __init__(self, path: Path, where: str, data: Any):
+    def __init__(self, path: Path, where: str, data: Any, prefix: str = ""):
         if not isinstance(data, dict):
-            raise RecipeError(f"{path}: {where}: expected a mapping, got {type(data).__name__}")
-        self.path, self.where, self.data = path, where, dict(data)
+            raise RecipeError(f"{path}: {where}{', field ' + repr(prefix[:-1]) if prefix else ''}: expected a mapping, "
+                              f"got {type(data).__name__}")
+        self.path, self.where, self.data, self.prefix = path, where, dict(data), prefix  # prefix: "training." etc.
 
     def fail(self, name: str, expected: str) -> RecipeError:
         got = self.data.get(name, "<missing>")
-        return RecipeError(f"{self.path}: {self.where}, field {name!r}: expected {expected}, got {got!r}")
+        return RecipeError(f"{self.path}: {self.where}, field {self.prefix + name!r}: expected {expected}, got {got!r}")
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
         value = self.data.pop(name, default)
@@ -115,6 +165,12 @@ class _Fields:
             self.data[name] = value
             raise self.fail(name, f"an integer >= {minimum}")
         return value
+
+    def optional_integer(self, name: str, minimum: int = 1) -> int | None:
+        if self.data.get(name) is None:
+            self.data.pop(name, None)
+            return None
+        return self.integer(name, 0, minimum)
 
     def fraction(self, name: str, default: float) -> float:
         value = self.data.pop(name, default)
@@ -146,7 +202,7 @@ class _Fields:
 
     def done(self) -> None:
         if self.data:
-            unknown = ", ".join(sorted(map(str, self.data)))
+            unknown = ", ".join(sorted(self.prefix + str(name) for name in self.data))
             raise RecipeError(f"{self.path}: {self.where}: unknown field(s) {unknown}; check the spelling")
 
 
@@ -163,6 +219,59 @@ def _role_spec(path: Path, where: str, data: Any) -> RoleSpec:
     )
     fields.done()
     return spec
+
+
+def _real_data(path: Path, name: str, data: dict[str, Any]) -> RealData | None:
+    if not data:
+        return None
+    fields = _Fields(path, f"recipe {name!r}", data, prefix="real_data.")
+    real = RealData(
+        source=fields.choice("source", REAL_DATA_SOURCES),
+        regions=fields.string("regions", required=True),
+        images=fields.string("images", required=True),
+        image_data=fields.string("image_data"),
+        max_images=fields.optional_integer("max_images"),
+        ratio=fields.fraction("ratio", 0.5),
+        written=dict(data),
+    )
+    fields.done()
+    return real
+
+
+def _training(path: Path, name: str, data: dict[str, Any], real: RealData | None) -> TrainingSettings:
+    """The asset's own settings, then every other key as a TrainConfig field, each checked alone so that
+    the error names it; the real-data ratio comes from `real_data.ratio`."""
+    fields = _Fields(path, f"recipe {name!r}", data, prefix="training.")
+    held_out = fields.data.pop("held_out", 0.05)
+    if held_out not in HELD_OUT_BENCHMARKS and (
+            isinstance(held_out, bool) or not isinstance(held_out, (int, float)) or not 0 <= held_out < 1):
+        fields.data["held_out"] = held_out
+        raise fields.fail("held_out", f"{' or '.join(HELD_OUT_BENCHMARKS)} or a fraction in [0, 1)")
+    held_out_queries = fields.integer("held_out_queries", 256)
+    nproc_per_node = fields.data.pop("nproc_per_node", "auto")
+    if nproc_per_node != "auto" and (
+            isinstance(nproc_per_node, bool) or not isinstance(nproc_per_node, int) or nproc_per_node < 1):
+        fields.data["nproc_per_node"] = nproc_per_node
+        raise fields.fail("nproc_per_node", "auto or an integer >= 1")
+    settings = dict(fields.data)
+    for key, value in settings.items():
+        if key not in TRAIN_CONFIG_KEYS:
+            close = difflib.get_close_matches(str(key), TRAIN_CONFIG_KEYS + TRAINING_KEYS, n=1)
+            hint = (
+                f" (did you mean {close[0]!r}?)"
+                if close
+                else f"; known: {', '.join(TRAINING_KEYS + TRAIN_CONFIG_KEYS)}"
+            )
+            raise RecipeError(f"{path}: recipe {name!r}, field 'training.{key}': unknown training setting{hint}")
+        try:
+            TrainConfig.from_dict({key: value})
+        except ValueError as exc:
+            raise RecipeError(f"{path}: recipe {name!r}, field 'training.{key}': {exc}") from exc
+    if real is not None:
+        settings["real_data_ratio"] = real.ratio
+    return TrainingSettings(config=TrainConfig.from_dict(settings),
+                            held_out=held_out if isinstance(held_out, str) else float(held_out),
+                            held_out_queries=held_out_queries, nproc_per_node=nproc_per_node, written=dict(data))
 
 
 def _recipe(path: Path, name: str, data: Any) -> Recipe:
@@ -182,6 +291,8 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
             f"expected {', '.join(ROLE_NAMES)}"
         )
     grounding = fields.mapping("grounding_model")
+    real = _real_data(path, name, fields.mapping("real_data"))
+    training = _training(path, name, fields.mapping("training"), real)
     recipe = Recipe(
         name=name,
         description_source=fields.choice("description_source", DESCRIPTION_SOURCES),
@@ -193,8 +304,8 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
         needs_gpu=fields.boolean("needs_gpu", False),
         notes=fields.string("notes", "") or "",
         grounding_model=_role_spec(path, f"recipe {name!r}, grounding_model", grounding) if grounding else None,
-        training=fields.mapping("training"),
-        real_data=fields.mapping("real_data"),
+        training=training,
+        real_data=real,
         quality=fields.mapping("quality"),
     )
     fields.done()

@@ -12,24 +12,24 @@ Configured by the recipe book's `schedule:` section (synground_assets/recipes.ya
 A tick requests runs of up to K consecutive missing shards each (K: `SYNGROUND_SHARDS_PER_RUN`,
 default 8; one run loads each model once for its shards), so a failing run fails alone: its
 `boxes` stay missing and the next tick requests them again. A shard whose run is queued or in
-progress is not requested twice; a run whose process died (run launcher's health check, or on a
-local instance the run's process id) no longer counts as in progress, so its shards are requested
-again even before run monitoring marks it failed. The run key names the shards and the tick, so a
+progress is not requested twice; a run `run_health` judges dead (the run launcher's health check,
+or on a local instance the run's process ids) no longer counts as in progress, so its shards are
+requested again even before run monitoring marks it failed. The run key names the shards and the tick, so a
 tick the daemon evaluates again launches nothing twice. The daemon evaluates schedules: `dagster
 dev` runs it next to the UI (`dagster-daemon run` in a deployment).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
-from synground_assets.dagster_internals import WorkerStatus
 
-from synground_assets.dead_runs import is_local_instance, process_alive, run_processes
 from synground_assets.partitions import shard_partitions
 from synground_assets.recipes import RecipeBook, RecipeError, _Fields, recipe_book, shard_key
+from synground_assets.run_health import Health, judge_run
 from synground_assets.scale.profile import shards_per_run
 
 GENERATION_GROUP = "generation"
@@ -113,26 +113,14 @@ def run_request(keys: list[str], tick: str) -> dg.RunRequest:
                          tags={**tags, RANGE_START: keys[0], RANGE_END: keys[-1]})
 
 
-def run_process_is_gone(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
-    """A started run whose worker died: the launcher's health check says so (Celery, Kubernetes),
-    or, on a local instance (SQLite: every run process is on this host), every process that
-    reported its start is gone (`dead_runs`)."""
-    if run.status != dg.DagsterRunStatus.STARTED:
-        return False
-    launcher = instance.run_launcher
-    if launcher.supports_check_run_worker_health:
-        return launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
-    if not is_local_instance(instance):
-        return False
-    processes = run_processes(instance, run.run_id)
-    return bool(processes) and not any(process_alive(pid, started) for pid, started in processes)
-
-
 def in_flight_partitions(instance: dg.DagsterInstance) -> set[str]:
-    """Partition keys that a queued or running run (of any job, a range run included) will write."""
+    """Partition keys that a queued or running run (of any job, a range run included) will write; a
+    run `run_health` judges dead does not count."""
     keys: set[str] = set()
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
-        if run_process_is_gone(instance, run):
+    now = time.time()
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+        run = record.dagster_run
+        if judge_run(instance, record, now).health == Health.DEAD:
             continue
         if "dagster/partition" in run.tags:
             keys.add(run.tags["dagster/partition"])

@@ -24,8 +24,8 @@ def tiny_models(tmp_path_factory):
     A CI cache can be reused by setting SYNGROUND_TINY_MODELS before the run."""
     import torch
 
-    from synground_assets.resources import models
     from synground_assets.roles import tiny
+    from synground_assets.roles.suite import model_suite
 
     # Tiny models run fastest on one thread: on a busy machine, several threads wait on each other
     # for every small matrix product (measured 15x slower on 2 shared cores).
@@ -36,6 +36,6 @@ def tiny_models(tmp_path_factory):
         patch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         if not os.environ.get("SYNGROUND_TINY_MODELS"):
             patch.setenv("SYNGROUND_TINY_MODELS", str(tmp_path_factory.mktemp("tiny-models")))
-        models.clear()  # adapters cached by earlier tests may point at another tiny-model folder
+        model_suite().clear()  # adapters cached by earlier tests may point at another tiny-model folder
         yield tiny.build_all()
     torch.set_num_threads(threads)

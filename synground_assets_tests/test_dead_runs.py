@@ -17,7 +17,9 @@ import dagster as dg
 import pytest
 
 from synground_assets import cli
-from synground_assets.dead_runs import dead_runs_sensor, find_dead_runs, process_alive
+from synground_assets.dead_runs import dead_runs_sensor
+from synground_assets.processes import process_alive
+from synground_assets.run_health import find_dead_runs
 
 REPO = Path(__file__).parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -39,9 +41,15 @@ def instance_home(tmp_path, monkeypatch):
 
 
 def materialize(env: dict, **popen) -> subprocess.Popen:
-    return subprocess.Popen([DAGSTER, "asset", "materialize", "-m", "synground_assets_tests.gpu_pool_location",
-                             "--select", "gpu_step"], env=env, cwd=env["SYNGROUND_HOME"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **popen)
+    return subprocess.Popen(
+        [DAGSTER, "asset", "materialize", "-m", "synground_assets_tests.gpu_pool_location", "--select", "gpu_step"],
+        env=env,
+        cwd=env["SYNGROUND_HOME"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def gpu_slot_holders(instance: dg.DagsterInstance) -> set[str]:

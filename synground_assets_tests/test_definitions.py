@@ -37,7 +37,9 @@ def test_generation_assets_are_partitioned_by_recipe_and_shard():
 
 def test_generation_stages_take_no_pool_slot_and_checks_are_attached():
     graph = asset_graph()  # GPU runs are limited by their recipe's device tag (synground_assets/scale/run_tags.py)
-    assert all(not graph.get(dg.AssetKey(name)).pools for name in ["concepts", "descriptions", "images", "phrases", "boxes"])
+    assert all(
+        not graph.get(dg.AssetKey(name)).pools for name in ["concepts", "descriptions", "images", "phrases", "boxes"]
+    )
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert {"boxes_in_image_bounds", "yield_above_threshold", "no_empty_phrase"} <= checks
 

@@ -21,13 +21,24 @@ from synground_assets.datasets.flickr30k import read_flickr30k_entities
 from synground_assets.datasets.refcoco import read_refcoco
 from synground_assets.datasets.visual_genome import read_visual_genome
 from synground_assets.recipes import BUILTIN_RECIPES, RecipeError, load_recipe_book
-from synground_assets_tests.datasets.conftest import (FLICKR_ANNOTATION, FLICKR_ID, FLICKR_SENTENCES, refcoco_instances,
-                                                      refcoco_refs, vg_regions, write_flickr, write_refcoco,
-                                                      write_visual_genome)
+from synground_assets_tests.datasets.conftest import (
+    FLICKR_ANNOTATION,
+    FLICKR_ID,
+    FLICKR_SENTENCES,
+    refcoco_instances,
+    refcoco_refs,
+    vg_regions,
+    write_flickr,
+    write_refcoco,
+    write_visual_genome,
+)
 
 # 60 examples per reader keep the suite fast; SYNGROUND_FUZZ_EXAMPLES=5000 fuzzes deeply by hand.
-FUZZ = settings(max_examples=int(os.environ.get("SYNGROUND_FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(os.environ.get("SYNGROUND_FUZZ_EXAMPLES", 60)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 scalars = (st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats()
            | st.text(max_size=12) | st.sampled_from(["", "..", "/etc/passwd", "a/../../b", "testA", "0"]))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)

@@ -62,7 +62,9 @@ def test_the_grounding_model_is_checked_too(tmp_path):
     with pytest.raises(RecipeError, match="role 'grounding_model', option 'gradcam_layer': expected an integer >= 0"):
         load_recipe_book(path)
     path = book(tmp_path, extra="    grounding_model: {adapter: clip, model: x/y}\n")
-    with pytest.raises(RecipeError, match="role 'grounding_model', field 'adapter': expected one of albef, blip, got 'clip'"):
+    with pytest.raises(
+        RecipeError, match="role 'grounding_model', field 'adapter': expected one of albef, blip, got 'clip'"
+    ):
         load_recipe_book(path)
 
 
@@ -77,7 +79,11 @@ def test_every_adapter_declares_exactly_the_options_it_takes():
         module, name = target.split(":")
         factory = getattr(importlib.import_module(module), name)
         if target in SPEC_FACTORIES and issubclass(factory, ChatModel):
-            accepted = set(GENERATION_OPTIONS) | {"system", "instruction", "examples", "chat_template"} | set(factory.extra_options)
+            accepted = (
+                set(GENERATION_OPTIONS)
+                | {"system", "instruction", "examples", "chat_template"}
+                | set(factory.extra_options)
+            )
         elif target in SPEC_FACTORIES:
             accepted = set(factory.option_names)
         else:

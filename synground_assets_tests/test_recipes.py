@@ -32,8 +32,14 @@ def test_builtin_book_has_the_default_recipe():
     "fields, message",
     [
         ("description_source: image2txt", "recipe 'bad', field 'description_source': expected one of concept2text"),
-        ("description_source: concept2text\n    shard_size: -3", "field 'shard_size': expected an integer >= 1, got -3"),
-        ("description_source: concept2text\n    min_yield: 1.5", "field 'min_yield': expected a number between 0 and 1"),
+        (
+            "description_source: concept2text\n    shard_size: -3",
+            "field 'shard_size': expected an integer >= 1, got -3",
+        ),
+        (
+            "description_source: concept2text\n    min_yield: 1.5",
+            "field 'min_yield': expected a number between 0 and 1",
+        ),
         ("description_source: concept2text\n    shard_sise: 3", "unknown field(s) shard_sise"),
         ("description_source: concept2text\n    num_shards: 99", "field 'num_shards': expected at most max_shards=8"),
     ],
@@ -47,7 +53,10 @@ def test_broken_recipe_names_recipe_field_and_expected_value(tmp_path, fields, m
 
 
 def test_missing_role_is_named(tmp_path):
-    path = write(tmp_path, "recipes:\n  bad:\n    description_source: concept2text\n    roles:\n      concepts: {adapter: shapes}\n")
+    path = write(
+        tmp_path,
+        "recipes:\n  bad:\n    description_source: concept2text\n    roles:\n      concepts: {adapter: shapes}\n",
+    )
     with pytest.raises(RecipeError, match="recipe 'bad', field 'roles': missing role 'describer'"):
         load_recipe_book(path)
 
@@ -75,3 +84,83 @@ def test_shard_keys_are_five_digits():
     assert shard_index("00012") == 12
     with pytest.raises(RecipeError, match="five digits"):
         shard_index("12")
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        (
+            "training: {learning_rate: fast}",
+            "field 'training.learning_rate': training setting 'learning_rate': expected float, got 'fast'",
+        ),
+        ("training: {batch_size: 1}", "field 'training.batch_size': TrainConfig.batch_size must be at least 2"),
+        ("training: {amp_dtype: float8}", "field 'training.amp_dtype': TrainConfig.amp_dtype must be one of bfloat16"),
+        (
+            "training: {learning_rat: 0.1}",
+            "field 'training.learning_rat': unknown training setting (did you mean 'learning_rate'?)",
+        ),
+        (
+            "training: {held_out: 1.5}",
+            "field 'training.held_out': expected shapes_test or a fraction in [0, 1), got 1.5",
+        ),
+        (
+            "training: {held_out: coco}",
+            "field 'training.held_out': expected shapes_test or a fraction in [0, 1), got 'coco'",
+        ),
+        ("training: {held_out_queries: 0}", "field 'training.held_out_queries': expected an integer >= 1, got 0"),
+        (
+            "training: {nproc_per_node: all}",
+            "field 'training.nproc_per_node': expected auto or an integer >= 1, got 'all'",
+        ),
+        ("training: [1, 2]", "recipe 'bad', field 'training': expected a mapping"),
+        (
+            "real_data: {source: coco, regions: r.json, images: img}",
+            "field 'real_data.source': expected one of visual_genome, got 'coco'",
+        ),
+        ("real_data: {source: visual_genome, images: img}", "field 'real_data.regions': expected a string, got None"),
+        (
+            "real_data: {source: visual_genome, regions: r.json, images: img, ratio: 2}",
+            "field 'real_data.ratio': expected a number between 0 and 1, got 2",
+        ),
+        (
+            "real_data: {source: visual_genome, regions: r.json, images: img, max_images: 0}",
+            "field 'real_data.max_images': expected an integer >= 1, got 0",
+        ),
+        (
+            "real_data: {source: visual_genome, regions: r.json, images: img, sorce: x}",
+            "unknown field(s) real_data.sorce",
+        ),
+    ],
+)
+def test_a_bad_training_or_real_data_block_fails_at_load_naming_the_field(tmp_path, block, message):
+    path = write(tmp_path, f"recipes:\n  bad:\n    description_source: concept2text\n    {block}\n{GOOD_ROLES}")
+    with pytest.raises(RecipeError) as error:
+        load_recipe_book(path)
+    assert str(error.value).startswith(f"{path}: recipe 'bad'")
+    assert message in str(error.value)
+
+
+def test_training_and_real_data_are_typed_and_still_read_as_written(tmp_path):
+    block = ("training: {max_steps: 10, held_out: 0.1, nproc_per_node: 2, learning_rate: 1}\n"
+             "    real_data: {source: visual_genome, regions: r.json, images: img, ratio: 0.25}")
+    recipe = load_recipe_book(
+        write(tmp_path, f"recipes:\n  ok:\n    description_source: concept2text\n    {block}\n{GOOD_ROLES}")
+    ).get("ok")
+    assert recipe.training.config.max_steps == 10 and recipe.training.config.learning_rate == 1.0
+    assert recipe.training.config.real_data_ratio == 0.25  # from real_data.ratio
+    assert (recipe.training.held_out, recipe.training.held_out_queries, recipe.training.nproc_per_node) == (0.1, 256, 2)
+    assert (recipe.real_data.regions, recipe.real_data.images, recipe.real_data.max_images) == ("r.json", "img", None)
+    # The mapping view is the block as written (what assets/training.py reads today).
+    assert dict(recipe.training) == {"max_steps": 10, "held_out": 0.1, "nproc_per_node": 2, "learning_rate": 1}
+    assert recipe.real_data.get("ratio") == 0.25 and recipe.real_data["regions"] == "r.json"
+    bare = load_recipe_book(
+        write(tmp_path, f"recipes:\n  ok:\n    description_source: concept2text\n{GOOD_ROLES}")
+    ).get("ok")
+    assert bare.real_data is None and dict(bare.training) == {} and bare.training.held_out == 0.05
+    assert bare.training.config == type(bare.training.config)()
+
+
+def test_every_built_in_recipe_has_a_valid_training_config():
+    for recipe in load_recipe_book().recipes.values():
+        assert recipe.training.config.batch_size >= 2
+    assert load_recipe_book().get("paper-image2text").training.config.eval_protocol == "amc"

@@ -10,13 +10,18 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
-from synground_assets.dagster_internals import DagsterEvent
 
+from synground_assets.dagster_internals import DagsterEvent
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import RecipeError, recipe_book
 from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.schedules import (
-    RANGE_END, RANGE_START, build_missing_shards_schedule, missing_shards_schedule, runs_of, schedule_settings,
+    RANGE_END,
+    RANGE_START,
+    build_missing_shards_schedule,
+    missing_shards_schedule,
+    runs_of,
+    schedule_settings,
 )
 
 TICK = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)

@@ -8,18 +8,38 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingModel
-
-if TYPE_CHECKING:
-    from synground_assets.grounding.config import TrainConfig
 
 # Fields that may change when a run resumes; any other change needs a new output folder.
 RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution",
                     "eval_protocol", "num_workers", "prefetch_factor", "collective_timeout_s", "gradient_checkpointing"}
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds besides the step and history; a resumed run restores all of it."""
+
+    model: GroundingModel
+    objective: nn.Module  # the loss's own parameters and buffers
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def state_dict(self) -> dict:
+        return {name: getattr(self, name).state_dict() for name in STATE_PARTS}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in STATE_PARTS:
+            getattr(self, name).load_state_dict(state[name])
+
+
+STATE_PARTS = ("model", "objective", "optimizer", "scheduler", "scaler")
 
 
 class Checkpoints:
@@ -34,18 +54,9 @@ class Checkpoints:
         found = [p for p in self.folder.glob("step-*.pt") if re.fullmatch(r"step-\d+\.pt", p.name)]
         return sorted(found, key=lambda p: int(p.stem.split("-")[1]))
 
-    def save(self, step, history, model, objective, optimizer, scheduler, scaler) -> Path:
+    def save(self, step: int, history: list[dict], training: TrainingState) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        state = {
-            "step": step,
-            "config": dataclasses.asdict(self.config),
-            "history": history,
-            "model": model.state_dict(),
-            "objective": objective.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-        }
+        state = {"step": step, "config": dataclasses.asdict(self.config), "history": history, **training.state_dict()}
         path = self.folder / f"step-{step:07d}.pt"
         temporary = path.with_suffix(".tmp")
         torch.save(state, temporary)
@@ -54,12 +65,12 @@ class Checkpoints:
             old.unlink()
         return path
 
-    def restore(self, model, objective, optimizer, scheduler, scaler) -> tuple[int, list[dict]]:
+    def restore(self, training: TrainingState) -> tuple[int, list[dict]]:
         """Load the last checkpoint into the given objects; (its step, its history), or (0, [])."""
         paths = self.paths()
         if not paths:
             return 0, []
-        state = torch.load(paths[-1], map_location=model.device, weights_only=True)
+        state = torch.load(paths[-1], map_location=training.model.device, weights_only=True)
         saved, current = state["config"], dataclasses.asdict(self.config)
         changed = sorted(k for k in current if k not in RESUMABLE_FIELDS and saved.get(k) != current[k])
         if changed:
@@ -67,11 +78,7 @@ class Checkpoints:
             raise ValueError(f"{paths[-1]} was made with other settings ({details}); use a new output folder")
         if state["step"] > self.config.max_steps:
             raise ValueError(f"{paths[-1]} is at step {state['step']}, past max_steps={self.config.max_steps}")
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        training.load_state_dict(state)
         return state["step"], list(state["history"])
 
 

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 AMP_DTYPES = ("bfloat16", "float16", "float32")
 PROTOCOLS = ("amc", "pixel-centre")  # pointing-game protocols (grounding/pointing_game.py)
+# Objectives (grounding/objective.py, grounding/amc.py): `amc` is AMC-grounding's pretraining loss on
+# ALBEF (MLM + ITA with momentum distillation and queues + ITM + AMC); `itc-itm-amc` is ITC with its
+# own temperature and spread targets + ITM + AMC, for models without an MLM head (BLIP, shapes).
+OBJECTIVES = ("amc", "itc-itm-amc")
 
 
 @dataclass
@@ -32,13 +36,20 @@ class TrainConfig:
     image_size: int | None = None  # square training resolution; None: the model's own
     max_text_tokens: int = 25  # AMC truncates text to 25 tokens
     gradcam_layer: int | None = None  # text layer for GradCAM; None: the adapter's (a middle fusion layer)
-    # Loss: L = itc * L_ITC + itm * L_ITM + amc_mean * L_mean + amc_max * L_max.
+    # Loss: L = mlm * L_MLM (amc only) + itc * L_ITC + itm * L_ITM + amc_mean * L_mean + amc_max * L_max.
+    objective: str | None = None  # one of OBJECTIVES; None: the adapter's default (albef: amc, blip: itc-itm-amc)
+    mlm_weight: float = 1.0
     itc_weight: float = 1.0
     itm_weight: float = 1.0
     amc_mean_weight: float = 0.2
     amc_max_weight: float = 0.8
     amc_mean_margin: float = 0.1
     amc_max_margin: float = 0.5
+    # The `amc` objective's momentum distillation (AMC configs/Pretrain.yaml).
+    mlm_probability: float = 0.15
+    momentum: float = 0.995  # momentum encoders: p_m <- m * p_m + (1 - m) * p, every forward
+    queue_size: int = 65536  # image and text feature queues (momentum features of past global batches)
+    distill_alpha: float = 0.4  # weight of the momentum model's soft targets; ramped from 0 over the first epoch
     # Augmentation (AMC: grayscale p=0.2, colour jitter p=0.5; a flip swaps "left"/"right" too).
     horizontal_flip: bool = False
     colour_jitter: bool = True
@@ -73,6 +84,14 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.real_data_ratio must be in [0, 1] but is {self.real_data_ratio}")
         if self.amp_dtype not in AMP_DTYPES:
             raise ValueError(f"TrainConfig.amp_dtype must be one of {', '.join(AMP_DTYPES)} but is {self.amp_dtype!r}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise ValueError(f"TrainConfig.objective must be one of {', '.join(OBJECTIVES)} (or null: the adapter's) "
+                             f"but is {self.objective!r}")
+        for name in ("mlm_probability", "momentum", "distill_alpha"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1] but is {getattr(self, name)}")
+        if self.queue_size < 1:
+            raise ValueError(f"TrainConfig.queue_size must be positive but is {self.queue_size}")
         if self.eval_protocol not in PROTOCOLS:
             raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} but is {self.eval_protocol!r}")
         if self.warmup_steps < 0 or self.min_learning_rate < 0 or self.weight_decay < 0 or self.num_workers < 0:

@@ -73,6 +73,18 @@ def amc_evaluation_map(
     return (cams * grads).mean(1).mean(1)  # heads, then tokens: (B, rows, cols)
 
 
+def amc_training_map(
+    attention: torch.Tensor, gradient: torch.Tensor, text_mask: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """The map AMC-grounding's pretraining loss trains (models/model_pretrain.py): the evaluation
+    map (mean over heads, then over all T padded token positions), ReLU, then per-sample min-max
+    normalisation with 1e-7 in the denominator. (B, heads, T, 1 + P) x 2, (B, T) -> (B, rows, cols)."""
+    cam = F.relu(amc_evaluation_map(attention, gradient, text_mask, grid))
+    flat = cam.flatten(1)  # (B, P)
+    flat = flat - flat.min(dim=1, keepdim=True).values
+    return (flat / (flat.max(dim=1, keepdim=True).values + MIN_MAX_EPS)).reshape_as(cam)
+
+
 MapCombiner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]], torch.Tensor]
 
 

@@ -37,6 +37,7 @@ class GroundingModel(Protocol):
     `parameters()`, `train()`, `eval()`, `state_dict()` and `to()` come with them."""
 
     info: object  # roles.base.AdapterInfo: adapter name, model id, settings
+    default_objective: str  # the objective a config without one trains with (grounding/config.py OBJECTIVES)
     gradcam_layer: int  # the text layer whose cross-attention GradCAM reads
     max_text_tokens: int  # truncation length of the training text
     training: bool
@@ -88,3 +89,47 @@ class GroundingModel(Protocol):
     def train(self, mode: bool = True): ...
 
     def eval(self): ...
+
+
+class PretrainingModel(GroundingModel, Protocol):
+    """What the `amc` objective needs beyond `GroundingModel`: ALBEF's pretraining pieces (an MLM
+    head, the text-only and fusion halves of the text encoder, the ITC projections and temperature)."""
+
+    temp: torch.nn.Parameter  # the ITC temperature, clamped to [0.001, 0.5] before each step
+    mask_token_id: int
+    cls_token_id: int
+    pad_token_id: int
+    vocab_size: int
+    feature_dim: int  # E, the ITC feature width (the queues' rows)
+
+    def enable_mlm_head(self) -> None:
+        """Add a randomly initialised MLM head when the checkpoint has none."""
+        ...
+
+    def momentum_modules(self) -> list[torch.nn.Module]:
+        """The modules that get momentum copies, in a fixed order (ALBEF's `model_pairs`)."""
+        ...
+
+    def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, H) through the text-only layers."""
+        ...
+
+    def image_feature(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + P, D) -> (B, E) L2-normalised ITC feature of the image [CLS]."""
+        ...
+
+    def text_feature(self, text_hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) -> (B, E) L2-normalised ITC feature of the text [CLS]."""
+        ...
+
+    def fused_itm_logits(
+        self, text_hidden: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor,
+        capture_layer: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, 2) match logits from text-mode hidden states through the fusion layers, and the
+        captured cross-attention probabilities (B, heads, T, 1 + P) of `capture_layer`."""
+        ...
+
+    def mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids (some masked) with the image -> (B, T, V) token logits."""
+        ...

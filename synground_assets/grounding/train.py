@@ -1,9 +1,10 @@
-"""Fine-tuning a grounding model on triplets with ITC + ITM + AMC, resumable, framework-free.
+"""Fine-tuning a grounding model on triplets, resumable, framework-free.
 
-`train(config, model, train_data, eval_triplets, output_dir)` runs the steps, checkpoints into
-`output_dir/checkpoints/` (and resumes from the last one there), scores the pointing game on the
-evaluation triplets and writes `output_dir/model/` (weights, processor, `train_config.json`) and
-`output_dir/metrics.json`. Metrics go to `log_fn(step, metrics)`, for the caller to record.
+`train(config, model, train_data, eval_triplets, output_dir)` builds the run (objective, optimizer,
+schedule, data), resumes from the last checkpoint in `output_dir/checkpoints/`, runs `train_loop`,
+scores the pointing game on the evaluation triplets and writes `output_dir/model/` (weights,
+processor, `train_config.json`) and `output_dir/metrics.json`. Metrics go to `log_fn(step,
+metrics)`, for the caller to record. The losses themselves are `grounding/objective.py`.
 
 Under torchrun (`python -m synground_assets.finetune`), every rank runs `train` with its `World`:
 the model is wrapped in DistributedDataParallel, each rank loads its B / W share of every global
@@ -26,26 +27,21 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from synground_assets.grounding import distributed
-from synground_assets.grounding.checkpoints import Checkpoints, save_final
+import synground_assets.grounding.distributed as distributed
+from synground_assets.grounding.amc import AmcObjective
+from synground_assets.grounding.checkpoints import Checkpoints, TrainingState, save_final
 from synground_assets.grounding.config import TrainConfig
-from synground_assets.grounding.data import Augmentation, Triplet
+from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.distributed import World
-from synground_assets.grounding.gradcam import cross_attention_gradcam, upsample_cam
 from synground_assets.grounding.loader import BatchPlan, LoadedBatch, TripletIndex, make_loader, write_triplets_index
-from synground_assets.grounding.losses import (
-    ContrastiveLoss,
-    attention_mask_consistency,
-    itm_loss,
-    sample_hard_negatives,
-)
+from synground_assets.grounding.model import GroundingModel
+from synground_assets.grounding.objective import GroundingObjective, TrainingModule
+from synground_assets.grounding.optim import make_optimizer, make_scheduler
 from synground_assets.grounding.pointing_game import PointingGameResult, evaluate_pointing_game
 from synground_assets.items import derive_seed
-from synground_assets.grounding.model import GroundingModel
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -58,129 +54,37 @@ class TrainResult:
     pointing_game: PointingGameResult | None = None
 
 
-class GroundingObjective(nn.Module):
-    """The loss's own parameters (the ITC temperature) and its weights."""
-
-    def __init__(self, config: TrainConfig):
-        super().__init__()
-        self.config = config
-        self.contrastive = ContrastiveLoss()
-
-
-class TrainingModule(nn.Module):
-    """Model + objective as one module whose forward is a training step, so DistributedDataParallel
-    sees one forward per backward (the GradCAM map's inner autograd.grad stays inside it)."""
-
-    def __init__(self, model: GroundingModel, objective: GroundingObjective):
-        super().__init__()
-        self.model, self.objective = model, objective
-
-    def forward(self, batch: LoadedBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return training_step(self.model, self.objective, batch, generator)
-
-
-def pad_text(ids: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(b, T) -> (b, length) with pad id 0 and mask 0: every rank's text the same width, to gather."""
-    extra = length - ids.shape[1]
-    return F.pad(ids, (0, extra)), F.pad(mask, (0, extra))
-
-
-def training_step(
-    model: GroundingModel, objective: GroundingObjective, batch: LoadedBatch, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """The losses of this rank's share of a global batch; "loss" is their weighted sum. Across
-    ranks: ITC features and ITM negatives are gathered with gradient, L_mean's sums are summed."""
-    config, inputs = objective.config, batch.inputs
-    # 0. Text padded to the global batch's longest, so rows can be gathered from other ranks.
-    width = int(distributed.gather(torch.tensor([inputs.input_ids.shape[1]], device=inputs.input_ids.device)).max())
-    ids, text_mask = pad_text(inputs.input_ids, inputs.attention_mask, width)  # (b, T)
-    inputs = dataclasses.replace(inputs, input_ids=ids, attention_mask=text_mask)
-    # 1. Matched pairs through the fusion encoder, with the GradCAM map when AMC is on.
-    if config.uses_amc:
-        explained = cross_attention_gradcam(model, inputs, config.gradcam_layer, create_graph=True)
-        image_embeds, positive_logits, cam = explained.image_embeds, explained.itm_logits, explained.cam
-    else:
-        image_embeds = model.encode_image(inputs.pixel_values)  # (b, 1+P, D)
-        positive_logits, _ = model.itm_logits(image_embeds, ids, text_mask)  # (b, 2)
-    # 2. ITC on the unimodal features, against the global batch.
-    image_feat, text_feat = model.contrastive_features(image_embeds, ids, text_mask)  # (b, E) x 2
-    all_image_feat, all_text_feat = distributed.gather_with_grad(image_feat), distributed.gather_with_grad(text_feat)  # (B, E)
-    image_ids, phrase_keys = distributed.gather(batch.image_ids), distributed.gather(batch.phrase_keys)  # (B,)
-    positives = (image_ids[:, None] == image_ids[None]) | (phrase_keys[:, None] == phrase_keys[None])  # (B, B)
-    local = slice(distributed.rank() * len(ids), (distributed.rank() + 1) * len(ids))  # this rank's rows
-    loss_itc, _ = objective.contrastive(image_feat, text_feat, positives[local], all_image_feat, all_text_feat)
-    # 3. ITM: (image i, its hard negative text) and (the hard negative image of text j, text j),
-    # drawn from the global batch with one generator state on every rank, so the draws agree.
-    with torch.no_grad():
-        global_logits = all_image_feat @ all_text_feat.t() / objective.contrastive.temperature  # (B, B)
-    negative_texts, negative_images = sample_hard_negatives(global_logits, positives, generator)  # (B,) x 2
-    negative_texts, negative_images = negative_texts[local], negative_images[local]  # (b,) x 2
-    all_ids, all_text_mask = distributed.gather(ids), distributed.gather(text_mask)  # (B, T)
-    all_image_embeds = distributed.gather_with_grad(image_embeds)  # (B, 1+P, D)
-    negative_logits, _ = model.itm_logits(
-        torch.cat([image_embeds, all_image_embeds[negative_images]]),  # (2b, 1+P, D)
-        torch.cat([all_ids[negative_texts], ids]),  # (2b, T)
-        torch.cat([all_text_mask[negative_texts], text_mask]),
-    )
-    loss_itm = itm_loss(positive_logits, negative_logits)
-    losses = {"itc": loss_itc, "itm": loss_itm}
-    total = config.itc_weight * loss_itc + config.itm_weight * loss_itm
-    # 4. AMC on the map upsampled to the input resolution, where the box masks are.
-    if config.uses_amc:
-        cam = upsample_cam(cam.float(), tuple(batch.masks.shape[-2:]))  # (b, H, W)
-        loss_mean, loss_max = attention_mask_consistency(
-            cam, batch.masks, config.amc_mean_margin, config.amc_max_margin, distributed.sum_with_grad)
-        losses |= {"amc_mean": loss_mean, "amc_max": loss_max}
-        total = total + config.amc_mean_weight * loss_mean + config.amc_max_weight * loss_max
-    return {"loss": total, **losses}
-
-
-def train_steps(
-    module: nn.Module,
-    config: TrainConfig,
-    batches: Iterator[LoadedBatch],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LambdaLR,
-    scaler: torch.amp.GradScaler,
-    steps: range,
-    world: World,
-    on_step: Callable[[int, dict[str, float]], None],
-) -> None:
-    """Optimizer steps steps.start+1 .. steps.stop; `on_step(step, metrics)` after each, with the
-    metrics averaged over ranks. `module` is the TrainingModule, DDP-wrapped when distributed."""
-    training = module.module if isinstance(module, DistributedDataParallel) else module
-    device = training.model.device
-    parameters = list(training.parameters())
+def train_loop(module: nn.Module, state: TrainingState, batches: Iterator[LoadedBatch], steps: range,
+               config: TrainConfig, world: World, on_step: LogFn) -> None:
+    """Optimizer steps steps.start+1 .. steps.stop; `on_step(step, metrics)` after each, the metrics
+    averaged over ranks. `module` is the TrainingModule, DDP-wrapped when distributed."""
+    device, accumulation = state.model.device, config.grad_accumulation
     module.train()
     for step in steps:
         # Dropout (if the model has any) draws from a seed of (rank, step): resumable anywhere.
         torch.manual_seed(derive_seed(config.seed, "dropout", world.rank, step))
-        optimizer.zero_grad(set_to_none=True)
+        state.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for micro in range(config.grad_accumulation):
-            index = step * config.grad_accumulation + micro
-            batch = next(batches).to(device)
-            generator = torch.Generator(device).manual_seed(derive_seed(config.seed, "negatives", index))
-            last = micro == config.grad_accumulation - 1
+        for micro in range(accumulation):
+            batch, forward_index = next(batches).to(device), step * accumulation + micro
+            generator = torch.Generator(device).manual_seed(derive_seed(config.seed, "negatives", forward_index))
             # Gradients are all-reduced once per optimizer step, on its last micro-batch.
-            sync = contextlib.nullcontext() if last or not world.distributed else module.no_sync()
-            with sync:
+            with gradient_sync(module, world, micro == accumulation - 1):
                 with autocast(config, device):
-                    losses = module(batch, generator)
-                scaler.scale(losses["loss"] / config.grad_accumulation).backward()
+                    losses = module(batch, generator, forward_index)
+                state.scaler.scale(losses["loss"] / accumulation).backward()
             for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + value.item() / config.grad_accumulation
+                totals[name] = totals.get(name, 0.0) + value.item() / accumulation
         totals = distributed.mean_over_ranks(totals, device)
         check_finite(totals, step + 1)
         if config.max_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        totals["learning_rate"] = scheduler.get_last_lr()[0]
-        totals["temperature"] = training.objective.contrastive.temperature.item()
-        on_step(step + 1, totals)
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), config.max_grad_norm)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        on_step(step + 1, totals | {"learning_rate": state.scheduler.get_last_lr()[0],
+                                    "temperature": state.objective.temperature})
 
 
 def train(
@@ -200,31 +104,21 @@ def train(
     world = world or World()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if config.batch_size % world.world_size:
-        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.world_size} ranks")
-    if config.gradcam_layer is None:
-        config = dataclasses.replace(config, gradcam_layer=model.gradcam_layer)
-    model.gradcam_layer, model.max_text_tokens = config.gradcam_layer, config.max_text_tokens
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
+    config = prepare_model(config, model, world)
     index = train_data if isinstance(train_data, TripletIndex) else index_triplets(train_data, real_triplets, output_dir / f"index-{world.rank}")
     torch.manual_seed(config.seed)
-    objective = GroundingObjective(config).to(model.device)
-    optimizer = make_optimizer(config, model, objective)
-    scheduler = make_scheduler(config, optimizer)
-    scaler = torch.amp.GradScaler(model.device.type, enabled=config.amp_dtype == "float16" and model.device.type == "cuda")
+    state = new_training_state(config, model, forwards_per_epoch=len(index) // config.batch_size)
     # 2. Resume (every rank reads rank 0's last checkpoint).
     checkpoints = Checkpoints(output_dir / "checkpoints", config)
-    start_step, history = checkpoints.restore(model, objective, optimizer, scheduler, scaler)
-    module: nn.Module = TrainingModule(model, objective)
+    start_step, history = checkpoints.restore(state)
+    module: nn.Module = TrainingModule(model, state.objective)
     if world.distributed:
         device_ids = [model.device.index] if model.device.type == "cuda" else None
         module = DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
     # 3. The data: this rank's share of each global batch, loaded by worker processes.
-    resolution = config.image_size or model.image_size()
     plan = BatchPlan(index, config.batch_size, config.seed, config.real_data_ratio)
     model.train()  # the training preprocessor (an ALBEF one truncates the text only while training)
-    loader = make_loader(index, plan, model.preprocessor(), resolution, config.augmentation(),
+    loader = make_loader(index, plan, model.preprocessor(), config.image_size or model.image_size(), config.augmentation(),
                          (start_step * config.grad_accumulation, config.max_steps * config.grad_accumulation),
                          world.rank, world.world_size, config.num_workers, model.device.type == "cuda", config.prefetch_factor)
 
@@ -236,12 +130,45 @@ def train(
         if log_fn and (step % config.log_every == 0 or step == config.max_steps):
             log_fn(step, metrics)
         if step % config.checkpoint_every == 0 or step == config.max_steps:
-            checkpoints.save(step, history, model, objective, optimizer, scheduler, scaler)
+            checkpoints.save(step, history, state)
 
-    train_steps(module, config, iter(loader), optimizer, scheduler, scaler, range(start_step, config.max_steps), world, on_step)
+    train_loop(module, state, iter(loader), range(start_step, config.max_steps), config, world, on_step)
     if not world.is_main:
         return TrainResult(metrics={}, history=[])
     # 5. Evaluate and save (rank 0).
+    return evaluate_and_save(config, model, eval_triplets, output_dir, history, log_fn)
+
+
+def prepare_model(config: TrainConfig, model: GroundingModel, world: World) -> TrainConfig:
+    """Check the config against the world, set the model's GradCAM layer and truncation; the config
+    with the adapter's GradCAM layer and objective filled in."""
+    if config.batch_size % world.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.world_size} ranks")
+    if config.gradcam_layer is None:
+        config = dataclasses.replace(config, gradcam_layer=model.gradcam_layer)
+    if config.objective is None:
+        config = dataclasses.replace(config, objective=model.default_objective)
+    model.gradcam_layer, model.max_text_tokens = config.gradcam_layer, config.max_text_tokens
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return config
+
+
+def new_objective(config: TrainConfig, model: GroundingModel, forwards_per_epoch: int) -> nn.Module:
+    if config.objective == "amc":
+        return AmcObjective(config, model, forwards_per_epoch)
+    return GroundingObjective(config).to(model.device)
+
+
+def new_training_state(config: TrainConfig, model: GroundingModel, forwards_per_epoch: int) -> TrainingState:
+    objective = new_objective(config, model, forwards_per_epoch)
+    optimizer = make_optimizer(config, model, objective)
+    scaler = torch.amp.GradScaler(model.device.type, enabled=config.amp_dtype == "float16" and model.device.type == "cuda")
+    return TrainingState(model, objective, optimizer, make_scheduler(config, optimizer), scaler)
+
+
+def evaluate_and_save(config: TrainConfig, model: GroundingModel, eval_triplets: Sequence[Triplet], output_dir: Path,
+                      history: list[dict[str, float]], log_fn: LogFn | None) -> TrainResult:
     metrics = {"steps": float(config.max_steps)}
     if history:
         metrics |= {f"final_{k}": v for k, v in history[-1].items() if k != "step"}
@@ -275,26 +202,9 @@ def enable_gradient_checkpointing(model: GroundingModel) -> None:
         module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
-def make_optimizer(config: TrainConfig, model: GroundingModel, objective: nn.Module) -> torch.optim.AdamW:
-    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
-
-
-def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the learning rate, then cosine down to the floor at max_steps."""
-    floor = config.min_learning_rate / config.learning_rate
-
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def gradient_sync(module: nn.Module, world: World, last_micro_batch: bool):
+    """DDP's all-reduce on the last micro-batch of an optimizer step only."""
+    return contextlib.nullcontext() if last_micro_batch or not world.distributed else module.no_sync()
 
 
 def autocast(config: TrainConfig, device: torch.device):

@@ -121,7 +121,7 @@ def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, ph
         kept, disagreements = agreement_filter(
             kept, dict(zip(phrase_table.phrase_id, phrase_table.phrase)),
             lambda item: Image.open(image_folder / files[item]).convert("RGB"),
-            roles.agreement_model(recipe, settings.agreement), settings.agreement)
+            roles.agreement_model(recipe.name, settings.agreement), settings.agreement)
         removals += disagreements
     return kept.reset_index(drop=True), removals
 

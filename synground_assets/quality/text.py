@@ -1,13 +1,14 @@
 """Checks of generated text (describers, LLMs): empty, cut off at the token limit, or a refusal.
 
-Adapters return `GeneratedText`, a `str` that also says whether decoding stopped because it hit
-`max_new_tokens` (rather than at an end-of-sequence token), so the stage can tell a finished
-sentence from one cut mid-word or mid-sentence without a tokenizer of its own.
+Describers return `roles.base.GeneratedText`: the text and whether decoding stopped at the token
+limit, so a finished sentence can be told from one cut mid-word or mid-sentence.
 """
 
 from __future__ import annotations
 
 import re
+
+from synground_assets.roles.base import GeneratedText
 
 # Openings of an assistant's refusal or apology instead of an answer (checked at the start only:
 # a description may well contain "cannot" later on).
@@ -17,27 +18,17 @@ _REFUSAL = re.compile(
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
 
-class GeneratedText(str):
-    """Generated text that knows whether decoding hit the token limit."""
-
-    hit_token_limit: bool = False
-
-    def __new__(cls, text: str, hit_token_limit: bool = False):
-        value = super().__new__(cls, text)
-        value.hit_token_limit = hit_token_limit
-        return value
-
-
-def text_problem(text: str | None, drop_truncated: bool = True) -> tuple[str, str] | None:
+def text_problem(output: GeneratedText | None, drop_truncated: bool = True) -> tuple[str, str] | None:
     """(filter, reason) when a generated text must not be passed on, else None. Filters:
     `empty_output`, `refusal`, `truncated_output` (hit the token limit without ending a sentence;
     checked when `drop_truncated`)."""
-    if text is None or not text.strip():
+    text = output.text.strip() if output is not None else ""
+    if not text:
         return "empty_output", "the model returned no text"
-    if _REFUSAL.match(text.strip()):
-        return "refusal", f"the model refused: {text.strip()[:60]!r}"
-    if drop_truncated and getattr(text, "hit_token_limit", False) and not _SENTENCE_END.search(text.strip()):
-        return "truncated_output", f"cut off at the token limit: ...{text.strip()[-40:]!r}"
+    if _REFUSAL.match(text):
+        return "refusal", f"the model refused: {text[:60]!r}"
+    if drop_truncated and output.hit_token_limit and not _SENTENCE_END.search(text):
+        return "truncated_output", f"cut off at the token limit: ...{text[-40:]!r}"
     return None
 
 
@@ -60,13 +51,3 @@ def find_duplicate_texts(new: list[tuple[str, str]], earlier: list[tuple[str, st
         else:
             first[key] = item
     return duplicates
-
-
-class PhraseCandidates(list):
-    """A phrase extractor's candidates for one description, with what the answer check found:
-    `problem` (an empty answer or a refusal) and `cut_off` (the last phrase of an answer cut at the
-    token limit, taken out of the list because it may end mid-word: "a white stuffed ted")."""
-
-    def __init__(self, phrases=(), problem: str | None = None, cut_off: str | None = None):
-        super().__init__(phrases)
-        self.problem, self.cut_off = problem, cut_off

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import dagster as dg
 
-from synground_assets.resources import models
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.resources.tracking import Tracking
+from synground_assets.roles.suite import ModelSuite, model_suite
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -31,10 +29,10 @@ class LineageResource(dg.ConfigurableResource):
 
 
 class ModelSuiteResource(dg.ConfigurableResource):
-    """Recipe -> role adapters, built lazily and cached per process."""
+    """Recipe -> the models that play its roles, built lazily and cached per process."""
 
-    def role(self, recipe: str, role: str) -> Any:
-        return models.get_role(recipe, role)
+    def suite(self) -> ModelSuite:
+        return model_suite()
 
 
 class TrackingResource(dg.ConfigurableResource):

@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from synground_assets.resources.lineage import DIRECT_TABLES, INDEX_SCHEMA, INDEXED_SHARDS, LINEAGE_FOLDER, VIEWS
+from synground_assets.resources.lineage_schema import DIRECT_TABLES, INDEX_SCHEMA, INDEXED_SHARDS, LINEAGE_FOLDER, VIEWS
 from synground_assets.resources.store import PublishedShard, ShardStore
 
 BATCH_SHARDS = 1000

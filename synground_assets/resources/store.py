@@ -36,6 +36,8 @@ from typing import Iterator
 
 import pandas as pd
 
+from synground_assets.processes import process_alive
+
 TABLE = "table.parquet"
 MANIFEST = "publish.json"
 SHARDS_MARKER = ".shards"  # in every asset folder holding published shards: what the index scans
@@ -131,14 +133,6 @@ class ShardStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # still there only when the write failed
 
-    def remove_shard(self, recipe: str, asset: str, shard: str) -> None:
-        """Unpublish a shard (not while it is being written): its link goes in one step, then its version."""
-        final = self.shard_dir(recipe, asset, shard)
-        old = _retire_legacy(final) or _link_target(final)
-        if final.is_symlink():
-            final.unlink()
-        _delete([_doom(old) if old else None])
-
     def published(self) -> Iterator[PublishedShard]:
         """Every shard published in this layout, under every recipe and asset (one readlink each)."""
         for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):
@@ -185,22 +179,12 @@ class ShardStore:
 
     def _abandoned(self, entry: os.DirEntry, now: float) -> bool:
         parts = entry.name.rsplit("-", 4)  # .tmp-<shard>, host, pid, run8, uuid
-        if len(parts) == 5 and parts[1] == _HOST and parts[2].isdigit() and not _alive(int(parts[2])):
+        if len(parts) == 5 and parts[1] == _HOST and parts[2].isdigit() and not process_alive(int(parts[2])):
             return True
         try:
             return now - entry.stat(follow_symlinks=False).st_mtime > self.staging_max_age_s
         except FileNotFoundError:  # its writer published or removed it meanwhile
             return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def _publish(staging: Path, final: Path, publish_id: str) -> None:

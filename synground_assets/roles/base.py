@@ -31,6 +31,27 @@ class SourceItem:
     source_captions: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class GeneratedText:
+    """A describer's output: the text, and whether decoding stopped because it hit `max_new_tokens`
+    (rather than at an end-of-sequence token), so a finished sentence can be told from one cut
+    mid-word without a tokenizer."""
+
+    text: str
+    hit_token_limit: bool = False
+
+
+@dataclass(frozen=True)
+class PhraseCandidates:
+    """A phrase extractor's candidates for one description, with what the answer check found:
+    `problem` (an empty answer or a refusal: nothing to parse) and `cut_off` (the last phrase of an
+    answer cut at the token limit, taken out of `phrases` because it may end mid-word)."""
+
+    phrases: tuple[str, ...]
+    problem: str | None = None
+    cut_off: str | None = None
+
+
 @dataclass
 class GeneratedImage:
     """An image generator's output. `layout` is set only by layout-to-image generators (GLIGEN):
@@ -73,7 +94,7 @@ class SourceSampler(Role, Protocol):
 
 
 class Describer(Role, Protocol):
-    def describe(self, items: Sequence[SourceItem]) -> list[str]: ...
+    def describe(self, items: Sequence[SourceItem]) -> list[GeneratedText]: ...
 
 
 class ImageGenerator(Role, Protocol):
@@ -81,7 +102,7 @@ class ImageGenerator(Role, Protocol):
 
 
 class PhraseExtractor(Role, Protocol):
-    def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
+    def extract(self, descriptions: Sequence[str]) -> list[PhraseCandidates]:
         """Candidate phrases per description; `phrases.filter_phrases` then keeps the valid ones."""
         ...
 

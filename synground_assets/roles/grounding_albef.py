@@ -54,6 +54,8 @@ class AlbefPreprocessor:
 
 
 class AlbefGroundingModel(nn.Module):
+    default_objective = "amc"  # AMC-grounding's pretraining loss (grounding/amc.py)
+
     def __init__(
         self,
         model: AlbefModel,
@@ -131,6 +133,56 @@ class AlbefGroundingModel(nn.Module):
         with self.model.capture_cross_attention(capture_layer) as captured:
             logits = self.model.itm_logits(image_embeds, input_ids, attention_mask)  # (B, 2)
         return logits, captured[0] if captured else None
+
+    # What the `amc` objective needs (grounding.model.PretrainingModel).
+    @property
+    def temp(self) -> nn.Parameter:
+        return self.model.temp
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.tokenizer.tokenizer.mask_token_id
+
+    @property
+    def cls_token_id(self) -> int:
+        return self.tokenizer.cls_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.config.embed_dim
+
+    def enable_mlm_head(self) -> None:
+        self.model.enable_mlm_head()
+
+    def momentum_modules(self) -> list[nn.Module]:
+        # ALBEF's model_pairs: the text encoder with its MLM head; no ITM head.
+        model = self.model
+        return [model.visual_encoder, model.vision_proj, model.text_encoder, model.text_proj]
+
+    def text_hidden(self, input_ids, attention_mask):
+        return self.model.text_hidden(input_ids, attention_mask)  # (B, T, H)
+
+    def image_feature(self, image_embeds):
+        return self.model.image_feature(image_embeds)  # (B, E)
+
+    def text_feature(self, text_hidden):
+        return self.model.text_feature(text_hidden)  # (B, E)
+
+    def fused_itm_logits(self, text_hidden, attention_mask, image_embeds, capture_layer=None):
+        with self.model.capture_cross_attention(capture_layer) as captured:
+            logits = self.model.fused_itm_logits(text_hidden, attention_mask, image_embeds)  # (B, 2)
+        return logits, captured[0] if captured else None
+
+    def mlm_logits(self, input_ids, attention_mask, image_embeds):
+        return self.model.mlm_logits(input_ids, attention_mask, image_embeds)  # (B, T, V)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         # The folder reloads with the layer and truncation this adapter used.

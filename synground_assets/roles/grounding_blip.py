@@ -68,6 +68,8 @@ class BlipPreprocessor:
 class BlipGroundingModel(nn.Module):
     """`BlipForImageTextRetrieval` + its processor, playing `GroundingModel`."""
 
+    default_objective = "itc-itm-amc"  # BLIP-ITM has no MLM head and no ITC temperature
+
     def __init__(
         self,
         model: BlipForImageTextRetrieval,

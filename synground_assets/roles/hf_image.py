@@ -153,7 +153,7 @@ class GligenImageGenerator(_DiffusersAdapter):
         if self.phrase_model is None:
             candidates = [article_phrases(p) for p in prompts]
         else:
-            candidates = self.phrase_model.extract(prompts)
+            candidates = [c.phrases for c in self.phrase_model.extract(prompts)]
         return [filter_phrases(p, c)[0][:self.max_objects] for p, c in zip(prompts, candidates)]
 
     def layout_boxes(self, count: int, seed: int) -> list[tuple[float, float, float, float]]:

@@ -23,11 +23,22 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from synground_assets.quality.text import GeneratedText, PhraseCandidates, text_problem
+from synground_assets.quality.text import text_problem
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import AdapterInfo, SourceItem
-from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs,
-                                              read_json, resolve_model)
+from synground_assets.roles.base import (
+    AdapterInfo,
+    GeneratedText,
+    PhraseCandidates,
+    SourceItem,
+)
+from synground_assets.roles.hf_common import (
+    ModelAdapter,
+    ModelLoadError,
+    pick_class,
+    pretrained_kwargs,
+    read_json,
+    resolve_model,
+)
 
 GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
                       "repetition_penalty", "no_repeat_ngram_size")
@@ -74,11 +85,11 @@ PHRASE_EXAMPLES = (
 )
 
 
-def clean_text(text: str) -> GeneratedText:
+def clean_text(output: GeneratedText) -> GeneratedText:
     """Generated text as one line: whitespace collapsed, a leading 'Description:' label dropped
     (whether decoding hit the token limit is kept)."""
-    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(text.split()), flags=re.IGNORECASE)
-    return GeneratedText(cleaned, getattr(text, "hit_token_limit", False))
+    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(output.text.split()), flags=re.IGNORECASE)
+    return GeneratedText(cleaned, output.hit_token_limit)
 
 
 def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> dict[str, Any]:
@@ -125,7 +136,9 @@ class ChatModel(ModelAdapter):
         self.option_names = GENERATION_OPTIONS + ("system", "instruction", "examples", "chat_template") + self.extra_options
         super().__init__(spec)
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        )
 
         # 1. Check the model before loading weights.
         location = resolve_model(spec.model, self.role, spec.revision)
@@ -158,8 +171,8 @@ class ChatModel(ModelAdapter):
         return messages + [{"role": "user", "content": question}]
 
     @torch.inference_mode()
-    def chat(self, conversations: Sequence[list[dict[str, str]]], seeds: Sequence[int] = ()) -> list[str]:
-        answers: list[str] = []
+    def chat(self, conversations: Sequence[list[dict[str, str]]], seeds: Sequence[int] = ()) -> list[GeneratedText]:
+        answers: list[GeneratedText] = []
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start:start + self.batch_size]
             prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
@@ -182,7 +195,7 @@ class ConceptDescriber(ChatModel):
         examples = self.spec.options.get("examples", CONCEPT_EXAMPLES)
         self.examples = [(self.instruction.format(concepts=", ".join(c)), a) for c, a in examples]
 
-    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+    def describe(self, items: Sequence[SourceItem]) -> list[GeneratedText]:
         for item in items:
             if not item.concepts:
                 raise ValueError(f"item {item.item_id}: Concept2Text needs concepts but the item has none")
@@ -204,7 +217,7 @@ class CaptionSummarizer(ChatModel):
     def _question(self, captions: Sequence[str]) -> str:
         return self.instruction.format(captions="\n".join(f"- {c}" for c in captions))
 
-    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+    def describe(self, items: Sequence[SourceItem]) -> list[GeneratedText]:
         for item in items:
             if not item.source_captions:
                 raise ValueError(f"item {item.item_id}: Text2Text needs source captions but the item has none")
@@ -219,13 +232,13 @@ class ConcatenationDescriber:
         self.separator, self.max_captions = separator, max_captions
         self.info = AdapterInfo("concatenation", "", settings={"separator": separator, "max_captions": max_captions})
 
-    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+    def describe(self, items: Sequence[SourceItem]) -> list[GeneratedText]:
         descriptions = []
         for item in items:
             if not item.source_captions:
                 raise ValueError(f"item {item.item_id}: Concatenation needs source captions but the item has none")
             captions = [c.strip() for c in item.source_captions[:self.max_captions]]
-            descriptions.append(self.separator.join(c if c.endswith(".") else c + "." for c in captions))
+            descriptions.append(GeneratedText(self.separator.join(c if c.endswith(".") else c + "." for c in captions)))
         return descriptions
 
 
@@ -301,16 +314,16 @@ class LLMPhraseExtractor(ChatModel):
         examples = self.spec.options.get("examples", PHRASE_EXAMPLES)
         self.examples = [(self.instruction.format(description=d), "\n".join(p)) for d, p in examples]
 
-    def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
+    def extract(self, descriptions: Sequence[str]) -> list[PhraseCandidates]:
         conversations = [self.conversation(self.examples, self.instruction.format(description=d))
                          for d in descriptions]
         return [self.candidates(answer) for answer in self.chat(conversations)]
 
     def candidates(self, answer: GeneratedText) -> PhraseCandidates:
         problem = text_problem(answer, drop_truncated=False)
-        phrases = parse_phrase_list(answer, self.max_words)
+        phrases = parse_phrase_list(answer.text, self.max_words)
         cut_off = phrases.pop() if answer.hit_token_limit and phrases else None
-        return PhraseCandidates(phrases, problem[1] if problem else None, cut_off)
+        return PhraseCandidates(tuple(phrases), problem[1] if problem else None, cut_off)
 
 
 # --- image captioners -------------------------------------------------------------------------
@@ -376,9 +389,9 @@ class ImageCaptioner(ModelAdapter):
         return inputs
 
     @torch.inference_mode()
-    def describe(self, items: Sequence[SourceItem]) -> list[str]:
+    def describe(self, items: Sequence[SourceItem]) -> list[GeneratedText]:
         images = load_images(items)  # fails on a missing file before any model call
-        descriptions: list[str] = []
+        descriptions: list[GeneratedText] = []
         for start in range(0, len(items), self.batch_size):
             inputs = self.prepare_inputs(images[start:start + self.batch_size])
             _seed_batch([i.seed for i in items[start:start + self.batch_size]], self.generate_kwargs["do_sample"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from synground_assets.roles.base import AdapterInfo
+from synground_assets.roles.base import AdapterInfo, PhraseCandidates
 from synground_assets.roles.phrases import STOP_WORDS, is_content_word
 
 # Words that open a noun phrase and belong to it.
@@ -71,7 +71,7 @@ class NounPhraseExtractor:
                                 settings={"max_words": max_words, "max_phrases": max_phrases,
                                           "stop_words": len(STOP_WORDS)})
 
-    def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
+    def extract(self, descriptions: Sequence[str]) -> list[PhraseCandidates]:
         results = []
         for text in descriptions:
             phrases: list[str] = []
@@ -79,5 +79,5 @@ class NounPhraseExtractor:
                 phrase = text[start:end]
                 if phrase.lower() not in (p.lower() for p in phrases):
                     phrases.append(phrase)
-            results.append(phrases[:self.max_phrases])
+            results.append(PhraseCandidates(tuple(phrases[:self.max_phrases])))
         return results

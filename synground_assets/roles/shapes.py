@@ -19,7 +19,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from synground_assets.roles.base import AdapterInfo, Detection, GeneratedImage, SourceItem
+from synground_assets.roles.base import (
+    AdapterInfo,
+    Detection,
+    GeneratedImage,
+    GeneratedText,
+    PhraseCandidates,
+    SourceItem,
+)
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 38, 38),
@@ -102,8 +109,8 @@ class ShapesDescriber:
         self.relation_probability = relation_probability
         self.info = AdapterInfo("shapes", VERSION, settings={"relation_probability": relation_probability})
 
-    def describe(self, items: Sequence[SourceItem]) -> list[str]:
-        return [self._describe_one(item) for item in items]
+    def describe(self, items: Sequence[SourceItem]) -> list[GeneratedText]:
+        return [GeneratedText(self._describe_one(item)) for item in items]
 
     def _describe_one(self, item: SourceItem) -> str:
         if not item.concepts:
@@ -235,8 +242,8 @@ class ShapesPhraseExtractor:
     def __init__(self):
         self.info = AdapterInfo("shapes", VERSION)
 
-    def extract(self, descriptions: Sequence[str]) -> list[list[str]]:
-        return [[object_phrase(f"{c} {s}") for c, s in parse_objects(text)] for text in descriptions]
+    def extract(self, descriptions: Sequence[str]) -> list[PhraseCandidates]:
+        return [PhraseCandidates(tuple(object_phrase(f"{c} {s}") for c, s in parse_objects(text))) for text in descriptions]
 
 
 def classify_shape(component: np.ndarray) -> str:

@@ -44,11 +44,15 @@ def partition_keys(partition_range: str) -> list[str]:
     """'shapes|00000...shapes|00003' -> the four keys, as the CLI reads a range."""
     start, sep, end = partition_range.partition("...")
     if not sep or not start or not end:
-        raise BackfillError(f"partition range {partition_range!r}: expected <first>...<last>, e.g. 'shapes|00000...shapes|00015'")
+        raise BackfillError(
+            f"partition range {partition_range!r}: expected <first>...<last>, e.g. 'shapes|00000...shapes|00015'"
+        )
     keys = shard_partitions.get_partition_keys()
     for key in (start, end):
         if key not in keys:
-            raise BackfillError(f"partition range {partition_range!r}: no partition {key!r}; keys look like 'shapes|00003'")
+            raise BackfillError(
+                f"partition range {partition_range!r}: no partition {key!r}; keys look like 'shapes|00003'"
+            )
     if keys.index(start) > keys.index(end):
         raise BackfillError(f"partition range {partition_range!r}: {start!r} comes after {end!r}")
     return shard_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
@@ -86,11 +90,15 @@ def http_post(url: str, timeout_s: float = 60) -> Post:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m synground_assets.scale.backfill", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m synground_assets.scale.backfill", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--partition-range", required=True, help="<first>...<last>, e.g. 'shapes|00000...shapes|00015'")
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver")
     parser.add_argument("--assets", default=",".join(GENERATION_ASSETS), help="comma-separated asset names")
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag on the backfill and its runs")
+    parser.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag on the backfill and its runs"
+    )
     args = parser.parse_args(argv)
     if any("=" not in tag for tag in args.tag):
         parser.error(f"--tag expects KEY=VALUE, got {[tag for tag in args.tag if '=' not in tag]}")

@@ -82,7 +82,7 @@ class HeartbeatCeleryRunLauncher(CeleryRunLauncher):
         if beat is None or json.loads(beat)["pid"] != pid:
             return CheckRunHealthResult(
                 WorkerStatus.FAILED,
-                f"Celery worker {node} (pid {pid}) has sent no heartbeat for {BEATS_TO_EXPIRE * self.heartbeat_seconds} s: "
-                "its process is gone",
+                f"Celery worker {node} (pid {pid}) has sent no heartbeat for "
+                f"{BEATS_TO_EXPIRE * self.heartbeat_seconds} s: its process is gone",
             )
         return health

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster import Field, Permissive
-from synground_assets.dagster_internals import QueuedRunCoordinator, SubmitRunContext
 
+from synground_assets.dagster_internals import QueuedRunCoordinator, SubmitRunContext
 from synground_assets.recipes import Recipe, RecipeBook, RecipeError, recipe_book
 
 DEVICE_TAG = "synground/device"

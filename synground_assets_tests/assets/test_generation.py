@@ -10,6 +10,7 @@ from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.shapes import ShapesImageGenerator
+from synground_assets.roles.suite import ModelSuite
 
 
 def materialize(partition_key: str, instance=None, models=None) -> dg.ExecuteInProcessResult:
@@ -82,6 +83,15 @@ class BrokenModels(ModelSuiteResource):
     """Plays the shapes roles, but its image generator fails as configured."""
 
     failure: str = "item"
+
+    def suite(self) -> ModelSuite:
+        return BrokenSuite(self.failure)
+
+
+class BrokenSuite(ModelSuite):
+    def __init__(self, failure: str):
+        super().__init__()
+        self.failure = failure
 
     def role(self, recipe: str, role: str):
         adapter = super().role(recipe, role)

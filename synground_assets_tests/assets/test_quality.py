@@ -13,10 +13,15 @@ from PIL import Image
 from synground_assets.definitions import GENERATION_ASSETS
 from synground_assets.items import derive_seed
 from synground_assets.recipes import BUILTIN_RECIPES, _cached_book
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, models
+from synground_assets.resources import (
+    LineageResource,
+    ModelSuiteResource,
+    StoreResource,
+)
 from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.base import AdapterInfo, GeneratedImage
+from synground_assets.roles.suite import ModelSuite, model_suite
 
 
 @pytest.fixture
@@ -30,12 +35,12 @@ def recipe_file(tmp_path, monkeypatch):
         path.write_text(yaml.safe_dump(book, sort_keys=False))
         monkeypatch.setenv("SYNGROUND_RECIPES", str(path))
         _cached_book.cache_clear()
-        models.clear()
+        model_suite().clear()
 
     yield write
     monkeypatch.delenv("SYNGROUND_RECIPES")
     _cached_book.cache_clear()
-    models.clear()
+    model_suite().clear()
 
 
 def materialize(partition_key: str, assets, suite: ModelSuiteResource | None = None):
@@ -80,9 +85,14 @@ class FlatOrRepeatedGenerator:
                 for p in prompts]
 
 
-class FlaggingGenerators(ModelSuiteResource):
+class FlaggingSuite(ModelSuite):
     def role(self, recipe: str, role: str):
         return FlatOrRepeatedGenerator() if role == "image_generator" else super().role(recipe, role)
+
+
+class FlaggingGenerators(ModelSuiteResource):
+    def suite(self) -> ModelSuite:
+        return FlaggingSuite()
 
 
 def test_degenerate_images_are_skipped_and_near_duplicates_keep_the_earliest_shard(project_home, recipe_file):

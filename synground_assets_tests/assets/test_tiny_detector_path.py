@@ -8,16 +8,21 @@ import pytest
 
 from synground_assets.definitions import GENERATION_ASSETS
 from synground_assets.recipes import recipe_book
-from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, models
+from synground_assets.resources import (
+    LineageResource,
+    ModelSuiteResource,
+    StoreResource,
+)
 from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
+from synground_assets.roles.suite import model_suite
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model_cache(tiny_models):
-    models.clear()
+    model_suite().clear()
     yield tiny_models
-    models.clear()
+    model_suite().clear()
 
 
 @pytest.mark.parametrize("recipe", ["tiny-concept2text", "tiny-image2text"])

@@ -20,11 +20,12 @@ from PIL import Image
 
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
-from synground_assets.resources import ModelSuiteResource, StoreResource, models
+from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
-from synground_assets.roles.base import AdapterInfo
+from synground_assets.roles.base import AdapterInfo, PhraseCandidates
 from synground_assets.roles.hf_image import article_phrases
+from synground_assets.roles.suite import ModelSuite, model_suite
 
 TINY_RECIPES = ["tiny-image2text", "tiny-concept2text", "tiny-text2text", "tiny-gligen"]
 MODEL_STAGES = {"descriptions": "describer", "images": "image_generator", "phrases": "phrase_extractor",
@@ -35,9 +36,9 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model_cache(tiny_models):
     """The session's tiny models, with the model suite's cache cleared around this module."""
-    models.clear()
+    model_suite().clear()
     yield tiny_models
-    models.clear()
+    model_suite().clear()
 
 
 def materialize(partition_key: str, suite: ModelSuiteResource | None = None, assets=GENERATION_ASSETS):
@@ -77,12 +78,17 @@ class DescriptionPhrases:
     info = AdapterInfo("description-phrases", "rule")
 
     def extract(self, texts):
-        return [article_phrases(text) or text.split()[:3] for text in texts]
+        return [PhraseCandidates(tuple(article_phrases(text) or text.split()[:3])) for text in texts]
+
+
+class PhrasesFromDescriptionsSuite(ModelSuite):
+    def role(self, recipe: str, role: str):
+        return DescriptionPhrases() if role == "phrase_extractor" else super().role(recipe, role)
 
 
 class PhrasesFromDescriptions(ModelSuiteResource):
-    def role(self, recipe: str, role: str):
-        return DescriptionPhrases() if role == "phrase_extractor" else super().role(recipe, role)
+    def suite(self) -> ModelSuite:
+        return PhrasesFromDescriptionsSuite()
 
 
 def recipes_with(tmp_path: Path, monkeypatch, recipe: str, role: str, **changes) -> None:
@@ -94,14 +100,14 @@ def recipes_with(tmp_path: Path, monkeypatch, recipe: str, role: str, **changes)
     path.write_text(yaml.safe_dump(book, sort_keys=False))
     monkeypatch.setenv("SYNGROUND_RECIPES", str(path))
     _cached_book.cache_clear()
-    models.clear()
+    model_suite().clear()
 
 
 @pytest.fixture
 def restore_recipes():
     yield
     _cached_book.cache_clear()
-    models.clear()
+    model_suite().clear()
 
 
 def failure_message(result: dg.ExecuteInProcessResult, step: str) -> str:
@@ -225,7 +231,7 @@ def test_boxes_of_a_tiny_recipe_lie_in_their_image_and_gligen_boxes_are_its_layo
 def test_a_run_over_a_range_of_shards_loads_each_model_once(project_home, monkeypatch):
     recipe = "tiny-concept2text"
     loads = count_from_pretrained(monkeypatch)
-    models.clear()
+    model_suite().clear()
     result = run_shard_range(recipe, "00000", "00002")
     assert result.success
     store = ShardStore(default_data_root())
@@ -239,7 +245,7 @@ def test_a_run_over_a_range_of_shards_loads_each_model_once(project_home, monkey
     # Each role built once for the three shards, and every weight file loaded once per role: the
     # causal LM by the describer (phrases come from the rule-based chunker), the Stable Diffusion
     # pipeline (its CLIP text encoder through transformers) and OWLv2 once.
-    assert models.BUILD_COUNT == {(recipe, role): 1 for role in recipe_book().get(recipe).roles}
+    assert model_suite().build_count == {(recipe, role): 1 for role in recipe_book().get(recipe).roles}
     assert loads == {"causal-lm": 1, "stable-diffusion": 1, "text_encoder": 1, "owlv2": 1}
 
 

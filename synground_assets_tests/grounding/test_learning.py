@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synground_assets.grounding import TrainConfig, evaluate_pointing_game, train
+from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.pointing_game import evaluate_pointing_game
+from synground_assets.grounding.train import train
 from synground_assets.grounding.pointing_game import centre_point_baseline, queries_of
 from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets

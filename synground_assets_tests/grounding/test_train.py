@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from synground_assets.grounding import TrainConfig, train
+from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.train import train
 from synground_assets.roles.grounding import load_grounding_model
 from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
@@ -129,7 +130,8 @@ def test_gradient_accumulation_and_real_triplets(tiny_blip_folder, triplets, tmp
 
 def test_gradient_checkpointing_recomputes_the_encoders_with_the_same_loss_and_gradients(tiny_blip_folder, triplets):
     from synground_assets.grounding.loader import make_batch
-    from synground_assets.grounding.train import GroundingObjective, TrainingModule, enable_gradient_checkpointing
+    from synground_assets.grounding.objective import GroundingObjective, TrainingModule
+    from synground_assets.grounding.train import enable_gradient_checkpointing
 
     outcomes = []
     for checkpointing in (False, True):

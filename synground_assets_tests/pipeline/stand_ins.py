@@ -10,38 +10,26 @@ import pandas as pd
 
 from synground_assets.pipeline.result import StageResult
 from synground_assets.recipes import Recipe, recipe_book
-from synground_assets.resources import models
+from synground_assets.roles.suite import ModelSuite
 
 
-class Suite:
-    """The model suite with some roles replaced: `Suite(image_generator=FakeGenerator())`.
-    `asked` lists every role asked for, in order."""
+class Suite(ModelSuite):
+    """The model suite with some roles replaced: `Suite(image_generator=FakeGenerator())`; the
+    others are the recipe's own. `asked` lists every role asked for, in order."""
 
     def __init__(self, **roles):
+        super().__init__()
         self.replaced = roles
         self.asked: list[str] = []
 
     def role(self, recipe_name: str, role: str):
         self.asked.append(role)
-        return self.replaced[role] if role in self.replaced else models.get_role(recipe_name, role)
+        return self.replaced[role] if role in self.replaced else super().role(recipe_name, role)
 
-    def concepts(self, recipe_name):
-        return self.role(recipe_name, "concepts")
-
-    def describer(self, recipe_name):
-        return self.role(recipe_name, "describer")
-
-    def image_generator(self, recipe_name):
-        return self.role(recipe_name, "image_generator")
-
-    def phrase_extractor(self, recipe_name):
-        return self.role(recipe_name, "phrase_extractor")
-
-    def detector(self, recipe_name):
-        return self.role(recipe_name, "detector")
-
-    def agreement_model(self, recipe, settings):
-        return self.role(recipe.name, "agreement_model")
+    def agreement_model(self, recipe_name, agreement):
+        self.asked.append("agreement_model")
+        return self.replaced["agreement_model"] if "agreement_model" in self.replaced else \
+            super().agreement_model(recipe_name, agreement)
 
 
 def shapes(shard_size: int = 8, quality: dict | None = None, batch_sizes: dict[str, int] | None = None,

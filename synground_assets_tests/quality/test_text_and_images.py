@@ -5,16 +5,17 @@ import pytest
 from PIL import Image
 
 from synground_assets.quality.images import degenerate_reason, find_near_duplicates, perceptual_hash
-from synground_assets.quality.text import GeneratedText, find_duplicate_texts, text_problem
+from synground_assets.quality.text import find_duplicate_texts, text_problem
+from synground_assets.roles.base import GeneratedText
 from synground_assets.roles.shapes import ShapesImageGenerator
 
 
 @pytest.mark.parametrize("text, problem", [
-    ("", "empty_output"),
-    ("   ", "empty_output"),
+    (GeneratedText(""), "empty_output"),
+    (GeneratedText("   "), "empty_output"),
     (None, "empty_output"),
-    ("I'm sorry, but I can't help with that.", "refusal"),
-    ("As an AI language model, I cannot see images.", "refusal"),
+    (GeneratedText("I'm sorry, but I can't help with that."), "refusal"),
+    (GeneratedText("As an AI language model, I cannot see images."), "refusal"),
     (GeneratedText("A brown dog leaps across a sunny park to catch a red fris", True), "truncated_output"),
 ])
 def test_unusable_outputs_are_named(text, problem):
@@ -22,18 +23,13 @@ def test_unusable_outputs_are_named(text, problem):
 
 
 @pytest.mark.parametrize("text", [
-    "A brown dog leaps across a sunny park.",
+    GeneratedText("A brown dog leaps across a sunny park."),
     GeneratedText("A brown dog leaps across a sunny park.", True),  # at the limit, but the sentence ended
     GeneratedText("A brown dog leaps across a sunny park", False),  # stopped by itself: not cut off
-    "A sign says I cannot stop here.",  # a refusal only at the start counts
+    GeneratedText("A sign says I cannot stop here."),  # a refusal only at the start counts
 ])
 def test_usable_outputs_pass(text):
     assert text_problem(text) is None
-
-
-def test_generated_text_is_a_string_that_keeps_its_flag():
-    text = GeneratedText("a cat", True)
-    assert text == "a cat" and text.upper() == "A CAT" and text.hit_token_limit
 
 
 def test_duplicate_descriptions_ignore_case_spacing_and_punctuation_and_keep_the_first():

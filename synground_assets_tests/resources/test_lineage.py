@@ -1,6 +1,8 @@
 """Lineage: rows published inside their shard, indexed into DuckDB incrementally by one builder at a time."""
 
 import multiprocessing
+import os
+import shutil
 
 import duckdb
 import pandas as pd
@@ -36,11 +38,21 @@ def lineage(tmp_path) -> Lineage:
 def test_a_crashed_write_publishes_neither_shard_nor_lineage(store, lineage):
     with pytest.raises(RuntimeError):
         with store.writing("r", "descriptions", "00000") as folder:
-            write_shard_lineage(folder, {"descriptions": pd.DataFrame({"item_id": ["x"], "recipe": "r", "shard": "00000"})})
+            write_shard_lineage(
+                folder, {"descriptions": pd.DataFrame({"item_id": ["x"], "recipe": "r", "shard": "00000"})}
+            )
             raise RuntimeError("killed after the lineage files, before the publish")
     assert store.shards("r", "descriptions") == []
     assert lineage.refresh(store.root)["indexed"] == 0
     assert count(lineage, "SELECT count(*) FROM descriptions") == 0
+
+
+def unpublish(store: ShardStore, recipe: str, asset: str, shard: str) -> None:
+    """What a user removing a shard by hand does: its link and its version folder go."""
+    link = store.shard_dir(recipe, asset, shard)
+    version = link.parent / os.readlink(link)
+    link.unlink()
+    shutil.rmtree(version)
 
 
 def test_refresh_is_incremental_replaces_rematerialized_shards_and_drops_removed_ones(store, lineage):
@@ -52,10 +64,12 @@ def test_refresh_is_incremental_replaces_rematerialized_shards_and_drops_removed
     assert (second["indexed"], second["unchanged"]) == (0, 3)
 
     publish(store, "00001", items=3, description="a dog")  # re-materialized, one item fewer
-    store.remove_shard("r", "descriptions", "00002")
+    unpublish(store, "r", "descriptions", "00002")
     third = lineage.refresh(store.root)
     assert (third["indexed"], third["replaced"], third["removed"], third["unchanged"]) == (0, 1, 1, 1)
-    per_shard = lineage.query("SELECT shard, count(*) AS n, min(description) AS d FROM descriptions GROUP BY ALL ORDER BY shard")
+    per_shard = lineage.query(
+        "SELECT shard, count(*) AS n, min(description) AS d FROM descriptions GROUP BY ALL ORDER BY shard"
+    )
     assert per_shard.values.tolist() == [["00000", 4, "a cat"], ["00001", 3, "a dog"]]
     assert count(lineage, "SELECT count(*) FROM indexed_shards") == 2
 

@@ -2,7 +2,8 @@
 
 import torch
 
-from synground_assets.resources import models
+from synground_assets.roles import suite
+from synground_assets.roles.suite import model_suite
 
 
 class FakeAdapter:
@@ -17,21 +18,21 @@ def test_a_gpu_adapter_is_released_before_the_next_stage_builds_its_model(monkey
     """When stages share a process, a GPU model is let go before the next stage loads its own;
     CPU adapters stay cached."""
     released = []
-    monkeypatch.setattr(models, "build_role", lambda role, spec, recipe: FakeAdapter(
+    monkeypatch.setattr(suite, "build_role", lambda role, spec, recipe: FakeAdapter(
         role, "cpu" if role == "concepts" else "cuda", released))
-    models.clear()
+    model_suite().clear()
     try:
-        concepts = models.get_role("tiny-concept2text", "concepts")
-        models.get_role("tiny-concept2text", "describer")
+        concepts = model_suite().role("tiny-concept2text", "concepts")
+        model_suite().role("tiny-concept2text", "describer")
         assert released == []
-        models.get_role("tiny-concept2text", "image_generator")
+        model_suite().role("tiny-concept2text", "image_generator")
         assert released == ["describer"]
-        models.get_role("tiny-concept2text", "image_generator")  # cached: nothing built or released
+        model_suite().role("tiny-concept2text", "image_generator")  # cached: nothing built or released
         assert released == ["describer"]
-        assert models.get_role("tiny-concept2text", "concepts") is concepts
-        assert models.BUILD_COUNT == {("tiny-concept2text", role): 1
+        assert model_suite().role("tiny-concept2text", "concepts") is concepts
+        assert model_suite().build_count == {("tiny-concept2text", role): 1
                                       for role in ["concepts", "describer", "image_generator"]}
-        models.clear()
-        assert released == ["describer", "image_generator"] and models.BUILD_COUNT == {}
+        model_suite().clear()
+        assert released == ["describer", "image_generator"] and model_suite().build_count == {}
     finally:
-        models.clear()
+        model_suite().clear()

@@ -176,14 +176,6 @@ def test_two_processes_writing_one_shard_both_succeed_and_the_last_publish_wins_
     assert_one_whole_shard(store)
 
 
-def test_a_removed_shard_is_gone_whole(tmp_path):
-    store = ShardStore(tmp_path)
-    with store.writing("r", "boxes", "00000") as folder:
-        write_table(folder, pd.DataFrame({"a": [1]}))
-    store.remove_shard("r", "boxes", "00000")
-    assert store.shards("r", "boxes") == [] and entries(tmp_path / "r" / "boxes") == [".shards"]
-
-
 def test_reading_a_missing_shard_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="dagster asset materialize .* --partition 'r\\|00007'"):
         ShardStore(tmp_path).read_table("r", "phrases", "00007")

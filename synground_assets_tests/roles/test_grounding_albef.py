@@ -8,7 +8,9 @@ import json
 import pytest
 import torch
 
-from synground_assets.grounding import TrainConfig, evaluate_pointing_game, train
+from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.pointing_game import evaluate_pointing_game
+from synground_assets.grounding.train import train
 from synground_assets.grounding.gradcam import cross_attention_gradcam
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.grounding import load_grounding_model

@@ -2,7 +2,7 @@
 
 import pytest
 
-from synground_assets.roles.base import SourceItem
+from synground_assets.roles.base import GeneratedText, PhraseCandidates, SourceItem
 from synground_assets.roles.hf_text import (CHAT_TEMPLATES, CaptionSummarizer, ConcatenationDescriber,
                                             ConceptDescriber, ImageCaptioner, LLMPhraseExtractor, clean_text)
 from synground_assets.roles.sources import CaptionsSampler, ImageFolderSampler
@@ -32,7 +32,7 @@ def test_image_captioner_batched_equals_one_by_one(cpu_spec, photo_items, model)
     batched = captioner.describe(photo_items)
     one_by_one = [captioner.describe([item])[0] for item in photo_items]
     assert batched == one_by_one
-    assert len(batched) == len(photo_items) and all(isinstance(d, str) for d in batched)
+    assert len(batched) == len(photo_items) and all(isinstance(d, GeneratedText) and isinstance(d.text, str) for d in batched)
     # The tower sees the pixels: different photos, different text.
     assert len(set(batched)) > 1
     assert captioner.info.model_id == model and captioner.info.settings["prompt"] == captioner.prompt
@@ -87,7 +87,7 @@ def test_caption_summarizer_reads_all_captions(cpu_spec, caption_items):
 
 def test_concatenation_joins_captions_as_sentences():
     items = [SourceItem("i", 0, source_captions=("A dog on a beach", "A brown dog runs."))]
-    assert ConcatenationDescriber().describe(items) == ["A dog on a beach. A brown dog runs."]
+    assert ConcatenationDescriber().describe(items) == [GeneratedText("A dog on a beach. A brown dog runs.")]
     with pytest.raises(ValueError, match="item j: Concatenation needs source captions"):
         ConcatenationDescriber().describe([SourceItem("j", 0)])
 
@@ -97,7 +97,7 @@ def test_phrase_extractor_returns_candidates_per_description(cpu_spec):
     descriptions = ["A cat on a couch.", "Two men carry a boat.", "A red kite."]
     batched = extractor.extract(descriptions)
     assert batched == [extractor.extract([d])[0] for d in descriptions]
-    assert all(isinstance(p, list) and all(isinstance(x, str) and x for x in p) for p in batched)
+    assert all(isinstance(p, PhraseCandidates) and all(isinstance(x, str) and x for x in p.phrases) for p in batched)
 
 
 def test_chat_template_option_names_a_known_format(cpu_spec):
@@ -110,7 +110,7 @@ def test_chat_template_option_names_a_known_format(cpu_spec):
 
 @pytest.mark.parametrize("raw, clean", [("  Description:  A  dog.\n", "A dog."), ("a cat", "a cat"), ("", "")])
 def test_clean_text(raw, clean):
-    assert clean_text(raw) == clean
+    assert clean_text(GeneratedText(raw, True)) == GeneratedText(clean, True)
 
 
 def test_token_limit_is_detected_from_the_last_generated_token():
@@ -126,17 +126,16 @@ def test_describer_outputs_say_when_they_hit_the_token_limit(cpu_spec):
     # Two new tokens from random weights: decoding is still going when the limit stops it.
     describer = ConceptDescriber(cpu_spec("llm-concept2text", "tiny:causal-lm", max_new_tokens=2))
     (text,) = describer.describe([SourceItem("i", 1, concepts=("dog",))])
-    assert isinstance(text, str) and text.hit_token_limit
+    assert isinstance(text, GeneratedText) and text.hit_token_limit
 
 
 def test_phrase_answers_cut_at_the_limit_lose_their_last_phrase_and_refusals_are_flagged(cpu_spec):
-    from synground_assets.quality.text import GeneratedText
     from synground_assets.roles.hf_text import LLMPhraseExtractor
 
     extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=6))
     cut = extractor.candidates(GeneratedText("a cat\na couch\na white stuffed ted", True))
-    assert list(cut) == ["a cat", "a couch"] and cut.cut_off == "a white stuffed ted" and cut.problem is None
+    assert cut.phrases == ("a cat", "a couch") and cut.cut_off == "a white stuffed ted" and cut.problem is None
     whole = extractor.candidates(GeneratedText("a cat\na couch", False))
-    assert list(whole) == ["a cat", "a couch"] and whole.cut_off is None
+    assert whole.phrases == ("a cat", "a couch") and whole.cut_off is None
     refusal = extractor.candidates(GeneratedText("I'm sorry, I cannot list objects.", False))
     assert refusal.problem and "refused" in refusal.problem

@@ -2,6 +2,7 @@
 
 import pytest
 
+from synground_assets.roles.base import PhraseCandidates
 from synground_assets.roles.noun_phrases import NounPhraseExtractor, noun_phrase_spans
 from synground_assets.roles.phrases import MAX_PHRASE_CHARS, filter_phrases, phrase_problem
 
@@ -39,15 +40,16 @@ def test_filter_records_every_drop_with_its_reason():
     ("", []), ("... , !", []), ("of the and a", []),
 ])
 def test_noun_phrase_chunks(text, phrases):
-    assert NounPhraseExtractor().extract([text]) == [phrases]
+    assert NounPhraseExtractor().extract([text]) == [PhraseCandidates(tuple(phrases))]
 
 
 def test_noun_phrases_are_substrings_that_pass_the_filter_and_respect_the_bounds():
     text = "Cups cups CUPS on a table, the table; 1 2 3 4 5 6 7 8 9 10 11 12 apples"
-    (phrases,) = NounPhraseExtractor(max_words=3, max_phrases=3).extract([text])
+    (found,) = NounPhraseExtractor(max_words=3, max_phrases=3).extract([text])
+    phrases = list(found.phrases)
     assert phrases == ["Cups cups CUPS", "a table", "the table"]
-    (all_phrases,) = NounPhraseExtractor(max_words=3, max_phrases=9).extract([text])
-    assert all_phrases == phrases + ["11 12 apples"]
+    (found_all,) = NounPhraseExtractor(max_words=3, max_phrases=9).extract([text])
+    assert list(found_all.phrases) == phrases + ["11 12 apples"]
     for start, end in noun_phrase_spans(text, 3):
         assert len(text[start:end].split()) <= 4  # 3 words and an article
     kept, dropped = filter_phrases(text, phrases)

@@ -3,6 +3,7 @@
 import pytest
 
 from synground_assets.items import item_id, item_seed
+from synground_assets.roles.base import PhraseCandidates
 from synground_assets.roles.shapes import (
     COLOURS,
     SHAPES,
@@ -47,7 +48,7 @@ def test_concepts_depend_only_on_the_seed():
 
 def test_description_names_every_object_and_uses_relations():
     items = make_items(200)
-    texts = ShapesDescriber().describe(items)
+    texts = [d.text for d in ShapesDescriber().describe(items)]
     for item, text in zip(items, texts):
         for concept in item.concepts:
             assert object_phrase(concept) in text.lower()
@@ -56,7 +57,7 @@ def test_description_names_every_object_and_uses_relations():
 
 def test_rendered_layout_respects_the_described_relations():
     items = make_items(200)
-    texts = ShapesDescriber().describe(items)
+    texts = [d.text for d in ShapesDescriber().describe(items)]
     generator = ShapesImageGenerator()
     checked = 0
     for item, text in zip(items, texts):
@@ -70,15 +71,15 @@ def test_rendered_layout_respects_the_described_relations():
 
 def test_phrase_extractor_reads_the_text_alone():
     text = "A picture of an orange circle to the left of a blue square and a green triangle."
-    assert ShapesPhraseExtractor().extract([text]) == [["an orange circle", "a blue square", "a green triangle"]]
+    assert ShapesPhraseExtractor().extract([text]) == [PhraseCandidates(("an orange circle", "a blue square", "a green triangle"))]
 
 
 def test_detector_matches_the_true_layout_on_1000_items():
     """IoU >= 0.9 for >= 95% of phrases; the detector sees pixels only, the truth is the renderer's."""
     items = make_items(1000)
-    texts = ShapesDescriber().describe(items)
+    texts = [d.text for d in ShapesDescriber().describe(items)]
     generated = ShapesImageGenerator().generate(texts, [item.seed for item in items])
-    phrases = ShapesPhraseExtractor().extract(texts)
+    phrases = [c.phrases for c in ShapesPhraseExtractor().extract(texts)]
     detections = ShapesDetector().detect([g.image for g in generated], phrases)
     total = matched = 0
     for output, item_phrases, found in zip(generated, phrases, detections):
@@ -105,9 +106,9 @@ def test_generator_rejects_a_prompt_without_objects():
 def test_corrupted_detector_moves_the_chosen_share_of_boxes_reproducibly():
     """`corrupt_fraction`: boxes swapped between phrases or shifted off their object, seeded, score kept."""
     items = make_items(60)
-    texts = ShapesDescriber().describe(items)
+    texts = [d.text for d in ShapesDescriber().describe(items)]
     images = [g.image for g in ShapesImageGenerator().generate(texts, [item.seed for item in items])]
-    phrases = ShapesPhraseExtractor().extract(texts)
+    phrases = [c.phrases for c in ShapesPhraseExtractor().extract(texts)]
     clean = ShapesDetector().detect(images, phrases)
     corrupt = ShapesDetector(corrupt_fraction=0.3, corrupt_seed=1)
     found = corrupt.detect(images, phrases)

@@ -10,7 +10,13 @@ def test_a_range_expands_to_its_keys_and_becomes_the_mutations_variables():
     assert keys == ["shapes|00002", "shapes|00003", "shapes|00004"]
     params = backfill_variables(keys, tags={"dagster/max_retries": "3"})["backfillParams"]
     assert params["partitionNames"] == keys and params["title"] == "shapes|00002...shapes|00004"
-    assert [key["path"] for key in params["assetSelection"]] == [["concepts"], ["descriptions"], ["images"], ["phrases"], ["boxes"]]
+    assert [key["path"] for key in params["assetSelection"]] == [
+        ["concepts"],
+        ["descriptions"],
+        ["images"],
+        ["phrases"],
+        ["boxes"],
+    ]
     assert params["tags"] == [{"key": "dagster/max_retries", "value": "3"}]
 
 

@@ -6,11 +6,15 @@ import uuid
 
 import dagster as dg
 import pytest
-from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
-from dagster._core.run_coordinator import SubmitRunContext
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._utils.tags import TagConcurrencyLimitsCounter
 
+from synground_assets.dagster_internals import (
+    InProcessCodeLocationOrigin,
+    LoadableTargetOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+    SubmitRunContext,
+    TagConcurrencyLimitsCounter,
+)
 from synground_assets.recipes import recipe_book
 from synground_assets.scale import profile
 from synground_assets.scale.run_tags import DEVICE_TAG, recipe_device, recipe_run_tags, recipes_of_run

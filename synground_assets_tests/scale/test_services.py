@@ -20,7 +20,7 @@ from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources.lineage import Lineage
 from synground_assets.resources.store import MANIFEST, STAGING, ShardStore
 from synground_assets.scale import backfill
-from synground_assets.scale.sandbox import Sandbox, missing_services
+from synground_assets_tests.scale.sandbox import Sandbox, missing_services
 
 MISSING = missing_services()
 if MISSING:
@@ -78,7 +78,9 @@ def wait_for_runs(instance: dg.DagsterInstance, filters: dg.RunsFilter, count: i
         if len(runs) >= count and all(run.is_finished for run in runs):
             return runs
         time.sleep(1)
-    raise AssertionError(f"runs not finished in {timeout_s} s: {[(r.run_id, r.status) for r in instance.get_runs(filters=filters)]}")
+    raise AssertionError(
+        f"runs not finished in {timeout_s} s: {[(r.run_id, r.status) for r in instance.get_runs(filters=filters)]}"
+    )
 
 
 def shard_files(root: Path, recipe: str, shard: str) -> dict[str, str]:
@@ -187,7 +189,21 @@ def clean_run(sandbox, folder: Path, key: str) -> dict[str, str]:
     home.mkdir()
     env = {**sandbox.env, "DAGSTER_HOME": str(home), "SYNGROUND_DATA": str(folder / "data"),
            "SYNGROUND_LINEAGE": str(folder / "lineage.duckdb")}
-    subprocess.run([str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "synground_assets.definitions",
-                    "--select", "group:generation", "--partition", key], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "synground_assets.definitions",
+            "--select",
+            "group:generation",
+            "--partition",
+            key,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     recipe, shard = key.split("|")
     return shard_files(folder / "data", recipe, shard)

@@ -37,6 +37,7 @@ class AlbefConfig:
     # Heads.
     embed_dim: int = 256  # vision_proj / text_proj output (ITC)
     initial_temperature: float = 0.07
+    mlm_head: bool = False  # the pretraining MLM head `text_encoder.cls.*` (kept from pretrain checkpoints; `amc` training adds it)
     # How the project uses it.
     gradcam_layer: int = 8  # AMC's text_encoder.encoder.layer[8]: the third fusion layer
     max_text_tokens: int = 30  # training truncation ([CLS] included); ALBEF grounding 30, AMC 25

@@ -8,6 +8,7 @@ with a strict load.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch import nn
 
 from synground_assets.models.albef.config import AlbefConfig
 from synground_assets.models.albef.vit import VisionTransformer
-from synground_assets.models.albef.xbert import BertModel
+from synground_assets.models.albef.xbert import BertModel, BertOnlyMLMHead
 
 WEIGHTS_FILE = "model.safetensors"
 TEMPERATURE_RANGE = (0.001, 0.5)  # ALBEF clamps `temp` into this range before each use
@@ -62,7 +63,7 @@ class AlbefModel(nn.Module):
     def temperature(self) -> torch.Tensor:
         """`temp` clamped into [0.001, 0.5] in place, as ALBEF does before each contrastive step: the
         checkpoint's ITC temperature, for scoring image-text similarity. (Fine-tuning through
-        `grounding.train` learns its own, `grounding.losses.ContrastiveLoss`, and leaves this one.)"""
+        `grounding.objective`'s `itc-itm-amc` learns its own, `ContrastiveLoss`, and leaves this one.)"""
         with torch.no_grad():
             self.temp.clamp_(*TEMPERATURE_RANGE)
         return self.temp
@@ -73,6 +74,36 @@ class AlbefModel(nn.Module):
         image_feat = F.normalize(self.vision_proj(image_embeds[:, 0, :]), dim=-1)
         text_feat = F.normalize(self.text_proj(text[:, 0, :]), dim=-1)
         return image_feat, text_feat
+
+    def text_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, H): the text-only layers [0, fusion_layer) (ALBEF's mode='text')."""
+        return self.text_encoder(input_ids, attention_mask, mode="text")
+
+    def image_feature(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.vision_proj(image_embeds[:, 0, :]), dim=-1)  # (B, E)
+
+    def text_feature(self, text_hidden: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(text_hidden[:, 0, :]), dim=-1)  # (B, E)
+
+    def fused_itm_logits(self, text_hidden, attention_mask, image_embeds) -> torch.Tensor:
+        """(B, 2) match logits from text-mode hidden states through the fusion layers (mode='fusion')."""
+        fused = self.text_encoder(None, attention_mask, encoder_hidden_states=image_embeds, mode="fusion",
+                                  encoder_embeds=text_hidden)
+        return self.itm_head(fused[:, 0, :])
+
+    def mlm_logits(self, input_ids, attention_mask, image_embeds) -> torch.Tensor:
+        """(B, T, V) MLM logits of (masked) ids through all text layers with the image (BertForMaskedLM)."""
+        hidden = self.text_encoder(input_ids, attention_mask, encoder_hidden_states=image_embeds, mode="multi_modal")
+        return self.text_encoder.mlm_logits(hidden)
+
+    def enable_mlm_head(self) -> None:
+        """Add a randomly initialised MLM head (a checkpoint without one: grounding layout, tiny models)."""
+        if self.text_encoder.cls is not None:
+            return
+        self.config = dataclasses.replace(self.config, mlm_head=True)
+        head = BertOnlyMLMHead(self.config).to(self.temp.device)
+        head.apply(self._init_weights)
+        self.text_encoder.cls = head
 
     def itm_logits(self, image_embeds, input_ids, attention_mask) -> torch.Tensor:
         """(B, 2) match logits of the fused [CLS], all text layers run (as AMC's evaluation)."""

@@ -146,13 +146,56 @@ class BertEncoder(nn.Module):
         return hidden
 
 
+class BertPredictionTransform(nn.Module):
+    def __init__(self, config: AlbefConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.text_width, config.text_width)
+        self.act = nn.GELU()
+        self.LayerNorm = nn.LayerNorm(config.text_width, eps=config.text_layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.act(self.dense(hidden)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """The MLM head's `predictions`: transform, then the decoder tied to the word embeddings plus
+    its own bias. The tied weight is passed in, not held, so a state dict never holds it twice."""
+
+    def __init__(self, config: AlbefConfig):
+        super().__init__()
+        self.transform = BertPredictionTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(self.transform(hidden), word_embeddings, self.bias)  # (B, T, V)
+
+
+class BertOnlyMLMHead(nn.Module):
+    """`cls.predictions.*` as in the pretrain layout (ALBEF models/xbert.py BertForMaskedLM.cls)."""
+
+    def __init__(self, config: AlbefConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.predictions(hidden, word_embeddings)
+
+
 class BertModel(nn.Module):
-    """`embeddings` + `encoder`; no pooler (ALBEF builds it with add_pooling_layer=False)."""
+    """`embeddings` + `encoder`; no pooler (ALBEF builds it with add_pooling_layer=False); with
+    `config.mlm_head`, also the pretraining MLM head `cls` (the `amc` objective trains it)."""
 
     def __init__(self, config: AlbefConfig):
         super().__init__()
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
+        self.cls = BertOnlyMLMHead(config) if config.mlm_head else None
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) -> (B, T, V) token logits, the decoder tied to the word embeddings."""
+        if self.cls is None:
+            raise ValueError("this ALBEF has no MLM head (config.mlm_head is false); enable_mlm_head() adds one")
+        return self.cls(hidden, self.embeddings.word_embeddings.weight)
 
     def forward(
         self,

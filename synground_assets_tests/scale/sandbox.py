@@ -22,11 +22,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+
+
 def _postgres_bin() -> Path:
     """$SYNGROUND_PG_BIN, else the newest Debian-packaged PostgreSQL (/usr/lib/postgresql/<major>/bin)."""
     if os.environ.get("SYNGROUND_PG_BIN"):
         return Path(os.environ["SYNGROUND_PG_BIN"])
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
     return versions[-1] if versions else Path("/usr/lib/postgresql/15/bin")
 
 
@@ -157,8 +161,14 @@ class Sandbox:
         subprocess.run(self._as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                                           "--no-sync"]), check=True, capture_output=True, cwd="/")
         options = f"-p {self.pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-                                          str(data / "server.log"), "-w", "start"]), check=True, capture_output=True, cwd="/")
+        subprocess.run(
+            self._as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"), "-w", "start"]
+            ),
+            check=True,
+            capture_output=True,
+            cwd="/",
+        )
         self.pg_data = data
 
     def _create_schema(self) -> None:
@@ -190,8 +200,10 @@ class Sandbox:
         from synground_assets.scale.backfill import http_post
 
         answer = http_post(self.url)(LOCATION_STATUS, {})["workspaceOrError"]
-        return any(entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-                   for entry in answer.get("locationEntries", []))
+        return any(
+            entry["loadStatus"] == "LOADED" and entry["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+            for entry in answer.get("locationEntries", [])
+        )
 
     @property
     def url(self) -> str:

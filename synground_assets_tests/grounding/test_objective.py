@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from synground_assets.grounding.losses import (
+from synground_assets.grounding.objective import (
     ContrastiveLoss,
     attention_mask_consistency,
     itm_loss,

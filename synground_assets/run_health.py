@@ -1,0 +1,154 @@
+"""Is this run dead? One rule set, for the `missing_shards` schedule, the `dead_runs` sensor and
+`python -m synground_assets.cli cleanup`.
+
+A run that is STARTING or STARTED is judged:
+1. No process has reported its start within `start_timeout_s` of its last status
+   change: dead (what run monitoring's `start_timeout_seconds` does).
+2. Where the run launcher has a worker health check (Celery, Kubernetes): its answer. FAILED is
+   dead; RUNNING or SUCCESS alive; anything else, or a check that cannot be made (its broker is
+   unreachable), is unknown, never dead.
+3. Else, on a local instance (SQLite: every run's processes are on this machine), by the processes
+   Dagster recorded for it (the pid of its `RUN_START` event and of each `STEP_START`): dead when
+   none is alive any more (a pid reused by a newer process does not count).
+4. Else (a shared instance whose launcher cannot tell): unknown: pids of other machines mean
+   nothing here.
+
+A dead run is marked failed through the instance (`report_run_failed`, which the schedule and the
+UI then see) and its concurrency slots are freed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import dagster as dg
+
+from synground_assets.dagster_internals import InMemoryRunStorage, SqliteRunStorage, WorkerStatus
+from synground_assets.processes import process_alive
+
+# Seconds a run may stay STARTING (launched, no process has reported yet) before it counts as dead;
+# the same bound as `run_monitoring.start_timeout_seconds` in dagster.yaml.
+START_TIMEOUT_S = 180.0
+JUDGED_STATUSES = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+_PROCESS_EVENTS = {dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START}
+
+
+class Health(Enum):
+    ALIVE = "alive"
+    DEAD = "dead"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    health: Health
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DeadRun:
+    run_id: str
+    job_name: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunProcess:
+    pid: int
+    known_at: float  # epoch seconds at which the process was known to exist (its event's time)
+
+
+def is_local_instance(instance: dg.DagsterInstance) -> bool:
+    """SQLite run storage: the laptop profile, whose runs all run on this machine. A shared instance
+    (PostgreSQL) holds runs of other machines, whose pids mean nothing here."""
+    return isinstance(instance.run_storage, (SqliteRunStorage, InMemoryRunStorage))
+
+
+def can_judge(instance: dg.DagsterInstance) -> bool:
+    """Whether this instance's started runs can be judged from here (rule 2 or 3)."""
+    return instance.run_launcher.supports_check_run_worker_health or is_local_instance(instance)
+
+
+def run_processes(instance: dg.DagsterInstance, run_id: str) -> list[RunProcess]:
+    """Every process that reported the run's start or a step's start."""
+    records = instance.get_records_for_run(run_id, of_type=_PROCESS_EVENTS).records
+    return [RunProcess(r.event_log_entry.dagster_event.pid, r.event_log_entry.timestamp) for r in records
+            if r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.pid]
+
+
+def judge_run(instance: dg.DagsterInstance, record: dg.RunRecord, now: float | None = None,
+              start_timeout_s: float = START_TIMEOUT_S) -> Verdict:
+    """Whether a STARTING or STARTED run is alive, dead (with the reason) or cannot be told."""
+    run = record.dagster_run
+    if run.status not in JUDGED_STATUSES:
+        return Verdict(Health.UNKNOWN, f"run is {run.status.value}, not in progress")
+    now = time.time() if now is None else now
+    processes = run_processes(instance, run.run_id)
+    if not processes:  # launched, no process reported yet: wait from its last status change
+        waited = now - record.update_timestamp.timestamp()
+        if waited > start_timeout_s:
+            return Verdict(Health.DEAD, f"no process reported its start within {start_timeout_s:.0f} s")
+        return Verdict(Health.ALIVE, "launched, waiting for its process to start")
+    if instance.run_launcher.supports_check_run_worker_health:
+        return _launcher_verdict(instance, run)
+    if not is_local_instance(instance):
+        return Verdict(Health.UNKNOWN, "a shared instance whose run launcher has no worker health check")
+    return _process_verdict(processes)
+
+
+def _launcher_verdict(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Verdict:
+    if run.status != dg.DagsterRunStatus.STARTED:
+        return Verdict(Health.ALIVE, "starting on its worker")
+    try:
+        result = instance.run_launcher.check_run_worker_health(run)
+    except Exception as exc:  # e.g. the broker is unreachable: nothing is known about the worker
+        return Verdict(Health.UNKNOWN, f"the run launcher's health check failed: {type(exc).__name__}: {exc}")
+    if result.status == WorkerStatus.FAILED:
+        return Verdict(Health.DEAD, f"its worker is gone: {result.msg}")
+    if result.status in (WorkerStatus.RUNNING, WorkerStatus.SUCCESS):
+        return Verdict(Health.ALIVE, result.msg or "")
+    return Verdict(Health.UNKNOWN, f"the run launcher says {result.status.value}: {result.msg}")
+
+
+def _process_verdict(processes: list[RunProcess]) -> Verdict:
+    if any(process_alive(process.pid, process.known_at) for process in processes):
+        return Verdict(Health.ALIVE)
+    pids = ", ".join(sorted({str(process.pid) for process in processes}))
+    return Verdict(Health.DEAD, f"its process(es) (pid {pids}) on this machine are gone; it was killed or crashed "
+                                "without reporting")
+
+
+def find_dead_runs(instance: dg.DagsterInstance, start_timeout_s: float = START_TIMEOUT_S) -> list[DeadRun]:
+    """STARTING or STARTED runs judged dead."""
+    now = time.time()
+    dead = []
+    for record in instance.get_run_records(dg.RunsFilter(statuses=JUDGED_STATUSES)):
+        verdict = judge_run(instance, record, now, start_timeout_s)
+        if verdict.health == Health.DEAD:
+            run = record.dagster_run
+            dead.append(DeadRun(run.run_id, run.job_name, run.status.value, verdict.reason))
+    return dead
+
+
+def fail_dead_run(instance: dg.DagsterInstance, dead: DeadRun) -> None:
+    """Mark the run failed (as Dagster's own run monitoring does), unless it has finished, and free
+    its pool slots."""
+    run = instance.get_run_by_id(dead.run_id)
+    if run is None:
+        raise dg.DagsterRunNotFoundError(f"no run {dead.run_id} in this instance", invalid_run_id=dead.run_id)
+    if not run.is_finished:
+        instance.report_run_failed(run, f"Marked failed by synground cleanup: {dead.reason}.")
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
+
+
+def clean_up_dead_runs(instance: dg.DagsterInstance, dry_run: bool = False,
+                       start_timeout_s: float = START_TIMEOUT_S) -> list[DeadRun]:
+    dead = find_dead_runs(instance, start_timeout_s)
+    if not dry_run:
+        for run in dead:
+            fail_dead_run(instance, run)
+    return dead

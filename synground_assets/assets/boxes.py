@@ -15,8 +15,9 @@ from synground_assets.resources import ModelSuiteResource, StoreResource
 
 BOXES_IN_BOUNDS = dg.AssetCheckSpec("boxes_in_image_bounds", asset="boxes",
                                     description="0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height for every box.")
-YIELD_ABOVE_THRESHOLD = dg.AssetCheckSpec("yield_above_threshold", asset="boxes",
-                                          description="Per shard, phrases with a box / phrases >= the recipe's min_yield.")
+YIELD_ABOVE_THRESHOLD = dg.AssetCheckSpec(
+    "yield_above_threshold", asset="boxes",
+    description="Per shard, phrases with a box / phrases >= the recipe's min_yield.")
 
 
 @generation_asset(deps=["images", "phrases"], kinds={"parquet"}, check_specs=[BOXES_IN_BOUNDS, YIELD_ABOVE_THRESHOLD])

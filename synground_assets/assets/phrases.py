@@ -10,9 +10,10 @@ from synground_assets.previews import markdown_table
 from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.roles.phrases import phrase_problem
 
-NO_EMPTY_PHRASE = dg.AssetCheckSpec("no_empty_phrase", asset="phrases",
-                                    description="Every kept phrase is usable: a word that is not a stop word, within the length bound "
-                                                "(no empty, punctuation-only or one-letter phrase).")
+NO_EMPTY_PHRASE = dg.AssetCheckSpec(
+    "no_empty_phrase", asset="phrases",
+    description="Every kept phrase is usable: a word that is not a stop word, within the length bound "
+                "(no empty, punctuation-only or one-letter phrase).")
 
 
 @generation_asset(deps=["descriptions"], kinds={"parquet"}, check_specs=[NO_EMPTY_PHRASE])

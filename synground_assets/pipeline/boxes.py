@@ -131,6 +131,7 @@ def usable_phrases(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[Skipped]]:
     older version) is not sent to the detector; it becomes a recorded skip, never a silent gap."""
     problems = kept.phrase.map(phrase_problem)
     bad = kept[problems.notna()]
+    reasons = problems[problems.notna()]
     skipped = [(item, f"phrase {pid} {phrase!r}: {problem}")
-               for item, pid, phrase, problem in zip(bad.item_id, bad.phrase_id, bad.phrase, problems[problems.notna()])]
+               for item, pid, phrase, problem in zip(bad.item_id, bad.phrase_id, bad.phrase, reasons)]
     return kept[problems.isna()], skipped

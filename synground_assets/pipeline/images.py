@@ -41,7 +41,8 @@ def image_failure(output: GeneratedImage, settings: QualitySettings, attempt: in
                        detail=detail + "the generator's safety checker flagged the image (nsfw_content_detected)")
     reason = degenerate_reason(output.image, settings.min_image_std)
     if reason:
-        return Removal(STAGE, "", "degenerate_image", pixel_std(output.image), settings.min_image_std, detail=detail + reason)
+        return Removal(STAGE, "", "degenerate_image", pixel_std(output.image), settings.min_image_std,
+                       detail=detail + reason)
     return None
 
 
@@ -58,7 +59,8 @@ def generate_checked(generator: ImageGenerator, pairs: Sequence[tuple[str, str]]
     for attempt in range(settings.regenerate_attempts + 1):
         generated, failed = run_batched(
             pending, batch_size,
-            lambda batch: generator.generate([text for _, text in batch], [seeds[item] + attempt for item, _ in batch]),
+            lambda batch, attempt=attempt: generator.generate([text for _, text in batch],
+                                                              [seeds[item] + attempt for item, _ in batch]),
             lambda pair: pair[0], progress if attempt == 0 else None,
         )
         skipped += failed
@@ -79,7 +81,8 @@ def generate_checked(generator: ImageGenerator, pairs: Sequence[tuple[str, str]]
     return accepted, skipped, removals
 
 
-def dedup_images(accepted: Accepted, earlier: pd.DataFrame, settings: QualitySettings) -> tuple[dict[str, str], list[Removal]]:
+def dedup_images(accepted: Accepted, earlier: pd.DataFrame,
+                 settings: QualitySettings) -> tuple[dict[str, str], list[Removal]]:
     """earlier: item_id, phash of earlier shards' images, in key order. Returns the perceptual hash
     of each accepted image and the near-duplicates removed (earliest kept)."""
     hashes = {item: perceptual_hash(output.image) for item, (output, _) in accepted.items()}
@@ -88,7 +91,8 @@ def dedup_images(accepted: Accepted, earlier: pd.DataFrame, settings: QualitySet
     duplicates = find_near_duplicates(list(hashes.items()), list(zip(earlier.item_id, earlier.phash)),
                                       settings.image_dedup_distance)
     removals = [Removal(STAGE, item, "near_duplicate_image", float(distance), float(settings.image_dedup_distance),
-                        detail=f"perceptual hash {distance} bits from {kept}") for item, (kept, distance) in duplicates.items()]
+                        detail=f"perceptual hash {distance} bits from {kept}")
+                for item, (kept, distance) in duplicates.items()]
     return hashes, removals
 
 

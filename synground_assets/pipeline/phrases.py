@@ -25,7 +25,8 @@ def phrase_rows(item: str, text: str, found: PhraseCandidates) -> list[tuple]:
     kept, dropped = filter_phrases(text, found.phrases)
     if found.cut_off:
         dropped.append((found.cut_off, "cut off at the phrase extractor's token limit"))
-    return [(item, phrase, True, None) for phrase in kept] + [(item, phrase, False, reason) for phrase, reason in dropped]
+    return ([(item, phrase, True, None) for phrase in kept]
+            + [(item, phrase, False, reason) for phrase, reason in dropped])
 
 
 def extract_phrases(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles,

@@ -39,7 +39,8 @@ class StageResult:
         return self.tables[TABLE]
 
 
-def quality_lineage(stage: str, unit: str, items_in: int, kept: int, removals: list[Removal]) -> dict[str, pd.DataFrame]:
+def quality_lineage(stage: str, unit: str, items_in: int, kept: int,
+                    removals: list[Removal]) -> dict[str, pd.DataFrame]:
     """The `removals` and `shard_quality` lineage tables of a stage's shard."""
     rows = removals_frame(removals)
     return {"removals": rows, "shard_quality": quality_report(stage, unit, items_in, kept, rows)}

@@ -35,14 +35,16 @@ def box_iou(boxes_xyxy: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union, torch.zeros_like(union))
 
 
-def filter_boxes(boxes: pd.DataFrame, sizes: pd.DataFrame, settings: QualitySettings) -> tuple[pd.DataFrame, list[Removal]]:
+def filter_boxes(boxes: pd.DataFrame, sizes: pd.DataFrame,
+                 settings: QualitySettings) -> tuple[pd.DataFrame, list[Removal]]:
     """The boxes that pass every filter (re-ranked per phrase, `box_rank` 0 = best kept) and the removals.
 
     sizes: item_id, width, height of each image."""
     removals: list[Removal] = []
     frame = boxes.merge(sizes[["item_id", "width", "height"]], on="item_id", how="left")
     frame["area_fraction"] = (frame.x1 - frame.x0) * (frame.y1 - frame.y0) / (frame.width * frame.height)
-    frame = _drop(frame, frame.score < settings.min_box_score, "min_box_score", "score", settings.min_box_score, removals)
+    frame = _drop(frame, frame.score < settings.min_box_score, "min_box_score", "score", settings.min_box_score,
+                  removals)
     frame = _drop(frame, frame.area_fraction < settings.min_box_area, "min_box_area", "area_fraction",
                   settings.min_box_area, removals)
     frame = _drop(frame, frame.area_fraction > settings.max_box_area, "max_box_area", "area_fraction",

@@ -4,8 +4,8 @@ unusable phrases, and the agreement model asked for only when there are boxes to
 import pandas as pd
 import pytest
 
-from synground_assets.pipeline.boxes import BOX_COLUMNS, BoxInputs, box_phrases
 from synground_assets.items import phrase_id
+from synground_assets.pipeline.boxes import BOX_COLUMNS, BoxInputs, box_phrases
 from synground_assets.pipeline.images import draw_images
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.roles.shapes import object_phrase, parse_objects
@@ -79,8 +79,10 @@ def test_gligen_boxes_are_the_layout_without_loading_a_detector(shard):
                          BoxInputs(shard.images, shard.phrases, shard.image_folder, layout), suite)
     assert "detector" not in suite.asked and result.info.adapter == "gligen-layout"
     assert set(result.table.phrase_id) == set(shard.phrases.phrase_id) - {shard.phrases.phrase_id[1]}
-    boxed = result.table.merge(layout.assign(phrase_id=shard.phrases.phrase_id), on="phrase_id", suffixes=("", "_drawn"))
-    assert len(boxed) == len(result.table) and (boxed.x0 == boxed.x0_drawn).all() and (boxed.y1 == boxed.y1_drawn).all()
+    drawn = layout.assign(phrase_id=shard.phrases.phrase_id)
+    boxed = result.table.merge(drawn, on="phrase_id", suffixes=("", "_drawn"))
+    assert len(boxed) == len(result.table)
+    assert (boxed.x0 == boxed.x0_drawn).all() and (boxed.y1 == boxed.y1_drawn).all()
     assert (result.table.score == 1.0).all()
 
 
@@ -88,7 +90,8 @@ def test_an_unusable_kept_phrase_is_skipped_not_sent_to_the_detector(shard):
     phrases = shard.phrases.copy()
     phrases.loc[0, "phrase"] = " ... "
     result = box_phrases(shapes(), "00000", BoxInputs(shard.images, phrases, shard.image_folder), Suite())
-    assert result.skipped == [(phrases.item_id[0], f"phrase {phrases.phrase_id[0]} ' ... ': no letter or digit in the phrase")]
+    reason = f"phrase {phrases.phrase_id[0]} ' ... ': no letter or digit in the phrase"
+    assert result.skipped == [(phrases.item_id[0], reason)]
     assert phrases.phrase_id[0] not in set(result.table.phrase_id)
 
 

@@ -34,7 +34,8 @@ class FakeGenerator:
                 raise ValueError(f"cannot draw {prompt!r}")
             drawn = self.shapes.render("a red square above a blue diamond" if self.repeat else prompt,
                                        7 if self.repeat else seed)
-            outputs.append(GeneratedImage(drawn.image, ground_truth=drawn.ground_truth, flagged=self.flag(prompt, seed)))
+            outputs.append(GeneratedImage(drawn.image, ground_truth=drawn.ground_truth,
+                                          flagged=self.flag(prompt, seed)))
         return outputs
 
 

@@ -319,7 +319,7 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
 def _check_adapters(path: Path, recipe: Recipe) -> None:
     """Every role's adapter exists and its options match the adapter's declared ones (name, type,
     range): checked at load, so a mistake fails before any asset runs. Imports no model library."""
-    from synground_assets.roles.registry import role_problems  # the registry imports this module
+    from synground_assets.roles.catalog import role_problems  # torch-free: the catalog imports no adapter
 
     roles = dict(recipe.roles)
     if recipe.grounding_model is not None:

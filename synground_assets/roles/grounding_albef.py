@@ -25,7 +25,7 @@ from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.models.albef import AlbefConfig, AlbefModel, AlbefTokenizer, from_pretrained, save_pretrained
 from synground_assets.models.albef.processing import images_to_tensor, pre_caption
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.hf_common import resolve_device
+from synground_assets.roles.loading import resolve_device
 
 
 @dataclasses.dataclass

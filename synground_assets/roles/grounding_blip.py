@@ -29,7 +29,7 @@ from transformers import (
 
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.hf_common import resolve_device
+from synground_assets.roles.loading import resolve_device
 from synground_assets.roles.shapes import COLOURS, RELATIONS, SHAPES
 
 DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens

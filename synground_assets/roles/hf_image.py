@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import GeneratedImage
-from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs, read_json,
-                                              resolve_model)
+from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
+from synground_assets.roles.loading import ModelLoadError
 from synground_assets.roles.phrases import filter_phrases
 
 TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
-PIPELINE_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "negative_prompt")
-GLIGEN_OPTIONS = PIPELINE_OPTIONS + ("max_objects", "box_min_fraction", "box_max_fraction",
-                                     "scheduled_sampling_beta", "layout_phrase_model", "layout_chat_template")
 
 # Article-led noun phrases: "a white teddy bear", stopping before verbs, prepositions and clauses.
 _STOP_WORDS = {"a", "an", "the", "and", "or", "with", "on", "in", "at", "of", "to", "by", "near", "next", "under",
@@ -71,10 +68,7 @@ class _DiffusersAdapter(ModelAdapter):
         super().__init__(spec)
         import diffusers
 
-        # 1. Check the settings and the pipeline class before loading weights.
-        for name in ("height", "width"):
-            if spec.options.get(name) is not None:
-                self.check_size(name, spec.options[name])
+        # 1. Check the pipeline class before loading weights (the catalog checked the settings).
         location = resolve_model(spec.model, self.role, spec.revision, required_file="model_index.json")
         class_name = read_json(location, "model_index.json").get("_class_name")
         self.kind, _ = pick_class(class_name, {k: k for k in self.known_pipelines}, location, self.role)
@@ -93,17 +87,12 @@ class _DiffusersAdapter(ModelAdapter):
                                    "num_inference_steps": self.num_inference_steps,
                                    "guidance_scale": self.guidance_scale})
 
-    def check_size(self, name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
-            raise ModelLoadError(f"role {self.role!r}: {name} must be a positive multiple of 8 but is {value!r}")
-
     def generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
         # One generator per item: its initial noise depends on its seed alone.
         return [torch.Generator(device=self.device).manual_seed(int(seed) % 2**63) for seed in seeds]
 
 
 class DiffusersImageGenerator(_DiffusersAdapter):
-    option_names = PIPELINE_OPTIONS
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[GeneratedImage]:
@@ -127,7 +116,6 @@ class DiffusersImageGenerator(_DiffusersAdapter):
 
 class GligenImageGenerator(_DiffusersAdapter):
     known_pipelines = ("StableDiffusionGLIGENPipeline",)
-    option_names = GLIGEN_OPTIONS
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)

@@ -25,23 +25,10 @@ from PIL import Image
 
 from synground_assets.quality.text import text_problem
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import (
-    AdapterInfo,
-    GeneratedText,
-    PhraseCandidates,
-    SourceItem,
-)
-from synground_assets.roles.hf_common import (
-    ModelAdapter,
-    ModelLoadError,
-    pick_class,
-    pretrained_kwargs,
-    read_json,
-    resolve_model,
-)
-
-GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
-                      "repetition_penalty", "no_repeat_ngram_size")
+from synground_assets.roles.base import AdapterInfo, GeneratedText, PhraseCandidates, SourceItem
+from synground_assets.roles.catalog import GENERATION_OPTIONS
+from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
+from synground_assets.roles.loading import ModelLoadError
 
 # Chat formats for checkpoints whose tokenizer ships none; a recipe picks one by name
 # (`options: {chat_template: vicuna}`) or gives a Jinja template of its own.
@@ -93,11 +80,10 @@ def clean_text(output: GeneratedText) -> GeneratedText:
 
 
 def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> dict[str, Any]:
+    """What `generate()` gets: the recipe's generation options (checked by the catalog), greedy by default."""
     kwargs = {key: options[key] for key in GENERATION_OPTIONS if key in options}
     kwargs.setdefault("max_new_tokens", default_max_new_tokens)
     kwargs.setdefault("do_sample", False)
-    if not isinstance(kwargs["max_new_tokens"], int) or kwargs["max_new_tokens"] < 1:
-        raise ModelLoadError(f"max_new_tokens must be a positive integer but is {kwargs['max_new_tokens']!r}")
     return kwargs
 
 
@@ -130,10 +116,8 @@ class ChatModel(ModelAdapter):
     """A causal LM and its tokenizer; `chat()` answers a batch of conversations."""
 
     default_max_new_tokens = 96
-    extra_options: tuple[str, ...] = ()
 
     def __init__(self, spec: RoleSpec):
-        self.option_names = GENERATION_OPTIONS + ("system", "instruction", "examples", "chat_template") + self.extra_options
         super().__init__(spec)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.models.auto.modeling_auto import (
@@ -304,7 +288,6 @@ class LLMPhraseExtractor(ChatModel):
 
     role = "phrase_extractor"
     default_max_new_tokens = 48
-    extra_options = ("max_words",)
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
@@ -356,7 +339,6 @@ class ImageCaptioner(ModelAdapter):
     optional text prefix, `prompt`)."""
 
     role = "describer"
-    option_names = GENERATION_OPTIONS + ("prompt",)
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)

@@ -2,8 +2,8 @@
 
 An adapter's `options:` in a recipe are checked against its declaration before any asset runs, so a
 typo or a bad value fails `dagster definitions validate` with the file, recipe, role, option and
-the expected value, instead of a bare `ValueError` at the first item. The declarations live apart
-from the adapters (in `roles/registry.py`) so that validating a recipe never imports torch,
+the expected value, instead of a bare `ValueError` at the first item. The declarations live in one
+table, `roles/catalog.py`, apart from the adapters, so that validating a recipe never imports torch,
 transformers or diffusers.
 """
 

@@ -22,7 +22,7 @@ from synground_assets.roles.base import (
     PhraseExtractor,
     SourceSampler,
 )
-from synground_assets.roles.registry import build_role
+from synground_assets.roles.build import build_role
 
 if TYPE_CHECKING:
     from synground_assets.grounding.model import GroundingModel

@@ -53,7 +53,7 @@ def materialize(partition_key: str, assets, suite: ModelSuiteResource | None = N
 def test_images_the_safety_checker_flags_are_regenerated_then_skipped_never_published(project_home, tiny_models,
                                                                                         recipe_file):
     # The tiny Stable Diffusion whose real safety checker is configured to flag every image
-    # (roles/tiny.py: build_stable_diffusion_flagging); the pipeline's own check runs.
+    # (synground_assets_tests/tiny_test_models.py); the pipeline's own check runs.
     recipe_file(lambda r: r["tiny-concept2text"]["roles"]["image_generator"].update(model="tiny:stable-diffusion-flagging"))
     metadata = materialize("tiny-concept2text|00000", GENERATION_ASSETS[:3])
     store = ShardStore(default_data_root())

@@ -86,7 +86,7 @@ def test_recipe_specs_and_folders_load_the_albef_adapter(folder):
 
 
 def test_tiny_registry_builds_it(tmp_path):
-    from synground_assets.roles import tiny
+    from synground_assets import tiny
 
     built = tiny.ensure_tiny("albef-shapes", tmp_path)
     assert isinstance(load_grounding_model(RoleSpec(adapter="albef", model=str(built), device="cpu")), AlbefGroundingModel)

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from synground_assets.recipes import RecipeError, RoleSpec, load_recipe_book
-from synground_assets.roles import hf_common, tiny
-from synground_assets.roles.hf_common import ModelLoadError, resolve_device
-from synground_assets.roles.registry import build_role
+from synground_assets import tiny
+from synground_assets.roles import hf_common
+from synground_assets.roles.loading import ModelLoadError, resolve_device
+from synground_assets.roles.build import build_role
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
@@ -61,16 +62,16 @@ def test_offline_hub_id_not_in_cache_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_unknown_option_is_named(tiny_models):
-    with pytest.raises(ModelLoadError, match="unknown option.*box_treshold"):
+    with pytest.raises(ModelLoadError, match="option 'box_treshold': unknown option"):
         build_role("detector", RoleSpec("zero-shot-detector", "tiny:owlv2", device="cpu",
                                         options={"box_treshold": 0.3}))
 
 
 def test_bad_setting_is_named_at_construction(tiny_models):
-    with pytest.raises(ModelLoadError, match="height must be a positive multiple of 8 but is 60"):
+    with pytest.raises(ModelLoadError, match="option 'height': expected an integer multiple of 8 >= 8, got 60"):
         build_role("image_generator", RoleSpec("diffusers", "tiny:stable-diffusion", device="cpu",
                                                options={"height": 60}))
-    with pytest.raises(ModelLoadError, match="top_k must be a positive integer but is 0"):
+    with pytest.raises(ModelLoadError, match="option 'top_k': expected an integer >= 1, got 0"):
         build_role("detector", RoleSpec("zero-shot-detector", "tiny:owlv2", device="cpu", options={"top_k": 0}))
 
 
@@ -95,7 +96,7 @@ def test_paper_recipes_name_real_checkpoints_on_gpu():
         recipe = book.get(name)
         assert recipe.needs_gpu and recipe.notes
         models = [spec.model for spec in recipe.roles.values() if spec.model]
-        assert models and not any(m.startswith(hf_common.TINY_PREFIX) for m in models)
+        assert models and not any(m.startswith(tiny.PREFIX) for m in models)
         assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
 
 

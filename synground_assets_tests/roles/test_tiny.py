@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from synground_assets.roles import tiny
+from synground_assets import tiny
 
 
 def test_every_model_is_built_with_a_complete_marker(tiny_models):
@@ -77,6 +77,6 @@ def test_unknown_name_is_named(tmp_path):
 
 
 def test_cli_help():
-    result = subprocess.run([sys.executable, "-m", "synground_assets.roles.tiny", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "synground_assets.tiny", "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "usage" in result.stdout

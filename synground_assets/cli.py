@@ -44,6 +44,8 @@ def index() -> int:
           f"{counts['failed']} failed, in {counts['seconds']:.1f} s; {cleaned} leftover(s) of crashed writes removed")
     for error in counts["errors"]:
         print(f"not indexed: {error}", file=sys.stderr)
+    for vanished in counts["vanished"]:
+        print(f"vanished (its rows dropped from the index): {vanished}", file=sys.stderr)
     return 1 if counts["failed"] else 0
 
 

@@ -68,7 +68,7 @@ def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> d
                     _apply(connection, [change])
                     _tally(counts, [change])
                 except DATABASE_ERRORS:
-                    raise batch_error  # the batch's error broke the database (a write that failed): it is the cause
+                    raise batch_error from None  # the batch's failed write broke the database: it is the cause
                 except (duckdb.Error, OSError, ValueError) as exc:
                     if change.new is not None and not change.new.folder.exists():
                         counts["changed_while_indexing"] += 1  # re-published meanwhile: the next refresh takes it

@@ -202,8 +202,8 @@ class ShardStore:
                         continue
                     match = _VERSION_NAME.match(version)
                     if match and match["shard"] == entry.name:
-                        present = os.path.isdir(os.path.join(asset_dir, version))
-                        yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version, present)
+                        yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version,
+                                             present=os.path.isdir(os.path.join(asset_dir, version)))
 
     def clean(self) -> int:
         """`clean_folder` over every asset folder of the root; returns how many leftovers went."""

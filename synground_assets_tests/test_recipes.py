@@ -186,5 +186,5 @@ def test_shard_size_and_max_shards_have_upper_bounds(tmp_path):
     with pytest.raises(RecipeError, match=r"'shard_size': expected an integer <= 10000 \(item ids have four digits\)"):
         load_recipe_book(write(tmp_path, f"recipes:\n  big:\n{recipe}{GOOD_ROLES}"))
     recipe = "    description_source: concept2text\n"
-    with pytest.raises(RecipeError, match=r"'max_shards': expected an integer <= 100000 \(shard keys have five digits\)"):
+    with pytest.raises(RecipeError, match=r"'max_shards': expected an integer <= 100000 \(shard keys have five"):
         load_recipe_book(write(tmp_path, f"max_shards: 200000\nrecipes:\n  ok:\n{recipe}{GOOD_ROLES}"))

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 
@@ -166,8 +166,10 @@ class ShardStore:
                 f"--partition '{recipe}|{shard}'") from exc
 
     @contextmanager
-    def writing(self, recipe: str, asset: str, shard: str, run_id: str = "") -> Iterator[Path]:
-        """Yield an empty folder this writer owns; publish it whole when the block succeeds."""
+    def writing(self, recipe: str, asset: str, shard: str, run_id: str = "",
+                before_publish: Callable[[], None] | None = None) -> Iterator[Path]:
+        """Yield an empty folder this writer owns; publish it whole when the block succeeds, unless
+        `before_publish` (called last, e.g. "is my run still started?") raises."""
         final = self.shard_dir(recipe, asset, shard)
         final.parent.mkdir(parents=True, exist_ok=True)
         self.clean_folder(final.parent)
@@ -178,6 +180,8 @@ class ShardStore:
         try:
             yield staging
             apply_umask(staging)
+            if before_publish is not None:
+                before_publish()
             (staging / MANIFEST).write_text(json.dumps({
                 "publish_id": publish_id, "recipe": recipe, "asset": asset, "shard": shard, "run_id": run_id,
                 "host": socket.gethostname(), "pid": os.getpid(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +32,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda", "auto")
 HELD_OUT_BENCHMARKS = ("shapes_test",)  # `training.held_out` names one of these, or is a fraction of items
 REAL_DATA_SOURCES = ("visual_genome",)
+# A recipe's name is a folder of the data root and a part of partition keys (`<recipe>|<shard>`).
+RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SHARD_SIZE = 10_000  # item ids number items with four digits (items.py)
+MAX_SHARDS = 100_000  # shard keys are five digits
 
 
 class RecipeError(ValueError):
@@ -159,11 +164,14 @@ class _Fields:
             raise self.fail(name, "one of " + ", ".join(choices))
         return value
 
-    def integer(self, name: str, default: int, minimum: int = 1) -> int:
+    def integer(self, name: str, default: int, minimum: int = 1, maximum: int | None = None, why: str = "") -> int:
         value = self.data.pop(name, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.data[name] = value
             raise self.fail(name, f"an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            self.data[name] = value
+            raise self.fail(name, f"an integer <= {maximum}{f' ({why})' if why else ''}")
         return value
 
     def optional_integer(self, name: str, minimum: int = 1) -> int | None:
@@ -298,7 +306,7 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
         description_source=fields.choice("description_source", DESCRIPTION_SOURCES),
         box_source=fields.choice("box_source", BOX_SOURCES, "detector"),
         roles=roles,
-        shard_size=fields.integer("shard_size", 64),
+        shard_size=fields.integer("shard_size", 64, maximum=MAX_SHARD_SIZE, why="item ids have four digits"),
         num_shards=fields.integer("num_shards", 4),
         min_yield=fields.fraction("min_yield", 0.5),
         needs_gpu=fields.boolean("needs_gpu", False),
@@ -340,20 +348,24 @@ def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
     top = _Fields(path, "top level", data)
-    max_shards = top.integer("max_shards", 64)
+    max_shards = top.integer("max_shards", 64, maximum=MAX_SHARDS, why="shard keys have five digits")
     recipes_data = top.mapping("recipes")
     if not recipes_data:
         raise RecipeError(f"{path}: top level, field 'recipes': expected at least one recipe")
     recipes = {}
-    for name, recipe_data in recipes_data.items():
-        recipe = _recipe(path, str(name), recipe_data)
+    for key, recipe_data in recipes_data.items():
+        name = str(key)
+        if not RECIPE_NAME.match(name):
+            raise RecipeError(f"{path}: recipes: recipe name {name!r}: expected letters, digits, '_', '.' or '-', "
+                              "starting with a letter or digit (it names a data root folder and a partition key)")
+        recipe = _recipe(path, name, recipe_data)
         if recipe.num_shards > max_shards:
             raise RecipeError(
                 f"{path}: recipe {name!r}, field 'num_shards': expected at most max_shards={max_shards}, "
                 f"got {recipe.num_shards}"
             )
         _check_adapters(path, recipe)
-        recipes[str(name)] = recipe
+        recipes[name] = recipe
     book = RecipeBook(
         path=path,
         max_shards=max_shards,

@@ -164,3 +164,27 @@ def test_every_built_in_recipe_has_a_valid_training_config():
     for recipe in load_recipe_book().recipes.values():
         assert recipe.training.config.batch_size >= 2
     assert load_recipe_book().get("paper-image2text").training.config.eval_protocol == "amc"
+
+
+@pytest.mark.parametrize("name", ["..", ".", "'../../x'", "/abs", "a/b", "''", "a|b", ".hidden", "-dash"])
+def test_a_recipe_name_that_is_not_a_plain_folder_name_fails_at_load(tmp_path, name):
+    """Issue 19, item 5: such names wrote outside the data root ('..', '../../x', '/abs') or inside it
+    but were never indexed ('a/b', '')."""
+    path = write(tmp_path, f"recipes:\n  {name}:\n    description_source: concept2text\n{GOOD_ROLES}")
+    with pytest.raises(RecipeError, match=r"recipes: recipe name .*: expected letters, digits, '_', '.' or '-'"):
+        load_recipe_book(path)
+
+
+def test_plain_recipe_names_load(tmp_path):
+    names = ["shapes", "paper-v1.5_x", "7b"]
+    text = "recipes:\n" + "".join(f"  {name}:\n    description_source: concept2text\n{GOOD_ROLES}" for name in names)
+    assert sorted(load_recipe_book(write(tmp_path, text)).recipes) == sorted(names)
+
+
+def test_shard_size_and_max_shards_have_upper_bounds(tmp_path):
+    recipe = "    description_source: concept2text\n    shard_size: 20000\n"
+    with pytest.raises(RecipeError, match=r"'shard_size': expected an integer <= 10000 \(item ids have four digits\)"):
+        load_recipe_book(write(tmp_path, f"recipes:\n  big:\n{recipe}{GOOD_ROLES}"))
+    recipe = "    description_source: concept2text\n"
+    with pytest.raises(RecipeError, match=r"'max_shards': expected an integer <= 100000 \(shard keys have five"):
+        load_recipe_book(write(tmp_path, f"max_shards: 200000\nrecipes:\n  ok:\n{recipe}{GOOD_ROLES}"))

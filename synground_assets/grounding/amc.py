@@ -99,7 +99,10 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def distilled_mlm_loss(logits: torch.Tensor, momentum_logits: torch.Tensor, labels: torch.Tensor,
                        alpha: float) -> torch.Tensor:
     """(1 - alpha) CE + alpha * distillation on the masked tokens; logits (b, T, V), labels (b, T).
-    The distillation's log-softmax runs over dim 1, the token axis, as AMC's xbert.py does."""
+    The distillation's log-softmax runs over dim 1, the token axis, as AMC's xbert.py does. A batch
+    with no masked token (short phrases, a small batch) gives 0, where the official code gives NaN."""
+    if not (labels != -100).any():
+        return logits.sum() * 0.0
     cross_entropy = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     soft_labels = F.softmax(momentum_logits, dim=-1)
     distill = -(F.log_softmax(logits, dim=1) * soft_labels).sum(dim=-1)  # (b, T)

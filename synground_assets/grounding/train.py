@@ -120,7 +120,8 @@ def train(
     model.train()  # the training preprocessor (an ALBEF one truncates the text only while training)
     loader = make_loader(index, plan, model.preprocessor(), config.image_size or model.image_size(), config.augmentation(),
                          (start_step * config.grad_accumulation, config.max_steps * config.grad_accumulation),
-                         world.rank, world.world_size, config.num_workers, model.device.type == "cuda", config.prefetch_factor)
+                         world.rank, world.world_size, config.num_workers, model.device.type == "cuda", config.prefetch_factor,
+                         mask_style="amc" if config.objective == "amc" else "pixel-centre")
 
     # 4. Train; rank 0 logs and checkpoints as the steps go.
     def on_step(step: int, metrics: dict[str, float]) -> None:

@@ -257,3 +257,16 @@ def test_an_amc_run_resumes_exactly_with_its_momentum_model_and_queues(albef_fol
     assert {"queues.image_queue", "queues.queue_ptr_txt", "momentum_model.model.temp"} <= set(last["straight"])
     for name, tensor in last["straight"].items():
         torch.testing.assert_close(last["resumed"][name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_amc_box_masks_truncate_to_pixels_and_resize_nearest():
+    from synground_assets.grounding.data import amc_box_mask
+
+    mask = amc_box_mask([(1.7, 0.2, 3.9, 2.0)], image_size=(8, 4), resolution=4)
+    # At the image's size: columns int(1.7)=1 .. int(3.9)=3 (exclusive), rows 0 .. 2; then every
+    # second column (nearest: source floor(i * 8 / 4)) and every row.
+    expected = torch.zeros(4, 8)
+    expected[0:2, 1:3] = 1
+    assert torch.equal(mask, expected[:, [0, 2, 4, 6]])
+    upsampled = amc_box_mask([(0, 0, 2, 2)], image_size=(4, 4), resolution=4, mask_size=7)
+    assert upsampled[0, 0] == 1 and upsampled[-1, -1] == 0 and upsampled[3, 0] == 0.5  # align_corners=True

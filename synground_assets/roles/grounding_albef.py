@@ -23,6 +23,7 @@ from torch import nn
 
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.models.albef import AlbefConfig, AlbefModel, AlbefTokenizer, from_pretrained, save_pretrained
+from synground_assets.models.albef.pretrained import read_pretraining_state
 from synground_assets.models.albef.processing import images_to_tensor, pre_caption
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.roles.hf_common import resolve_device
@@ -76,6 +77,7 @@ class AlbefGroundingModel(nn.Module):
         self.gradcam_layer = gradcam_layer
         self.max_text_tokens = config.max_text_tokens if max_text_tokens is None else max_text_tokens
         self.info = info or AdapterInfo("albef", "albef")
+        self.pretraining_state: dict[str, torch.Tensor] | None = None  # momentum copies and queues, if the folder has them
 
     @classmethod
     def from_pretrained(
@@ -93,6 +95,7 @@ class AlbefGroundingModel(nn.Module):
             gradcam_layer = json.loads(trained_with.read_text()).get("gradcam_layer")
         model, tokenizer = from_pretrained(folder)
         grounding = cls(model.to(torch_dtype), tokenizer, gradcam_layer, max_text_tokens)
+        grounding.pretraining_state = read_pretraining_state(folder)
         grounding.info = AdapterInfo(
             "albef", str(folder), "",
             settings={"dtype": str(torch_dtype).removeprefix("torch."), "gradcam_layer": grounding.gradcam_layer,
@@ -161,6 +164,11 @@ class AlbefGroundingModel(nn.Module):
 
     def enable_mlm_head(self) -> None:
         self.model.enable_mlm_head()
+
+    def take_pretraining_state(self) -> dict[str, torch.Tensor] | None:
+        """The folder's momentum copies and queues (once: the objective that starts from them owns them)."""
+        state, self.pretraining_state = self.pretraining_state, None
+        return state
 
     def momentum_modules(self) -> list[nn.Module]:
         # ALBEF's model_pairs: the text encoder with its MLM head; no ITM head.

@@ -270,3 +270,30 @@ def test_amc_box_masks_truncate_to_pixels_and_resize_nearest():
     assert torch.equal(mask, expected[:, [0, 2, 4, 6]])
     upsampled = amc_box_mask([(0, 0, 2, 2)], image_size=(4, 4), resolution=4, mask_size=7)
     assert upsampled[0, 0] == 1 and upsampled[-1, -1] == 0 and upsampled[3, 0] == 0.5  # align_corners=True
+
+
+def test_momentum_copies_and_queues_come_from_a_pretrain_layout_checkpoint(albef_folder, tmp_path):
+    from synground_assets.models.albef import from_pretrained, load_official, save_pretrained
+    from synground_assets.models.albef.convert import pretraining_state
+    from synground_assets_tests.models.test_albef_checkpoints import pretrain_layout, save_official
+
+    albef, tokenizer = from_pretrained(albef_folder)
+    state = pretrain_layout(albef, amc=True)  # momentum copies = weights + 1, queues of 64
+    path = save_official(tmp_path / "amc.pth", state)
+    converted = load_official(path, albef.config)
+    assert converted.config.mlm_head
+    torch.testing.assert_close(converted.text_encoder.cls.predictions.transform.dense.weight,
+                               state["text_encoder.cls.predictions.transform.dense.weight"])
+    save_pretrained(tmp_path / "folder", converted, tokenizer, pretraining_state(state, albef.config))
+    model = AlbefGroundingModel.from_pretrained(tmp_path / "folder")
+    objective = AmcObjective(TrainConfig(queue_size=64), model, 10)
+    momentum = objective.momentum_model.model
+    torch.testing.assert_close(momentum.visual_encoder.pos_embed, state["visual_encoder_m.pos_embed"])
+    # This file has no momentum MLM head: the momentum model keeps its copy of the online one.
+    torch.testing.assert_close(momentum.text_encoder.cls.predictions.bias, model.model.text_encoder.cls.predictions.bias)
+    torch.testing.assert_close(momentum.text_encoder.encoder.layer[0].attention.self.query.weight,
+                               state["text_encoder_m.bert.encoder.layer.0.attention.self.query.weight"])
+    torch.testing.assert_close(objective.queues.image_queue, state["image_queue"])
+    assert not torch.equal(momentum.vision_proj.weight, model.model.vision_proj.weight)
+    with pytest.raises(ValueError, match="set training.queue_size to the checkpoint's queue length"):
+        AmcObjective(TrainConfig(queue_size=32), AlbefGroundingModel.from_pretrained(tmp_path / "folder"), 10)

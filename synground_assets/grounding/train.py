@@ -176,7 +176,7 @@ def evaluate_and_save(config: TrainConfig, model: GroundingModel, eval_triplets:
     pointing = None
     if eval_triplets:
         pointing = evaluate_pointing_game(model, eval_triplets, config.eval_resolution, config.eval_batch_size,
-                                          protocol=config.eval_protocol)
+                                          protocol=config.eval_protocol, gradcam_mode=config.gradcam_mode)
         metrics["pointing_game_accuracy"] = pointing.accuracy
         if log_fn:
             log_fn(config.max_steps, {"pointing_game_accuracy": pointing.accuracy})

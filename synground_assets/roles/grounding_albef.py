@@ -137,6 +137,19 @@ class AlbefGroundingModel(nn.Module):
             logits = self.model.itm_logits(image_embeds, input_ids, attention_mask)  # (B, 2)
         return logits, captured[0] if captured else None
 
+    @property
+    def itc_gradcam_block(self) -> int:
+        """The vision block of ITC-mode GradCAM: ALBEF Grounding.py's block_num (8), or the last block of a smaller ViT."""
+        return min(self.gradcam_layer, self.model.config.vision_layers - 1)
+
+    def itc_similarity_with_attention(self, pixel_values, input_ids, attention_mask, block: int):
+        """ALBEF Grounding.py's ITC mode: (B,) similarity image_i . text_i / temp of matching pairs,
+        and vision block `block`'s attention probabilities (B, heads, 1 + P, 1 + P)."""
+        with self.model.capture_vision_attention(block) as captured:
+            image_embeds = self.model.image_embeds(pixel_values)
+        image_feat, text_feat = self.model.contrastive_features(image_embeds, input_ids, attention_mask)
+        return (image_feat * text_feat).sum(-1) / self.model.temp, captured[0]
+
     # What the `amc` objective needs (grounding.model.PretrainingModel).
     @property
     def temp(self) -> nn.Parameter:

@@ -297,3 +297,38 @@ def test_momentum_copies_and_queues_come_from_a_pretrain_layout_checkpoint(albef
     assert not torch.equal(momentum.vision_proj.weight, model.model.vision_proj.weight)
     with pytest.raises(ValueError, match="set training.queue_size to the checkpoint's queue length"):
         AmcObjective(TrainConfig(queue_size=32), AlbefGroundingModel.from_pretrained(tmp_path / "folder"), 10)
+
+
+def test_itc_mode_gradcam_is_albefs_grounding_map(albef_folder):
+    from synground_assets.grounding.gradcam import itc_gradcam
+    from synground_assets.grounding.pointing_game import evaluate_pointing_game
+
+    model = AlbefGroundingModel.from_pretrained(albef_folder).eval()
+    triplets = shapes_triplets(2, first_seed=7, oracle_boxes=True)[:3]
+    inputs = model.preprocess([t.load_image() for t in triplets], [t.phrase for t in triplets])
+    block = model.itc_gradcam_block
+    # As Grounding.py does it: backward of sim.diag().sum(), the gradient read by a hook.
+    albef, saved = model.model, {}
+    with albef.capture_vision_attention(block) as captured:
+        image_embeds = albef.visual_encoder(inputs.pixel_values)
+    captured[0].register_hook(lambda grad: saved.update(grad=grad))
+    image_feat = F.normalize(albef.vision_proj(image_embeds[:, 0, :]), dim=-1)
+    text_embeds = albef.text_encoder(inputs.input_ids, inputs.attention_mask, mode="text")
+    text_feat = F.normalize(albef.text_proj(text_embeds[:, 0, :]), dim=-1)
+    (image_feat @ text_feat.t() / albef.temp).diag().sum().backward()
+    rows = model.patch_grid()[0]
+    cam = captured[0][:, :, 0, 1:].reshape(len(triplets), -1, rows, rows)
+    grad = saved["grad"][:, :, 0, 1:].reshape(len(triplets), -1, rows, rows).clamp(0)
+    torch.testing.assert_close(itc_gradcam(model, inputs, block), (cam * grad).mean(1).detach())
+    result = evaluate_pointing_game(model, triplets, gradcam_mode="itc", protocol="amc")
+    assert len(result.results) == 3
+
+
+def test_itc_mode_needs_an_adapter_that_has_it(tiny_blip_folder):
+    from synground_assets.grounding.pointing_game import evaluate_pointing_game
+
+    with pytest.raises(ValueError, match="has no ITC-mode GradCAM"):
+        evaluate_pointing_game(BlipGroundingModel.from_pretrained(tiny_blip_folder), shapes_triplets(1, 0, oracle_boxes=True),
+                               gradcam_mode="itc")
+    with pytest.raises(ValueError, match="gradcam_mode must be one of itm, itc"):
+        TrainConfig(gradcam_mode="attention")

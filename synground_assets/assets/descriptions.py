@@ -22,7 +22,7 @@ def descriptions(
     """Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe says."""
     suite = models.suite()
 
-    def run_shard(recipe, shard, shard_store):
+    def run_shard(recipe, shard, shard_store, _files):
         concepts = shard_store.read_table(recipe.name, "concepts", shard)
         earlier = (earlier_shard_rows(shard_store, recipe.name, "descriptions", shard, COLUMNS)
                    if QualitySettings.from_dict(recipe.quality).dedup_descriptions else pd.DataFrame(columns=COLUMNS))

@@ -22,12 +22,12 @@ def images(
     """PNG files plus a table (item, file, size, seed, perceptual hash); GLIGEN recipes also keep the layout drawn."""
     suite = models.suite()
 
-    def run_shard(recipe, shard, shard_store):
+    def run_shard(recipe, shard, shard_store, files):
         described = shard_store.read_table(recipe.name, "descriptions", shard)
         earlier = (earlier_shard_rows(shard_store, recipe.name, "images", shard, COLUMNS)
                    if QualitySettings.from_dict(recipe.quality).image_dedup_distance is not None
                    else pd.DataFrame(columns=COLUMNS))
-        return draw_images(recipe, shard, described, suite, earlier, context.log)
+        return draw_images(recipe, shard, described, suite, earlier, context.log, files.put)
 
     results = materialize_shards(context, store, "images", run_shard)
     sheet = contact_sheet(results[0].preview)

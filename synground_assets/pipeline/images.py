@@ -10,15 +10,16 @@ same way, keeping the earliest item.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
+from PIL import Image
 
 from synground_assets.items import derive_seed
-from synground_assets.pipeline.batching import Logger, Progress, Skipped, progress_or_none, run_batched
+from synground_assets.pipeline.batching import Logger, Progress, Skipped, batches, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.previews import draw_triplets
-from synground_assets.quality.images import degenerate_reason, find_near_duplicates, perceptual_hash, pixel_std
+from synground_assets.quality.images import NearDuplicates, degenerate_reason, perceptual_hash, pixel_std
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import QualitySettings
 from synground_assets.recipes import Recipe
@@ -31,6 +32,7 @@ TABLE_COLUMNS = ["item_id", "file", "image_path", "width", "height", "image_seed
 BOX_COLUMNS = ["item_id", "phrase", "x0", "y0", "x1", "y1"]
 
 Accepted = dict[str, tuple[GeneratedImage, int]]  # item -> (the usable output, the seed that drew it)
+ImageSink = Callable[[str, Image.Image], None]  # (file in the shard folder, image) -> written
 
 
 def image_failure(output: GeneratedImage, settings: QualitySettings, attempt: int, seed: int) -> Removal | None:
@@ -47,33 +49,38 @@ def image_failure(output: GeneratedImage, settings: QualitySettings, attempt: in
 
 
 def generate_checked(generator: ImageGenerator, pairs: Sequence[tuple[str, str]], seeds: dict[str, int],
-                     batch_size: int, settings: QualitySettings,
-                     progress: Progress | None = None) -> tuple[Accepted, list[Skipped], list[Removal]]:
+                     batch_size: int, settings: QualitySettings, progress: Progress | None = None,
+                     accept: Callable[[str, GeneratedImage, int], None] | None = None,
+                     ) -> tuple[Accepted, list[Skipped], list[Removal]]:
     """pairs: (item, prompt). Generate, check and regenerate with the next seed (seed + attempt)
-    while attempts are left. Returns {item: (output, seed)}, the skipped (item, reason) pairs and
-    the removals (one per failed attempt)."""
+    while attempts are left. `accept(item, output, seed)` is called for each usable image as soon
+    as its batch is checked (first attempts first, then the retries). Returns {item: (output,
+    seed)} in that order, the skipped (item, reason) pairs and the removals (one per failed attempt)."""
     accepted: Accepted = {}
     skipped: list[Skipped] = []
     removals: list[Removal] = []
     pending = list(pairs)
     for attempt in range(settings.regenerate_attempts + 1):
-        generated, failed = run_batched(
-            pending, batch_size,
-            lambda batch, attempt=attempt: generator.generate([text for _, text in batch],
-                                                              [seeds[item] + attempt for item, _ in batch]),
-            lambda pair: pair[0], progress if attempt == 0 else None,
-        )
-        skipped += failed
         retry = []
-        for (item, text), output in zip(pending, generated):
-            if output is None:
-                continue
-            failure = image_failure(output, settings, attempt, seeds[item] + attempt)
-            if failure is None:
-                accepted[item] = (output, seeds[item] + attempt)
-            else:
-                removals.append(replace(failure, item_id=item))
-                retry.append((item, text))
+        for batch in batches(pending, batch_size):
+            generated, failed = run_batched(
+                batch, batch_size,
+                lambda chunk, attempt=attempt: generator.generate([text for _, text in chunk],
+                                                                  [seeds[item] + attempt for item, _ in chunk]),
+                lambda pair: pair[0], progress if attempt == 0 else None,
+            )
+            skipped += failed
+            for (item, text), output in zip(batch, generated):
+                if output is None:
+                    continue
+                failure = image_failure(output, settings, attempt, seeds[item] + attempt)
+                if failure is None:
+                    accepted[item] = (output, seeds[item] + attempt)
+                    if accept is not None:
+                        accept(item, output, seeds[item] + attempt)
+                else:
+                    removals.append(replace(failure, item_id=item))
+                    retry.append((item, text))
         pending = retry
     for item, _ in pending:
         last = next(r for r in reversed(removals) if r.item_id == item)
@@ -81,46 +88,64 @@ def generate_checked(generator: ImageGenerator, pairs: Sequence[tuple[str, str]]
     return accepted, skipped, removals
 
 
-def dedup_images(accepted: Accepted, earlier: pd.DataFrame,
-                 settings: QualitySettings) -> tuple[dict[str, str], list[Removal]]:
-    """earlier: item_id, phash of earlier shards' images, in key order. Returns the perceptual hash
-    of each accepted image and the near-duplicates removed (earliest kept)."""
-    hashes = {item: perceptual_hash(output.image) for item, (output, _) in accepted.items()}
-    if settings.image_dedup_distance is None:
-        return hashes, []
-    duplicates = find_near_duplicates(list(hashes.items()), list(zip(earlier.item_id, earlier.phash)),
-                                      settings.image_dedup_distance)
-    removals = [Removal(STAGE, item, "near_duplicate_image", float(distance), float(settings.image_dedup_distance),
-                        detail=f"perceptual hash {distance} bits from {kept}")
-                for item, (kept, distance) in duplicates.items()]
-    return hashes, removals
+class ImageDedup:
+    """Each accepted image hashed once (pHash) and checked against the earlier shards' images and
+    this shard's kept ones, in the order images are accepted; the near-duplicates become removals."""
+
+    def __init__(self, earlier: pd.DataFrame, settings: QualitySettings):
+        self.max_distance = settings.image_dedup_distance
+        self.pool = NearDuplicates(earlier.item_id, earlier.phash, self.max_distance) \
+            if self.max_distance is not None else None
+        self.hashes: dict[str, str] = {}
+        self.removals: list[Removal] = []
+
+    def keep(self, item: str, image: Image.Image) -> bool:
+        self.hashes[item] = perceptual_hash(image)
+        match = self.pool.check(item, self.hashes[item]) if self.pool is not None else None
+        if match is None:
+            return True
+        kept, distance = match
+        self.removals.append(Removal(STAGE, item, "near_duplicate_image", float(distance), float(self.max_distance),
+                                     detail=f"perceptual hash {distance} bits from {kept}"))
+        return False
 
 
 def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, earlier: pd.DataFrame,
-                log: Logger | None = None) -> StageResult:
+                log: Logger | None = None, write: ImageSink | None = None) -> StageResult:
     """descriptions: item_id, description of this shard; earlier: item_id, phash of earlier shards.
     PNG files plus a table (item, file, size, seed, perceptual hash); GLIGEN recipes also keep the
-    layout each image was drawn in (`layout.parquet`), procedural worlds their ground truth."""
-    # 1. Generate, with the safety flag and degenerate-image checks (and retries).
+    layout each image was drawn in (`layout.parquet`), procedural worlds their ground truth.
+
+    `write(file, image)` takes each kept image as soon as its batch is checked (a background
+    writer: the files are written while the next batch is drawn); without it the images are
+    returned in `StageResult.images`."""
+    files: dict[str, Image.Image] = {}
+    write = write or files.__setitem__
     generator = roles.image_generator(recipe.name)
     settings = QualitySettings.from_dict(recipe.quality)
     seeds = {item: derive_seed("image", item) for item in descriptions.item_id}
     pairs = list(zip(descriptions.item_id, descriptions.description))
+    dedup = ImageDedup(earlier, settings)
+    kept: set[str] = set()
+
+    def accept(item: str, output: GeneratedImage, seed: int) -> None:
+        # Near-duplicates of earlier shards' images and of this shard's kept ones are never written.
+        if dedup.keep(item, output.image):
+            kept.add(item)
+            write(image_file(item), output.image)
+
+    # 1. Generate, with the safety flag and degenerate-image checks (and retries) and dedup.
     progress = progress_or_none(log, f"images {recipe.name}|{shard}", len(pairs))
     accepted, skipped, removals = generate_checked(generator, pairs, seeds, recipe.roles["image_generator"].batch_size,
-                                                   settings, progress)
-    # 2. Near-duplicates of earlier shards' images and of this shard's earlier items.
-    hashes, duplicates = dedup_images(accepted, earlier, settings)
-    removed = {r.item_id for r in duplicates}
-    # 3. What is left, in description order.
-    rows, layout, truth, files, preview = [], [], [], {}, []
+                                                   settings, progress, accept)
+    # 2. The table of what was kept, in description order.
+    rows, layout, truth, preview = [], [], [], []
     for item, text in pairs:
-        if item not in accepted or item in removed:
+        if item not in kept:
             continue
         output, seed = accepted[item]
-        file = f"{IMAGE_FOLDER}/{item.rsplit(':', 1)[-1]}.png"
-        files[file] = output.image
-        rows.append((item, file, f"{recipe.name}/images/{shard}/{file}", *output.image.size, seed, hashes[item]))
+        file = image_file(item)
+        rows.append((item, file, f"{recipe.name}/images/{shard}/{file}", *output.image.size, seed, dedup.hashes[item]))
         layout += _box_rows(item, output.layout)
         truth += _box_rows(item, output.ground_truth)
         if len(preview) < PREVIEW_ITEMS:
@@ -131,13 +156,18 @@ def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, e
         tables["layout.parquet"] = pd.DataFrame(layout, columns=BOX_COLUMNS)
     if truth:
         tables["ground_truth.parquet"] = pd.DataFrame(truth, columns=BOX_COLUMNS)
-    every_removal = removals + duplicates
+    every_removal = removals + dedup.removals
     return StageResult(
         info=generator.info, tables=tables, images=files, removals=every_removal, skipped=skipped, preview=preview,
         lineage={"images": table.drop(columns=["file", "phash"]),
                  **quality_lineage(STAGE, "images", len(pairs), len(table), every_removal)},
-        counts={"images": len(table), "removed_images": len(removed)},
+        counts={"images": len(table), "removed_images": len(dedup.removals)},
     )
+
+
+def image_file(item: str) -> str:
+    """The PNG of an item inside the images shard: `images/<item index>.png`."""
+    return f"{IMAGE_FOLDER}/{item.rsplit(':', 1)[-1]}.png"
 
 
 def _box_rows(item: str, pairs) -> list[tuple]:

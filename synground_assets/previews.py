@@ -113,7 +113,7 @@ def contact_sheet(tiles: Sequence[Image.Image], columns: int = 4) -> Image.Image
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")  # no optimize=True: 10x slower for a few % smaller
     return buffer.getvalue()
 
 

@@ -123,3 +123,21 @@ def test_a_degenerate_image_is_removed_with_its_pixel_std():
     assert result.table.empty and len(result.skipped) == 1
     (removal,) = result.removals
     assert removal.filter == "degenerate_image" and removal.value == 0.0 and removal.threshold == 2.0
+
+
+def test_a_writer_gets_each_kept_image_once_as_its_batch_is_checked():
+    texts = described()
+    calls = []
+    generator = FakeGenerator(flag=lambda prompt, seed: "green circle" in prompt and seed % 2 == 0)
+    in_memory = draw_images(shapes(batch_sizes={"image_generator": 2}), "00000", texts,
+                            Suite(image_generator=FakeGenerator(flag=generator.flag)), NO_EARLIER)
+
+    def write(file, image):
+        calls.append((file, len(generator.seeds)))  # how many images had been drawn when it came
+        assert file not in dict(calls[:-1])
+
+    streamed = draw_images(shapes(batch_sizes={"image_generator": 2}), "00000", texts,
+                           Suite(image_generator=generator), NO_EARLIER, write=write)
+    assert streamed.images == {} and sorted(file for file, _ in calls) == sorted(in_memory.images)
+    assert calls[0][1] == 2  # the first batch's images are written before the second batch is drawn
+    assert same_frames(streamed.tables, in_memory.tables)

@@ -13,13 +13,13 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 import pandas as pd
-from PIL import Image
 
 from synground_assets.items import derive_seed
 from synground_assets.pipeline.batching import Logger, Progress, Skipped, batches, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
+from synground_assets.pipeline.writing import ImageFiles, InMemoryImages
 from synground_assets.previews import draw_triplets
-from synground_assets.quality.images import NearDuplicates, degenerate_reason, perceptual_hash, pixel_std
+from synground_assets.quality.images import degenerate_reason, find_near_duplicates, perceptual_hash, pixel_std
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import QualitySettings
 from synground_assets.recipes import Recipe
@@ -32,7 +32,8 @@ TABLE_COLUMNS = ["item_id", "file", "image_path", "width", "height", "image_seed
 BOX_COLUMNS = ["item_id", "phrase", "x0", "y0", "x1", "y1"]
 
 Accepted = dict[str, tuple[GeneratedImage, int]]  # item -> (the usable output, the seed that drew it)
-ImageSink = Callable[[str, Image.Image], None]  # (file in the shard folder, image) -> written
+# this shard's hashes -> item_id, phash of the earlier shards' images that may be near-duplicates
+EarlierHashes = Callable[[list[str]], pd.DataFrame]
 
 
 def image_failure(output: GeneratedImage, settings: QualitySettings, attempt: int, seed: int) -> Removal | None:
@@ -88,64 +89,58 @@ def generate_checked(generator: ImageGenerator, pairs: Sequence[tuple[str, str]]
     return accepted, skipped, removals
 
 
-class ImageDedup:
-    """Each accepted image hashed once (pHash) and checked against the earlier shards' images and
-    this shard's kept ones, in the order images are accepted; the near-duplicates become removals."""
-
-    def __init__(self, earlier: pd.DataFrame, settings: QualitySettings):
-        self.max_distance = settings.image_dedup_distance
-        self.pool = NearDuplicates(earlier.item_id, earlier.phash, self.max_distance) \
-            if self.max_distance is not None else None
-        self.hashes: dict[str, str] = {}
-        self.removals: list[Removal] = []
-
-    def keep(self, item: str, image: Image.Image) -> bool:
-        self.hashes[item] = perceptual_hash(image)
-        match = self.pool.check(item, self.hashes[item]) if self.pool is not None else None
-        if match is None:
-            return True
-        kept, distance = match
-        self.removals.append(Removal(STAGE, item, "near_duplicate_image", float(distance), float(self.max_distance),
-                                     detail=f"perceptual hash {distance} bits from {kept}"))
-        return False
+def dedup_images(hashes: dict[str, str], earlier: EarlierHashes, settings: QualitySettings) -> list[Removal]:
+    """hashes: item -> pHash of the accepted images, in the order they were accepted. The
+    near-duplicates of an earlier shard's image or of an image accepted before them (the first kept)."""
+    if settings.image_dedup_distance is None or not hashes:
+        return []
+    found = earlier(list(hashes.values()))
+    duplicates = find_near_duplicates(list(hashes.items()), list(zip(found.item_id, found.phash)),
+                                      settings.image_dedup_distance)
+    return [Removal(STAGE, item, "near_duplicate_image", float(distance), float(settings.image_dedup_distance),
+                    detail=f"perceptual hash {distance} bits from {kept}")
+            for item, (kept, distance) in duplicates.items()]
 
 
-def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, earlier: pd.DataFrame,
-                log: Logger | None = None, write: ImageSink | None = None) -> StageResult:
-    """descriptions: item_id, description of this shard; earlier: item_id, phash of earlier shards.
+def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, earlier: EarlierHashes,
+                log: Logger | None = None, files: ImageFiles | None = None) -> StageResult:
+    """descriptions: item_id, description of this shard; earlier(hashes): item_id, phash of the
+    earlier shards' images that may be near-duplicates of these (asked once, when the shard is drawn).
     PNG files plus a table (item, file, size, seed, perceptual hash); GLIGEN recipes also keep the
     layout each image was drawn in (`layout.parquet`), procedural worlds their ground truth.
 
-    `write(file, image)` takes each kept image as soon as its batch is checked (a background
-    writer: the files are written while the next batch is drawn); without it the images are
-    returned in `StageResult.images`."""
-    files: dict[str, Image.Image] = {}
-    write = write or files.__setitem__
+    `files` takes each accepted image as soon as its batch is checked (a background writer: the
+    files are written while the next batch is drawn) and gives back the duplicates; without it the
+    images are returned in `StageResult.images`."""
+    in_memory = InMemoryImages() if files is None else None
+    files = files if files is not None else in_memory
     generator = roles.image_generator(recipe.name)
     settings = QualitySettings.from_dict(recipe.quality)
     seeds = {item: derive_seed("image", item) for item in descriptions.item_id}
     pairs = list(zip(descriptions.item_id, descriptions.description))
-    dedup = ImageDedup(earlier, settings)
-    kept: set[str] = set()
+    hashes: dict[str, str] = {}
 
     def accept(item: str, output: GeneratedImage, seed: int) -> None:
-        # Near-duplicates of earlier shards' images and of this shard's kept ones are never written.
-        if dedup.keep(item, output.image):
-            kept.add(item)
-            write(image_file(item), output.image)
+        hashes[item] = perceptual_hash(output.image)  # once per image: dedup and the table use it
+        files.put(image_file(item), output.image)
 
-    # 1. Generate, with the safety flag and degenerate-image checks (and retries) and dedup.
+    # 1. Generate, with the safety flag and degenerate-image checks (and retries).
     progress = progress_or_none(log, f"images {recipe.name}|{shard}", len(pairs))
     accepted, skipped, removals = generate_checked(generator, pairs, seeds, recipe.roles["image_generator"].batch_size,
                                                    settings, progress, accept)
-    # 2. The table of what was kept, in description order.
+    # 2. Near-duplicates of earlier shards' images and of this shard's earlier items: taken back.
+    duplicates = dedup_images(hashes, earlier, settings)
+    removed = {r.item_id for r in duplicates}
+    for item in removed:
+        files.discard(image_file(item))
+    # 3. The table of what is left, in description order.
     rows, layout, truth, preview = [], [], [], []
     for item, text in pairs:
-        if item not in kept:
+        if item not in accepted or item in removed:
             continue
         output, seed = accepted[item]
         file = image_file(item)
-        rows.append((item, file, f"{recipe.name}/images/{shard}/{file}", *output.image.size, seed, dedup.hashes[item]))
+        rows.append((item, file, f"{recipe.name}/images/{shard}/{file}", *output.image.size, seed, hashes[item]))
         layout += _box_rows(item, output.layout)
         truth += _box_rows(item, output.ground_truth)
         if len(preview) < PREVIEW_ITEMS:
@@ -156,12 +151,13 @@ def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, e
         tables["layout.parquet"] = pd.DataFrame(layout, columns=BOX_COLUMNS)
     if truth:
         tables["ground_truth.parquet"] = pd.DataFrame(truth, columns=BOX_COLUMNS)
-    every_removal = removals + dedup.removals
+    every_removal = removals + duplicates
     return StageResult(
-        info=generator.info, tables=tables, images=files, removals=every_removal, skipped=skipped, preview=preview,
-        lineage={"images": table.drop(columns=["file", "phash"]),
+        info=generator.info, tables=tables, images=dict(in_memory or {}), removals=every_removal, skipped=skipped,
+        preview=preview, counts={"images": len(table), "removed_images": len(removed)},
+        # The lineage rows keep the pHash: the index answers the next shards' dedup (resources/dedup_index.py).
+        lineage={"images": table.drop(columns=["file"]),
                  **quality_lineage(STAGE, "images", len(pairs), len(table), every_removal)},
-        counts={"images": len(table), "removed_images": len(dedup.removals)},
     )
 
 

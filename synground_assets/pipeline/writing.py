@@ -13,12 +13,33 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
 
+class ImageFiles(Protocol):
+    """Where a stage puts the image files of its shard as it goes (file: a path in the shard folder)."""
+
+    def put(self, file: str, image: Image.Image) -> None: ...
+
+    def discard(self, file: str) -> None:
+        """Take back a file put earlier (an image found to be a duplicate once the shard is drawn)."""
+
+
+class InMemoryImages(dict):
+    """The images kept in memory (file -> image), for a caller that writes them itself."""
+
+    def put(self, file: str, image: Image.Image) -> None:
+        self[file] = image
+
+    def discard(self, file: str) -> None:
+        self.pop(file, None)
+
+
 class PngWriter:
-    """`put(file, image)` writes `folder/file` as PNG (the same bytes as `image.save(path, "PNG")`)."""
+    """`put(file, image)` writes `folder/file` as PNG (the same bytes as `image.save(path, "PNG")`);
+    `discard(file)` removes it again once written."""
 
     def __init__(self, folder: Path, workers: int | None = None, max_pending: int = 64):
         self.folder = folder
@@ -26,6 +47,7 @@ class PngWriter:
         self._slots = threading.BoundedSemaphore(max_pending)
         self._futures: list[Future] = []
         self._folders: set[Path] = set()
+        self._discarded: list[Path] = []
 
     def put(self, file: str, image: Image.Image) -> None:
         path = self.folder / file
@@ -37,8 +59,11 @@ class PngWriter:
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
 
+    def discard(self, file: str) -> None:
+        self._discarded.append(self.folder / file)
+
     def close(self) -> None:
-        """Wait for every file; the first failure is raised (naming the file)."""
+        """Wait for every file, then remove the discarded ones; the first failure is raised."""
         try:
             for future in self._futures:
                 error = future.exception()
@@ -46,6 +71,8 @@ class PngWriter:
                     raise OSError(f"writing an image into {self.folder} failed: {error}") from error
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        for path in self._discarded:
+            path.unlink(missing_ok=True)
 
     def __enter__(self) -> PngWriter:
         return self

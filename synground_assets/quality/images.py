@@ -31,6 +31,19 @@ def perceptual_hash(image: Image.Image) -> str:
     return str(imagehash.phash(image.convert("RGB")))
 
 
+def hash_bands(max_distance: int) -> list[tuple[int, int]]:
+    """(shift, mask) of `max_distance + 1` disjoint bit bands covering the 64-bit hash. Two hashes
+    within `max_distance` bits agree exactly on at least one band (pigeonhole), so an index lookup
+    by band equality finds every near-duplicate candidate without comparing against every hash."""
+    count = min(max_distance + 1, 64)
+    widths = [64 // count + (1 if i < 64 % count else 0) for i in range(count)]
+    bands, shift = [], 64
+    for width in widths:
+        shift -= width
+        bands.append((shift, (1 << width) - 1))
+    return bands
+
+
 class NearDuplicates:
     """A pool of kept perceptual hashes (earlier shards' first, in key order) that new items are
     checked against one at a time, in order: a new item within `max_distance` bits of a kept one is

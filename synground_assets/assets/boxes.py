@@ -27,7 +27,7 @@ def boxes(
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
     suite = models.suite()
 
-    def run_shard(recipe, shard, shard_store):
+    def run_shard(recipe, shard, shard_store, _files):
         inputs = BoxInputs(
             images=shard_store.read_table(recipe.name, "images", shard),
             phrases=shard_store.read_table(recipe.name, "phrases", shard),

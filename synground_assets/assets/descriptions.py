@@ -1,18 +1,16 @@
 """`descriptions`: one text per item, written by the recipe's describer (the paper's Psi_c); the
-stage itself is `pipeline/descriptions.py`. Bad outputs and duplicates are recorded in `removals`."""
+stage itself is `pipeline/descriptions.py`. Bad outputs and duplicates are recorded in `removals`;
+the earlier shards' descriptions a duplicate may repeat come from the lineage index."""
 
 import dagster as dg
-import pandas as pd
 
 from synground_assets.assets.quality_report import quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.descriptions import describe_items
 from synground_assets.previews import markdown_table
-from synground_assets.quality.settings import QualitySettings
 from synground_assets.resources import ModelSuiteResource, StoreResource
-from synground_assets.resources.published import earlier_shard_rows
-
-COLUMNS = ["item_id", "description"]
+from synground_assets.resources.dedup_index import earlier_descriptions
+from synground_assets.resources.lineage import default_lineage_path
 
 
 @generation_asset(deps=["concepts"], kinds={"parquet"})
@@ -22,10 +20,10 @@ def descriptions(
     """Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe says."""
     suite = models.suite()
 
-    def run_shard(recipe, shard, shard_store):
+    def run_shard(recipe, shard, shard_store, _files):
         concepts = shard_store.read_table(recipe.name, "concepts", shard)
-        earlier = (earlier_shard_rows(shard_store, recipe.name, "descriptions", shard, COLUMNS)
-                   if QualitySettings.from_dict(recipe.quality).dedup_descriptions else pd.DataFrame(columns=COLUMNS))
+        earlier = lambda keys: earlier_descriptions(shard_store, default_lineage_path(), recipe.name,  # noqa: E731
+                                                    shard, keys)
         return describe_items(recipe, shard, concepts, suite, earlier, context.log)
 
     results = materialize_shards(context, store, "descriptions", run_shard)

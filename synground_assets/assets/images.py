@@ -1,8 +1,9 @@
 """`images`: one synthetic image per description, from the recipe's generator (the paper's Psi_g);
-the stage itself (safety and degenerate checks, regeneration, near-duplicates) is `pipeline/images.py`."""
+the stage itself (safety and degenerate checks, regeneration, near-duplicates) is `pipeline/images.py`.
+Images are written in the background while the next batch is drawn; the earlier shards' images a
+near-duplicate may repeat come from the lineage index."""
 
 import dagster as dg
-import pandas as pd
 
 from synground_assets.assets.quality_report import quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
@@ -10,9 +11,8 @@ from synground_assets.pipeline.images import draw_images
 from synground_assets.previews import contact_sheet, image_markdown
 from synground_assets.quality.settings import QualitySettings
 from synground_assets.resources import ModelSuiteResource, StoreResource
-from synground_assets.resources.published import earlier_shard_rows
-
-COLUMNS = ["item_id", "phash"]
+from synground_assets.resources.dedup_index import earlier_image_hashes
+from synground_assets.resources.lineage import default_lineage_path
 
 
 @generation_asset(deps=["descriptions"], kinds={"png", "parquet"})
@@ -22,12 +22,12 @@ def images(
     """PNG files plus a table (item, file, size, seed, perceptual hash); GLIGEN recipes also keep the layout drawn."""
     suite = models.suite()
 
-    def run_shard(recipe, shard, shard_store):
+    def run_shard(recipe, shard, shard_store, files):
         described = shard_store.read_table(recipe.name, "descriptions", shard)
-        earlier = (earlier_shard_rows(shard_store, recipe.name, "images", shard, COLUMNS)
-                   if QualitySettings.from_dict(recipe.quality).image_dedup_distance is not None
-                   else pd.DataFrame(columns=COLUMNS))
-        return draw_images(recipe, shard, described, suite, earlier, context.log)
+        distance = QualitySettings.from_dict(recipe.quality).image_dedup_distance
+        earlier = lambda hashes: earlier_image_hashes(shard_store, default_lineage_path(), recipe.name,  # noqa: E731
+                                                      shard, hashes, distance)
+        return draw_images(recipe, shard, described, suite, earlier, context.log, files)
 
     results = materialize_shards(context, store, "images", run_shard)
     sheet = contact_sheet(results[0].preview)

@@ -23,7 +23,7 @@ def phrases(
     """Every candidate phrase is kept as a row; dropped ones carry the reason (`kept`, `drop_reason`)."""
     suite = models.suite()
 
-    def run_shard(recipe, shard, shard_store):
+    def run_shard(recipe, shard, shard_store, _files):
         described = shard_store.read_table(recipe.name, "descriptions", shard)
         return extract_phrases(recipe, shard, described, suite, context.log)
 

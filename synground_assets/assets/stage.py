@@ -22,6 +22,7 @@ import pandas as pd
 from synground_assets import code_version
 from synground_assets.partitions import shard_partitions, split_shard_key
 from synground_assets.pipeline.result import StageResult
+from synground_assets.pipeline.writing import PngWriter
 from synground_assets.recipes import Recipe, recipe_book
 from synground_assets.resources import StoreResource
 from synground_assets.resources.lineage import write_shard_lineage
@@ -29,7 +30,9 @@ from synground_assets.resources.store import ShardStore, write_table
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.scale import profile
 
-ShardRunner = Callable[[Recipe, str, ShardStore], StageResult]  # (recipe, shard, store) -> what to publish
+# (recipe, shard, store, files) -> what to publish; `files` writes images into the staging folder
+# in the background (pipeline/writing.py), for a stage that streams them out as it goes.
+ShardRunner = Callable[[Recipe, str, ShardStore, PngWriter], StageResult]
 
 
 def generation_asset(**kwargs):
@@ -74,8 +77,9 @@ def materialize_shards(
         recipe_name, shard = split_shard_key(key)
         recipe = recipe_book().get(recipe_name)
         with shard_store.writing(recipe_name, asset, shard, run_id=context.run_id) as folder:
-            result = run_shard(recipe, shard, shard_store)
-            write_result(folder, result)
+            with PngWriter(folder) as files:
+                result = run_shard(recipe, shard, shard_store, files)
+                write_result(folder, result, files)
             common = lineage_columns(context, recipe_name, shard, result.info)
             skipped = pd.DataFrame(result.skipped, columns=["item_id", "reason"]).assign(stage=asset)
             write_shard_lineage(folder, {table: rows.assign(**common) for table, rows in
@@ -87,11 +91,10 @@ def materialize_shards(
     return results
 
 
-def write_result(folder: Path, result: StageResult) -> None:
-    """The stage's tables and images into the shard's staging folder."""
+def write_result(folder: Path, result: StageResult, files: PngWriter) -> None:
+    """The stage's tables and the images it returned (not streamed out) into the staging folder."""
     for file, image in result.images.items():
-        (folder / file).parent.mkdir(parents=True, exist_ok=True)
-        image.save(folder / file, format="PNG")
+        files.put(file, image)
     for name, frame in result.tables.items():
         write_table(folder, frame, name)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Protocol, Sequence, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, Protocol, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = TypeVar("P")
 
 Skipped = tuple[str, str]  # (item_id, reason)
 
@@ -46,8 +48,7 @@ def run_batched(
     skipped) and the skipped (item_id, reason) pairs."""
     results: list[R | None] = []
     skipped: list[Skipped] = []
-    for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
+    for batch in batches(items, batch_size):
         try:
             outputs = call(batch)
             if len(outputs) != len(batch):
@@ -63,3 +64,25 @@ def run_batched(
         if progress:
             progress.advance(len(batch))
     return results, skipped
+
+
+def batches(items: Sequence[T], batch_size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
+
+
+def prepared_ahead(items: Sequence[T], batch_size: int, prepare: Callable[[Sequence[T]], P]
+                   ) -> Iterator[tuple[Sequence[T], P]]:
+    """Each batch with what `prepare` made of it (e.g. its images read from disk), the next batch
+    prepared in a background thread while the caller runs the model on this one. One batch ahead:
+    at most two batches' inputs are in memory."""
+    chunks = batches(items, batch_size)
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare-batch") as pool:
+        batch = next(chunks, None)
+        upcoming = pool.submit(prepare, batch) if batch is not None else None
+        while batch is not None:
+            prepared = upcoming.result()
+            following = next(chunks, None)
+            upcoming = pool.submit(prepare, following) if following is not None else None
+            yield batch, prepared
+            batch = following

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 from PIL import Image
 
 from synground_assets.items import box_id
-from synground_assets.pipeline.batching import Logger, Skipped, progress_or_none, run_batched
+from synground_assets.pipeline.batching import Logger, Skipped, prepared_ahead, progress_or_none, run_batched
 from synground_assets.pipeline.images import PREVIEW_ITEMS
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.previews import draw_triplets
@@ -43,24 +44,31 @@ def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logge
     per_item = phrase_table.groupby("item_id", sort=False)
     work = [(row, per_item.get_group(row.item_id)) for row in inputs.images.itertuples(index=False)
             if row.item_id in per_item.groups]
-    info, call = _box_source(recipe, inputs, roles)
+    batch_size = recipe.roles["detector"].batch_size
+    source = _box_source(recipe, inputs, roles)
     progress = progress_or_none(log, f"boxes {recipe.name}|{shard}", len(work))
-    detections, skipped = run_batched(work, recipe.roles["detector"].batch_size, call,
-                                      lambda pair: pair[0].item_id, progress)
-    rows, preview = [], []
-    for (row, item_phrases), found in zip(work, detections):
-        if found is None:
-            continue
-        ranked = sorted(found, key=lambda d: (d.phrase_index, -d.score))
-        rows += _box_rows(row.item_id, item_phrases, ranked)
-        if len(preview) < PREVIEW_ITEMS:
-            preview.append(_preview_tile(Image.open(inputs.image_folder / row.file), item_phrases, ranked))
+    rows, skipped, preview = [], [], []
+    # The next batch's images are read from disk while the detector works on this one.
+    for batch, pictures in prepared_ahead(work, batch_size, source.prepare):
+        detections, failed = run_batched(batch, batch_size,
+                                         lambda chunk, pictures=pictures: source.call(chunk, pictures),
+                                         lambda pair: pair[0].item_id, progress)
+        skipped += failed
+        for (row, item_phrases), found in zip(batch, detections):
+            if found is None:
+                continue
+            ranked = sorted(found, key=lambda d: (d.phrase_index, -d.score))
+            rows += _box_rows(row.item_id, item_phrases, ranked)
+            if len(preview) < PREVIEW_ITEMS:  # drawn from the image in memory
+                picture = pictures[row.item_id] if row.item_id in pictures else \
+                    Image.open(inputs.image_folder / row.file)
+                preview.append(_preview_tile(picture, item_phrases, ranked))
     detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
     table, removals = curate(recipe, detected, inputs.images, phrase_table, inputs.image_folder, roles)
     options = recipe.roles["detector"].options
     counts = {"boxes": len(table), "phrases": len(phrase_table), "phrases_with_box": table.phrase_id.nunique()}
     return StageResult(
-        info=info, tables={TABLE: table}, removals=removals, skipped=unusable + skipped, preview=preview,
+        info=source.info, tables={TABLE: table}, removals=removals, skipped=unusable + skipped, preview=preview,
         lineage={"boxes": table.assign(box_threshold=options.get("box_threshold"),
                                        text_threshold=options.get("text_threshold")),
                  "shard_yields": pd.DataFrame([counts]),
@@ -69,19 +77,35 @@ def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logge
     )
 
 
-def _box_source(recipe: Recipe, inputs: BoxInputs, roles):
-    """Who boxes the phrases, and the batched call: (info, call(batch of (image row, phrases)))."""
-    if recipe.box_source == "gligen":  # no detector to load: the layout the image was drawn in
+Work = tuple[Any, pd.DataFrame]  # (a row of the images table, that item's usable phrases)
+
+
+@dataclass(frozen=True)
+class BoxSource:
+    """Who boxes the phrases: `prepare(batch)` reads what the call needs ({item: image}), `call(batch,
+    prepared)` returns each item's detections."""
+
+    info: AdapterInfo
+    prepare: Callable[[Sequence[Work]], dict[str, Image.Image]]
+    call: Callable[[Sequence[Work], dict[str, Image.Image]], list[list[Detection]]]
+
+
+def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
+    if recipe.box_source == "gligen":  # no detector to load, no image to read: the layout the image was drawn in
         generator = recipe.roles["image_generator"]
-        info = AdapterInfo("gligen-layout", generator.model or "", generator.revision or "", {"box_source": "gligen"})
-        return info, lambda batch: [layout_detections(inputs.layout, row.item_id, list(ph.phrase)) for row, ph in batch]
+        return BoxSource(
+            AdapterInfo("gligen-layout", generator.model or "", generator.revision or "", {"box_source": "gligen"}),
+            prepare=lambda batch: {},
+            call=lambda batch, _: [layout_detections(inputs.layout, row.item_id, list(ph.phrase)) for row, ph in batch])
     detector = roles.detector(recipe.name)
 
-    def call(batch):
-        pictures = [Image.open(inputs.image_folder / row.file).convert("RGB") for row, _ in batch]
-        return detector.detect(pictures, [list(ph.phrase) for _, ph in batch])
+    def read_images(batch) -> dict[str, Image.Image]:
+        return {row.item_id: Image.open(inputs.image_folder / row.file).convert("RGB") for row, _ in batch}
 
-    return detector.info, call
+    def detect(batch, pictures):
+        return detector.detect([pictures[row.item_id] for row, _ in batch], [list(ph.phrase) for _, ph in batch])
+
+    return BoxSource(detector.info, read_images, detect)
 
 
 def layout_detections(layout: pd.DataFrame, item: str, phrases: list[str]) -> list[Detection]:

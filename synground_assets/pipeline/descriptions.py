@@ -7,7 +7,7 @@ removed when the recipe's `dedup_descriptions` is on. Both are recorded as remov
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -15,11 +15,14 @@ from synground_assets.pipeline.batching import Logger, Skipped, progress_or_none
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.quality.text import find_duplicate_texts, text_problem
+from synground_assets.quality.text import description_key, find_duplicate_texts, text_problem
 from synground_assets.recipes import Recipe
 from synground_assets.roles.base import GeneratedText, SourceItem
 
 STAGE = "descriptions"
+COLUMNS = ["item_id", "description"]
+# this shard's description keys -> item_id, description of the earlier shards' items with such a key
+EarlierTexts = Callable[[list[str]], pd.DataFrame]
 
 
 def source_items(concepts: pd.DataFrame) -> list[SourceItem]:
@@ -52,19 +55,20 @@ def check_texts(items: Sequence[SourceItem], texts: Sequence[GeneratedText | Non
     return usable, skipped, removals
 
 
-def duplicate_removals(rows: list[tuple[str, str]], earlier: pd.DataFrame) -> list[Removal]:
-    """rows: (item_id, text) of this shard; earlier: item_id, description of earlier shards, in key
-    order. A removal per text that repeats an earlier item's (the first one is kept)."""
-    duplicates = find_duplicate_texts(rows, list(zip(earlier.item_id, earlier.description)))
+def duplicate_removals(rows: list[tuple[str, str]], earlier: EarlierTexts) -> list[Removal]:
+    """rows: (item_id, text) of this shard. A removal per text that repeats an earlier shard's item
+    or one before it in this shard (the first one is kept)."""
+    found = earlier([description_key(text) for _, text in rows]) if rows else pd.DataFrame(columns=COLUMNS)
+    duplicates = find_duplicate_texts(rows, list(zip(found.item_id, found.description)))
     return [Removal(STAGE, item, "duplicate_description", detail=f"same description as {first}")
             for item, first in duplicates.items()]
 
 
-def describe_items(recipe: Recipe, shard: str, concepts: pd.DataFrame, roles, earlier: pd.DataFrame,
+def describe_items(recipe: Recipe, shard: str, concepts: pd.DataFrame, roles, earlier: EarlierTexts,
                    log: Logger | None = None) -> StageResult:
-    """concepts: this shard's `concepts` table; earlier: item_id, description of earlier shards
-    (read only when the recipe dedups descriptions). Image2Text, Concept2Text, Text2Text or
-    Concatenation, as the recipe's describer does."""
+    """concepts: this shard's `concepts` table; earlier(keys): item_id, description of the earlier
+    shards' descriptions with one of these `description_key`s (asked once, when the recipe dedups
+    descriptions). Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe's describer does."""
     describer = roles.describer(recipe.name)
     settings = QualitySettings.from_dict(recipe.quality)
     items = source_items(concepts)
@@ -78,8 +82,9 @@ def describe_items(recipe: Recipe, shard: str, concepts: pd.DataFrame, roles, ea
         removals += duplicates
         removed = {r.item_id for r in duplicates}
         rows = [(item, text) for item, text in rows if item not in removed]
-    table = pd.DataFrame(rows, columns=["item_id", "description"])
+    table = pd.DataFrame(rows, columns=COLUMNS)
     return StageResult(info=describer.info, tables={TABLE: table}, removals=removals, skipped=skipped, preview=[table],
-                       lineage={"descriptions": table,
+                       # The lineage rows keep the key the index answers the next shards' dedup by.
+                       lineage={"descriptions": table.assign(description_key=table.description.map(description_key)),
                                 **quality_lineage(STAGE, "descriptions", len(items), len(table), removals)},
                        counts={"descriptions": len(table)})

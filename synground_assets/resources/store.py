@@ -194,20 +194,26 @@ class ShardStore:
         """Every shard published in this layout, under every recipe and asset (one readlink and one stat
         each); a link whose version folder was deleted comes with `present=False`."""
         for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):
-            asset_dir = marker.parent
-            recipe, asset = asset_dir.parent.name, asset_dir.name
-            with os.scandir(asset_dir) as entries:
-                for entry in entries:
-                    if entry.name.startswith(".") or not entry.is_symlink():
-                        continue
-                    try:
-                        version = os.readlink(entry.path)
-                    except FileNotFoundError:  # unpublished meanwhile
-                        continue
-                    match = _VERSION_NAME.match(version)
-                    if match and match["shard"] == entry.name:
-                        yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version,
-                                             present=os.path.isdir(os.path.join(asset_dir, version)))
+            yield from self.published_in(marker.parent.parent.name, marker.parent.name)
+
+    def published_in(self, recipe: str, asset: str) -> Iterator[PublishedShard]:
+        """The shards of one recipe's asset published in this layout (one readlink and one stat each); a
+        link whose version folder was deleted comes with `present=False`."""
+        asset_dir = self.root / recipe / asset
+        if not asset_dir.is_dir():
+            return
+        with os.scandir(asset_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_symlink():
+                    continue
+                try:
+                    version = os.readlink(entry.path)
+                except FileNotFoundError:  # unpublished meanwhile
+                    continue
+                match = _VERSION_NAME.match(version)
+                if match and match["shard"] == entry.name:
+                    yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version,
+                                         present=os.path.isdir(os.path.join(asset_dir, version)))
 
     def clean(self) -> int:
         """`clean_folder` over every asset folder of the root; returns how many leftovers went."""

@@ -9,7 +9,7 @@ from synground_assets.pipeline.boxes import BOX_COLUMNS, BoxInputs, box_phrases
 from synground_assets.pipeline.images import draw_images
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.roles.shapes import object_phrase, parse_objects
-from synground_assets_tests.pipeline.stand_ins import Suite, described, same_frames, shapes, write_images
+from synground_assets_tests.pipeline.stand_ins import Suite, described, earlier_rows, same_frames, shapes, write_images
 
 
 def phrase_table(texts: pd.DataFrame) -> pd.DataFrame:
@@ -26,7 +26,7 @@ def phrase_table(texts: pd.DataFrame) -> pd.DataFrame:
 def shard(tmp_path) -> BoxInputs:
     """Images drawn by the shapes world, on disk, and their phrases."""
     texts = described()
-    images = draw_images(shapes(), "00000", texts, Suite(), pd.DataFrame(columns=["item_id", "phash"]))
+    images = draw_images(shapes(), "00000", texts, Suite(), earlier_rows(pd.DataFrame(columns=["item_id", "phash"])))
     return BoxInputs(images=images.table, phrases=phrase_table(texts), image_folder=write_images(images, tmp_path))
 
 

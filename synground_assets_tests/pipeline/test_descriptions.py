@@ -6,9 +6,9 @@ import pandas as pd
 from synground_assets.pipeline.concepts import sample_concepts
 from synground_assets.pipeline.descriptions import describe_items
 from synground_assets.roles.base import AdapterInfo, GeneratedText
-from synground_assets_tests.pipeline.stand_ins import Suite, same_frames, shapes
+from synground_assets_tests.pipeline.stand_ins import Suite, earlier_rows, same_frames, shapes
 
-NO_EARLIER = pd.DataFrame(columns=["item_id", "description"])
+NO_EARLIER = earlier_rows(pd.DataFrame(columns=["item_id", "description"]))
 
 
 def concepts(recipe, shard="00000"):
@@ -72,7 +72,7 @@ def test_duplicates_keep_the_first_item_and_the_earlier_shards_item():
     recipe = shapes(shard_size=len(answers))
     table = concepts(recipe, "00001")
     earlier = pd.DataFrame({"item_id": ["shapes:00000:0007"], "description": ["A green diamond."]})
-    result = describe_items(recipe, "00001", table, Suite(describer=Describer(answers)), earlier)
+    result = describe_items(recipe, "00001", table, Suite(describer=Describer(answers)), earlier_rows(earlier))
     assert result.table.description.tolist() == ["A red square.", "A blue circle."]
     assert [(r.item_id, r.filter, r.detail) for r in result.removals] == [
         (table.item_id[1], "duplicate_description", f"same description as {table.item_id[0]}"),
@@ -80,5 +80,5 @@ def test_duplicates_keep_the_first_item_and_the_earlier_shards_item():
     report = result.lineage["shard_quality"]
     assert report[["items_in", "filter", "removed", "kept"]].values.tolist() == [[4, "duplicate_description", 2, 2]]
     off = describe_items(shapes(shard_size=len(answers), quality={"dedup_descriptions": False}), "00001", table,
-                         Suite(describer=Describer(answers)), earlier)
+                         Suite(describer=Describer(answers)), earlier_rows(earlier))
     assert len(off.table) == len(answers)

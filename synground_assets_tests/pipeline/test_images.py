@@ -10,9 +10,9 @@ from synground_assets.previews import png_bytes
 from synground_assets.quality.images import perceptual_hash
 from synground_assets.roles.base import AdapterInfo, GeneratedImage
 from synground_assets.roles.shapes import ShapesImageGenerator
-from synground_assets_tests.pipeline.stand_ins import Suite, described, same_frames, shapes
+from synground_assets_tests.pipeline.stand_ins import Suite, described, earlier_rows, same_frames, shapes
 
-NO_EARLIER = pd.DataFrame(columns=["item_id", "phash"])
+NO_EARLIER = earlier_rows(pd.DataFrame(columns=["item_id", "phash"]))
 
 
 class FakeGenerator:
@@ -99,7 +99,7 @@ def test_near_duplicates_keep_the_first_item_and_the_earlier_shards_item():
     assert all(f"from {texts.item_id[0]}" in r.detail for r in result.removals)
     assert result.counts == {"images": 1, "removed_images": len(texts) - 1}
     earlier = pd.DataFrame({"item_id": ["shapes:00000:0003"], "phash": [result.table.phash[0]]})
-    later = draw_images(shapes(), "00001", texts, repeated, earlier)
+    later = draw_images(shapes(), "00001", texts, repeated, earlier_rows(earlier))
     assert later.table.empty and later.images == {}
     assert all("from shapes:00000:0003" in r.detail for r in later.removals)
 
@@ -123,3 +123,33 @@ def test_a_degenerate_image_is_removed_with_its_pixel_std():
     assert result.table.empty and len(result.skipped) == 1
     (removal,) = result.removals
     assert removal.filter == "degenerate_image" and removal.value == 0.0 and removal.threshold == 2.0
+
+
+class Files:
+    """Records what a stage puts and takes back, and how many images had been drawn by then."""
+
+    def __init__(self, generator):
+        self.generator, self.put_at, self.discarded = generator, {}, []
+
+    def put(self, file, image):
+        assert file not in self.put_at
+        self.put_at[file] = len(self.generator.seeds)
+
+    def discard(self, file):
+        self.discarded.append(file)
+
+
+def test_each_accepted_image_is_handed_out_as_its_batch_is_checked_and_duplicates_taken_back():
+    texts = described()
+    recipe = shapes(batch_sizes={"image_generator": 2})
+    in_memory = draw_images(recipe, "00000", texts, Suite(image_generator=FakeGenerator()), NO_EARLIER)
+    generator = FakeGenerator()
+    files = Files(generator)
+    streamed = draw_images(recipe, "00000", texts, Suite(image_generator=generator), NO_EARLIER, files=files)
+    assert streamed.images == {} and sorted(files.put_at) == sorted(in_memory.images) and not files.discarded
+    assert files.put_at["images/0000.png"] == 2  # before the second batch is drawn
+    assert same_frames(streamed.tables, in_memory.tables)
+    repeated = FakeGenerator(repeat=True)
+    files = Files(repeated)
+    result = draw_images(recipe, "00000", texts, Suite(image_generator=repeated), NO_EARLIER, files=files)
+    assert sorted(files.discarded) == sorted(set(files.put_at) - set(result.table.file))

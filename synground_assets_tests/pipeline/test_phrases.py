@@ -42,7 +42,8 @@ def test_a_refusal_skips_the_item_and_a_cut_off_phrase_is_dropped_with_its_reaso
     first, third = texts.item_id[0], texts.item_id[2]
     assert rows[:2] == [[first, "a red square", 0, True], [first, "a blue diamond", 1, True]]
     dropped = result.table[~result.table.kept]
-    assert dict(zip(dropped.phrase, dropped.drop_reason))["a blue dia"] == "cut off at the phrase extractor's token limit"
+    reasons = dict(zip(dropped.phrase, dropped.drop_reason))
+    assert reasons["a blue dia"] == "cut off at the phrase extractor's token limit"
     assert {"a pink elephant", "the"} <= set(dropped.phrase)  # not in the description; a stop word
     assert [[third, "an orange diamond", 0, True]] == [r for r in rows if r[0] == third and r[3]]
     assert result.counts == {"phrases": 3, "dropped_phrases": 3}

@@ -41,9 +41,10 @@ _GENERATION = (
     Option("no_repeat_ngram_size", "int", minimum=0),
 )
 GENERATION_OPTIONS = tuple(option.name for option in _GENERATION)  # what `generate()` is given
-# A causal LM with a chat template.
+# A causal LM with a chat template; `gguf_file` names a GGUF checkpoint (llama.cpp's format) in the model
+# folder or hub repository, loaded by transformers (needs the gguf and accelerate packages).
 _CHAT = _GENERATION + (Option("system", "str"), Option("instruction", "str"), Option("examples", "list"),
-                       Option("chat_template", "str"))
+                       Option("chat_template", "str"), Option("gguf_file", "str"))
 _PIPELINE = (
     Option("num_inference_steps", "int", minimum=1), Option("guidance_scale", "number", minimum=0),
     Option("height", "int", minimum=8, multiple_of=8), Option("width", "int", minimum=8, multiple_of=8),

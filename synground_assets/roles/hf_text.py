@@ -25,7 +25,14 @@ from PIL import Image
 
 from synground_assets.quality.text import text_problem
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import AdapterInfo, GeneratedText, PhraseCandidates, SourceItem
+from synground_assets.roles.base import (
+    AdapterInfo,
+    Describer,
+    GeneratedText,
+    PhraseCandidates,
+    PhraseExtractor,
+    SourceItem,
+)
 from synground_assets.roles.catalog import GENERATION_OPTIONS
 from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
 from synground_assets.roles.loading import ModelLoadError
@@ -75,7 +82,8 @@ PHRASE_EXAMPLES = (
 def clean_text(output: GeneratedText) -> GeneratedText:
     """Generated text as one line: whitespace collapsed, a leading 'Description:' label dropped
     (whether decoding hit the token limit is kept)."""
-    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(output.text.split()), flags=re.IGNORECASE)
+    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(output.text.split()),
+                     flags=re.IGNORECASE)
     return GeneratedText(cleaned, output.hit_token_limit)
 
 
@@ -85,6 +93,18 @@ def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> d
     kwargs.setdefault("max_new_tokens", default_max_new_tokens)
     kwargs.setdefault("do_sample", False)
     return kwargs
+
+
+def load_or_explain(auto_class, location, role: str, **kwargs):
+    """`auto_class.from_pretrained`, its failure named as the model that cannot be loaded (a GGUF file
+    of an architecture transformers cannot read, the `gguf` package missing, ...)."""
+    try:
+        return auto_class.from_pretrained(location.path, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        hint = " (GGUF files need the gguf and accelerate packages: pip install '.[smollm2]')" if (
+            "gguf_file" in kwargs and isinstance(exc, ImportError)) else ""
+        raise ModelLoadError(f"role {role!r}: cannot load {location.reference!r} with {auto_class.__name__}: "
+                             f"{exc}{hint}") from exc
 
 
 def end_token_ids(model, tokenizer) -> set[int]:
@@ -124,13 +144,16 @@ class ChatModel(ModelAdapter):
             MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         )
 
-        # 1. Check the model before loading weights.
-        location = resolve_model(spec.model, self.role, spec.revision)
-        pick_class(read_json(location, "config.json").get("model_type"), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                   location, self.role)
+        # 1. Check the model before loading weights. A GGUF file (llama.cpp's format) holds its config,
+        # tokenizer and quantized weights in one file, which transformers de-quantizes on load.
+        gguf_file = spec.options.get("gguf_file")
+        location = resolve_model(spec.model, self.role, spec.revision, required_file=gguf_file or "config.json")
+        if not gguf_file:
+            pick_class(read_json(location, "config.json").get("model_type"), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                       location, self.role)
+        load_kwargs = {**pretrained_kwargs(location), **({"gguf_file": gguf_file} if gguf_file else {})}
         # 2. Load tokenizer (left padding: generation continues every prompt at the same position).
-        self.tokenizer = AutoTokenizer.from_pretrained(location.path, padding_side="left",
-                                                       **pretrained_kwargs(location))
+        self.tokenizer = load_or_explain(AutoTokenizer, location, self.role, padding_side="left", **load_kwargs)
         template = spec.options.get("chat_template")
         if template:
             self.tokenizer.chat_template = CHAT_TEMPLATES.get(template, template)
@@ -141,8 +164,8 @@ class ChatModel(ModelAdapter):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # 3. Load weights.
-        self.model = AutoModelForCausalLM.from_pretrained(location.path, dtype=self.dtype,
-                                                          **pretrained_kwargs(location)).to(self.device).eval()
+        self.model = load_or_explain(AutoModelForCausalLM, location, self.role, dtype=self.dtype,
+                                     **load_kwargs).to(self.device).eval()
         self.generate_kwargs = generation_kwargs(spec.options, self.default_max_new_tokens)
         self.system = spec.options.get("system")
 
@@ -160,16 +183,18 @@ class ChatModel(ModelAdapter):
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start:start + self.batch_size]
             prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
-            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            inputs = inputs.to(self.device)
             _seed_batch(seeds[start:start + self.batch_size], self.generate_kwargs["do_sample"])
             output = self.model.generate(**inputs, **self.generate_kwargs, pad_token_id=self.tokenizer.pad_token_id)
             new_tokens = output[:, inputs["input_ids"].shape[1]:]  # (B, new)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            answers += [GeneratedText(t, cut) for t, cut in zip(texts, hit_token_limit(new_tokens, end_token_ids(self.model, self.tokenizer)))]
+            cut = hit_token_limit(new_tokens, end_token_ids(self.model, self.tokenizer))
+            answers += [GeneratedText(text, hit) for text, hit in zip(texts, cut)]
         return answers
 
 
-class ConceptDescriber(ChatModel):
+class ConceptDescriber(ChatModel, Describer):
     role = "describer"
 
     def __init__(self, spec: RoleSpec):
@@ -188,7 +213,7 @@ class ConceptDescriber(ChatModel):
         return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
 
 
-class CaptionSummarizer(ChatModel):
+class CaptionSummarizer(ChatModel, Describer):
     role = "describer"
 
     def __init__(self, spec: RoleSpec):
@@ -209,7 +234,7 @@ class CaptionSummarizer(ChatModel):
         return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
 
 
-class ConcatenationDescriber:
+class ConcatenationDescriber(Describer):
     """The Concatenation baseline: a real image's captions joined into one description."""
 
     def __init__(self, separator: str = " ", max_captions: int = 5):
@@ -283,7 +308,7 @@ def parse_phrase_list(text: str, max_words: int = 8) -> list[str]:
     return phrases
 
 
-class LLMPhraseExtractor(ChatModel):
+class LLMPhraseExtractor(ChatModel, PhraseExtractor):
     """A causal LM lists candidate phrases; the asset keeps those that occur in the description."""
 
     role = "phrase_extractor"
@@ -334,7 +359,7 @@ def load_images(items: Sequence[SourceItem]) -> list[Image.Image]:
     return images
 
 
-class ImageCaptioner(ModelAdapter):
+class ImageCaptioner(ModelAdapter, Describer):
     """Image2Text: LLaVA / LLaVA-NeXT answer a detailed-description prompt; BLIP captions (with an
     optional text prefix, `prompt`)."""
 

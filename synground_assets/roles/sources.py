@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from synground_assets import tiny
-from synground_assets.roles.base import AdapterInfo, SourceItem
+from synground_assets.roles.base import AdapterInfo, SourceItem, SourceSampler
 from synground_assets.roles.loading import ModelLoadError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -67,7 +67,7 @@ def _read_coco(path: Path) -> dict:
     return data
 
 
-class ConceptVocabularySampler:
+class ConceptVocabularySampler(SourceSampler):
     """min_concepts..max_concepts distinct concepts per item, each with an attribute at
     `attribute_probability`."""
 
@@ -98,7 +98,7 @@ class ConceptVocabularySampler:
         return items
 
 
-class ImageFolderSampler:
+class ImageFolderSampler(SourceSampler):
     """A real image per item, from a folder (recursively) or a COCO-style JSON's image list."""
 
     def __init__(self, images: str, image_root: str | None = None):
@@ -119,7 +119,7 @@ class ImageFolderSampler:
         ]
 
 
-class CaptionsSampler:
+class CaptionsSampler(SourceSampler):
     """A real image and all its captions per item, from a COCO-captions-style JSON."""
 
     def __init__(self, captions: str, image_root: str | None = None, max_captions: int = 5):

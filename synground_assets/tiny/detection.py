@@ -6,7 +6,6 @@ from pathlib import Path
 
 from synground_assets.tiny.tokenizers import bert_tokenizer, clip_tokenizer
 
-
 DETECTOR_IMAGE_SIZE = 64
 
 

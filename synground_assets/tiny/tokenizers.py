@@ -11,7 +11,6 @@ from importlib import resources
 
 from synground_assets.tiny.photos import PHOTO_CAPTIONS, PROCEDURAL_SCENES
 
-
 # Special tokens of the tiny causal LM and LLaVA tokenizers.
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -25,7 +24,8 @@ CHAT_TEMPLATE = (
 LLAVA_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'].upper() + ': ' }}"
     "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' ' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' ' }}{% endfor %}"
     "{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 

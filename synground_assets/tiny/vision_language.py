@@ -8,7 +8,6 @@ from pathlib import Path
 from synground_assets.tiny.text import llama_config
 from synground_assets.tiny.tokenizers import IMAGE, LLAVA_CHAT_TEMPLATE, bert_tokenizer, chat_tokenizer
 
-
 IMAGE_SIZE = 32  # vision towers
 
 
@@ -42,8 +41,12 @@ def build_llava(folder: Path) -> None:
 
 
 def build_llava_next(folder: Path) -> None:
-    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
-                              LlavaNextProcessor)
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+    )
 
     tokenizer = chat_tokenizer()
     pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
@@ -67,8 +70,14 @@ def build_llava_next(folder: Path) -> None:
 
 
 def build_blip_captioning(folder: Path) -> None:
-    from transformers import (BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor,
-                              BlipTextConfig, BlipVisionConfig)
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessorPil,
+        BlipProcessor,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
 
     tokenizer = bert_tokenizer(bos_token="[DEC]")
     text_config = BlipTextConfig(

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from synground_assets.recipes import RecipeError, RoleSpec, load_recipe_book
 from synground_assets import tiny
+from synground_assets.recipes import RecipeError, RoleSpec, load_recipe_book
 from synground_assets.roles import hf_common
-from synground_assets.roles.loading import ModelLoadError, resolve_device
 from synground_assets.roles.build import build_role
+from synground_assets.roles.loading import ModelLoadError, resolve_device
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")

@@ -3,8 +3,15 @@
 import pytest
 
 from synground_assets.roles.base import GeneratedText, PhraseCandidates, SourceItem
-from synground_assets.roles.hf_text import (CHAT_TEMPLATES, CaptionSummarizer, ConcatenationDescriber,
-                                            ConceptDescriber, ImageCaptioner, LLMPhraseExtractor, clean_text)
+from synground_assets.roles.hf_text import (
+    CHAT_TEMPLATES,
+    CaptionSummarizer,
+    ConcatenationDescriber,
+    ConceptDescriber,
+    ImageCaptioner,
+    LLMPhraseExtractor,
+    clean_text,
+)
 from synground_assets.roles.sources import CaptionsSampler, ImageFolderSampler
 
 
@@ -32,7 +39,8 @@ def test_image_captioner_batched_equals_one_by_one(cpu_spec, photo_items, model)
     batched = captioner.describe(photo_items)
     one_by_one = [captioner.describe([item])[0] for item in photo_items]
     assert batched == one_by_one
-    assert len(batched) == len(photo_items) and all(isinstance(d, GeneratedText) and isinstance(d.text, str) for d in batched)
+    assert len(batched) == len(photo_items)
+    assert all(isinstance(d, GeneratedText) and isinstance(d.text, str) for d in batched)
     # The tower sees the pixels: different photos, different text.
     assert len(set(batched)) > 1
     assert captioner.info.model_id == model and captioner.info.settings["prompt"] == captioner.prompt

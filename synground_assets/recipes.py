@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -55,22 +54,8 @@ class RoleSpec:
     options: dict[str, Any] = field(default_factory=dict)  # generation settings, thresholds, ...
 
 
-class _AsWritten(Mapping):
-    """The block as the recipe file wrote it (`written`), read as a mapping: for the callers that still
-    read `recipe.training.get(...)` / `recipe.real_data["regions"]`; new code reads the typed fields."""
-
-    def __getitem__(self, name: str) -> Any:
-        return self.written[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.written)
-
-    def __len__(self) -> int:
-        return len(self.written)
-
-
 @dataclass(frozen=True)
-class TrainingSettings(_AsWritten):
+class TrainingSettings:
     """A recipe's `training:` block: the TrainConfig it trains with (the real-data ratio included),
     plus the settings the fine-tuning asset reads itself."""
 
@@ -78,11 +63,10 @@ class TrainingSettings(_AsWritten):
     held_out: str | float = 0.05  # a benchmark of HELD_OUT_BENCHMARKS, or the share of items held out
     held_out_queries: int = 256  # queries of a held-out benchmark
     nproc_per_node: int | str = "auto"  # ranks on this node: an integer, or "auto" (every visible GPU, 1 on a CPU)
-    written: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class RealData(_AsWritten):
+class RealData:
     """A recipe's `real_data:` block: real triplets mixed into every training batch."""
 
     source: str  # one of REAL_DATA_SOURCES
@@ -91,10 +75,9 @@ class RealData(_AsWritten):
     image_data: str | None = None  # image_data.json (image sizes), optional
     max_images: int | None = None  # read only the first entries
     ratio: float = 0.5  # share of each batch drawn from the real triplets
-    written: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings) if f.name not in ("config", "written"))
+TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings) if f.name != "config")
 TRAIN_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -240,7 +223,6 @@ def _real_data(path: Path, name: str, data: dict[str, Any]) -> RealData | None:
         image_data=fields.string("image_data"),
         max_images=fields.optional_integer("max_images"),
         ratio=fields.fraction("ratio", 0.5),
-        written=dict(data),
     )
     fields.done()
     return real
@@ -279,7 +261,7 @@ def _training(path: Path, name: str, data: dict[str, Any], real: RealData | None
         settings["real_data_ratio"] = real.ratio
     return TrainingSettings(config=TrainConfig.from_dict(settings),
                             held_out=held_out if isinstance(held_out, str) else float(held_out),
-                            held_out_queries=held_out_queries, nproc_per_node=nproc_per_node, written=dict(data))
+                            held_out_queries=held_out_queries, nproc_per_node=nproc_per_node)
 
 
 def _recipe(path: Path, name: str, data: Any) -> Recipe:

@@ -92,7 +92,6 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     import pandas as pd
     from PIL import Image
 
-    from synground_assets.assets.stage import run_batched
     from synground_assets.items import (
         box_id,
         derive_seed,
@@ -100,6 +99,7 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
         item_seed,
         phrase_id,
     )
+    from synground_assets.pipeline.batching import run_batched
     from synground_assets.recipes import recipe_book, shard_index
     from synground_assets.resources.store import write_table
     from synground_assets.roles.phrases import filter_phrases

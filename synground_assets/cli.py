@@ -11,6 +11,7 @@ line, which has no daemon: runs whose process died are marked failed and their p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from synground_assets.resources.lineage import Lineage, default_lineage_path
@@ -44,6 +45,8 @@ def index() -> int:
           f"{counts['failed']} failed, in {counts['seconds']:.1f} s; {cleaned} leftover(s) of crashed writes removed")
     for error in counts["errors"]:
         print(f"not indexed: {error}", file=sys.stderr)
+    for vanished in counts["vanished"]:
+        print(f"vanished (its rows dropped from the index): {vanished}", file=sys.stderr)
     return 1 if counts["failed"] else 0
 
 
@@ -55,9 +58,8 @@ def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
 
     with dg.DagsterInstance.get() as instance:
         if run_ids:
-            dead = [DeadRun(run_id, "?", "?", "named on the command line") for run_id in run_ids]
-            for run in dead:
-                fail_dead_run(instance, run)
+            named = [DeadRun(run_id, "?", "?", "named on the command line") for run_id in run_ids]
+            dead = [dataclasses.replace(run, ended=tuple(fail_dead_run(instance, run))) for run in named]
         else:
             if not can_judge(instance):
                 print("this instance is shared (not SQLite) and its run launcher has no worker health check: the "
@@ -68,6 +70,8 @@ def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
     verb = "would mark" if dry_run else "marked"
     for run in dead:
         print(f"{verb} run {run.run_id} failed and freed its pool slots: {run.reason}")
+        if run.ended:
+            print(f"  ended its leftover process(es): pid {', '.join(map(str, run.ended))}")
     if not dead:
         print("no dead run: every STARTING/STARTED run has a live process")
 

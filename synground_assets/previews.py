@@ -113,7 +113,9 @@ def contact_sheet(tiles: Sequence[Image.Image], columns: int = 4) -> Image.Image
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    # A metadata preview, encoded once per run: zlib level 3 takes half the time of the default (6)
+    # and a third of optimize=True, for a file some 10% larger.
+    image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 

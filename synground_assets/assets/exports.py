@@ -48,7 +48,8 @@ def recipe_triplets(store: ShardStore, recipe: str, shards: list[str]) -> pd.Dat
 
 
 @dg.asset(
-    deps=[dg.AssetDep("boxes", partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="recipe"))],
+    deps=[dg.AssetDep("boxes", partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
+        partition_dimension_name="recipe"))],
     partitions_def=recipe_partitions,
     code_version="1",
     group_name="exports",

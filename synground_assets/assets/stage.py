@@ -1,10 +1,10 @@
-"""What every generation asset does around its core step, written once.
+"""What every generation asset does around its stage (`pipeline/`), written once.
 
-For each shard of the run: write the shard into a staging folder, add its lineage rows and skipped
-items there as Parquet files (`lineage/<table>.parquet`), publish it all with the store's one
-atomic rename, log progress. A stage supplies only `write_shard`, which reads its inputs, calls its
-role, writes files into the folder it is given and returns its lineage rows per table. No step
-opens the lineage database: it is an index built from these files (`Lineage.refresh`).
+For each shard of the run: call the stage, write what it returns (tables, PNG files) into a staging
+folder, add its lineage rows and skipped items there as Parquet files (`lineage/<table>.parquet`),
+publish it all with the store's one atomic rename, log progress. An asset supplies only
+`run_shard`, which reads the shard's inputs from the store and calls its stage. No step opens the
+lineage database: it is an index built from these files (`Lineage.refresh`).
 """
 
 from __future__ import annotations
@@ -12,40 +12,27 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Callable
 
 import dagster as dg
 import pandas as pd
 
 from synground_assets import code_version
 from synground_assets.partitions import shard_partitions, split_shard_key
+from synground_assets.pipeline.result import StageResult
+from synground_assets.pipeline.writing import PngWriter
 from synground_assets.recipes import Recipe, recipe_book
 from synground_assets.resources import StoreResource
 from synground_assets.resources.lineage import write_shard_lineage
-from synground_assets.resources.store import ShardStore
+from synground_assets.resources.store import ShardStore, write_table
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.scale import profile
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-@dataclass
-class ShardOutput:
-    """What one shard's write produced: lineage rows per table, skipped items, numbers, previews."""
-
-    lineage: dict[str, pd.DataFrame]
-    info: AdapterInfo
-    counts: dict[str, int]
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item_id, reason)
-    preview: list = field(default_factory=list)  # stage-specific preview material
-
-
-ShardWriter = Callable[[Recipe, str, ShardStore, Path], ShardOutput]
+# (recipe, shard, store, files) -> what to publish; `files` writes images into the staging folder
+# in the background (pipeline/writing.py), for a stage that streams them out as it goes.
+ShardRunner = Callable[[Recipe, str, ShardStore, PngWriter], StageResult]
 
 
 def generation_asset(**kwargs):
@@ -60,52 +47,6 @@ def generation_asset(**kwargs):
         group_name="generation",
         **kwargs,
     )
-
-
-class Progress:
-    """Items done / total, items/s and ETA, logged at most every `every_s` seconds."""
-
-    def __init__(self, log, what: str, total: int, every_s: float = 10.0):
-        self.log, self.what, self.total, self.every_s = log, what, total, every_s
-        self.done = 0
-        self.start = self.last = time.monotonic()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self.last >= self.every_s or self.done == self.total:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate else float("inf")
-            self.log.info(f"{self.what}: {self.done}/{self.total} items, {rate:.1f} items/s, ETA {eta:.0f} s")
-
-
-def run_batched(
-    items: Sequence[T], batch_size: int, call: Callable[[Sequence[T]], list[R]], item_id: Callable[[T], str],
-    progress: Progress | None = None,
-) -> tuple[list[R | None], list[tuple[str, str]]]:
-    """Call a role on batches; a failing batch is retried item by item so one bad item is skipped
-    (with its reason) instead of failing the shard. Returns results aligned with items (None where
-    skipped) and the skipped (item_id, reason) pairs."""
-    results: list[R | None] = []
-    skipped: list[tuple[str, str]] = []
-    for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
-        try:
-            outputs = call(batch)
-            if len(outputs) != len(batch):
-                raise RuntimeError(f"the role returned {len(outputs)} results for {len(batch)} items")
-            results.extend(outputs)
-        except Exception:  # noqa: BLE001 - isolate the bad items below
-            for item in batch:
-                try:
-                    results.append(call([item])[0])
-                except Exception as exc:  # noqa: BLE001 - recorded, not dropped
-                    results.append(None)
-                    skipped.append((item_id(item), f"{type(exc).__name__}: {exc}"))
-        if progress:
-            progress.advance(len(batch))
-    return results, skipped
 
 
 def lineage_columns(context: dg.AssetExecutionContext, recipe: str, shard: str, info: AdapterInfo) -> dict:
@@ -124,11 +65,11 @@ def lineage_columns(context: dg.AssetExecutionContext, recipe: str, shard: str, 
 
 
 def materialize_shards(
-    context: dg.AssetExecutionContext, store: StoreResource, asset: str, write_shard: ShardWriter,
-) -> list[ShardOutput]:
+    context: dg.AssetExecutionContext, store: StoreResource, asset: str, run_shard: ShardRunner,
+) -> list[StageResult]:
     """Run one stage over every shard of this run (one, or a range in a single-run backfill)."""
     shard_store = store.store()
-    outputs = []
+    results = []
     keys = context.partition_keys
     if not keys:
         raise no_shards_failure(context)
@@ -136,16 +77,26 @@ def materialize_shards(
         recipe_name, shard = split_shard_key(key)
         recipe = recipe_book().get(recipe_name)
         with shard_store.writing(recipe_name, asset, shard, run_id=context.run_id) as folder:
-            output = write_shard(recipe, shard, shard_store, folder)
-            common = lineage_columns(context, recipe_name, shard, output.info)
-            skipped = pd.DataFrame(output.skipped, columns=["item_id", "reason"]).assign(stage=asset)
+            with PngWriter(folder) as files:
+                result = run_shard(recipe, shard, shard_store, files)
+                write_result(folder, result, files)
+            common = lineage_columns(context, recipe_name, shard, result.info)
+            skipped = pd.DataFrame(result.skipped, columns=["item_id", "reason"]).assign(stage=asset)
             write_shard_lineage(folder, {table: rows.assign(**common) for table, rows in
-                                         {**output.lineage, "skipped_items": skipped}.items()})
-        for item, reason in output.skipped:
+                                         {**result.lineage, "skipped_items": skipped}.items()})
+        for item, reason in result.skipped:
             context.log.warning(f"{asset} {recipe_name}|{shard}: skipped {item}: {reason}")
-        context.log.info(f"{asset}: shard {number}/{len(keys)} ({recipe_name}|{shard}) published: {output.counts}")
-        outputs.append(output)
-    return outputs
+        context.log.info(f"{asset}: shard {number}/{len(keys)} ({recipe_name}|{shard}) published: {result.counts}")
+        results.append(result)
+    return results
+
+
+def write_result(folder: Path, result: StageResult, files: PngWriter) -> None:
+    """The stage's tables and the images it returned (not streamed out) into the staging folder."""
+    for file, image in result.images.items():
+        files.put(file, image)
+    for name, frame in result.tables.items():
+        write_table(folder, frame, name)
 
 
 def no_shards_failure(context: dg.AssetExecutionContext) -> dg.Failure:
@@ -159,7 +110,7 @@ def no_shards_failure(context: dg.AssetExecutionContext) -> dg.Failure:
     )
 
 
-def summary_metadata(outputs: list[ShardOutput]) -> dict:
+def summary_metadata(outputs: list[StageResult]) -> dict:
     """Counts summed over the run's shards, plus who made them."""
     totals: dict[str, int] = {}
     for output in outputs:

@@ -99,7 +99,10 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def distilled_mlm_loss(logits: torch.Tensor, momentum_logits: torch.Tensor, labels: torch.Tensor,
                        alpha: float) -> torch.Tensor:
     """(1 - alpha) CE + alpha * distillation on the masked tokens; logits (b, T, V), labels (b, T).
-    The distillation's log-softmax runs over dim 1, the token axis, as AMC's xbert.py does."""
+    The distillation's log-softmax runs over dim 1, the token axis, as AMC's xbert.py does. A batch
+    with no masked token (short phrases, a small batch) gives 0, where the official code gives NaN."""
+    if not (labels != -100).any():
+        return logits.sum() * 0.0
     cross_entropy = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     soft_labels = F.softmax(momentum_logits, dim=-1)
     distill = -(F.log_softmax(logits, dim=1) * soft_labels).sum(dim=-1)  # (b, T)
@@ -150,11 +153,33 @@ class AmcObjective(nn.Module):
         super().__init__()
         self.config, self.forwards_per_epoch = config, max(1, forwards_per_epoch)
         model.enable_mlm_head()
+        pretrained = model.take_pretraining_state()
         self.momentum_model = copy.deepcopy(model)
         for parameter in self.momentum_model.parameters():
             parameter.requires_grad_(False)
         self._temp = [model.temp]  # in a list, so not registered here: the model owns it (read for the logs)
         self.queues = FeatureQueue(model.feature_dim, config.queue_size).to(model.device)
+        if pretrained:
+            self.load_pretraining_state(pretrained)
+
+    def load_pretraining_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from a pretrain-layout checkpoint's momentum copies and queues (AMC Pretrain.py
+        loads them with the model); an error names any key or shape that does not fit."""
+        target = self.momentum_model.model.state_dict()  # the wrapped model's layout
+        momentum = {k.removeprefix("momentum."): v for k, v in state.items() if k.startswith("momentum.")}
+        unknown = sorted(set(momentum) - set(target))
+        shapes = sorted(k for k in set(momentum) & set(target) if momentum[k].shape != target[k].shape)
+        queues = {k: v for k, v in state.items() if not k.startswith("momentum.")}
+        queue_shape = tuple(self.queues.image_queue.shape)
+        wrong_queue = {k: tuple(v.shape) for k, v in queues.items() if k.endswith("_queue") and tuple(v.shape) != queue_shape}
+        if unknown or shapes or wrong_queue:
+            raise ValueError(f"the checkpoint's momentum copies and queues do not fit: unknown keys {unknown}, shape "
+                             f"mismatches {shapes}, queues {wrong_queue} vs {queue_shape} (set training.queue_size to "
+                             "the checkpoint's queue length)")
+        with torch.no_grad():
+            for key, tensor in momentum.items():
+                target[key].copy_(tensor)
+            self.queues.load_state_dict(queues, strict=False)
 
     @property
     def temperature(self) -> float:

@@ -18,7 +18,7 @@ from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingModel
 
 # Fields that may change when a run resumes; any other change needs a new output folder.
 RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution",
-                    "eval_protocol", "num_workers", "prefetch_factor", "collective_timeout_s", "gradient_checkpointing"}
+                    "eval_protocol", "gradcam_mode", "num_workers", "prefetch_factor", "collective_timeout_s", "gradient_checkpointing"}
 
 
 @dataclass

@@ -112,3 +112,35 @@ def box_mask(boxes_xyxy: Sequence[Box], image_size: tuple[int, int], mask_size: 
         inside_x = (xs >= x0) & (xs < x1)
         mask = torch.maximum(mask, (inside_y[:, None] & inside_x[None, :]).float())
     return mask
+
+
+MASK_STYLES = ("pixel-centre", "amc")
+
+
+def amc_box_mask(boxes_xyxy: Sequence[Box], image_size: tuple[int, int], resolution: int,
+                 mask_size: int | None = None) -> torch.Tensor:
+    """(mask_size, mask_size) 0/1-valued mask as AMC-grounding makes it (dataset/caption_dataset.py):
+    each box clamped to the image and truncated to integer pixels, drawn at the image's own size;
+    resized with the image to the training resolution (albumentations' Resize, nearest neighbour
+    for masks: source pixel floor(i * size / resolution)); then bilinear with align_corners=True to
+    the mask size (default the resolution, where it changes nothing)."""
+    width, height = image_size
+    mask = torch.zeros(height, width)
+    for x0, y0, x1, y1 in boxes_xyxy:
+        x0, y0 = int(min(width - 1, max(0, x0))), int(min(height - 1, max(0, y0)))
+        x1, y1 = int(min(width, max(1, x1))), int(min(height, max(1, y1)))
+        mask[y0:y1, x0:x1] = 1
+    rows = (torch.arange(resolution) * height // resolution).clamp(max=height - 1)
+    cols = (torch.arange(resolution) * width // resolution).clamp(max=width - 1)
+    mask = mask[rows][:, cols]  # (resolution, resolution)
+    size = mask_size or resolution
+    return torch.nn.functional.interpolate(mask[None, None], size=(size, size), mode="bilinear", align_corners=True)[0, 0]
+
+
+def training_box_mask(style: str, boxes_xyxy: Sequence[Box], image_size: tuple[int, int], resolution: int) -> torch.Tensor:
+    """The box mask a training step compares the map with, at the input resolution."""
+    if style == "amc":
+        return amc_box_mask(boxes_xyxy, image_size, resolution)
+    if style == "pixel-centre":
+        return box_mask(boxes_xyxy, image_size, (resolution, resolution))
+    raise ValueError(f"mask style must be one of {', '.join(MASK_STYLES)} but is {style!r}")

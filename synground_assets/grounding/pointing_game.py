@@ -31,12 +31,13 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from synground_assets.grounding.config import PROTOCOLS
+from synground_assets.grounding.config import GRADCAM_MODES, PROTOCOLS
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.gradcam import (
     MapCombiner,
     amc_evaluation_map,
     cross_attention_gradcam,
+    itc_gradcam,
     gradcam_from_attention,
     upsample_cam,
 )
@@ -185,9 +186,14 @@ def evaluate_pointing_game(
     batch_size: int = 32,
     gradcam_layer: int | None = None,
     protocol: str | PointingProtocol = "pixel-centre",
+    gradcam_mode: str = "itm",
 ) -> PointingGameResult:
     """Pointing game of the model's GradCAM maps, the model fed at a square `resolution` (default:
-    its own input size; AMC uses 384 for RefCOCO+ and 256 for Flickr30k)."""
+    its own input size; AMC uses 384 for RefCOCO+ and 256 for Flickr30k). `gradcam_mode` "itm":
+    the cross-attention GradCAM of the match logit, combined as the protocol says; "itc": ALBEF's
+    ITC-mode map (`gradcam.itc_gradcam`), then the protocol's upsampling and hit rule."""
+    if gradcam_mode not in GRADCAM_MODES:
+        raise ValueError(f"gradcam_mode must be one of {', '.join(GRADCAM_MODES)} but is {gradcam_mode!r}")
     protocol = as_protocol(protocol)
     was_training = model.training
     model.eval()
@@ -197,7 +203,10 @@ def evaluate_pointing_game(
             chunk = triplets[start : start + batch_size]
             images = [t.load_image() for t in chunk]
             inputs = model.preprocess(images, [t.phrase for t in chunk], resolution)
-            cam = cross_attention_gradcam(model, inputs, gradcam_layer, combine=protocol.combine).cam  # (b, rows, cols)
+            if gradcam_mode == "itc":
+                cam = itc_gradcam(model, inputs)  # (b, rows, cols)
+            else:
+                cam = cross_attention_gradcam(model, inputs, gradcam_layer, combine=protocol.combine).cam
             heatmaps.extend(cam.float().cpu())
             queries.extend(PointingQuery(t.boxes_xyxy, image.size, t.item_id, t.phrase) for t, image in zip(chunk, images))
     finally:

@@ -120,7 +120,8 @@ def train(
     model.train()  # the training preprocessor (an ALBEF one truncates the text only while training)
     loader = make_loader(index, plan, model.preprocessor(), config.image_size or model.image_size(), config.augmentation(),
                          (start_step * config.grad_accumulation, config.max_steps * config.grad_accumulation),
-                         world.rank, world.world_size, config.num_workers, model.device.type == "cuda", config.prefetch_factor)
+                         world.rank, world.world_size, config.num_workers, model.device.type == "cuda", config.prefetch_factor,
+                         mask_style="amc" if config.objective == "amc" else "pixel-centre")
 
     # 4. Train; rank 0 logs and checkpoints as the steps go.
     def on_step(step: int, metrics: dict[str, float]) -> None:
@@ -175,7 +176,7 @@ def evaluate_and_save(config: TrainConfig, model: GroundingModel, eval_triplets:
     pointing = None
     if eval_triplets:
         pointing = evaluate_pointing_game(model, eval_triplets, config.eval_resolution, config.eval_batch_size,
-                                          protocol=config.eval_protocol)
+                                          protocol=config.eval_protocol, gradcam_mode=config.gradcam_mode)
         metrics["pointing_game_accuracy"] = pointing.accuracy
         if log_fn:
             log_fn(config.max_steps, {"pointing_game_accuracy": pointing.accuracy})

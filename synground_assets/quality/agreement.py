@@ -1,5 +1,6 @@
 """The agreement filter: drop (image, phrase) pairs the grounding model does not match, and boxes
-holding too little of the phrase's GradCAM mass (as a share, or relative to the box's area) (scores from `grounding/agreement.py`)."""
+holding too little of the phrase's GradCAM mass (as a share, or relative to the box's area); the
+scores come from `grounding/agreement.py`."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def agreement_filter(boxes: pd.DataFrame, phrase_text: dict[str, str], load_imag
                                         phrase, row.box_id, f"GradCAM mass in box {mass:.3f}"))
             elif lift < settings.min_box_mass_lift:
                 removals.append(Removal(STAGE, row.item_id, "agreement_box_mass_lift", lift, settings.min_box_mass_lift,
-                                        phrase, row.box_id, f"GradCAM mass in box {mass:.3f}, {lift:.2f}x its area share"))
+                                        phrase, row.box_id,
+                                        f"GradCAM mass in box {mass:.3f}, {lift:.2f}x its area share"))
             elif settings.require_peak_in_box and not peak:
                 removals.append(Removal(STAGE, row.item_id, "agreement_peak_outside_box", 0.0, 1.0, phrase, row.box_id,
                                         f"the GradCAM peak is outside the box (mass in box {mass:.3f})"))

@@ -15,6 +15,7 @@ box_rank; plus the image width and height per item.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -34,14 +35,16 @@ def box_iou(boxes_xyxy: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union, torch.zeros_like(union))
 
 
-def filter_boxes(boxes: pd.DataFrame, sizes: pd.DataFrame, settings: QualitySettings) -> tuple[pd.DataFrame, list[Removal]]:
+def filter_boxes(boxes: pd.DataFrame, sizes: pd.DataFrame,
+                 settings: QualitySettings) -> tuple[pd.DataFrame, list[Removal]]:
     """The boxes that pass every filter (re-ranked per phrase, `box_rank` 0 = best kept) and the removals.
 
     sizes: item_id, width, height of each image."""
     removals: list[Removal] = []
     frame = boxes.merge(sizes[["item_id", "width", "height"]], on="item_id", how="left")
     frame["area_fraction"] = (frame.x1 - frame.x0) * (frame.y1 - frame.y0) / (frame.width * frame.height)
-    frame = _drop(frame, frame.score < settings.min_box_score, "min_box_score", "score", settings.min_box_score, removals)
+    frame = _drop(frame, frame.score < settings.min_box_score, "min_box_score", "score", settings.min_box_score,
+                  removals)
     frame = _drop(frame, frame.area_fraction < settings.min_box_area, "min_box_area", "area_fraction",
                   settings.min_box_area, removals)
     frame = _drop(frame, frame.area_fraction > settings.max_box_area, "max_box_area", "area_fraction",
@@ -69,27 +72,39 @@ def _drop(frame: pd.DataFrame, mask: pd.Series, name: str, measured: str, thresh
 
 
 def _cross_phrase_nms(frame: pd.DataFrame, threshold: float, removals: list[Removal]) -> pd.DataFrame:
+    """Greedy NMS per image over the boxes of different phrases. The frame's columns are read into
+    arrays once; per image only its rows are sorted and compared (no per-row pandas access)."""
+    if frame.empty:
+        return frame
+    items, phrases, box_ids = (frame[c].to_numpy() for c in ("item_id", "phrase_id", "box_id"))
+    scores, ranks = frame.score.to_numpy(), frame.box_rank.to_numpy()
+    # The phrase named first wins a tie: the index ending its id, '<item>:p<index>'.
+    phrase_index = frame.phrase_id.str.rsplit(":p", n=1).str[-1].astype(int).to_numpy()
+    coordinates = frame[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.float64)
     suppressed: list[int] = []
-    for _, image_boxes in frame.groupby("item_id", sort=False):
-        if image_boxes.phrase_id.nunique() < 2:
+    for rows in _rows_per_item(items):
+        if len(set(phrases[rows])) < 2:
             continue
-        # Best first: score, then the phrase named first (the index ending its id, '<item>:p<index>'), then the rank.
-        phrase_index = image_boxes.phrase_id.str.rsplit(":p", n=1).str[-1].astype(int)
-        ordered = image_boxes.assign(phrase_index=phrase_index).sort_values(
-            ["score", "phrase_index", "box_rank"], ascending=[False, True, True])
-        coordinates = torch.tensor(ordered[["x0", "y0", "x1", "y1"]].to_numpy(), dtype=torch.float64)
-        iou = box_iou(coordinates)  # (N, N)
-        phrases = ordered.phrase_id.to_numpy()
+        # Best first: score, then the phrase named first, then the rank (a stable sort, as pandas').
+        ordered = rows[np.lexsort((ranks[rows], phrase_index[rows], -scores[rows]))]
+        iou = box_iou(torch.from_numpy(coordinates[ordered])).numpy()  # (N, N)
         alive = [True] * len(ordered)
-        for i in range(len(ordered)):
+        for i, best in enumerate(ordered):
             if not alive[i]:
                 continue
             for j in range(i + 1, len(ordered)):
-                if alive[j] and phrases[j] != phrases[i] and iou[i, j] >= threshold:
+                row = ordered[j]
+                if alive[j] and phrases[row] != phrases[best] and iou[i, j] >= threshold:
                     alive[j] = False
-                    row = ordered.iloc[j]
-                    removals.append(Removal(STAGE, row.item_id, "cross_phrase_nms", float(iou[i, j]), threshold,
-                                            row.phrase_id, row.box_id, f"IoU {float(iou[i, j]):.3f} with "
-                                            f"{ordered.iloc[i].box_id} (score {ordered.iloc[i].score:.3f} >= {row.score:.3f})"))
-                    suppressed.append(ordered.index[j])
+                    removals.append(Removal(STAGE, items[row], "cross_phrase_nms", float(iou[i, j]), threshold,
+                                            phrases[row], box_ids[row], f"IoU {float(iou[i, j]):.3f} with "
+                                            f"{box_ids[best]} (score {scores[best]:.3f} >= {scores[row]:.3f})"))
+                    suppressed.append(frame.index[row])
     return frame.drop(index=suppressed)
+
+
+def _rows_per_item(items: np.ndarray) -> list[np.ndarray]:
+    """Row positions of each item, items in order of first appearance, rows in frame order."""
+    codes, uniques = pd.factorize(items)
+    order = np.argsort(codes, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(codes, minlength=len(uniques)))[:-1])

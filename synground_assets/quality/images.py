@@ -31,26 +31,50 @@ def perceptual_hash(image: Image.Image) -> str:
     return str(imagehash.phash(image.convert("RGB")))
 
 
-def hash_distance(a: str, b: str) -> int:
-    return imagehash.hex_to_hash(a) - imagehash.hex_to_hash(b)
+def hash_bands(max_distance: int) -> list[tuple[int, int]]:
+    """(shift, mask) of `max_distance + 1` disjoint bit bands covering the 64-bit hash. Two hashes
+    within `max_distance` bits agree exactly on at least one band (pigeonhole), so an index lookup
+    by band equality finds every near-duplicate candidate without comparing against every hash."""
+    count = min(max_distance + 1, 64)
+    widths = [64 // count + (1 if i < 64 % count else 0) for i in range(count)]
+    bands, shift = [], 64
+    for width in widths:
+        shift -= width
+        bands.append((shift, (1 << width) - 1))
+    return bands
+
+
+class NearDuplicates:
+    """A pool of kept perceptual hashes (earlier shards' first, in key order) that new items are
+    checked against one at a time, in order: a new item within `max_distance` bits of a kept one is
+    a duplicate, else it joins the pool. The first copy wins, so the earliest shard's item is kept.
+    Hamming distances by XOR and popcount over 64-bit integers, vectorised over the pool; the
+    earlier shards' hashes are converted once, this shard's kept ones are few and added apart."""
+
+    def __init__(self, earlier_ids, earlier_hashes, max_distance: int):
+        self.max_distance = max_distance
+        self.earlier_ids = list(earlier_ids)
+        self.earlier = np.array([int(h, 16) for h in earlier_hashes], dtype=np.uint64)
+        self.new_ids: list[str] = []
+        self.new: list[int] = []
+
+    def check(self, item: str, value: str) -> tuple[str, int] | None:
+        """(the kept item it repeats, the distance), or None: then the item is kept."""
+        current = np.uint64(int(value, 16))
+        for ids, pool in ((self.earlier_ids, self.earlier), (self.new_ids, np.array(self.new, dtype=np.uint64))):
+            distances = np.bitwise_count(pool ^ current)
+            close = np.flatnonzero(distances <= self.max_distance)
+            if len(close):
+                return ids[close[0]], int(distances[close[0]])
+        self.new_ids.append(item)
+        self.new.append(int(current))
+        return None
 
 
 def find_near_duplicates(new: list[tuple[str, str]], earlier: list[tuple[str, str]],
                          max_distance: int) -> dict[str, tuple[str, int]]:
     """new, earlier: (item_id, hash) in order. For each new item within `max_distance` bits of an
-    earlier item or of a new item kept before it: item_id -> (the kept item_id, distance). The first
-    copy wins, so the earliest shard's item is kept. Hamming distances by XOR and popcount over
-    64-bit integers, vectorised over the kept pool."""
-    kept_ids = [item for item, _ in earlier]
-    kept = np.array([int(h, 16) for _, h in earlier], dtype=np.uint64)
-    duplicates: dict[str, tuple[str, int]] = {}
-    for item, value in new:
-        current = np.uint64(int(value, 16))
-        distances = np.bitwise_count(kept ^ current)
-        close = np.flatnonzero(distances <= max_distance)
-        if len(close):
-            duplicates[item] = (kept_ids[close[0]], int(distances[close[0]]))
-        else:
-            kept_ids.append(item)
-            kept = np.append(kept, current)
-    return duplicates
+    earlier item or of a new item kept before it: item_id -> (the kept item_id, distance)."""
+    pool = NearDuplicates([item for item, _ in earlier], [h for _, h in earlier], max_distance)
+    found = ((item, pool.check(item, value)) for item, value in new)
+    return {item: match for item, match in found if match is not None}

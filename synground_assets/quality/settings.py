@@ -68,7 +68,8 @@ class QualitySettings:
         for name in ("max_boxes_per_phrase", "regenerate_attempts", "image_dedup_distance"):
             _check_count(data, name, where, allow_none=name != "regenerate_attempts")
         if "min_image_std" in data and not _number(data["min_image_std"], 0, 255):
-            raise QualitySettingsError(f"{where}.min_image_std: expected a number in [0, 255], got {data['min_image_std']!r}")
+            raise QualitySettingsError(f"{where}.min_image_std: expected a number in [0, 255], "
+                                       f"got {data['min_image_std']!r}")
         for name in ("dedup_descriptions", "drop_truncated_text"):
             if name in data and not isinstance(data[name], bool):
                 raise QualitySettingsError(f"{where}.{name}: expected true or false, got {data[name]!r}")
@@ -105,16 +106,19 @@ def _agreement(data: Any, where: str) -> AgreementSettings:
     known = {f.name for f in fields(AgreementSettings)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise QualitySettingsError(f"{where}: unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+        raise QualitySettingsError(f"{where}: unknown field(s) {', '.join(unknown)}; expected some of "
+                                   f"{', '.join(sorted(known))}")
     for name in ("min_itm_probability", "min_box_mass"):
         _check_fraction(data, name, where)
     if "batch_size" in data and (isinstance(data["batch_size"], bool) or not isinstance(data["batch_size"], int)
                                  or data["batch_size"] < 1):
         raise QualitySettingsError(f"{where}.batch_size: expected an integer >= 1, got {data['batch_size']!r}")
     if "min_box_mass_lift" in data and not _number(data["min_box_mass_lift"], 0, 1e6):
-        raise QualitySettingsError(f"{where}.min_box_mass_lift: expected a number >= 0, got {data['min_box_mass_lift']!r}")
+        raise QualitySettingsError(f"{where}.min_box_mass_lift: expected a number >= 0, "
+                                   f"got {data['min_box_mass_lift']!r}")
     if "require_peak_in_box" in data and not isinstance(data["require_peak_in_box"], bool):
-        raise QualitySettingsError(f"{where}.require_peak_in_box: expected true or false, got {data['require_peak_in_box']!r}")
+        raise QualitySettingsError(f"{where}.require_peak_in_box: expected true or false, "
+                                   f"got {data['require_peak_in_box']!r}")
     if data.get("model") is not None and not isinstance(data["model"], str):
         raise QualitySettingsError(f"{where}.model: expected a string, got {data['model']!r}")
     return AgreementSettings(**data)

@@ -6,6 +6,7 @@ limit, so a finished sentence can be told from one cut mid-word or mid-sentence.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from synground_assets.roles.base import GeneratedText
@@ -35,6 +36,11 @@ def text_problem(output: GeneratedText | None, drop_truncated: bool = True) -> t
 def normalised_description(text: str) -> str:
     """The key two descriptions are duplicates by: case, spacing and punctuation ignored."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def description_key(text: str) -> str:
+    """A short digest of the normalised description (16 hex digits), the lineage index's lookup key."""
+    return hashlib.sha256(normalised_description(text).encode()).hexdigest()[:16]
 
 
 def find_duplicate_texts(new: list[tuple[str, str]], earlier: list[tuple[str, str]]) -> dict[str, str]:

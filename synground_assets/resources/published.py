@@ -17,13 +17,17 @@ import pandas as pd
 from synground_assets.resources.store import TABLE, ShardStore
 
 
-def earlier_shard_rows(store: ShardStore, recipe: str, asset: str, shard: str, columns: list[str]) -> pd.DataFrame:
-    """`columns` of every published `asset` shard of `recipe` whose key sorts before `shard`, in key
-    order, with a `shard` column. Shards published without a column (older code) are left out."""
+def earlier_shard_rows(store: ShardStore, recipe: str, asset: str, shard: str, columns: list[str],
+                       only: set[str] | None = None) -> pd.DataFrame:
+    """`columns` of every published `asset` shard of `recipe` whose key sorts before `shard` (and
+    is in `only`, when given), in key order, with a `shard` column. Shards published without a
+    column (older code) are left out."""
     frames = []
     for earlier in store.shards(recipe, asset):
         if earlier >= shard:
             break
+        if only is not None and earlier not in only:
+            continue
         folder = store.shard_dir(recipe, asset, earlier)
         table = _published_columns(os.path.realpath(folder), tuple(columns)) if folder.is_symlink() else \
             _read_columns(folder, tuple(columns))

@@ -1,0 +1,161 @@
+"""`boxes`: each phrase boxed in its synthetic image by the detector (Psi_d), or taken from the
+GLIGEN layout the image was drawn from (`box_source: gligen`); then curated by the recipe's box
+filters and, when it has one, its agreement filter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+from PIL import Image
+
+from synground_assets.items import box_id
+from synground_assets.pipeline.batching import Logger, Skipped, prepared_ahead, progress_or_none, run_batched
+from synground_assets.pipeline.images import PREVIEW_ITEMS
+from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
+from synground_assets.previews import draw_triplets
+from synground_assets.quality.agreement import agreement_filter
+from synground_assets.quality.boxes import filter_boxes
+from synground_assets.quality.removals import Removal
+from synground_assets.quality.settings import QualitySettings
+from synground_assets.recipes import Recipe
+from synground_assets.roles.base import AdapterInfo, Detection
+from synground_assets.roles.phrases import phrase_problem
+
+STAGE = "boxes"
+BOX_COLUMNS = ["box_id", "phrase_id", "item_id", "x0", "y0", "x1", "y1", "score", "box_rank"]
+
+
+@dataclass(frozen=True)
+class BoxInputs:
+    """What the boxes stage reads of its shard: the published images and phrases."""
+
+    images: pd.DataFrame  # the images table: item_id, file, width, height, ...
+    phrases: pd.DataFrame  # the phrases table, kept and dropped rows
+    image_folder: Path  # the images shard's folder; `file` is relative to it
+    layout: pd.DataFrame | None = None  # GLIGEN recipes: item_id, phrase, x0..y1 the image was drawn in
+
+
+def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logger | None = None) -> StageResult:
+    """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
+    phrase_table, unusable = usable_phrases(inputs.phrases.query("kept"))
+    per_item = phrase_table.groupby("item_id", sort=False)
+    work = [(row, per_item.get_group(row.item_id)) for row in inputs.images.itertuples(index=False)
+            if row.item_id in per_item.groups]
+    batch_size = recipe.roles["detector"].batch_size
+    source = _box_source(recipe, inputs, roles)
+    progress = progress_or_none(log, f"boxes {recipe.name}|{shard}", len(work))
+    rows, skipped, preview = [], [], []
+    # The next batch's images are read from disk while the detector works on this one.
+    for batch, pictures in prepared_ahead(work, batch_size, source.prepare):
+        detections, failed = run_batched(batch, batch_size,
+                                         lambda chunk, pictures=pictures: source.call(chunk, pictures),
+                                         lambda pair: pair[0].item_id, progress)
+        skipped += failed
+        for (row, item_phrases), found in zip(batch, detections):
+            if found is None:
+                continue
+            ranked = sorted(found, key=lambda d: (d.phrase_index, -d.score))
+            rows += _box_rows(row.item_id, item_phrases, ranked)
+            if len(preview) < PREVIEW_ITEMS:  # drawn from the image in memory
+                picture = pictures[row.item_id] if row.item_id in pictures else \
+                    Image.open(inputs.image_folder / row.file)
+                preview.append(_preview_tile(picture, item_phrases, ranked))
+    detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
+    table, removals = curate(recipe, detected, inputs.images, phrase_table, inputs.image_folder, roles)
+    options = recipe.roles["detector"].options
+    counts = {"boxes": len(table), "phrases": len(phrase_table), "phrases_with_box": table.phrase_id.nunique()}
+    return StageResult(
+        info=source.info, tables={TABLE: table}, removals=removals, skipped=unusable + skipped, preview=preview,
+        lineage={"boxes": table.assign(box_threshold=options.get("box_threshold"),
+                                       text_threshold=options.get("text_threshold")),
+                 "shard_yields": pd.DataFrame([counts]),
+                 **quality_lineage(STAGE, "boxes", len(detected), len(table), removals)},
+        counts={**counts, "detected_boxes": len(detected)},
+    )
+
+
+Work = tuple[Any, pd.DataFrame]  # (a row of the images table, that item's usable phrases)
+
+
+@dataclass(frozen=True)
+class BoxSource:
+    """Who boxes the phrases: `prepare(batch)` reads what the call needs ({item: image}), `call(batch,
+    prepared)` returns each item's detections."""
+
+    info: AdapterInfo
+    prepare: Callable[[Sequence[Work]], dict[str, Image.Image]]
+    call: Callable[[Sequence[Work], dict[str, Image.Image]], list[list[Detection]]]
+
+
+def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
+    if recipe.box_source == "gligen":  # no detector to load, no image to read: the layout the image was drawn in
+        generator = recipe.roles["image_generator"]
+        return BoxSource(
+            AdapterInfo("gligen-layout", generator.model or "", generator.revision or "", {"box_source": "gligen"}),
+            prepare=lambda batch: {},
+            call=lambda batch, _: [layout_detections(inputs.layout, row.item_id, list(ph.phrase)) for row, ph in batch])
+    detector = roles.detector(recipe.name)
+
+    def read_images(batch) -> dict[str, Image.Image]:
+        return {row.item_id: Image.open(inputs.image_folder / row.file).convert("RGB") for row, _ in batch}
+
+    def detect(batch, pictures):
+        return detector.detect([pictures[row.item_id] for row, _ in batch], [list(ph.phrase) for _, ph in batch])
+
+    return BoxSource(detector.info, read_images, detect)
+
+
+def layout_detections(layout: pd.DataFrame, item: str, phrases: list[str]) -> list[Detection]:
+    """GLIGEN: a phrase's box is the layout box it was drawn in (matched case-insensitively)."""
+    boxes = {p.lower(): (x0, y0, x1, y1) for p, x0, y0, x1, y1 in
+             layout[layout.item_id == item][["phrase", "x0", "y0", "x1", "y1"]].itertuples(index=False)}
+    return [Detection(i, boxes[p.lower()], 1.0) for i, p in enumerate(phrases) if p.lower() in boxes]
+
+
+def _box_rows(item: str, item_phrases: pd.DataFrame, ranked: list[Detection]) -> list[tuple]:
+    """One row per detection, ranked per phrase (0 = its best box), in (phrase, score) order."""
+    rows, rank = [], {}
+    for detection in ranked:
+        phrase = item_phrases.iloc[detection.phrase_index]
+        rank[detection.phrase_index] = rank.get(detection.phrase_index, -1) + 1
+        rows.append((box_id(phrase.phrase_id, rank[detection.phrase_index]), phrase.phrase_id, item,
+                     *map(float, detection.box_xyxy), float(detection.score), rank[detection.phrase_index]))
+    return rows
+
+
+def _preview_tile(image: Image.Image, item_phrases: pd.DataFrame, ranked: list[Detection]) -> Image.Image:
+    """The image with each phrase's best box (phrases without one marked)."""
+    best: dict[int, tuple] = {}
+    for detection in ranked:
+        best.setdefault(detection.phrase_index, detection.box_xyxy)
+    return draw_triplets(image, [(p, best.get(i)) for i, p in enumerate(item_phrases.phrase)])
+
+
+def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_table: pd.DataFrame,
+           image_folder: Path, roles) -> tuple[pd.DataFrame, list[Removal]]:
+    """The recipe's box filters, then its agreement filter when it has one: (kept boxes, removals).
+    The agreement model is asked of the suite only when there are boxes to judge."""
+    settings = QualitySettings.from_dict(recipe.quality)
+    kept, removals = filter_boxes(detected, image_table, settings)
+    if settings.agreement is not None and len(kept):
+        files = dict(zip(image_table.item_id, image_table.file))
+        kept, disagreements = agreement_filter(
+            kept, dict(zip(phrase_table.phrase_id, phrase_table.phrase)),
+            lambda item: Image.open(image_folder / files[item]).convert("RGB"),
+            roles.agreement_model(recipe.name, settings.agreement), settings.agreement)
+        removals += disagreements
+    return kept.reset_index(drop=True), removals
+
+
+def usable_phrases(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[Skipped]]:
+    """A kept phrase that cannot be grounded (blank, punctuation: a table written by hand or by an
+    older version) is not sent to the detector; it becomes a recorded skip, never a silent gap."""
+    problems = kept.phrase.map(phrase_problem)
+    bad = kept[problems.notna()]
+    reasons = problems[problems.notna()]
+    skipped = [(item, f"phrase {pid} {phrase!r}: {problem}")
+               for item, pid, phrase, problem in zip(bad.item_id, bad.phrase_id, bad.phrase, reasons)]
+    return kept[problems.isna()], skipped

@@ -1,0 +1,55 @@
+"""`phrases`: short phrases extracted from each description (the paper's Psi_t).
+
+Every candidate is kept as a row; dropped ones carry the reason (`kept`, `drop_reason`). An
+extractor's answer that is empty or a refusal skips the item; the last phrase of an answer cut at
+the token limit is dropped with that reason.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from synground_assets.items import phrase_id
+from synground_assets.pipeline.batching import Logger, progress_or_none, run_batched
+from synground_assets.pipeline.result import TABLE, StageResult
+from synground_assets.recipes import Recipe
+from synground_assets.roles.base import PhraseCandidates
+from synground_assets.roles.phrases import filter_phrases
+
+STAGE = "phrases"
+COLUMNS = ["item_id", "phrase", "kept", "drop_reason"]
+
+
+def phrase_rows(item: str, text: str, found: PhraseCandidates) -> list[tuple]:
+    """(item, phrase, kept, drop_reason) for every candidate of one description."""
+    kept, dropped = filter_phrases(text, found.phrases)
+    if found.cut_off:
+        dropped.append((found.cut_off, "cut off at the phrase extractor's token limit"))
+    return ([(item, phrase, True, None) for phrase in kept]
+            + [(item, phrase, False, reason) for phrase, reason in dropped])
+
+
+def extract_phrases(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles,
+                    log: Logger | None = None) -> StageResult:
+    """descriptions: item_id, description of this shard. One row per candidate phrase."""
+    extractor = roles.phrase_extractor(recipe.name)
+    pairs = list(zip(descriptions.item_id, descriptions.description))
+    progress = progress_or_none(log, f"phrases {recipe.name}|{shard}", len(pairs))
+    candidates, skipped = run_batched(
+        pairs, recipe.roles["phrase_extractor"].batch_size,
+        lambda batch: extractor.extract([text for _, text in batch]), lambda pair: pair[0], progress,
+    )
+    rows = []
+    for (item, text), found in zip(pairs, candidates):
+        if found is None:
+            continue
+        if found.problem:  # an LLM's empty answer or refusal: recorded, not parsed
+            skipped.append((item, f"phrase extractor output: {found.problem}"))
+            continue
+        rows += phrase_rows(item, text, found)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.insert(2, "phrase_index", table.groupby("item_id").cumcount())
+    table.insert(0, "phrase_id", [phrase_id(i, j) for i, j in zip(table.item_id, table.phrase_index)])
+    kept = int(table.kept.sum())
+    return StageResult(info=extractor.info, tables={TABLE: table}, lineage={"phrases": table}, skipped=skipped,
+                       counts={"phrases": kept, "dropped_phrases": len(table) - kept}, preview=[table])

@@ -254,7 +254,7 @@ def test_a_run_over_a_range_of_shards_loads_each_model_once(project_home, monkey
     [
         ("{home}/models/no-such-detector", "role 'detector': model folder '{home}/models/no-such-detector' does not exist"),
         ("tiny:causal-lm", "is a 'llama', which this adapter cannot run; expected one of grounding-dino, "
-                           "mm-grounding-dino, owlv2"),
+                           "mm-grounding-dino, omdet-turbo, owlv2, owlvit"),
     ],
     ids=["missing-folder", "unknown-architecture"],
 )

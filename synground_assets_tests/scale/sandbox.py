@@ -109,9 +109,7 @@ class Sandbox:
         try:
             self._write_instance()
             self._start_postgres()
-            self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no"])
-            wait_for(lambda: port_open(self.redis_port), "redis-server", self.log("redis"))
+            self.start_redis()
             self._create_schema()
         except BaseException:
             self.close()
@@ -120,6 +118,12 @@ class Sandbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def start_redis(self) -> None:
+        """Redis without persistence: a restart forgets every key and task state, the worst case."""
+        self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"])
+        wait_for(lambda: port_open(self.redis_port), "redis-server", self.log("redis"))
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"

@@ -175,6 +175,11 @@ class Sandbox:
         )
         self.pg_data = data
 
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL (every connection to it dies) and start it again on the same port."""
+        subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w",
+                                          "restart"]), check=True, capture_output=True, cwd="/")
+
     def _create_schema(self) -> None:
         import psycopg2
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from dagster_postgres import PostgresRunStorage
 
 from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources.lineage import Lineage
@@ -111,7 +112,7 @@ def test_a_backfill_from_the_command_line_becomes_runs_spread_over_both_workers(
     sandbox.start_daemon()
     runs = wait_for_runs(sandbox.instance, dg.RunsFilter(tags={"dagster/backfill": backfill_id}), 8 // SHARDS_PER_RUN)
 
-    assert type(sandbox.instance.run_storage).__name__ == "PostgresRunStorage"
+    assert isinstance(sandbox.instance.run_storage, PostgresRunStorage)
     assert len(runs) == 8 // SHARDS_PER_RUN and all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
     assert all(run.tags["synground/device"] == "cpu" and run.tags["dagster-celery/queue"] == "cpu" for run in runs)
     worker_pids = {str(process.pid): name for name, process in sandbox.workers.items()}
@@ -244,3 +245,14 @@ def launch_run(sandbox, partition: str) -> str:
     }})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
+
+
+RUNS = "{ runsOrError(limit: 1) { __typename } }"
+
+
+def test_the_webserver_answers_its_first_request_after_a_postgresql_restart(sandbox):
+    """Issue 19, minor: its pooled connection died with the restart and the first request got HTTP 500."""
+    post = backfill.http_post(sandbox.url)
+    assert post(RUNS, {})["runsOrError"]["__typename"] == "Runs"  # the webserver's connection is open
+    sandbox.restart_postgres()
+    assert post(RUNS, {})["runsOrError"]["__typename"] == "Runs"

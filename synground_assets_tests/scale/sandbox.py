@@ -164,21 +164,22 @@ class Sandbox:
             shutil.chown(data, "postgres", "postgres")
         subprocess.run(self._as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                                           "--no-sync"]), check=True, capture_output=True, cwd="/")
-        options = f"-p {self.pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        subprocess.run(
-            self._as_postgres(
-                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"), "-w", "start"]
-            ),
-            check=True,
-            capture_output=True,
-            cwd="/",
-        )
         self.pg_data = data
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
+        # The server's output goes to its log (-l): a pipe held open by it would keep `run` waiting.
+        data = self.pg_data
+        options = f"-p {self.pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                                          str(data / "server.log"), "-w", "start"]), check=True, capture_output=True,
+                       cwd="/")
 
     def restart_postgres(self) -> None:
         """Stop PostgreSQL (every connection to it dies) and start it again on the same port."""
         subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w",
-                                          "restart"]), check=True, capture_output=True, cwd="/")
+                                          "stop"]), check=True, capture_output=True, cwd="/")
+        self._pg_ctl_start()
 
     def _create_schema(self) -> None:
         import psycopg2

@@ -15,6 +15,7 @@ either way; only its cost differs.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -75,12 +76,26 @@ def earlier_descriptions(store: ShardStore, index: Path, recipe: str, shard: str
 
 def _earlier(store: ShardStore, index: Path, recipe: str, asset: str, shard: str, columns: list[str], sql: str,
              parameters: list) -> pd.DataFrame:
-    published = {s.shard: s.publish_id for s in store.published_in(recipe, asset) if s.shard < shard}
+    published, legacy = _earlier_versions(store, recipe, asset, shard)
     rows, answered = _from_index(index, columns, sql, parameters, published)
-    files = earlier_shard_rows(store, recipe, asset, shard, ["item_id", *columns],
-                               only=set(store.shards(recipe, asset)) - answered)
-    frame = pd.concat([rows, files], ignore_index=True) if len(files) else rows
-    return frame.sort_values(["shard", "item_id"], kind="stable", ignore_index=True)[["item_id", *columns, "shard"]]
+    missing = (set(published) | legacy) - answered
+    if missing:
+        rows = pd.concat([rows, earlier_shard_rows(store, recipe, asset, shard, ["item_id", *columns], only=missing)],
+                         ignore_index=True)
+    return rows.sort_values(["shard", "item_id"], kind="stable", ignore_index=True)[["item_id", *columns, "shard"]]
+
+
+def _earlier_versions(store: ShardStore, recipe: str, asset: str, shard: str) -> tuple[dict[str, str], set[str]]:
+    """shard -> publish id of the earlier published shards (one readlink each), and the earlier
+    shards in the layout before links (plain folders: the index cannot hold them)."""
+    published = {s.shard: s.publish_id for s in store.published_in(recipe, asset) if s.shard < shard}
+    folder = store.root / recipe / asset
+    if not folder.is_dir():
+        return published, set()
+    with os.scandir(folder) as entries:
+        legacy = {e.name for e in entries if not e.name.startswith(".") and e.name < shard and not e.is_symlink()
+                  and e.is_dir()}
+    return published, legacy
 
 
 def _from_index(index: Path, columns: list[str], sql: str, parameters: list,

@@ -93,7 +93,10 @@ CATALOG: tuple[AdapterEntry, ...] = (
     AdapterEntry("describer", "llm-text2text", f"{_TEXT}:CaptionSummarizer", _CHAT, takes_spec=True),
     AdapterEntry("phrase_extractor", "llm-phrases", f"{_TEXT}:LLMPhraseExtractor",
                  _CHAT + (Option("max_words", "int", minimum=1),), takes_spec=True),
-    AdapterEntry("image_generator", "diffusers", f"{_IMAGE}:DiffusersImageGenerator", _PIPELINE, takes_spec=True),
+    # Any AutoPipelineForText2Image pipeline; max_sequence_length: the T5 / Gemma prompt length (SD3, FLUX,
+    # PixArt, Sana), an error for a family without one.
+    AdapterEntry("image_generator", "diffusers", f"{_IMAGE}:DiffusersImageGenerator",
+                 _PIPELINE + (Option("max_sequence_length", "int", minimum=1),), takes_spec=True),
     AdapterEntry("image_generator", "gligen", f"{_IMAGE}:GligenImageGenerator", _PIPELINE + (
         Option("max_objects", "int", minimum=1), Option("box_min_fraction", "number", **_FRACTION),
         Option("box_max_fraction", "number", **_FRACTION),

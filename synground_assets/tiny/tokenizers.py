@@ -67,19 +67,22 @@ def _word_level_json() -> str:
     return tokenizer.to_str()
 
 
-def chat_tokenizer(chat_template: str = CHAT_TEMPLATE):
-    """A word-level tokenizer with a chat template, for the tiny causal LM and LLaVA."""
+def word_tokenizer(**kwargs):
+    """The word-level tokenizer with the chat roles' special tokens (T5 and Gemma text encoders too)."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(_word_level_json()),
         bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
         additional_special_tokens=[IMAGE, *ROLE_TOKENS],
-        chat_template=chat_template,
-        model_max_length=2048,
+        model_max_length=2048, **kwargs,
     )
-    return tokenizer
+
+
+def chat_tokenizer(chat_template: str = CHAT_TEMPLATE):
+    """A word-level tokenizer with a chat template, for the tiny causal LM and LLaVA."""
+    return word_tokenizer(chat_template=chat_template)
 
 
 @lru_cache(maxsize=None)

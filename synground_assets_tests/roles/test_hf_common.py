@@ -109,3 +109,24 @@ def test_release_drops_the_model(tiny_models):
 def test_tiny_reference_resolves_into_the_cache(tiny_models):
     location = hf_common.resolve_model("tiny:owlv2", "detector")
     assert location.is_local and location.path == str(tiny.cache_dir() / "owlv2")
+
+
+def test_modern_recipes_name_real_checkpoints_on_gpu_and_the_turbo_rows_draw_in_few_steps():
+    book = load_recipe_book()
+    for name in ("modern-image2text", "fast-concept2text", "turbo-concept2text"):
+        recipe = book.get(name)
+        assert recipe.needs_gpu and recipe.notes
+        models = [spec.model for spec in recipe.roles.values() if spec.model]
+        assert models and not any(m.startswith(tiny.PREFIX) for m in models)
+        assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
+    for name in ("fast-concept2text", "turbo-concept2text", "modern-image2text"):  # distilled generators
+        assert book.get(name).roles["image_generator"].options["num_inference_steps"] <= 4
+
+
+def test_a_package_reference_names_an_installed_package_and_its_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="model package 'no_such_model_package' is not installed"):
+        hf_common.resolve_model("package:no_such_model_package", "describer")
+    with pytest.raises(ModelLoadError, match="package 'synground_assets' .* has no model.gguf"):
+        hf_common.resolve_model("package:synground_assets", "describer", required_file="model.gguf")
+    location = hf_common.resolve_model("package:synground_assets", "describer", required_file="recipes.yaml")
+    assert location.is_local and location.path.endswith("synground_assets")

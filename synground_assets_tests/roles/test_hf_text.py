@@ -14,6 +14,8 @@ from synground_assets.roles.hf_text import (
 )
 from synground_assets.roles.sources import CaptionsSampler, ImageFolderSampler
 
+DESCRIPTION = "A cat sleeps on a couch next to a white stuffed teddy bear."
+
 
 @pytest.fixture(scope="module")
 def photo_items(tiny_models):
@@ -138,12 +140,32 @@ def test_describer_outputs_say_when_they_hit_the_token_limit(cpu_spec):
 
 
 def test_phrase_answers_cut_at_the_limit_lose_their_last_phrase_and_refusals_are_flagged(cpu_spec):
-    from synground_assets.roles.hf_text import LLMPhraseExtractor
-
     extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=6))
-    cut = extractor.candidates(GeneratedText("a cat\na couch\na white stuffed ted", True))
+    cut = extractor.candidates(GeneratedText("a cat\na couch\na white stuffed ted", True), DESCRIPTION)
     assert cut.phrases == ("a cat", "a couch") and cut.cut_off == "a white stuffed ted" and cut.problem is None
-    whole = extractor.candidates(GeneratedText("a cat\na couch", False))
+    whole = extractor.candidates(GeneratedText("a cat\na couch", False), DESCRIPTION)
     assert whole.phrases == ("a cat", "a couch") and whole.cut_off is None
-    refusal = extractor.candidates(GeneratedText("I'm sorry, I cannot list objects.", False))
+    refusal = extractor.candidates(GeneratedText("I'm sorry, I cannot list objects.", False), DESCRIPTION)
     assert refusal.problem and "refused" in refusal.problem
+
+
+def test_an_answer_that_repeats_the_description_is_an_echo_not_phrases(cpu_spec):
+    """SmolLM2-135M's most common failure (measured, README): it copies the description back, once
+    or line after line; a short description may be its own phrase, so it is never an echo."""
+    extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=6))
+    echo = extractor.candidates(GeneratedText(DESCRIPTION.lower().rstrip(".") + "\n" + DESCRIPTION, False),
+                                DESCRIPTION)
+    assert echo.problem and "repeats the description" in echo.problem
+    listed = extractor.candidates(GeneratedText("a cat\na cat\na couch\na cat", True), DESCRIPTION)
+    assert listed.problem is None and listed.phrases == ("a cat", "a couch")  # repetition: each phrase once
+    short = extractor.candidates(GeneratedText("a red cat", False), "A red cat.")
+    assert short.problem is None and short.phrases == ("a red cat",)
+
+
+def test_adapters_naming_one_model_share_its_weights_until_both_are_released(cpu_spec):
+    describer = ConceptDescriber(cpu_spec("llm-concept2text", "tiny:causal-lm", max_new_tokens=4))
+    extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=4))
+    assert extractor.model is describer.model and extractor.tokenizer is not describer.tokenizer
+    describer.release()
+    assert extractor.extract([DESCRIPTION])[0] is not None  # still usable: the model stays while one holds it
+    extractor.release()

@@ -20,6 +20,15 @@ Writes JSON (default bench/results/gpu_stages.json).
     python bench/gpu_stages.py --tiny     # tiny configs; runs on the CPU too (a check of this script)
 
 Without a CUDA GPU (and without --tiny) it says so and exits with status 0.
+
+    python bench/gpu_stages.py --adapters [--recipe tiny-concept2text] [--items 64]
+
+`--adapters` times the project's own stages (`pipeline/`: the describer, image and box stages,
+with their checks, hashes, previews, background PNG writes and the next batch's images read ahead)
+over one shard, next to the same adapters' bare model calls on the same items and batches (the
+adapter's `describe` / `generate` / `detect`, inputs already in memory, nothing written), and
+reports items/s of both and their ratio (target >= 0.95). The recipe's models run on the GPU when
+there is one (their `device` set to cuda), else on the CPU; tiny recipes need no download.
 """
 
 from __future__ import annotations
@@ -257,6 +266,102 @@ def print_stage(name: str, stage: dict) -> None:
         print(f"  batch {row['batch_size']:>3}: {row['items_per_s']:8.2f} items/s{extra}")
 
 
+# --- the project's stages against their adapters' bare model calls -------------------------------
+
+
+def adapter_recipe(name: str, items: int, device: torch.device):
+    import dataclasses
+
+    from synground_assets.recipes import recipe_book
+
+    recipe = recipe_book().get(name)
+    roles = {role: dataclasses.replace(spec, device=device.type) if spec.model else spec
+             for role, spec in recipe.roles.items()}
+    return dataclasses.replace(recipe, shard_size=items, roles=roles)
+
+
+def best_seconds(call, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def run_adapters(args, device: torch.device) -> dict:
+    """Per stage: the bare adapter calls and the stage, items/s each (best of `repeats`, after a warm-up)."""
+    import tempfile
+
+    import pandas as pd
+    from PIL import Image
+
+    from synground_assets.items import derive_seed
+    from synground_assets.pipeline.batching import batches
+    from synground_assets.pipeline.boxes import BoxInputs, box_phrases
+    from synground_assets.pipeline.concepts import sample_concepts
+    from synground_assets.pipeline.descriptions import describe_items, source_items
+    from synground_assets.pipeline.images import draw_images
+    from synground_assets.pipeline.phrases import extract_phrases
+    from synground_assets.pipeline.writing import PngWriter
+    from synground_assets.roles.registry import build_role
+    from synground_assets.roles.suite import ModelSuite
+
+    recipe, shard = adapter_recipe(args.recipe, args.items, device), "00000"
+
+    class Suite(ModelSuite):  # the roles of this bench's recipe (its shard size and device), not the book's
+        def role(self, recipe_name, role):
+            return self._cached(role, lambda: build_role(role, recipe.roles[role], recipe=recipe.name))
+
+    suite = Suite()
+    work = Path(tempfile.mkdtemp(prefix="synground-adapters-"))
+    nothing_earlier = {"descriptions": lambda keys: pd.DataFrame(columns=["item_id", "description"]),
+                       "images": lambda hashes: pd.DataFrame(columns=["item_id", "phash"])}
+    size = {role: spec.batch_size for role, spec in recipe.roles.items()}
+    concepts = sample_concepts(recipe, shard, suite).table
+    items = source_items(concepts)
+    described = describe_items(recipe, shard, concepts, suite, nothing_earlier["descriptions"]).table
+    prompts = list(zip(described.item_id, described.description))
+
+    def draw(folder: Path):
+        with PngWriter(folder) as files:
+            return draw_images(recipe, shard, described, suite, nothing_earlier["images"], files=files)
+
+    image_folder = work / "images"
+    drawn = draw(image_folder)
+    phrases = extract_phrases(recipe, shard, described, suite).table
+    inputs = BoxInputs(drawn.table, phrases, image_folder)
+    kept = phrases[phrases.kept]
+    pictures = {row.item_id: Image.open(image_folder / row.file).convert("RGB") for row in drawn.table.itertuples()}
+    work_items = [(item, list(kept.phrase[kept.item_id == item])) for item in drawn.table.item_id]
+    work_items = [(item, texts) for item, texts in work_items if texts]
+    generator, describer, detector = suite.image_generator(recipe.name), suite.describer(recipe.name), \
+        suite.detector(recipe.name)
+    stages = {
+        "describer": (len(items),
+                      lambda: [describer.describe(batch) for batch in batches(items, size["describer"])],
+                      lambda: describe_items(recipe, shard, concepts, suite, nothing_earlier["descriptions"])),
+        "generator": (len(prompts),
+                      lambda: [generator.generate([t for _, t in batch], [derive_seed("image", i) for i, _ in batch])
+                               for batch in batches(prompts, size["image_generator"])],
+                      lambda: draw(work / f"images-{time.monotonic_ns()}")),
+        "detector": (len(work_items),
+                     lambda: [detector.detect([pictures[i] for i, _ in batch], [t for _, t in batch])
+                              for batch in batches(work_items, size["detector"])],
+                     lambda: box_phrases(recipe, shard, inputs, suite)),
+    }
+    report = {"recipe": recipe.name, "items": args.items, "device": device.type, "stages": {}}
+    for name, (count, bare, stage) in stages.items():
+        bare(), stage()  # warm-up at these shapes
+        bare_s, stage_s = best_seconds(bare, args.repeats), best_seconds(stage, args.repeats)
+        report["stages"][name] = {"items": count, "bare_items_per_s": count / bare_s,
+                                  "stage_items_per_s": count / stage_s, "stage_to_bare": bare_s / stage_s}
+        row = report["stages"][name]
+        print(f"  {name:10s} {count:5d} items  bare {row['bare_items_per_s']:8.1f} items/s  "
+              f"stage {row['stage_items_per_s']:8.1f} items/s  stage/bare {row['stage_to_bare']:.3f}", flush=True)
+    return report
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -269,6 +374,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (best is kept)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--tiny", action="store_true", help="tiny configs, CPU allowed: checks this script")
+    parser.add_argument("--adapters", action="store_true",
+                        help="the project's stages over one shard against their adapters' bare model calls")
+    parser.add_argument("--recipe", default="tiny-concept2text", help="--adapters: the recipe whose models run")
+    parser.add_argument("--items", type=int, default=64, help="--adapters: items in the shard")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu_stages.json")
     return parser.parse_args(argv)
 
@@ -277,7 +386,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if torch.cuda.is_available():
         device = torch.device("cuda")
-    elif args.tiny:
+    elif args.tiny or args.adapters:
         device = torch.device("cpu")
     else:
         print("gpu_stages: no CUDA GPU is available to torch "
@@ -286,6 +395,13 @@ def main(argv: list[str]) -> int:
         return 0
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
+    if args.adapters:
+        report = run_adapters(args, device)
+        out = args.out.with_name("gpu_stages_adapters.json") if args.out.name == "gpu_stages.json" else args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+        return 0
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": args.dtype, "tiny": args.tiny,

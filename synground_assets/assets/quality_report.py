@@ -9,16 +9,25 @@ REPORT_COLUMNS = ["stage", "unit", "items_in", "filter", "removed", "kept"]
 
 
 def run_quality_report(outputs) -> pd.DataFrame:
-    """The `shard_quality` rows of every shard of the run, summed per (stage, unit, filter)."""
-    frames = [o.lineage["shard_quality"] for o in outputs if "shard_quality" in o.lineage]
-    if not frames:
-        return pd.DataFrame(columns=REPORT_COLUMNS)
-    # items_in and kept repeat on every filter row of a shard's frame: count them once per shard.
-    totals = pd.concat([frame.iloc[:1] for frame in frames]).groupby(["stage", "unit"])[["items_in", "kept"]].sum()
-    removed = pd.concat(frames).groupby(["stage", "unit", "filter"], as_index=False)["removed"].sum()
-    if (removed["filter"] != "none").any():
-        removed = removed[removed["filter"] != "none"]
-    return removed.merge(totals.reset_index(), on=["stage", "unit"])[REPORT_COLUMNS]
+    """The `shard_quality` rows of every shard of the run, summed per (stage, unit, filter), in
+    that order. Summed in plain Python: a handful of rows, where pandas' groupby and merge cost a
+    tenth of a second per asset."""
+    totals: dict[tuple[str, str], list[int]] = {}  # (stage, unit) -> [items_in, kept]
+    removed: dict[tuple[str, str, str], int] = {}
+    for output in outputs:
+        frame = output.lineage.get("shard_quality")
+        rows = list(frame.itertuples(index=False)) if frame is not None else []
+        if rows:  # items_in and kept repeat on every filter row of a shard's frame: count them once per shard
+            total = totals.setdefault((rows[0].stage, rows[0].unit), [0, 0])
+            total[0], total[1] = total[0] + int(rows[0].items_in), total[1] + int(rows[0].kept)
+        for row in rows:
+            key = (row.stage, row.unit, row.filter)
+            removed[key] = removed.get(key, 0) + int(row.removed)
+    keys = sorted(removed)
+    if any(name != "none" for _, _, name in keys):
+        keys = [key for key in keys if key[2] != "none"]
+    return pd.DataFrame([(stage, unit, totals[stage, unit][0], name, removed[stage, unit, name], totals[stage, unit][1])
+                         for stage, unit, name in keys], columns=REPORT_COLUMNS)
 
 
 def quality_metadata(outputs) -> dict:

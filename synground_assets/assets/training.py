@@ -1,4 +1,5 @@
-"""`finetuned_checkpoint`: the recipe's grounding model fine-tuned on all its triplets (ITC + ITM + AMC).
+"""`finetuned_checkpoint`: the recipe's grounding model fine-tuned on all its triplets, with its
+objective (`amc`, MLM + ITA + ITM + AMC, for ALBEF; `itc-itm-amc`, ITC + ITM + AMC, for BLIP).
 
 `pipeline/training.py` splits and indexes every published `boxes` shard of the recipe (plus real
 triplets when the recipe mixes them) into a working folder; this asset starts the training there as

@@ -16,6 +16,25 @@
   labels -100 elsewhere; (1 - alpha) CE + alpha * distillation from the momentum model's
   softmax, whose log-softmax runs over dim 1 (the token axis) as the official xbert.py does.
 
+Where each convention comes from (uvavision/AMC-grounding; line numbers of the stored copies:
+models/model_pretrain.py @950d921, Pretrain.py @773de90, dataset/caption_dataset.py @111e98b,
+configs/Pretrain.yaml @02f31f4; ALBEF's optim/optim_factory.py as in its forks, e.g. BennoKrojer/ALBEF):
+  temp clamp_(0.001, 0.5) at the top of forward      model_pretrain.py:92-93
+  momentum update inside the no_grad block, first    model_pretrain.py:106-107, 289-292
+  queues + targets alpha*softmax + (1-alpha)*one-hot model_pretrain.py:110-136; enqueue 137, 297-333
+  alpha ramp i/len(loader) in epoch 0                Pretrain.py:71-74; alpha 0.4, m 0.995, Q 65536: Pretrain.yaml:14-16
+  ITM negatives: softmax(sim[:, :bs]), diagonal 0,   model_pretrain.py:150-171 (images first, then texts)
+  torch.multinomial; labels 1 x bs, 0 x 2bs          model_pretrain.py:176-195
+  GradCAM of vl_output[:bs] logit 1, create_graph    model_pretrain.py:204-210; map 212-232 (mean(1).mean(1),
+                                                     ReLU, min-max + 1e-7, bilinear align_corners=False)
+  L_mean (batch-pooled, 0.1), L_max (0.5)            model_pretrain.py:234-244; 0.2 / 0.8: Pretrain.py:80-81
+  MLM mask 15%, 80/10/10, no [PAD]/[CLS], -100       model_pretrain.py:246-252, 336-353
+  MLM distillation, log_softmax over dim=1           models/xbert.py BertForMaskedLM.forward (loss_distill)
+  box mask: int pixels, resize with the image,       caption_dataset.py:59-79, 106-111; dataset/__init__.py:17-24
+  bilinear align_corners=True to mask_size 256       (Resize, flip 0.5, gray 0.2, jitter 0.5); Pretrain.yaml:22
+  weight decay exempts only 1-d tensors and biases   optim_factory.py:31 (so the 0-d temp decays)
+  text truncated at 25 tokens                        Pretrain.py:61
+
 Under DDP, as in the official code, ITA, ITM negatives and AMC are per rank (the local batch
 against the queue); the queues are fed with the momentum features of the gathered global batch.
 Every random draw of a step can be supplied in `StepDraws` (tests replay fixed draws); the rest

@@ -157,6 +157,9 @@ def prepare_model(config: TrainConfig, model: GroundingModel, world: World) -> T
 
 def new_objective(config: TrainConfig, model: GroundingModel, forwards_per_epoch: int) -> nn.Module:
     if config.objective == "amc":
+        if not hasattr(model, "mlm_logits"):
+            raise ValueError(f"objective amc needs a model with ALBEF's pretraining heads (adapter albef), not "
+                             f"{type(model).__name__}; use objective itc-itm-amc")
         return AmcObjective(config, model, forwards_per_epoch)
     return GroundingObjective(config).to(model.device)
 

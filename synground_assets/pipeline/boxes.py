@@ -41,9 +41,8 @@ class BoxInputs:
 def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logger | None = None) -> StageResult:
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
     phrase_table, unusable = usable_phrases(inputs.phrases.query("kept"))
-    per_item = phrase_table.groupby("item_id", sort=False)
-    work = [(row, per_item.get_group(row.item_id)) for row in inputs.images.itertuples(index=False)
-            if row.item_id in per_item.groups]
+    per_item = phrases_per_item(phrase_table)
+    work = [(row, per_item[row.item_id]) for row in inputs.images.itertuples(index=False) if row.item_id in per_item]
     batch_size = recipe.roles["detector"].batch_size
     source = _box_source(recipe, inputs, roles)
     progress = progress_or_none(log, f"boxes {recipe.name}|{shard}", len(work))
@@ -77,7 +76,25 @@ def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logge
     )
 
 
-Work = tuple[Any, pd.DataFrame]  # (a row of the images table, that item's usable phrases)
+@dataclass(frozen=True)
+class ItemPhrases:
+    """One item's usable phrases, in table order (a detection's `phrase_index` points into them)."""
+
+    phrase_ids: list[str]
+    phrases: list[str]
+
+
+def phrases_per_item(phrase_table: pd.DataFrame) -> dict[str, ItemPhrases]:
+    """item_id -> its phrases, read in one pass (no sub-frame per item)."""
+    per_item: dict[str, ItemPhrases] = {}
+    for item, pid, phrase in zip(phrase_table.item_id, phrase_table.phrase_id, phrase_table.phrase):
+        found = per_item.setdefault(item, ItemPhrases([], []))
+        found.phrase_ids.append(pid)
+        found.phrases.append(phrase)
+    return per_item
+
+
+Work = tuple[Any, ItemPhrases]  # (a row of the images table, that item's usable phrases)
 
 
 @dataclass(frozen=True)
@@ -96,14 +113,14 @@ def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
         return BoxSource(
             AdapterInfo("gligen-layout", generator.model or "", generator.revision or "", {"box_source": "gligen"}),
             prepare=lambda batch: {},
-            call=lambda batch, _: [layout_detections(inputs.layout, row.item_id, list(ph.phrase)) for row, ph in batch])
+            call=lambda batch, _: [layout_detections(inputs.layout, row.item_id, ph.phrases) for row, ph in batch])
     detector = roles.detector(recipe.name)
 
     def read_images(batch) -> dict[str, Image.Image]:
         return {row.item_id: Image.open(inputs.image_folder / row.file).convert("RGB") for row, _ in batch}
 
     def detect(batch, pictures):
-        return detector.detect([pictures[row.item_id] for row, _ in batch], [list(ph.phrase) for _, ph in batch])
+        return detector.detect([pictures[row.item_id] for row, _ in batch], [ph.phrases for _, ph in batch])
 
     return BoxSource(detector.info, read_images, detect)
 
@@ -115,23 +132,23 @@ def layout_detections(layout: pd.DataFrame, item: str, phrases: list[str]) -> li
     return [Detection(i, boxes[p.lower()], 1.0) for i, p in enumerate(phrases) if p.lower() in boxes]
 
 
-def _box_rows(item: str, item_phrases: pd.DataFrame, ranked: list[Detection]) -> list[tuple]:
+def _box_rows(item: str, item_phrases: ItemPhrases, ranked: list[Detection]) -> list[tuple]:
     """One row per detection, ranked per phrase (0 = its best box), in (phrase, score) order."""
     rows, rank = [], {}
     for detection in ranked:
-        phrase = item_phrases.iloc[detection.phrase_index]
+        phrase_id = item_phrases.phrase_ids[detection.phrase_index]
         rank[detection.phrase_index] = rank.get(detection.phrase_index, -1) + 1
-        rows.append((box_id(phrase.phrase_id, rank[detection.phrase_index]), phrase.phrase_id, item,
+        rows.append((box_id(phrase_id, rank[detection.phrase_index]), phrase_id, item,
                      *map(float, detection.box_xyxy), float(detection.score), rank[detection.phrase_index]))
     return rows
 
 
-def _preview_tile(image: Image.Image, item_phrases: pd.DataFrame, ranked: list[Detection]) -> Image.Image:
+def _preview_tile(image: Image.Image, item_phrases: ItemPhrases, ranked: list[Detection]) -> Image.Image:
     """The image with each phrase's best box (phrases without one marked)."""
     best: dict[int, tuple] = {}
     for detection in ranked:
         best.setdefault(detection.phrase_index, detection.box_xyxy)
-    return draw_triplets(image, [(p, best.get(i)) for i, p in enumerate(item_phrases.phrase)])
+    return draw_triplets(image, [(p, best.get(i)) for i, p in enumerate(item_phrases.phrases)])
 
 
 def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_table: pd.DataFrame,

@@ -19,7 +19,13 @@ from synground_assets.pipeline.batching import Logger, Progress, Skipped, batche
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.pipeline.writing import ImageFiles, InMemoryImages
 from synground_assets.previews import draw_triplets
-from synground_assets.quality.images import degenerate_reason, find_near_duplicates, perceptual_hash, pixel_std
+from synground_assets.quality.images import (
+    degenerate_reason,
+    find_near_duplicates,
+    hash_bits,
+    perceptual_hash,
+    pixel_std,
+)
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import QualitySettings
 from synground_assets.recipes import Recipe
@@ -156,7 +162,7 @@ def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, e
         info=generator.info, tables=tables, images=dict(in_memory or {}), removals=every_removal, skipped=skipped,
         preview=preview, counts={"images": len(table), "removed_images": len(removed)},
         # The lineage rows keep the pHash: the index answers the next shards' dedup (resources/dedup_index.py).
-        lineage={"images": table.drop(columns=["file"]),
+        lineage={"images": table.drop(columns=["file"]).assign(phash_bits=hash_bits(table.phash)),
                  **quality_lineage(STAGE, "images", len(pairs), len(table), every_removal)},
     )
 

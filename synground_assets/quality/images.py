@@ -31,6 +31,11 @@ def perceptual_hash(image: Image.Image) -> str:
     return str(imagehash.phash(image.convert("RGB")))
 
 
+def hash_bits(hashes) -> np.ndarray:
+    """Hex pHashes as unsigned 64-bit integers (exactly: no float on the way, as pandas would take)."""
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+
+
 def hash_bands(max_distance: int) -> list[tuple[int, int]]:
     """(shift, mask) of `max_distance + 1` disjoint bit bands covering the 64-bit hash. Two hashes
     within `max_distance` bits agree exactly on at least one band (pigeonhole), so an index lookup
@@ -54,7 +59,7 @@ class NearDuplicates:
     def __init__(self, earlier_ids, earlier_hashes, max_distance: int):
         self.max_distance = max_distance
         self.earlier_ids = list(earlier_ids)
-        self.earlier = np.array([int(h, 16) for h in earlier_hashes], dtype=np.uint64)
+        self.earlier = hash_bits(earlier_hashes)
         self.new_ids: list[str] = []
         self.new: list[int] = []
 

@@ -19,16 +19,16 @@ from synground_assets.resources.store import TABLE, ShardStore
 
 def earlier_shard_rows(store: ShardStore, recipe: str, asset: str, shard: str, columns: list[str],
                        only: set[str] | None = None) -> pd.DataFrame:
-    """`columns` of every published `asset` shard of `recipe` whose key sorts before `shard` (and
-    is in `only`, when given), in key order, with a `shard` column. Shards published without a
-    column (older code) are left out."""
+    """`columns` of every published `asset` shard of `recipe` whose key sorts before `shard` (of
+    the shards in `only`, when given: then the folder is not listed), in key order, with a `shard`
+    column. Shards published without a column (older code) are left out."""
     frames = []
-    for earlier in store.shards(recipe, asset):
+    for earlier in sorted(only) if only is not None else store.shards(recipe, asset):
         if earlier >= shard:
             break
-        if only is not None and earlier not in only:
-            continue
         folder = store.shard_dir(recipe, asset, earlier)
+        if only is not None and not (folder / TABLE).is_file():
+            continue
         table = _published_columns(os.path.realpath(folder), tuple(columns)) if folder.is_symlink() else \
             _read_columns(folder, tuple(columns))
         if table is not None:

@@ -332,3 +332,9 @@ def test_itc_mode_needs_an_adapter_that_has_it(tiny_blip_folder):
                                gradcam_mode="itc")
     with pytest.raises(ValueError, match="gradcam_mode must be one of itm, itc"):
         TrainConfig(gradcam_mode="attention")
+
+
+def test_amc_refuses_a_model_without_pretraining_heads(tiny_blip_folder, tmp_path):
+    with pytest.raises(ValueError, match="objective amc needs a model with ALBEF's pretraining heads"):
+        train(TrainConfig(objective="amc", max_steps=1, batch_size=2), BlipGroundingModel.from_pretrained(tiny_blip_folder),
+              shapes_triplets(2, first_seed=0), [], tmp_path)

@@ -1,7 +1,8 @@
 """Proof that the learning core learns: AMC on shapes-world triplets makes GradCAM point at the phrase.
 
-Builds a random-init tiny BLIP-ITM (or, with `--model albef`, a tiny ALBEF), makes training triplets with the shapes roles (sampler ->
-describer -> generator -> phrase extractor -> detector; detector boxes are the training boxes) and
+Builds a random-init tiny BLIP-ITM (or, with `--model albef`, a tiny ALBEF), makes training triplets
+with the shapes roles (sampler -> describer -> generator -> phrase extractor -> detector; detector
+boxes are the training boxes) and
 a held-out set from other seeds (scored against the renderer's true boxes), trains once with
 ITC + ITM + AMC and once with ITC + ITM only, and scores the pointing game of: the untrained model,
 the image-centre point, uniform random points, no-AMC, AMC. Prints a table and writes
@@ -37,21 +38,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from synground_assets import benchmarks  # noqa: E402
+from synground_assets.finetune import job_spec  # noqa: E402
+from synground_assets.grounding.config import OBJECTIVES, TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
+from synground_assets.grounding.loader import write_triplets_index  # noqa: E402
 from synground_assets.grounding.pointing_game import (  # noqa: E402
     centre_point_baseline,
     evaluate_pointing_game,
     queries_of,
     random_point_baseline,
 )
-from synground_assets.finetune import job_spec  # noqa: E402
-from synground_assets.grounding.loader import write_triplets_index  # noqa: E402
-from synground_assets.grounding.config import OBJECTIVES, TrainConfig  # noqa: E402
 from synground_assets.grounding.train import train  # noqa: E402
 from synground_assets.recipes import RoleSpec  # noqa: E402
 from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef  # noqa: E402
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
-from synground_assets import benchmarks  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 MODELS = {"blip": (build_tiny_blip, BlipGroundingModel), "albef": (build_tiny_albef, AlbefGroundingModel)}
@@ -108,7 +109,8 @@ def run(args) -> dict:
     for name, amc in [v for v in variants if args.only in (None, "amc" if v[1] else "no-amc")]:
         started = time.perf_counter()
         if args.ranks:
-            metrics = train_with_torchrun(args, bench_config(args, amc), folder, train_set, held_out, work / name.split()[0])
+            metrics = train_with_torchrun(args, bench_config(args, amc), folder, train_set, held_out,
+                                          work / name.split()[0])
         else:
             result = train(bench_config(args, amc), adapter.from_pretrained(folder), train_set, held_out,
                            work / name.split()[0], log_fn=lambda step, m, name=name: print(

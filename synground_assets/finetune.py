@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
 
+from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.distributed import World, close_world, init_world
 from synground_assets.grounding.loader import TripletIndex
-from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.train import TrainResult, train
 from synground_assets.processes import guard_training_process
 from synground_assets.recipes import RoleSpec
@@ -144,7 +144,8 @@ def report_metadata(config: TrainConfig, world: World, result: TrainResult, run:
         "steps": config.max_steps,
         "world_size": world.world_size,
         "global_batch_size": config.batch_size,
-        "held_out_pointing_game": {"raw_value": result.metrics.get("pointing_game_accuracy", float("nan")), "type": "float"},
+        "held_out_pointing_game": {"raw_value": result.metrics.get("pointing_game_accuracy", float("nan")),
+                                   "type": "float"},
         "final_loss": {"raw_value": result.metrics.get("final_loss", float("nan")), "type": "float"},
     }
     if run:

@@ -109,7 +109,8 @@ ALLOWED = {
     "grounding": {"items", "models", "previews"},
     "previews": set(),
     "models": {"items"},
-    "quality": {"items", "roles", "grounding"},  # roles.base: the result types it checks; grounding: the agreement scores
+    # roles.base: the result types it checks; grounding: the agreement scores.
+    "quality": {"items", "roles", "grounding"},
     "recipes": {"quality", "roles", "grounding"},  # grounding.config, roles' option catalog
     "tiny": {"roles", "recipes", "models", "grounding", "items"},
 }
@@ -123,7 +124,8 @@ def test_layers_import_only_lower_layers(name):
     if mine in ALLOWED:
         assert reached <= ALLOWED[mine], f"{name} imports {sorted(reached - ALLOWED[mine])}"
     if mine in {"grounding", "models", "quality", "roles", "tiny", "resources", "pipeline", "datasets"}:
-        assert not reached & NEVER_BELOW_DAGSTER, f"{name} imports the Dagster layer: {sorted(reached & NEVER_BELOW_DAGSTER)}"
+        assert not reached & NEVER_BELOW_DAGSTER, (f"{name} imports the Dagster layer: "
+                                                   f"{sorted(reached & NEVER_BELOW_DAGSTER)}")
     if mine in {"grounding", "models", "quality", "roles", "tiny", "pipeline", "datasets", "items"}:
         dagster = sorted(n for n in IMPORTS[name] if n == "dagster" or n.startswith("dagster."))
         assert not dagster, f"{name} imports Dagster ({dagster}); only the asset layer wires Dagster"

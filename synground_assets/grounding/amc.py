@@ -128,7 +128,8 @@ def distilled_mlm_loss(logits: torch.Tensor, momentum_logits: torch.Tensor, labe
     return (1 - alpha) * cross_entropy + alpha * distill[labels != -100].mean()
 
 
-def amc_margins(cam: torch.Tensor, mask: torch.Tensor, mean_margin: float, max_margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+def amc_margins(cam: torch.Tensor, mask: torch.Tensor, mean_margin: float,
+                max_margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_mean, L_max) of maps and 0/1 masks (b, H, W); L_mean's means pooled over the batch."""
     inside, outside = cam * mask, cam * (1 - mask)
     loss_mean = F.relu(outside.sum() / (1 - mask).sum() - inside.sum() / mask.sum() + mean_margin)
@@ -190,7 +191,8 @@ class AmcObjective(nn.Module):
         shapes = sorted(k for k in set(momentum) & set(target) if momentum[k].shape != target[k].shape)
         queues = {k: v for k, v in state.items() if not k.startswith("momentum.")}
         queue_shape = tuple(self.queues.image_queue.shape)
-        wrong_queue = {k: tuple(v.shape) for k, v in queues.items() if k.endswith("_queue") and tuple(v.shape) != queue_shape}
+        wrong_queue = {k: tuple(v.shape) for k, v in queues.items()
+                       if k.endswith("_queue") and tuple(v.shape) != queue_shape}
         if unknown or shapes or wrong_queue:
             raise ValueError(f"the checkpoint's momentum copies and queues do not fit: unknown keys {unknown}, shape "
                              f"mismatches {shapes}, queues {wrong_queue} vs {queue_shape} (set training.queue_size to "

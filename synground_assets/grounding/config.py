@@ -95,11 +95,14 @@ class TrainConfig:
         if self.queue_size < 1:
             raise ValueError(f"TrainConfig.queue_size must be positive but is {self.queue_size}")
         if self.gradcam_mode not in GRADCAM_MODES:
-            raise ValueError(f"TrainConfig.gradcam_mode must be one of {', '.join(GRADCAM_MODES)} but is {self.gradcam_mode!r}")
+            raise ValueError(f"TrainConfig.gradcam_mode must be one of {', '.join(GRADCAM_MODES)} "
+                             f"but is {self.gradcam_mode!r}")
         if self.eval_protocol not in PROTOCOLS:
-            raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} but is {self.eval_protocol!r}")
+            raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} "
+                             f"but is {self.eval_protocol!r}")
         if self.warmup_steps < 0 or self.min_learning_rate < 0 or self.weight_decay < 0 or self.num_workers < 0:
-            raise ValueError("TrainConfig.warmup_steps, min_learning_rate, weight_decay and num_workers must not be negative")
+            raise ValueError("TrainConfig.warmup_steps, min_learning_rate, weight_decay and num_workers "
+                             "must not be negative")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -114,7 +117,8 @@ class TrainConfig:
     def augmentation(self) -> Augmentation:
         from synground_assets.grounding.data import Augmentation  # torch: not needed to validate a recipe
 
-        return Augmentation(horizontal_flip=self.horizontal_flip, colour_jitter=self.colour_jitter, grayscale=self.grayscale)
+        return Augmentation(horizontal_flip=self.horizontal_flip, colour_jitter=self.colour_jitter,
+                            grayscale=self.grayscale)
 
     @property
     def uses_amc(self) -> bool:

@@ -2,8 +2,8 @@
 
 Images are read from disk when a batch needs them (never all held in memory). Augmentations are
 drawn from a per-sample seed, so a batch is the same whether training runs straight through or
-resumes from a checkpoint, on any number of ranks and loader workers (grounding/loader.py). A horizontal flip mirrors the boxes and swaps "left"/"right" in the
-phrase, so the pair stays true.
+resumes from a checkpoint, on any number of ranks and loader workers (grounding/loader.py). A
+horizontal flip mirrors the boxes and swaps "left"/"right" in the phrase, so the pair stays true.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Sequence
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-
 
 Box = tuple[float, float, float, float]
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
@@ -39,7 +38,8 @@ class Triplet:
         self.boxes_xyxy = [tuple(float(v) for v in box) for box in self.boxes_xyxy]
         for box in self.boxes_xyxy:
             if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError(f"triplet {self.item_id or self.phrase!r}: box {box} is not (x0, y0, x1, y1) with x1 > x0, y1 > y0")
+                raise ValueError(f"triplet {self.item_id or self.phrase!r}: box {box} is not (x0, y0, x1, y1) "
+                                 "with x1 > x0, y1 > y0")
 
     def load_image(self) -> Image.Image:
         if isinstance(self.image, Image.Image):
@@ -134,10 +134,12 @@ def amc_box_mask(boxes_xyxy: Sequence[Box], image_size: tuple[int, int], resolut
     cols = (torch.arange(resolution) * width // resolution).clamp(max=width - 1)
     mask = mask[rows][:, cols]  # (resolution, resolution)
     size = mask_size or resolution
-    return torch.nn.functional.interpolate(mask[None, None], size=(size, size), mode="bilinear", align_corners=True)[0, 0]
+    return torch.nn.functional.interpolate(mask[None, None], size=(size, size), mode="bilinear",
+                                           align_corners=True)[0, 0]
 
 
-def training_box_mask(style: str, boxes_xyxy: Sequence[Box], image_size: tuple[int, int], resolution: int) -> torch.Tensor:
+def training_box_mask(style: str, boxes_xyxy: Sequence[Box], image_size: tuple[int, int],
+                      resolution: int) -> torch.Tensor:
     """The box mask a training step compares the map with, at the input resolution."""
     if style == "amc":
         return amc_box_mask(boxes_xyxy, image_size, resolution)

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from synground_assets.grounding.data import Augmentation, Triplet, augment, training_box_mask
-from synground_assets.items import derive_seed
 from synground_assets.grounding.model import GroundingInputs
+from synground_assets.items import derive_seed
 
 SOURCES = ("synthetic", "real")
 Preprocessor = Callable[[Sequence[Image.Image], Sequence[str], int], GroundingInputs]
@@ -101,7 +101,8 @@ class TripletIndex:
 
     @classmethod
     def read(cls, *paths: str | os.PathLike) -> TripletIndex:
-        index = cls(pa.concat_tables([pq.read_table(p, columns=["image", "phrase", "boxes_xyxy", "source"]) for p in paths]))
+        index = cls(pa.concat_tables([pq.read_table(p, columns=["image", "phrase", "boxes_xyxy", "source"])
+                                      for p in paths]))
         # Arrow's allocator keeps the freed decode buffers; give them back (halves the resident growth).
         pa.default_memory_pool().release_unused()
         return index
@@ -150,7 +151,8 @@ class BatchPlan:
         for name, rows, count in self.sources:
             for slot in range(step * count, (step + 1) * count):
                 epoch, position = divmod(slot, len(rows))
-                picked.append((int(rows[self._order(name, epoch, len(rows))[position]]), derive_seed(self.seed, name, "augment", slot)))
+                picked.append((int(rows[self._order(name, epoch, len(rows))[position]]),
+                               derive_seed(self.seed, name, "augment", slot)))
         return picked
 
     def rank_batch(self, step: int, rank: int, world_size: int) -> list[tuple[int, int]]:
@@ -193,7 +195,8 @@ class LoadedBatch:
     phrase_keys: torch.Tensor  # (b,) int64, equal when two samples have one (augmented) phrase
 
     def pin_memory(self) -> LoadedBatch:
-        inputs = GroundingInputs(*(t.pin_memory() for t in (self.inputs.pixel_values, self.inputs.input_ids, self.inputs.attention_mask)))
+        inputs = GroundingInputs(*(t.pin_memory() for t in (self.inputs.pixel_values, self.inputs.input_ids,
+                                                            self.inputs.attention_mask)))
         return LoadedBatch(inputs, self.masks.pin_memory(), self.image_ids.pin_memory(), self.phrase_keys.pin_memory())
 
     def to(self, device: torch.device) -> LoadedBatch:
@@ -277,5 +280,6 @@ def make_batch(
         image, phrase, boxes = triplet.load_image(), triplet.phrase, triplet.boxes_xyxy
         if augmentation is not None:
             image, phrase, boxes = augment(image, phrase, boxes, random.Random(seed), augmentation)
-        samples.append((image, phrase, training_box_mask(mask_style, boxes, image.size, resolution), phrase_key(triplet.image_key)))
+        samples.append((image, phrase, training_box_mask(mask_style, boxes, image.size, resolution),
+                        phrase_key(triplet.image_key)))
     return Collate(preprocess, resolution)(samples)

@@ -135,6 +135,7 @@ class PretrainingModel(GroundingModel, Protocol):
         captured cross-attention probabilities (B, heads, T, 1 + P) of `capture_layer`."""
         ...
 
-    def mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+    def mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   image_embeds: torch.Tensor) -> torch.Tensor:
         """(B, T) ids (some masked) with the image -> (B, T, V) token logits."""
         ...

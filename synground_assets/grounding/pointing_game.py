@@ -37,8 +37,8 @@ from synground_assets.grounding.gradcam import (
     MapCombiner,
     amc_evaluation_map,
     cross_attention_gradcam,
-    itc_gradcam,
     gradcam_from_attention,
+    itc_gradcam,
     upsample_cam,
 )
 from synground_assets.grounding.model import GroundingModel
@@ -143,7 +143,9 @@ def heatmap_point(heatmap: torch.Tensor, image_size: tuple[int, int], upsample: 
 
 
 def score_points(
-    points_xy: Sequence[tuple[int, int]], queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+    points_xy: Sequence[tuple[int, int]],
+    queries: Sequence[PointingQuery],
+    protocol: str | PointingProtocol = "pixel-centre",
 ) -> PointingGameResult:
     if len(points_xy) != len(queries):
         raise ValueError(f"got {len(points_xy)} points for {len(queries)} queries")
@@ -157,7 +159,9 @@ def score_points(
 
 
 def score_heatmaps(
-    heatmaps: Sequence[torch.Tensor], queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+    heatmaps: Sequence[torch.Tensor],
+    queries: Sequence[PointingQuery],
+    protocol: str | PointingProtocol = "pixel-centre",
 ) -> PointingGameResult:
     """Pointing game of one (rows, cols) heatmap per query."""
     protocol = as_protocol(protocol)
@@ -165,7 +169,9 @@ def score_heatmaps(
     return score_points(points, queries, protocol)
 
 
-def centre_point_baseline(queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre") -> PointingGameResult:
+def centre_point_baseline(
+    queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+) -> PointingGameResult:
     """Always point at the image centre pixel (width // 2, height // 2)."""
     return score_points([(q.image_size[0] // 2, q.image_size[1] // 2) for q in queries], queries, protocol)
 
@@ -208,7 +214,8 @@ def evaluate_pointing_game(
             else:
                 cam = cross_attention_gradcam(model, inputs, gradcam_layer, combine=protocol.combine).cam
             heatmaps.extend(cam.float().cpu())
-            queries.extend(PointingQuery(t.boxes_xyxy, image.size, t.item_id, t.phrase) for t, image in zip(chunk, images))
+            queries.extend(PointingQuery(t.boxes_xyxy, image.size, t.item_id, t.phrase)
+                           for t, image in zip(chunk, images))
     finally:
         model.train(was_training)
     return score_heatmaps(heatmaps, queries, protocol)

@@ -50,7 +50,8 @@ def grounding_spec(recipe: Recipe) -> RoleSpec:
     """The recipe's grounding model with its location resolved (hub snapshot, folder or tiny: build)."""
     if recipe.grounding_model is None:
         raise RecipeError(f"recipe {recipe.name!r} has no grounding_model: name the model to fine-tune "
-                          "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / tiny:albef-shapes)")
+                          "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / "
+                          "tiny:albef-shapes)")
     from synground_assets.roles.hf_common import resolve_model
 
     location = resolve_model(recipe.grounding_model.model, "grounding_model", recipe.grounding_model.revision)
@@ -131,8 +132,10 @@ def prepare_training(store: ShardStore, recipe: Recipe, max_steps: int | None = 
     train_rows, held_out, held_out_source = split_held_out(recipe, rows)
     real = real_triplets(recipe)
     settings = train_config(recipe, max_steps)
-    key = json.dumps([asdict(settings), asdict(spec), shard_counts.values.tolist(), len(real)], sort_keys=True, default=str)
-    work = store.shard_dir(recipe.name, "finetuned_checkpoint", f".work-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+    key = json.dumps([asdict(settings), asdict(spec), shard_counts.values.tolist(), len(real)], sort_keys=True,
+                     default=str)
+    work = store.shard_dir(recipe.name, "finetuned_checkpoint",
+                           f".work-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
     (work / "index").mkdir(parents=True, exist_ok=True)
     index = [write_rows_index(train_rows, work / "index" / "synthetic.parquet", "synthetic")]
     if real:

@@ -77,7 +77,8 @@ class AlbefGroundingModel(nn.Module):
         self.gradcam_layer = gradcam_layer
         self.max_text_tokens = config.max_text_tokens if max_text_tokens is None else max_text_tokens
         self.info = info or AdapterInfo("albef", "albef")
-        self.pretraining_state: dict[str, torch.Tensor] | None = None  # momentum copies and queues, if the folder has them
+        # The momentum copies and queues, if the folder has them.
+        self.pretraining_state: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def from_pretrained(
@@ -139,7 +140,8 @@ class AlbefGroundingModel(nn.Module):
 
     @property
     def itc_gradcam_block(self) -> int:
-        """The vision block of ITC-mode GradCAM: ALBEF Grounding.py's block_num (8), or the last block of a smaller ViT."""
+        """The vision block of ITC-mode GradCAM: ALBEF Grounding.py's block_num (8), or the last block of a
+        smaller ViT."""
         return min(self.gradcam_layer, self.model.config.vision_layers - 1)
 
     def itc_similarity_with_attention(self, pixel_values, input_ids, attention_mask, block: int):

@@ -9,9 +9,9 @@ the test and benchmark model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 

@@ -13,10 +13,10 @@ from torch import nn
 
 from synground_assets.grounding.amc import AmcObjective, FeatureQueue, StepDraws, mask_tokens
 from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.distributed import World
 from synground_assets.grounding.loader import make_batch
 from synground_assets.grounding.optim import make_optimizer
 from synground_assets.grounding.train import prepare_model, train
-from synground_assets.grounding.distributed import World
 from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef
 from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
@@ -115,11 +115,13 @@ def reference_losses(model, momentum_model, queues, config, batch, draws, alpha)
     gradcam = gradcam - gradcam.min(dim=1, keepdim=True)[0]
     gradcam = gradcam / (gradcam.max(dim=1, keepdim=True)[0] + 1e-7)
     size = batch.masks.shape[-1]
-    gradcam = F.interpolate(gradcam.view(bs, 1, rows, rows), (size, size), mode="bilinear", align_corners=False).squeeze(1)
+    gradcam = F.interpolate(gradcam.view(bs, 1, rows, rows), (size, size), mode="bilinear",
+                            align_corners=False).squeeze(1)
     box = batch.masks
     inside, outside = gradcam * box, gradcam * (1 - box)
     loss_mean = torch.max(torch.tensor([0.0]), outside.sum() / (1 - box).sum() - inside.sum() / box.sum() + 0.1)
-    loss_max = torch.max(torch.tensor([0.0]), outside.view(bs, -1).max(1)[0] - inside.view(bs, -1).max(1)[0] + 0.5).mean()
+    loss_max = torch.max(torch.tensor([0.0]),
+                         outside.view(bs, -1).max(1)[0] - inside.view(bs, -1).max(1)[0] + 0.5).mean()
     # MLM: mask by the fixed draws, as the official `mask` does.
     input_ids, labels = ids.clone(), ids.clone()
     masked = draws.mlm_positions.clone()
@@ -163,9 +165,11 @@ def test_a_step_with_fixed_draws_matches_the_official_computation(setup):
         assert parameter.grad is not None, name
         torch.testing.assert_close(parameter.grad, reference_parameters[name].grad, rtol=1e-4, atol=1e-6, msg=name)
     # The momentum copies and the queue moved as the official ones did.
-    for (name, shadow), expected_shadow in zip(objective.momentum_model.named_parameters(), reference_momentum.parameters()):
+    for (name, shadow), expected_shadow in zip(objective.momentum_model.named_parameters(),
+                                               reference_momentum.parameters()):
         torch.testing.assert_close(shadow, expected_shadow, rtol=0, atol=0, msg=name)
-    image_feat_m = reference_momentum.model.image_feature(reference_momentum.model.visual_encoder(batch.inputs.pixel_values))
+    image_feat_m = reference_momentum.model.image_feature(
+        reference_momentum.model.visual_encoder(batch.inputs.pixel_values))
     torch.testing.assert_close(objective.queues.image_queue[:, : len(image_feat_m)], image_feat_m.t())
     assert int(objective.queues.queue_ptr_img) == len(image_feat_m)
 
@@ -290,7 +294,8 @@ def test_momentum_copies_and_queues_come_from_a_pretrain_layout_checkpoint(albef
     momentum = objective.momentum_model.model
     torch.testing.assert_close(momentum.visual_encoder.pos_embed, state["visual_encoder_m.pos_embed"])
     # This file has no momentum MLM head: the momentum model keeps its copy of the online one.
-    torch.testing.assert_close(momentum.text_encoder.cls.predictions.bias, model.model.text_encoder.cls.predictions.bias)
+    torch.testing.assert_close(momentum.text_encoder.cls.predictions.bias,
+                               model.model.text_encoder.cls.predictions.bias)
     torch.testing.assert_close(momentum.text_encoder.encoder.layer[0].attention.self.query.weight,
                                state["text_encoder_m.bert.encoder.layer.0.attention.self.query.weight"])
     torch.testing.assert_close(objective.queues.image_queue, state["image_queue"])
@@ -328,13 +333,13 @@ def test_itc_mode_needs_an_adapter_that_has_it(tiny_blip_folder):
     from synground_assets.grounding.pointing_game import evaluate_pointing_game
 
     with pytest.raises(ValueError, match="has no ITC-mode GradCAM"):
-        evaluate_pointing_game(BlipGroundingModel.from_pretrained(tiny_blip_folder), shapes_triplets(1, 0, oracle_boxes=True),
-                               gradcam_mode="itc")
+        evaluate_pointing_game(BlipGroundingModel.from_pretrained(tiny_blip_folder),
+                               shapes_triplets(1, 0, oracle_boxes=True), gradcam_mode="itc")
     with pytest.raises(ValueError, match="gradcam_mode must be one of itm, itc"):
         TrainConfig(gradcam_mode="attention")
 
 
 def test_amc_refuses_a_model_without_pretraining_heads(tiny_blip_folder, tmp_path):
     with pytest.raises(ValueError, match="objective amc needs a model with ALBEF's pretraining heads"):
-        train(TrainConfig(objective="amc", max_steps=1, batch_size=2), BlipGroundingModel.from_pretrained(tiny_blip_folder),
-              shapes_triplets(2, first_seed=0), [], tmp_path)
+        train(TrainConfig(objective="amc", max_steps=1, batch_size=2),
+              BlipGroundingModel.from_pretrained(tiny_blip_folder), shapes_triplets(2, first_seed=0), [], tmp_path)

@@ -29,7 +29,8 @@ def publish_shard(store: ShardStore, shard: str, items: int) -> None:
     ids = [f"{shard}-{i}" for i in range(items)]
     tables = {
         "images": pd.DataFrame({"item_id": ids, "file": [f"{i}.png" for i in ids]}),
-        "phrases": pd.DataFrame({"phrase_id": [f"p{i}" for i in ids], "item_id": ids, "phrase": ["a blue circle"] * items}),
+        "phrases": pd.DataFrame({"phrase_id": [f"p{i}" for i in ids], "item_id": ids,
+                                 "phrase": ["a blue circle"] * items}),
         "boxes": pd.DataFrame({"phrase_id": [f"p{i}" for i in ids] * 2, "item_id": ids * 2,
                                "box_rank": [0] * items + [1] * items, "x0": 1.0, "y0": 2.0, "x1": 3.0, "y1": 4.0}),
     }

@@ -58,7 +58,8 @@ def read_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         ) from exc
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not an ALBEF checkpoint: expected {{'model': state_dict}} or a state dict of tensors")
+        raise ValueError(f"{path} is not an ALBEF checkpoint: expected {{'model': state_dict}} "
+                         "or a state dict of tensors")
     return state
 
 
@@ -72,10 +73,12 @@ def is_dropped(key: str) -> bool:
 
 def rename(key: str) -> str:
     """An official key in this project's layout (`bert.` renamed away)."""
-    return key.replace("text_encoder.bert.cls.", "text_encoder.cls.", 1).replace("text_encoder.bert.", "text_encoder.", 1)
+    return (key.replace("text_encoder.bert.cls.", "text_encoder.cls.", 1)
+            .replace("text_encoder.bert.", "text_encoder.", 1))
 
 
-def to_grounding_layout(state: dict[str, torch.Tensor], config: AlbefConfig) -> tuple[dict[str, torch.Tensor], list[str]]:
+def to_grounding_layout(state: dict[str, torch.Tensor],
+                        config: AlbefConfig) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(the state dict renamed, pruned and interpolated for `config`, the keys dropped)."""
     converted, dropped = {}, []
     for key, tensor in state.items():
@@ -97,7 +100,8 @@ def pretraining_state(state: dict[str, torch.Tensor], config: AlbefConfig) -> di
     found = {}
     for key, tensor in state.items():
         top = key.split(".")[0]
-        if top in ("visual_encoder_m", "text_encoder_m", "vision_proj_m", "text_proj_m") and not key.endswith("position_ids"):
+        if (top in ("visual_encoder_m", "text_encoder_m", "vision_proj_m", "text_proj_m")
+                and not key.endswith("position_ids")):
             online = rename(key.replace(top, top.removesuffix("_m"), 1))
             if not (online.startswith(MLM_HEAD) and online.removeprefix(MLM_HEAD) in TIED_MLM_KEYS):
                 found[MOMENTUM_PREFIX + online] = tensor

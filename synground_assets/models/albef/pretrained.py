@@ -14,7 +14,6 @@ from safetensors.torch import load_file, save_file
 from synground_assets.models.albef.modeling import AlbefModel
 from synground_assets.models.albef.processing import VOCAB_FILE, AlbefTokenizer
 
-
 PRETRAINING_FILE = "pretraining.safetensors"  # momentum copies and queues of a pretrain-layout checkpoint
 
 
@@ -23,7 +22,8 @@ def save_pretrained(folder: str | os.PathLike, model: AlbefModel, tokenizer: Alb
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if len(tokenizer) != model.config.vocab_size:
-        raise ValueError(f"the vocabulary has {len(tokenizer)} tokens but the model's config says {model.config.vocab_size}")
+        raise ValueError(f"the vocabulary has {len(tokenizer)} tokens "
+                         f"but the model's config says {model.config.vocab_size}")
     model.save_weights(folder)
     tokenizer.save(folder)
     if pretraining:
@@ -40,11 +40,13 @@ def read_pretraining_state(folder: str | os.PathLike) -> dict[str, torch.Tensor]
 def from_pretrained(folder: str | os.PathLike) -> tuple[AlbefModel, AlbefTokenizer]:
     folder = Path(folder)
     if not (folder / VOCAB_FILE).is_file():
-        raise FileNotFoundError(f"{folder} has no {VOCAB_FILE}; an ALBEF folder holds model.safetensors, config.json, vocab.txt")
+        raise FileNotFoundError(f"{folder} has no {VOCAB_FILE}; "
+                                "an ALBEF folder holds model.safetensors, config.json, vocab.txt")
     model = AlbefModel.from_folder(folder)
     tokenizer = AlbefTokenizer(folder / VOCAB_FILE, model.config.pad_token_id)
     if len(tokenizer) != model.config.vocab_size:
-        raise ValueError(f"{folder}: {VOCAB_FILE} has {len(tokenizer)} tokens but config.json says {model.config.vocab_size}")
+        raise ValueError(f"{folder}: {VOCAB_FILE} has {len(tokenizer)} tokens "
+                         f"but config.json says {model.config.vocab_size}")
     return model, tokenizer
 
 

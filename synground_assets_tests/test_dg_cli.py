@@ -17,7 +17,7 @@ IN_PROCESS = json.dumps({"execution": {"config": {"in_process": {}}}})
 
 
 def run_dg(*args: str, env: dict) -> str:
-    assert DG.exists(), f"{DG} is missing: install the test extra (pip install -e '.[test]'), which holds dagster-dg-cli"
+    assert DG.exists(), f"{DG} is missing: pip install -e '.[test]' (the test extra holds dagster-dg-cli)"
     done = subprocess.run([str(DG), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"dg {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout

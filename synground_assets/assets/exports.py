@@ -17,6 +17,7 @@ so a trainer points its images root at the data root.
 import dagster as dg
 import pandas as pd
 
+from synground_assets.assets.quality_report import recipe_quality_report
 from synground_assets.datasets.exports import (
     TRIPLET_COLUMNS,
     ExportCounts,
@@ -24,7 +25,6 @@ from synground_assets.datasets.exports import (
     write_coco_grounding,
     write_odvg,
 )
-from synground_assets.assets.quality_report import recipe_quality_report
 from synground_assets.datasets.hub_formats import CardFacts, write_hf_parquet, write_webdataset
 from synground_assets.partitions import recipe_partitions
 from synground_assets.recipes import Recipe, recipe_book

@@ -12,8 +12,8 @@ from PIL import Image
 
 from synground_assets.assets.exports import exports
 from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
-from synground_assets.definitions import GENERATION_ASSETS
 from synground_assets.datasets.hub_formats import webdataset_key
+from synground_assets.definitions import GENERATION_ASSETS
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import ShardStore, default_data_root
 

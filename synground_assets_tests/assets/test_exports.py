@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from synground_assets.assets.exports import exports
+from synground_assets.assets.exports import card_facts, exports
 from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
-from synground_assets.datasets.hub_formats import webdataset_key
+from synground_assets.datasets.hub_formats import dataset_card, webdataset_key
 from synground_assets.definitions import GENERATION_ASSETS
+from synground_assets.recipes import recipe_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import ShardStore, default_data_root
 
@@ -154,3 +155,15 @@ def test_the_webdataset_tars_hold_an_image_and_a_json_per_sample_that_match_the_
     assert record["boxes"] == wanted[["x0", "y0", "x1", "y1"]].values.tolist()
     assert record["phrases"] == wanted.phrase.tolist()
     assert "WebDataset tar shards, 1 file(s)" in (folder / "README.md").read_text()
+
+
+def test_the_dataset_card_names_every_model_of_the_recipe_and_says_when_no_quality_report_exists(project_home):
+    recipe = recipe_book().get("tiny-concept2text")
+    default_data_root().mkdir(parents=True)  # a data root with no shard published yet
+    facts = card_facts(recipe, LineageResource(), ShardStore(default_data_root()), ["00000"])
+    card = dataset_card(facts, [], 1, "Parquet", "")
+    for role, spec in recipe.roles.items():
+        model = spec.model or f"adapter {spec.adapter}"
+        licence = "random weights built by this project" if model.startswith("tiny:") else "procedural"
+        assert f"| {role} | {model} | {licence}" in card
+    assert "No quality report was recorded for these shards." in card and "- images: 0" in card

@@ -3,19 +3,22 @@
 import json
 import os
 import stat
+import tarfile
 
 import dagster as dg
 import pandas as pd
 import pytest
 from PIL import Image
 
-from synground_assets.assets.exports import exports
+from synground_assets.assets.exports import card_facts, exports
 from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
+from synground_assets.datasets.hub_formats import dataset_card, webdataset_key
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.recipes import recipe_book
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import ShardStore, default_data_root
 
-RESOURCES = {"store": StoreResource(), "models": ModelSuiteResource()}
+RESOURCES = {"store": StoreResource(), "models": ModelSuiteResource(), "lineage": LineageResource()}
 BOX_KEY = ["item_id", "image_path", "width", "height", "phrase", "x0", "y0", "x1", "y1"]
 
 
@@ -90,7 +93,7 @@ def test_re_exporting_replaces_the_folder_whole(published):
     # The link, the one version it names and the marker of a shard folder: no staging or retired folder left.
     assert sorted(p.name for p in export_dir.iterdir()) == [".shards", os.readlink(published), "all"]
     assert sorted(p.name for p in published.iterdir()) == [
-        "amc_grounding.json", "coco_grounding.json", "odvg.jsonl", "publish.json", "table.parquet"]
+        "amc_grounding.json", "coco_grounding.json", "hf", "odvg.jsonl", "publish.json", "table.parquet", "webdataset"]
 
 
 def test_a_recipe_without_boxes_fails_with_what_to_do(project_home):
@@ -105,5 +108,62 @@ def test_export_files_take_the_umask_permissions_so_other_users_can_read_them(pu
     store, _ = published
     umask = os.umask(0)
     os.umask(umask)
-    for path in store.shard_dir("shapes", "exports", "all").iterdir():
+    for path in store.shard_dir("shapes", "exports", "all").rglob("*"):
+        if path.is_dir():
+            continue
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_the_hugging_face_parquet_export_loads_with_datasets_and_its_images_decode(published, tmp_path):
+    import datasets
+
+    store, metadata = published
+    expected = published_boxes(store)
+    folder = store.shard_dir("shapes", "exports", "all") / "hf"
+    loaded = datasets.load_dataset("parquet", data_dir=str(folder / "data"), split="train", cache_dir=str(tmp_path))
+    assert isinstance(loaded.features["image"], datasets.Image)
+    assert len(loaded) == expected.item_id.nunique() == 128
+    assert sum(len(boxes) for boxes in loaded["boxes"]) == len(expected) == metadata["boxes"].value
+    first = loaded[0]
+    assert first["image"].size == (first["width"], first["height"])
+    wanted = expected.set_index("box_id").loc[first["box_ids"][0]]
+    assert first["boxes"][0] == pytest.approx([wanted.x0, wanted.y0, wanted.x1, wanted.y1])
+    assert first["phrases"][0] == wanted.phrase
+    # The folder itself loads too: the card's YAML header names the files as the train split.
+    assert len(datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path))) == 128
+    card = (folder / "README.md").read_text()
+    assert "recipe `shapes`" in card and "- images: 128" in card
+    assert f"- boxes (phrase, box pairs): {len(expected)}" in card and "## Quality report" in card
+    assert "| detector | adapter shapes | procedural, this project's code |" in card
+
+
+def test_the_webdataset_tars_hold_an_image_and_a_json_per_sample_that_match_the_table(published):
+    store, _ = published
+    expected = published_boxes(store)
+    folder = store.shard_dir("shapes", "exports", "all") / "webdataset"
+    tars = sorted(folder.glob("shard-*.tar"))
+    assert [t.name for t in tars] == ["shard-00000.tar"]
+    with tarfile.open(tars[0]) as tar:
+        names = tar.getnames()
+        assert len(names) == 2 * 128 and sum(n.endswith(".json") for n in names) == 128
+        record = json.loads(tar.extractfile(names[1]).read())
+        assert names[:2] == [f"{webdataset_key(record['item_id'])}.png", f"{webdataset_key(record['item_id'])}.json"]
+        with Image.open(tar.extractfile(names[0])) as picture:
+            picture.load()
+            assert picture.size == (record["width"], record["height"])
+    wanted = expected.set_index("box_id").loc[record["box_ids"]]
+    assert record["boxes"] == wanted[["x0", "y0", "x1", "y1"]].values.tolist()
+    assert record["phrases"] == wanted.phrase.tolist()
+    assert "WebDataset tar shards, 1 file(s)" in (folder / "README.md").read_text()
+
+
+def test_the_dataset_card_names_every_model_of_the_recipe_and_says_when_no_quality_report_exists(project_home):
+    recipe = recipe_book().get("tiny-concept2text")
+    default_data_root().mkdir(parents=True)  # a data root with no shard published yet
+    facts = card_facts(recipe, LineageResource(), ShardStore(default_data_root()), ["00000"])
+    card = dataset_card(facts, [], 1, "Parquet", "")
+    for role, spec in recipe.roles.items():
+        model = spec.model or f"adapter {spec.adapter}"
+        licence = "random weights built by this project" if model.startswith("tiny:") else "procedural"
+        assert f"| {role} | {model} | {licence}" in card
+    assert "No quality report was recorded for these shards." in card and "- images: 0" in card

@@ -13,12 +13,24 @@ from __future__ import annotations
 from typing import Any
 
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from dagster_postgres.utils import create_pg_engine, set_pg_statement_timeout
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+    set_pg_statement_timeout,
+)
 from sqlalchemy import event
 
 
 class _PingedWebserverPool:
     """`optimize_for_webserver` as dagster-postgres writes it, plus `pool_pre_ping`."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        # As dagster-postgres's three storages do, but building this class (theirs name their own).
+        return cls(inst_data=inst_data, postgres_url=pg_url_from_config(config_value),
+                   should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+                   token_provider=get_token_provider_from_config(config_value))
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
         kwargs: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_size": 1, "pool_recycle": pool_recycle,

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from learning import EVAL_SEED_OFFSET, add_training_arguments, bench_config, shapes_triplets  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from learning import EVAL_SEED_OFFSET, add_training_arguments, bench_config, shapes_triplets  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
 from synground_assets.grounding.train import train  # noqa: E402
 from synground_assets.items import box_id, phrase_id  # noqa: E402

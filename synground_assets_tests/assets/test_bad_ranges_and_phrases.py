@@ -18,7 +18,8 @@ RESOURCES = {"store": StoreResource(), "lineage": LineageResource(), "models": M
 def test_a_reversed_range_fails_its_first_step_with_a_clear_message_and_writes_nothing(project_home):
     result = defs.resolve_job_def("generation").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": "shapes|00003", "dagster/asset_partition_range_end": "shapes|00001"},
+        tags={"dagster/asset_partition_range_start": "shapes|00003",
+              "dagster/asset_partition_range_end": "shapes|00001"},
     )
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
@@ -30,7 +31,8 @@ def test_a_reversed_range_fails_its_first_step_with_a_clear_message_and_writes_n
 
 def test_blank_and_punctuation_phrases_in_a_phrases_table_become_recorded_skips(project_home):
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize(GENERATION_ASSETS, partition_key="shapes|00000", instance=instance, resources=RESOURCES).success
+    assert dg.materialize(GENERATION_ASSETS, partition_key="shapes|00000", instance=instance,
+                          resources=RESOURCES).success
     store = ShardStore(default_data_root())
     path = store.shard_dir("shapes", "phrases", "00000") / "table.parquet"
     table = pd.read_parquet(path)

@@ -75,7 +75,8 @@ def test_lineage_gives_the_full_chain_of_a_box_without_duplicates_after_a_rerun(
     assert len(chain.concepts) >= 2 and chain.item_seed > 0 and chain.image_seed > 0
     assert chain.detector_model == chain.generator_model == "shapes-v1"
     assert chain.partition_key == "shapes|00002" and chain.boxes_run_id and chain.code_version
-    counts = lineage.query("SELECT (SELECT count(*) FROM boxes) AS boxes, (SELECT count(DISTINCT box_id) FROM boxes) AS ids")
+    counts = lineage.query("SELECT (SELECT count(*) FROM boxes) AS boxes, "
+                           "(SELECT count(DISTINCT box_id) FROM boxes) AS ids")
     assert counts.boxes[0] == counts.ids[0] > 100
 
 

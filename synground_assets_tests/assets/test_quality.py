@@ -54,7 +54,8 @@ def test_images_the_safety_checker_flags_are_regenerated_then_skipped_never_publ
                                                                                         recipe_file):
     # The tiny Stable Diffusion whose real safety checker is configured to flag every image
     # (roles/tiny.py: build_stable_diffusion_flagging); the pipeline's own check runs.
-    recipe_file(lambda r: r["tiny-concept2text"]["roles"]["image_generator"].update(model="tiny:stable-diffusion-flagging"))
+    recipe_file(lambda r: r["tiny-concept2text"]["roles"]["image_generator"].update(
+        model="tiny:stable-diffusion-flagging"))
     metadata = materialize("tiny-concept2text|00000", GENERATION_ASSETS[:3])
     store = ShardStore(default_data_root())
     assert store.read_table("tiny-concept2text", "images", "00000").empty
@@ -62,7 +63,8 @@ def test_images_the_safety_checker_flags_are_regenerated_then_skipped_never_publ
     skipped = lineage.query("SELECT item_id, reason FROM skipped_items WHERE stage = 'images'")
     assert len(skipped) == 4 and skipped.reason.str.contains("safety checker flagged").all()
     assert skipped.reason.str.contains("after 2 attempt").all()  # regenerate_attempts: 1 by default
-    removals = lineage.query("SELECT item_id, filter, detail FROM removals WHERE stage = 'images' ORDER BY item_id, detail")
+    removals = lineage.query("SELECT item_id, filter, detail FROM removals WHERE stage = 'images' "
+                             "ORDER BY item_id, detail")
     assert len(removals) == 8 and set(removals["filter"]) == {"safety_checker"}
     first = removals.iloc[0]
     seed = derive_seed("image", first.item_id)
@@ -134,5 +136,6 @@ def test_box_filters_run_in_the_boxes_stage_and_report(project_home, recipe_file
     assert store.read_table("shapes", "boxes", "00000").empty
     removals = refreshed_lineage().query("SELECT * FROM removals WHERE stage = 'boxes'")
     assert len(removals) == metadata["boxes"]["detected_boxes"].value > 0
-    assert set(removals["filter"]) == {"min_box_area"} and (removals.value < 0.5).all() and removals.box_id.notna().all()
+    assert set(removals["filter"]) == {"min_box_area"}
+    assert (removals.value < 0.5).all() and removals.box_id.notna().all()
     assert metadata["boxes"]["removed_by/min_box_area"].value == len(removals)

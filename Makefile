@@ -17,9 +17,12 @@ $(BIN)/dagster: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The instance's SQLite storage is created here, by one process: runs started at once on a fresh
+# instance would race to create it and could break it for good (README: "When something goes wrong").
 setup: $(BIN)/dagster
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m synground_assets.cli instance
 
 # (a) Materialize the whole generation graph of the default recipe over four shards, then summarise.
 demo: setup

@@ -1,7 +1,8 @@
 """Proof that the learning core learns: AMC on shapes-world triplets makes GradCAM point at the phrase.
 
-Builds a random-init tiny BLIP-ITM (or, with `--model albef`, a tiny ALBEF), makes training triplets with the shapes roles (sampler ->
-describer -> generator -> phrase extractor -> detector; detector boxes are the training boxes) and
+Builds a random-init tiny BLIP-ITM (or, with `--model albef`, a tiny ALBEF), makes training triplets
+with the shapes roles (sampler -> describer -> generator -> phrase extractor -> detector; detector
+boxes are the training boxes) and
 a held-out set from other seeds (scored against the renderer's true boxes), trains once with
 ITC + ITM + AMC and once with ITC + ITM only, and scores the pointing game of: the untrained model,
 the image-centre point, uniform random points, no-AMC, AMC. Prints a table and writes
@@ -11,6 +12,11 @@ bench/results/learning.json.
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --steps 300 --train-images 400 --eval-images 100
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --model albef   # -> bench/results/learning-albef.json
     HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --only amc --ranks 2   # through torchrun, 2 ranks x B/2
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --model albef --objective amc   # AMC-grounding's loss
+
+`--objective` picks the loss (grounding/config.py OBJECTIVES; default: the adapter's, ALBEF `amc`
+= MLM + ITA with momentum distillation and queues + ITM, BLIP `itc-itm-amc` = ITC + ITM); the
+AMC terms are on or off per variant.
 
 With `--ranks N` each model trains as the asset trains it: `torchrun --nproc_per_node N -m
 synground_assets.finetune job.json` (one thread per rank), the global batch unchanged.
@@ -32,21 +38,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from synground_assets import benchmarks  # noqa: E402
+from synground_assets.finetune import job_spec  # noqa: E402
+from synground_assets.grounding.config import OBJECTIVES, TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
+from synground_assets.grounding.loader import write_triplets_index  # noqa: E402
 from synground_assets.grounding.pointing_game import (  # noqa: E402
     centre_point_baseline,
     evaluate_pointing_game,
     queries_of,
     random_point_baseline,
 )
-from synground_assets.finetune import job_spec  # noqa: E402
-from synground_assets.grounding.loader import write_triplets_index  # noqa: E402
-from synground_assets.grounding.config import TrainConfig  # noqa: E402
 from synground_assets.grounding.train import train  # noqa: E402
 from synground_assets.recipes import RoleSpec  # noqa: E402
 from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef  # noqa: E402
 from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
-from synground_assets import benchmarks  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 MODELS = {"blip": (build_tiny_blip, BlipGroundingModel), "albef": (build_tiny_albef, AlbefGroundingModel)}
@@ -61,6 +67,8 @@ def shapes_triplets(count: int, first_seed: int, size: int, oracle_boxes: bool) 
 
 def bench_config(args, amc: bool) -> TrainConfig:
     return TrainConfig(
+        objective=args.objective,
+        queue_size=args.queue_size,
         learning_rate=args.lr,
         min_learning_rate=args.lr / 100,
         warmup_steps=args.steps // 20,
@@ -96,11 +104,13 @@ def run(args) -> dict:
         "uniform random point": random_point_baseline(queries, seed=args.seed).accuracy,
     }
     runs = {}
-    variants = [("ITC+ITM (no AMC)", False), ("ITC+ITM+AMC", True)]
+    base = "MLM+ITA+ITM" if (args.objective or adapter.default_objective) == "amc" else "ITC+ITM"
+    variants = [(f"{base} (no AMC)", False), (f"{base}+AMC", True)]
     for name, amc in [v for v in variants if args.only in (None, "amc" if v[1] else "no-amc")]:
         started = time.perf_counter()
         if args.ranks:
-            metrics = train_with_torchrun(args, bench_config(args, amc), folder, train_set, held_out, work / name.split()[0])
+            metrics = train_with_torchrun(args, bench_config(args, amc), folder, train_set, held_out,
+                                          work / name.split()[0])
         else:
             result = train(bench_config(args, amc), adapter.from_pretrained(folder), train_set, held_out,
                            work / name.split()[0], log_fn=lambda step, m, name=name: print(
@@ -113,7 +123,7 @@ def run(args) -> dict:
         "settings": vars(args) | {"parameters": parameters, "grid": f"{args.size // 8}x{args.size // 8}",
                                   "train_triplets": len(train_set), "held_out_queries": len(held_out)},
         "pointing_game_accuracy": rows,
-        "amc_gain_over_no_amc": rows.get("ITC+ITM+AMC", float("nan")) - rows.get("ITC+ITM (no AMC)", float("nan")),
+        "amc_gain_over_no_amc": rows.get(variants[1][0], float("nan")) - rows.get(variants[0][0], float("nan")),
         "runs": runs,
     }
 
@@ -161,13 +171,16 @@ def main() -> None:
     add_training_arguments(parser)
     parser.add_argument("--colour-augmentation", action="store_true", help="grayscale + colour jitter (off)")
     parser.add_argument("--only", choices=("amc", "no-amc"), help="train one of the two models")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="the loss; default: the adapter's (albef: amc)")
+    parser.add_argument("--queue-size", type=int, default=65536, help="the amc objective's feature queues (AMC: 65536)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 2 is faster on an idle 2-core machine, far slower on a shared one")
     parser.add_argument("--ranks", type=int, default=0,
                         help="train through torchrun on this many ranks (the asset's launcher); 0: in this process")
     parser.add_argument("--output", type=Path, help="default: bench/results/learning.json (learning-albef.json)")
     args = parser.parse_args()
-    args.output = args.output or RESULTS / ("learning.json" if args.model == "blip" else f"learning-{args.model}.json")
+    name = "learning" if args.model == "blip" else f"learning-{args.model}"
+    args.output = args.output or RESULTS / (f"{name}-{args.objective}.json" if args.objective else f"{name}.json")
     report = run(args)
     print_table(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ fixed cost of a run (Dagster's events, the lineage files and one preview per sta
 shard, the model work per item, so the ratio falls as shards grow (the paper recipes use 64).
 
 Prints a table and writes bench/results/overhead.json. Tiny models are built on demand in
-$SYNGROUND_TINY_MODELS (see `python -m synground_assets.roles.tiny`).
+$SYNGROUND_TINY_MODELS (see `python -m synground_assets.tiny`).
 """
 
 from __future__ import annotations

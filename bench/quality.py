@@ -78,7 +78,7 @@ def shapes_world(count: int, first_seed: int, size: int) -> tuple[dict, dict, di
 def detect(detector: ShapesDetector, images: dict, phrases: dict) -> pd.DataFrame:
     rows = []
     for item, image in images.items():
-        for rank, found in enumerate(detector.detect([image], [phrases[item]])[0]):
+        for _rank, found in enumerate(detector.detect([image], [phrases[item]])[0]):
             pid = phrase_id(item, found.phrase_index)
             rows.append((box_id(pid, 0), pid, item, *found.box_xyxy, found.score, 0))
     return pd.DataFrame(rows, columns=["box_id", "phrase_id", "item_id", "x0", "y0", "x1", "y1", "score", "box_rank"])
@@ -102,12 +102,13 @@ def wrong_share(boxes: pd.DataFrame, truth: dict) -> float:
     return wrong / len(boxes)
 
 
-def fine_tune(name: str, args, folder: Path, triplets: list[Triplet], held_out: list[Triplet], work: Path) -> tuple[float, Path, float]:
+def fine_tune(name: str, args, folder: Path, triplets: list[Triplet], held_out: list[Triplet],
+              work: Path) -> tuple[float, Path, float]:
     model = BlipGroundingModel.from_pretrained(folder)
     started = time.perf_counter()
     result = train(bench_config(args, amc=True), model, triplets, held_out, work / name,
-                   log_fn=lambda step, m: print(f"  [{name}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items()),
-                                                flush=True))
+                   log_fn=lambda step, m: print(f"  [{name}] step {step}: "
+                                                + ", ".join(f"{k}={v:.4g}" for k, v in m.items()), flush=True))
     return result.metrics["pointing_game_accuracy"], result.model_path, round(time.perf_counter() - started, 1)
 
 
@@ -134,13 +135,15 @@ def run(args) -> dict:
         return triplets
 
     if args.only == "clean":
-        accuracy["clean"], _, seconds["clean"] = fine_tune("clean", args, folder, record("clean", clean), held_out, work)
+        accuracy["clean"], _, seconds["clean"] = fine_tune("clean", args, folder, record("clean", clean),
+                                                           held_out, work)
         return report
     # 2. The corrupted run first: its model is the filter's judge.
     if args.judge:  # the model of an earlier run's corrupted training (same settings), to try other filters
         judge_path = args.judge
     else:
-        accuracy["corrupted"], judge_path, seconds["corrupted"] = fine_tune("corrupted", args, folder, record("corrupted", corrupted), held_out, work)
+        accuracy["corrupted"], judge_path, seconds["corrupted"] = fine_tune(
+            "corrupted", args, folder, record("corrupted", corrupted), held_out, work)
         print(f"corrupted: {accuracy['corrupted']:.3f}", flush=True)
     # 3. Filter the corrupted boxes: the recipe box filters, then the agreement filter.
     settings = replace(QualitySettings(), agreement=AgreementSettings(
@@ -154,8 +157,10 @@ def run(args) -> dict:
     removed = pd.Series([r.filter for r in removals + agreement_removals], dtype="object").value_counts()
     report["removed_per_filter"] = {k: int(v) for k, v in removed.items()}
     report["removed_wrong_share"] = round(_removed_wrong(corrupted, kept, truth), 4)
-    print(f"filters removed {report['removed_per_filter']}; share of them wrong {report['removed_wrong_share']}", flush=True)
-    accuracy["filtered"], _, seconds["filtered"] = fine_tune("filtered", args, folder, record("filtered", kept), held_out, work)
+    print(f"filters removed {report['removed_per_filter']}; "
+          f"share of them wrong {report['removed_wrong_share']}", flush=True)
+    accuracy["filtered"], _, seconds["filtered"] = fine_tune("filtered", args, folder, record("filtered", kept),
+                                                             held_out, work)
     print(f"filtered: {accuracy['filtered']:.3f}", flush=True)
     if args.only == "corrupted" or args.judge:
         return report
@@ -198,7 +203,8 @@ def main() -> None:
                         help="train the clean model only, or the corrupted and filtered ones only (two processes)")
     parser.add_argument("--require-peak-in-box", action="store_true",
                         help="agreement: the judge's GradCAM peak must fall in the box (the pointing game on it)")
-    parser.add_argument("--judge", type=Path, help="reuse this corrupted-run model as the judge; trains the filtered model only")
+    parser.add_argument("--judge", type=Path,
+                        help="reuse this corrupted-run model as the judge; trains the filtered model only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -7,8 +7,9 @@ Training throughput (ITC + ITM + AMC steps of one rank, shapes images as PNG fil
   (b) the loader (`make_loader`) with 0, 1 and 2 worker processes (prefetch 4 batches per worker);
   (c) the same batches already in memory as tensors: the ceiling, with no loading at all.
 It reports (a)/(c) and (b)/(c) (best of interleaved rounds): 1.0 means loading costs nothing; and
-each loading path alone (no model), the rate it can supply: a GPU step faster than that waits. On CPU the model and the workers
-share the cores, so workers help only as far as cores are free; the GPU variant is the real test.
+each loading path alone (no model), the rate it can supply: a GPU step faster than that waits. On CPU
+the model and the workers share the cores, so workers help only as far as cores are free; the GPU
+variant is the real test.
 
 Index memory: 2.6M synthetic rows (1M images, ~60-character paths, 2-6 word phrases, one box each)
 written to Parquet, read into a `TripletIndex` + `BatchPlan`; the columns' bytes and the process's
@@ -36,6 +37,7 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from synground_assets import benchmarks  # noqa: E402
+from synground_assets.grounding.config import TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Augmentation, Triplet  # noqa: E402
 from synground_assets.grounding.loader import (  # noqa: E402
     BatchPlan,
@@ -45,7 +47,6 @@ from synground_assets.grounding.loader import (  # noqa: E402
     write_index,
     write_triplets_index,
 )
-from synground_assets.grounding.config import TrainConfig  # noqa: E402
 from synground_assets.grounding.objective import GroundingObjective, TrainingModule  # noqa: E402
 from synground_assets.grounding.optim import make_optimizer  # noqa: E402
 from synground_assets.grounding.train import autocast  # noqa: E402
@@ -109,7 +110,8 @@ def timed(step, batches, steps: int, batch_size: int, device: torch.device) -> f
 
 def throughput(args, work: Path) -> dict:
     model = build_model(args, work / "model")
-    triplets = benchmarks.shapes_triplets([f"shapes:{i}" for i in range(args.images)], list(range(args.images)), args.size)
+    triplets = benchmarks.shapes_triplets([f"shapes:{i}" for i in range(args.images)], list(range(args.images)),
+                                          args.size)
     index = TripletIndex.read(write_triplets_index(triplets, work / "data", "synthetic"))
     plan = BatchPlan(index, args.batch_size, seed=0)
     augmentation, preprocess, total = Augmentation(), model.preprocessor(), args.steps + 1
@@ -123,7 +125,8 @@ def throughput(args, work: Path) -> dict:
                              augmentation, args.size)
 
     def loader(workers: int):
-        return make_loader(index, plan, preprocess, args.size, augmentation, (0, total), num_workers=workers, pin_memory=cuda)
+        return make_loader(index, plan, preprocess, args.size, augmentation, (0, total), num_workers=workers,
+                           pin_memory=cuda)
 
     in_memory = list(in_thread())
     modes = {"(a) in-thread": in_thread, **{f"(b) loader, {w} workers": (lambda w=w: loader(w)) for w in args.workers},
@@ -135,11 +138,13 @@ def throughput(args, work: Path) -> dict:
     for _ in range(args.rounds):
         for name, batches in modes.items():
             rounds[name].append(timed(step, batches(), args.steps, args.batch_size, model.device))
-            data_alone[name].append(timed(lambda batch, index: None, batches(), args.steps, args.batch_size, model.device))
+            data_alone[name].append(timed(lambda batch, index: None, batches(), args.steps, args.batch_size,
+                                          model.device))
     rates = {name: max(values) for name, values in rounds.items()}
     ceiling = rates["(c) in memory (ceiling)"]
     return {"samples_per_s": rates, "ratio_to_ceiling": {name: rate / ceiling for name, rate in rates.items()},
-            "data_alone_samples_per_s": {name: max(values) for name, values in data_alone.items() if "ceiling" not in name},
+            "data_alone_samples_per_s": {name: max(values) for name, values in data_alone.items()
+                                         if "ceiling" not in name},
             "rounds": rounds, "parameters": sum(p.numel() for p in model.parameters()),
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None}
 
@@ -197,7 +202,8 @@ def print_report(report: dict) -> None:
             print(f"{name:<28} {rate:>10.2f} {t['ratio_to_ceiling'][name]:>10.2f} {alone or float('nan'):>11.1f}")
     if "index_memory" in report:
         m = report["index_memory"]
-        print(f"\ntraining index: {m['triplets']:,} triplets, {m['images']:,} images (Parquet {m['parquet_mb']:.0f} MB)")
+        print(f"\ntraining index: {m['triplets']:,} triplets, {m['images']:,} images "
+              f"(Parquet {m['parquet_mb']:.0f} MB)")
         print(f"  columns {m['index_columns_mb']:.0f} MB + epoch permutation {m['epoch_permutation_mb']:.0f} MB; "
               f"resident growth {m['resident_growth_mb']:.0f} MB per rank (target < 1000 MB)")
         print(f"  the same as Triplet objects: ~{m['python_objects_mb_scaled']:.0f} MB")

@@ -64,7 +64,8 @@ def benchmark_settings(name: str, configured: dict[str, dict[str, Any]]) -> dict
                          "expected root, images, resolution, max_queries, protocol")
     settings.setdefault("protocol", DEFAULT_PROTOCOL[name])
     if settings["protocol"] not in PROTOCOLS:
-        raise ValueError(f"benchmarks.{name}.protocol: expected one of {', '.join(PROTOCOLS)}, got {settings['protocol']!r}")
+        raise ValueError(f"benchmarks.{name}.protocol: expected one of {', '.join(PROTOCOLS)}, "
+                         f"got {settings['protocol']!r}")
     if "root" not in settings and os.environ.get("SYNGROUND_BENCHMARKS_ROOT"):
         settings["root"] = str(Path(os.environ["SYNGROUND_BENCHMARKS_ROOT"]) / name.split("_")[0])
     settings.setdefault("resolution", DEFAULT_RESOLUTION[name])

@@ -1,5 +1,5 @@
-"""`python -m synground_assets.cli summary|index|cleanup`: what the outputs hold; bring the lineage
-index up to date; mark runs whose process died as failed.
+"""`python -m synground_assets.cli summary|index|cleanup|instance`: what the outputs hold; bring the
+lineage index up to date; mark runs whose process died as failed; create a fresh Dagster instance.
 
 `summary` prints the data root, the shards per recipe and stage, and the yield per recipe (after
 refreshing the lineage index). `index` removes the leftovers of crashed writes under the data root
@@ -11,12 +11,17 @@ line, which has no daemon: runs whose process died are marked failed and their p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 
 STAGES = ("concepts", "descriptions", "images", "phrases", "boxes")
+
+
+def tell(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def summary() -> None:
@@ -28,7 +33,7 @@ def summary() -> None:
         counts = ", ".join(f"{stage} {len(store.shards(recipe, stage))}" for stage in STAGES)
         print(f"recipe {recipe}: shards published: {counts}")
     if store.root.is_dir():
-        lineage = Lineage(default_lineage_path())
+        lineage = Lineage(default_lineage_path(), on_wait=tell)
         lineage.refresh(store.root)
         print("\nyield per recipe (phrases with a box / kept phrases):")
         print(lineage.query("SELECT * FROM yield_per_recipe").to_string(index=False))
@@ -38,12 +43,14 @@ def summary() -> None:
 def index() -> int:
     store = ShardStore(default_data_root())
     cleaned = store.clean()
-    counts = Lineage(default_lineage_path()).refresh(store.root)
+    counts = Lineage(default_lineage_path(), on_wait=tell).refresh(store.root)
     print(f"lineage index {default_lineage_path()} from {store.root}: {counts['indexed']} shard(s) indexed, "
           f"{counts['replaced']} replaced, {counts['removed']} removed, {counts['unchanged']} unchanged, "
           f"{counts['failed']} failed, in {counts['seconds']:.1f} s; {cleaned} leftover(s) of crashed writes removed")
     for error in counts["errors"]:
         print(f"not indexed: {error}", file=sys.stderr)
+    for vanished in counts["vanished"]:
+        print(f"vanished (its rows dropped from the index): {vanished}", file=sys.stderr)
     return 1 if counts["failed"] else 0
 
 
@@ -55,9 +62,8 @@ def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
 
     with dg.DagsterInstance.get() as instance:
         if run_ids:
-            dead = [DeadRun(run_id, "?", "?", "named on the command line") for run_id in run_ids]
-            for run in dead:
-                fail_dead_run(instance, run)
+            named = [DeadRun(run_id, "?", "?", "named on the command line") for run_id in run_ids]
+            dead = [dataclasses.replace(run, ended=tuple(fail_dead_run(instance, run))) for run in named]
         else:
             if not can_judge(instance):
                 print("this instance is shared (not SQLite) and its run launcher has no worker health check: the "
@@ -68,8 +74,24 @@ def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
     verb = "would mark" if dry_run else "marked"
     for run in dead:
         print(f"{verb} run {run.run_id} failed and freed its pool slots: {run.reason}")
+        if run.ended:
+            print(f"  ended its leftover process(es): pid {', '.join(map(str, run.ended))}")
     if not dead:
         print("no dead run: every STARTING/STARTED run has a live process")
+
+
+def create_instance() -> None:
+    """Create the Dagster instance's storage ($DAGSTER_HOME: runs, event index, schedules) in this one
+    process. Several processes creating a fresh SQLite instance at once race on its schema and can
+    leave it broken for good ("alembic_version has more than one head present"): `make setup` runs
+    this before anything else uses the instance. Safe to run again."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_concurrency_keys()
+        instance.all_instigator_state()
+        print(f"Dagster instance ready in {instance.root_directory}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("summary", help="where the outputs are and what they hold")
     commands.add_parser("index", help="remove leftovers of crashed writes and refresh the lineage index")
+    commands.add_parser("instance", help="create the Dagster instance's storage once, before first use ($DAGSTER_HOME)")
     clean = commands.add_parser("cleanup", help="mark runs whose process died as failed and free their pool slots")
     clean.add_argument("--dry-run", action="store_true", help="list the dead runs, change nothing")
     clean.add_argument("--run-id", action="append", default=[], help="mark this run failed and free its slots")
@@ -87,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         return index()
     if args.command == "cleanup":
         cleanup(args.dry_run, args.run_id, args.start_timeout)
+    elif args.command == "instance":
+        create_instance()
     else:
         summary()
     return 0

@@ -32,14 +32,16 @@ from pathlib import Path
 import torch
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
 
+from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.distributed import World, close_world, init_world
 from synground_assets.grounding.loader import TripletIndex
-from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.train import TrainResult, train
+from synground_assets.processes import guard_training_process
 from synground_assets.recipes import RoleSpec
 from synground_assets.resources.store import ShardStore
 from synground_assets.resources.tracking import TrackedRun, Tracking
 from synground_assets.roles.grounding import load_grounding_model
+from synground_assets.run_health import ensure_run_started
 
 
 def rank_device(spec: RoleSpec) -> torch.device:
@@ -58,6 +60,7 @@ def reporter(world: World):
 
 
 def run_job(job: dict) -> TrainResult:
+    guard_training_process(dagster_run_id(job))  # recorded for the run's cleanup; exits when torchrun dies
     spec = RoleSpec(**job["model"])
     device = rank_device(spec)
     config = TrainConfig.from_dict(job["config"])
@@ -104,6 +107,10 @@ def train_and_publish(job: dict, spec: RoleSpec, device: torch.device, config: T
     return result
 
 
+def dagster_run_id(job: dict) -> str | None:
+    return ((job.get("publish") or {}).get("provenance") or {}).get("dagster_run_id")
+
+
 def tracked_run(settings: dict | None) -> TrackedRun | None:
     if not settings:
         return None
@@ -117,7 +124,8 @@ def publish(settings: dict | None, result: TrainResult, run: TrackedRun | None) 
         return None
     store = ShardStore(settings["root"])
     run_id = settings.get("provenance", {}).get("dagster_run_id", "")
-    with store.writing(settings["recipe"], settings["asset"], settings["shard"], run_id=run_id) as folder:
+    with store.writing(settings["recipe"], settings["asset"], settings["shard"], run_id=run_id,
+                       before_publish=lambda: ensure_run_started(run_id)) as folder:
         shutil.copytree(result.model_path, folder, dirs_exist_ok=True)
         for name, path in settings.get("tables", {}).items():
             shutil.copy(path, folder / name)
@@ -136,7 +144,8 @@ def report_metadata(config: TrainConfig, world: World, result: TrainResult, run:
         "steps": config.max_steps,
         "world_size": world.world_size,
         "global_batch_size": config.batch_size,
-        "held_out_pointing_game": {"raw_value": result.metrics.get("pointing_game_accuracy", float("nan")), "type": "float"},
+        "held_out_pointing_game": {"raw_value": result.metrics.get("pointing_game_accuracy", float("nan")),
+                                   "type": "float"},
         "final_loss": {"raw_value": result.metrics.get("final_loss", float("nan")), "type": "float"},
     }
     if run:

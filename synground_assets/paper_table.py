@@ -35,7 +35,8 @@ def latest_scores(tracking: Tracking) -> dict[tuple[str, str], dict[str, float]]
     scores: dict[tuple[str, str], dict[str, float]] = {}
     for run in runs:
         key = (run.data.tags["recipe"], run.data.tags["benchmark"])
-        scores.setdefault(key, {k.split("/", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("pointing_game/")})
+        scores.setdefault(key, {k.split("/", 1)[1]: v for k, v in run.data.metrics.items()
+                                if k.startswith("pointing_game/")})
     return scores
 
 
@@ -54,7 +55,8 @@ def table_rows(scores: dict[tuple[str, str], dict[str, float]]) -> list[dict]:
             values = {b: scores.get((recipe, b), {}).get(model) for b in benchmarks}
             gains = [scores[(recipe, b)]["gain"] for b in COLUMNS if (recipe, b) in scores]
             average = sum(gains) / len(gains) if model == "finetuned" and gains else None
-            rows.append({"row": f"{recipe}: {'base model' if model == 'base' else 'fine-tuned'}", **values, "avg_gain": average})
+            rows.append({"row": f"{recipe}: {'base model' if model == 'base' else 'fine-tuned'}", **values,
+                         "avg_gain": average})
     return rows
 
 
@@ -71,9 +73,11 @@ def format_table(rows: list[dict]) -> str:
     for row in rows:
         lines.append(" | ".join([row["row"], *(cell(row[k], gain=(k == "avg_gain")) for k in keys)]))
     lines += ["", "Published (v1 of the paper; ALBEF fine-tuned; pointing game %):",
-              "method | data | # triplets | RefCOCO+ testA | RefCOCO+ testB | Flickr30k | avg gain", "---|---|---|---|---|---|---"]
+              "method | data | # triplets | RefCOCO+ testA | RefCOCO+ testB | Flickr30k | avg gain",
+              "---|---|---|---|---|---|---"]
     for method, data, count, a, b, f, gain in PAPER_ROWS:
-        lines.append(f"{method} | {data} | {count} | {a:.2f} | {b:.2f} | {f:.2f} | {'-' if gain is None else f'+{gain:.2f}'}")
+        lines.append(f"{method} | {data} | {count} | {a:.2f} | {b:.2f} | {f:.2f} | "
+                     f"{'-' if gain is None else f'+{gain:.2f}'}")
     return "\n".join(lines)
 
 

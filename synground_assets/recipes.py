@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from collections.abc import Iterator, Mapping
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +31,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda", "auto")
 HELD_OUT_BENCHMARKS = ("shapes_test",)  # `training.held_out` names one of these, or is a fraction of items
 REAL_DATA_SOURCES = ("visual_genome",)
+# A recipe's name is a folder of the data root and a part of partition keys (`<recipe>|<shard>`).
+RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SHARD_SIZE = 10_000  # item ids number items with four digits (items.py)
+MAX_SHARDS = 100_000  # shard keys are five digits
 
 
 class RecipeError(ValueError):
@@ -50,22 +54,8 @@ class RoleSpec:
     options: dict[str, Any] = field(default_factory=dict)  # generation settings, thresholds, ...
 
 
-class _AsWritten(Mapping):
-    """The block as the recipe file wrote it (`written`), read as a mapping: for the callers that still
-    read `recipe.training.get(...)` / `recipe.real_data["regions"]`; new code reads the typed fields."""
-
-    def __getitem__(self, name: str) -> Any:
-        return self.written[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.written)
-
-    def __len__(self) -> int:
-        return len(self.written)
-
-
 @dataclass(frozen=True)
-class TrainingSettings(_AsWritten):
+class TrainingSettings:
     """A recipe's `training:` block: the TrainConfig it trains with (the real-data ratio included),
     plus the settings the fine-tuning asset reads itself."""
 
@@ -73,11 +63,10 @@ class TrainingSettings(_AsWritten):
     held_out: str | float = 0.05  # a benchmark of HELD_OUT_BENCHMARKS, or the share of items held out
     held_out_queries: int = 256  # queries of a held-out benchmark
     nproc_per_node: int | str = "auto"  # ranks on this node: an integer, or "auto" (every visible GPU, 1 on a CPU)
-    written: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
-class RealData(_AsWritten):
+class RealData:
     """A recipe's `real_data:` block: real triplets mixed into every training batch."""
 
     source: str  # one of REAL_DATA_SOURCES
@@ -86,10 +75,9 @@ class RealData(_AsWritten):
     image_data: str | None = None  # image_data.json (image sizes), optional
     max_images: int | None = None  # read only the first entries
     ratio: float = 0.5  # share of each batch drawn from the real triplets
-    written: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings) if f.name not in ("config", "written"))
+TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainingSettings) if f.name != "config")
 TRAIN_CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -159,11 +147,14 @@ class _Fields:
             raise self.fail(name, "one of " + ", ".join(choices))
         return value
 
-    def integer(self, name: str, default: int, minimum: int = 1) -> int:
+    def integer(self, name: str, default: int, minimum: int = 1, maximum: int | None = None, why: str = "") -> int:
         value = self.data.pop(name, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.data[name] = value
             raise self.fail(name, f"an integer >= {minimum}")
+        if maximum is not None and value > maximum:
+            self.data[name] = value
+            raise self.fail(name, f"an integer <= {maximum}{f' ({why})' if why else ''}")
         return value
 
     def optional_integer(self, name: str, minimum: int = 1) -> int | None:
@@ -232,7 +223,6 @@ def _real_data(path: Path, name: str, data: dict[str, Any]) -> RealData | None:
         image_data=fields.string("image_data"),
         max_images=fields.optional_integer("max_images"),
         ratio=fields.fraction("ratio", 0.5),
-        written=dict(data),
     )
     fields.done()
     return real
@@ -271,7 +261,7 @@ def _training(path: Path, name: str, data: dict[str, Any], real: RealData | None
         settings["real_data_ratio"] = real.ratio
     return TrainingSettings(config=TrainConfig.from_dict(settings),
                             held_out=held_out if isinstance(held_out, str) else float(held_out),
-                            held_out_queries=held_out_queries, nproc_per_node=nproc_per_node, written=dict(data))
+                            held_out_queries=held_out_queries, nproc_per_node=nproc_per_node)
 
 
 def _recipe(path: Path, name: str, data: Any) -> Recipe:
@@ -298,7 +288,7 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
         description_source=fields.choice("description_source", DESCRIPTION_SOURCES),
         box_source=fields.choice("box_source", BOX_SOURCES, "detector"),
         roles=roles,
-        shard_size=fields.integer("shard_size", 64),
+        shard_size=fields.integer("shard_size", 64, maximum=MAX_SHARD_SIZE, why="item ids have four digits"),
         num_shards=fields.integer("num_shards", 4),
         min_yield=fields.fraction("min_yield", 0.5),
         needs_gpu=fields.boolean("needs_gpu", False),
@@ -319,7 +309,7 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
 def _check_adapters(path: Path, recipe: Recipe) -> None:
     """Every role's adapter exists and its options match the adapter's declared ones (name, type,
     range): checked at load, so a mistake fails before any asset runs. Imports no model library."""
-    from synground_assets.roles.registry import role_problems  # the registry imports this module
+    from synground_assets.roles.catalog import role_problems  # torch-free: the catalog imports no adapter
 
     roles = dict(recipe.roles)
     if recipe.grounding_model is not None:
@@ -340,20 +330,24 @@ def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
     top = _Fields(path, "top level", data)
-    max_shards = top.integer("max_shards", 64)
+    max_shards = top.integer("max_shards", 64, maximum=MAX_SHARDS, why="shard keys have five digits")
     recipes_data = top.mapping("recipes")
     if not recipes_data:
         raise RecipeError(f"{path}: top level, field 'recipes': expected at least one recipe")
     recipes = {}
-    for name, recipe_data in recipes_data.items():
-        recipe = _recipe(path, str(name), recipe_data)
+    for key, recipe_data in recipes_data.items():
+        name = str(key)
+        if not RECIPE_NAME.match(name):
+            raise RecipeError(f"{path}: recipes: recipe name {name!r}: expected letters, digits, '_', '.' or '-', "
+                              "starting with a letter or digit (it names a data root folder and a partition key)")
+        recipe = _recipe(path, name, recipe_data)
         if recipe.num_shards > max_shards:
             raise RecipeError(
                 f"{path}: recipe {name!r}, field 'num_shards': expected at most max_shards={max_shards}, "
                 f"got {recipe.num_shards}"
             )
         _check_adapters(path, recipe)
-        recipes[str(name)] = recipe
+        recipes[name] = recipe
     book = RecipeBook(
         path=path,
         max_shards=max_shards,

@@ -8,17 +8,27 @@ A run that is STARTING or STARTED is judged:
    dead; RUNNING or SUCCESS alive; anything else, or a check that cannot be made (its broker is
    unreachable), is unknown, never dead.
 3. Else, on a local instance (SQLite: every run's processes are on this machine), by the processes
-   Dagster recorded for it (the pid of its `RUN_START` event and of each `STEP_START`): dead when
-   none is alive any more (a pid reused by a newer process does not count).
+   Dagster recorded for it: dead when its main process (the pid of its `RUN_START` event) is gone,
+   even if step processes (`STEP_START`) live on: a step process whose parent was killed waits on
+   its pipes forever. A run with no main process recorded is dead when every process is gone. A pid
+   reused by a newer process does not count.
 4. Else (a shared instance whose launcher cannot tell): unknown: pids of other machines mean
    nothing here.
 
 A dead run is marked failed through the instance (`report_run_failed`, which the schedule and the
-UI then see) and its concurrency slots are freed.
+UI then see), its leftover processes on this machine are ended (step processes, and the training
+job's launcher and ranks, which record themselves: `processes.guard_training_process`), then its
+concurrency slots are freed. A training job publishes only while its run is STARTED
+(`ensure_run_started`), so an orphan that outlived its run publishes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
+import signal
+import socket
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -26,7 +36,7 @@ from enum import Enum
 import dagster as dg
 
 from synground_assets.dagster_internals import InMemoryRunStorage, SqliteRunStorage, WorkerStatus
-from synground_assets.processes import process_alive
+from synground_assets.processes import REGISTRY_FOLDER, process_alive, recorded_processes, registry_folder
 
 # Seconds a run may stay STARTING (launched, no process has reported yet) before it counts as dead;
 # the same bound as `run_monitoring.start_timeout_seconds` in dagster.yaml.
@@ -53,12 +63,23 @@ class DeadRun:
     job_name: str
     status: str
     reason: str
+    ended: tuple[int, ...] = ()  # pids of its leftover processes that were ended
+
+
+class RunNotStartedError(RuntimeError):
+    """A process of a run that is no longer STARTED tried to publish; nothing was published."""
 
 
 @dataclass(frozen=True)
 class RunProcess:
     pid: int
-    known_at: float  # epoch seconds at which the process was known to exist (its event's time)
+    known_at: float  # epoch seconds at which the process was known to exist (its event's or start time)
+    kind: str  # "run" (reported the run's start), "step" (a step's start), "training launcher", "training rank"
+    host: str = socket.gethostname()
+
+    @property
+    def here(self) -> bool:
+        return self.host == socket.gethostname()
 
 
 def is_local_instance(instance: dg.DagsterInstance) -> bool:
@@ -73,10 +94,16 @@ def can_judge(instance: dg.DagsterInstance) -> bool:
 
 
 def run_processes(instance: dg.DagsterInstance, run_id: str) -> list[RunProcess]:
-    """Every process that reported the run's start or a step's start."""
+    """Every process that reported the run's start or a step's start, then those a training job recorded."""
     records = instance.get_records_for_run(run_id, of_type=_PROCESS_EVENTS).records
-    return [RunProcess(r.event_log_entry.dagster_event.pid, r.event_log_entry.timestamp) for r in records
-            if r.event_log_entry.dagster_event is not None and r.event_log_entry.dagster_event.pid]
+    processes = [RunProcess(event.dagster_event.pid, event.timestamp,
+                            "run" if event.dagster_event.event_type == dg.DagsterEventType.RUN_START else "step")
+                 for event in (r.event_log_entry for r in records)
+                 if event.dagster_event is not None and event.dagster_event.pid]
+    if instance.root_directory:
+        processes += [RunProcess(entry["pid"], entry["started"], entry["kind"], entry["host"])
+                      for entry in recorded_processes(registry_folder(instance.root_directory, run_id))]
+    return processes
 
 
 def judge_run(instance: dg.DagsterInstance, record: dg.RunRecord, now: float | None = None,
@@ -114,11 +141,35 @@ def _launcher_verdict(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Verdi
 
 
 def _process_verdict(processes: list[RunProcess]) -> Verdict:
-    if any(process_alive(process.pid, process.known_at) for process in processes):
+    main = [process for process in processes if process.kind == "run"]
+    judged = main or [process for process in processes if process.kind == "step"] or processes
+    if any(process_alive(process.pid, process.known_at) for process in judged):
         return Verdict(Health.ALIVE)
-    pids = ", ".join(sorted({str(process.pid) for process in processes}))
-    return Verdict(Health.DEAD, f"its process(es) (pid {pids}) on this machine are gone; it was killed or crashed "
-                                "without reporting")
+    pids = ", ".join(sorted({str(process.pid) for process in judged}))
+    left = [str(process.pid) for process in processes if process not in judged and _alive_here(process)]
+    leftovers = f"; its leftover process(es) (pid {', '.join(left)}) are to be ended" if left else ""
+    return Verdict(Health.DEAD, f"its {'main ' if main else ''}process(es) (pid {pids}) on this machine are gone; it "
+                                f"was killed or crashed without reporting{leftovers}")
+
+
+def _alive_here(process: RunProcess) -> bool:
+    return process.here and process_alive(process.pid, process.known_at)
+
+
+def end_leftover_processes(instance: dg.DagsterInstance, run_id: str) -> list[int]:
+    """SIGKILL every process of a dead run still alive on this machine (step processes on a local
+    instance; a training job's launcher and ranks, which may run elsewhere: only this host's)."""
+    ended = []
+    for process in run_processes(instance, run_id):
+        if process.kind in ("run", "step") and not is_local_instance(instance):
+            continue  # the event's pid names a process of the worker's machine
+        if _alive_here(process):
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            ended.append(process.pid)
+    return ended
 
 
 def find_dead_runs(instance: dg.DagsterInstance, start_timeout_s: float = START_TIMEOUT_S) -> list[DeadRun]:
@@ -133,22 +184,47 @@ def find_dead_runs(instance: dg.DagsterInstance, start_timeout_s: float = START_
     return dead
 
 
-def fail_dead_run(instance: dg.DagsterInstance, dead: DeadRun) -> None:
-    """Mark the run failed (as Dagster's own run monitoring does), unless it has finished, and free
-    its pool slots."""
+def fail_dead_run(instance: dg.DagsterInstance, dead: DeadRun) -> list[int]:
+    """Mark the run failed (as Dagster's own run monitoring does), unless it has finished, end its
+    leftover processes, then free its pool slots (so the next GPU step never shares the GPU with an
+    orphan). Returns the pids ended."""
     run = instance.get_run_by_id(dead.run_id)
     if run is None:
         raise dg.DagsterRunNotFoundError(f"no run {dead.run_id} in this instance", invalid_run_id=dead.run_id)
     if not run.is_finished:
         instance.report_run_failed(run, f"Marked failed by synground cleanup: {dead.reason}.")
+    ended = end_leftover_processes(instance, dead.run_id)
     if instance.event_log_storage.supports_global_concurrency_limits:
         instance.event_log_storage.free_concurrency_slots_for_run(dead.run_id)
+    return ended
+
+
+def forget_finished_runs(instance: dg.DagsterInstance) -> None:
+    """Drop the process records of runs that have finished (their processes are judged no more)."""
+    folder = os.path.join(instance.root_directory or "", REGISTRY_FOLDER)
+    for run_id in os.listdir(folder) if instance.root_directory and os.path.isdir(folder) else []:
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            shutil.rmtree(os.path.join(folder, run_id), ignore_errors=True)
+
+
+def ensure_run_started(run_id: str | None) -> None:
+    """Raise unless the Dagster run `run_id` of this process's instance (`$DAGSTER_HOME`) is STARTED:
+    what a training job checks just before it publishes. A job run by hand (no run id, no instance,
+    a run this instance does not hold) is not checked."""
+    if not run_id or not os.environ.get("DAGSTER_HOME"):
+        return
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+    if run is not None and run.status != dg.DagsterRunStatus.STARTED:
+        raise RunNotStartedError(f"run {run_id} is {run.status.value}, no longer started (marked failed by cleanup, or "
+                                 "canceled): this process outlived it, and publishes nothing")
 
 
 def clean_up_dead_runs(instance: dg.DagsterInstance, dry_run: bool = False,
                        start_timeout_s: float = START_TIMEOUT_S) -> list[DeadRun]:
     dead = find_dead_runs(instance, start_timeout_s)
     if not dry_run:
-        for run in dead:
-            fail_dead_run(instance, run)
+        dead = [dataclasses.replace(run, ended=tuple(fail_dead_run(instance, run))) for run in dead]
+        forget_finished_runs(instance)
     return dead

@@ -24,8 +24,9 @@ def tiny_models(tmp_path_factory):
     A CI cache can be reused by setting SYNGROUND_TINY_MODELS before the run."""
     import torch
 
-    from synground_assets.roles import tiny
+    from synground_assets import tiny
     from synground_assets.roles.suite import model_suite
+    from synground_assets_tests.tiny_test_models import register_test_models
 
     # Tiny models run fastest on one thread: on a busy machine, several threads wait on each other
     # for every small matrix product (measured 15x slower on 2 shared cores).
@@ -37,5 +38,6 @@ def tiny_models(tmp_path_factory):
         if not os.environ.get("SYNGROUND_TINY_MODELS"):
             patch.setenv("SYNGROUND_TINY_MODELS", str(tmp_path_factory.mktemp("tiny-models")))
         model_suite().clear()  # adapters cached by earlier tests may point at another tiny-model folder
+        register_test_models()
         yield tiny.build_all()
     torch.set_num_threads(threads)

@@ -1,12 +1,21 @@
 """`python -m synground_assets.cli index` and `summary` on the default data root and lineage path."""
 
+import fcntl
 import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from synground_assets import cli
 from synground_assets.resources.lineage import Lineage, default_lineage_path, write_shard_lineage
 from synground_assets.resources.store import ShardStore, default_data_root, write_table
+
+REPO = Path(__file__).parents[1]
 
 
 def publish_yield(store: ShardStore, shard: str) -> None:
@@ -39,3 +48,69 @@ def test_summary_refreshes_the_index_before_it_reports_the_yield(project_home, c
     assert "recipe shapes: shards published: concepts 0, descriptions 0, images 0, phrases 0, boxes 2" in out
     [yield_row] = [line.split() for line in out.splitlines() if line.startswith("shapes ")]
     assert yield_row == ["shapes", "shapes-v1", "2", "20", "18", "18", "0.9"]
+
+
+def test_index_says_at_once_what_it_waits_for_when_another_builder_holds_the_index(project_home, capsys):
+    """Issue 19, minor: `cli index` waited up to 10 minutes printing nothing."""
+    publish_yield(ShardStore(default_data_root()), "00000")
+    lock_path = default_lineage_path().with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another builder
+        threading.Timer(2.0, fcntl.flock, (lock, fcntl.LOCK_UN)).start()
+        assert cli.main(["index"]) == 0
+    err = capsys.readouterr().err
+    assert f"is busy (another builder holds {lock_path}); waiting up to 600 s" in err
+
+
+def test_a_busy_index_fails_after_its_timeout_naming_the_file(tmp_path):
+    lineage = Lineage(tmp_path / "lineage.duckdb", busy_timeout_s=0.5)
+    heard = []
+    lineage.on_wait = heard.append
+    with open(tmp_path / "lineage.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(TimeoutError, match="still busy after 0 s: another builder holds"):
+            lineage.refresh(tmp_path)
+    assert len(heard) == 1
+
+
+FIRST_USE = """
+import dagster as dg
+
+@dg.asset
+def first_use() -> None:
+    pass
+
+assert dg.materialize([first_use], instance=dg.DagsterInstance.get()).success
+"""
+
+
+def test_make_setup_creates_the_instance_once_so_that_runs_started_together_on_it_work(tmp_path):
+    """Issue 19, item 4: four runs at once on a fresh instance raced to create its SQLite storage and
+    left it broken ("alembic_version has more than one head present"). Four real runs, in four
+    processes (so ~20-40 s on 2 busy cores): the race is between processes."""
+    setup = makefile_recipe("setup")
+    assert "$(BIN)/python -m synground_assets.cli instance" in setup
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-m", "synground_assets.cli", "instance"], env=env, check=True, capture_output=True)
+    runs = [subprocess.Popen([sys.executable, "-c", FIRST_USE], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], outputs
+    check = "import dagster as dg; print(len(dg.DagsterInstance.get().get_runs()))"
+    after = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    assert after.stdout.strip() == "4"
+
+
+def makefile_recipe(target: str) -> str:
+    lines = (REPO / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return "\n".join(recipe)

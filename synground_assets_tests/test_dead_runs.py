@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from synground_assets import cli
 from synground_assets.dead_runs import dead_runs_sensor
 from synground_assets.processes import process_alive
-from synground_assets.run_health import find_dead_runs
+from synground_assets.run_health import clean_up_dead_runs, find_dead_runs
 
 REPO = Path(__file__).parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -128,3 +129,144 @@ def test_a_run_that_never_started_counts_as_dead_after_the_start_timeout(project
     assert find_dead_runs(instance) == []  # within the 180 s start timeout
     (dead,) = find_dead_runs(instance, start_timeout_s=0)
     assert dead.run_id == run.run_id and "no process reported its start within 0 s" in dead.reason
+
+
+def report(instance: dg.DagsterInstance, run_id: str, event_type: str, pid: int) -> None:
+    from synground_assets.dagster_internals import DagsterEvent
+
+    step = {"step_key": "gpu_step"} if event_type == "STEP_START" else {}
+    instance.report_dagster_event(DagsterEvent(event_type, job_name="noop", pid=pid, **step), run_id)
+
+
+def sleeper(**popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], **popen)
+
+
+def test_a_run_whose_main_process_is_gone_is_dead_and_its_leftover_step_process_is_ended(project_home, capsys):
+    """Issue 19, item 3: `kill -9` of the CLI alone left a step process waiting on its pipes, so the
+    run counted as alive forever. Now the main process decides, and the step process is ended."""
+    instance = dg.DagsterInstance.ephemeral()
+    main, step = sleeper(), sleeper()
+    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+    report(instance, run.run_id, "PIPELINE_START", main.pid)
+    report(instance, run.run_id, "STEP_START", step.pid)
+    try:
+        assert find_dead_runs(instance) == []
+        main.kill()
+        main.wait()
+        (dead,) = find_dead_runs(instance)
+        assert "main process(es) (pid %d)" % main.pid in dead.reason and str(step.pid) in dead.reason
+        (cleaned,) = clean_up_dead_runs(instance)
+        assert cleaned.ended == (step.pid,)
+        assert step.wait(timeout=10) == -signal.SIGKILL
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    finally:
+        for process in (main, step):
+            process.kill()
+            process.wait()
+
+
+def test_a_run_with_steps_only_is_dead_when_every_step_process_is_gone(project_home):
+    from synground_assets.dagster_internals import DagsterEvent
+
+    instance = dg.DagsterInstance.ephemeral()
+    step = sleeper()
+    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
+    instance.report_dagster_event(DagsterEvent("PIPELINE_START", job_name="noop"), run.run_id)  # no pid recorded
+    report(instance, run.run_id, "STEP_START", step.pid)
+    assert find_dead_runs(instance) == []
+    step.kill()
+    step.wait()
+    (dead,) = find_dead_runs(instance)
+    assert dead.run_id == run.run_id
+
+
+RANK = """
+import sys, time
+from synground_assets.processes import guard_training_process
+guard_training_process(sys.argv[1])
+time.sleep(600)
+"""
+
+
+def recorded(home: Path, run_id: str, count: int, timeout_s: float = 120) -> dict[str, int]:
+    """kind -> pid of the processes a training job recorded for `run_id`, once there are `count`."""
+    from synground_assets.processes import recorded_processes, registry_folder
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        entries = recorded_processes(registry_folder(home, run_id))
+        if len(entries) >= count:
+            return {entry["kind"]: entry["pid"] for entry in entries}
+        time.sleep(0.2)
+    raise AssertionError(f"the training job recorded {entries} for run {run_id}")
+
+
+def wait_gone(pid: int, timeout_s: float = 15) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_rank_records_itself_and_torchrun_and_exits_when_torchrun_is_killed(instance_home, tmp_path):
+    """Issue 19, item 2: torchrun starts each rank in its own session, so a kill of the step's process
+    group missed the rank, which trained on and published. Now the rank exits with its launcher."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK)
+    torchrun = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                                 str(script), "run-1"], env=instance_home, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pids = recorded(Path(instance_home["DAGSTER_HOME"]), "run-1", 2)
+        assert pids["training launcher"] == torchrun.pid
+        rank = pids["training rank"]
+        assert os.getsid(rank) != os.getsid(torchrun.pid)  # what made the group kill miss it
+        os.kill(torchrun.pid, signal.SIGKILL)
+        torchrun.wait()
+        assert wait_gone(rank), f"rank {rank} outlived its torchrun"
+    finally:
+        if torchrun.poll() is None:
+            os.killpg(torchrun.pid, signal.SIGKILL)
+            torchrun.wait()
+
+
+def test_cleanup_ends_the_training_processes_of_a_dead_run(instance_home, tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK)
+    with dg.DagsterInstance.get() as instance:
+        finished = subprocess.Popen(["true"])
+        finished.wait()
+        run_id = started_run(instance, finished.pid)  # its main process is gone
+        # A stand-in for torchrun: it starts the rank in a session of its own and waits for it.
+        spawn = f"import subprocess, sys; subprocess.Popen([sys.executable, {str(script)!r}, {run_id!r}], " \
+                "start_new_session=True).wait()"
+        launcher = subprocess.Popen([sys.executable, "-c", spawn], env=instance_home)
+        try:
+            pids = recorded(Path(instance_home["DAGSTER_HOME"]), run_id, 2)
+            (dead,) = clean_up_dead_runs(instance)
+            assert sorted(dead.ended) == sorted([launcher.pid, pids["training rank"]])
+            assert wait_gone(pids["training rank"]) and launcher.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            launcher.kill()
+            launcher.wait()
+
+
+def test_a_publish_is_refused_once_its_run_is_no_longer_started(instance_home, tmp_path):
+    """Issue 19, item 2: the orphan of a run marked failed published its checkpoint under that run."""
+    from synground_assets.resources.store import ShardStore, write_table
+    from synground_assets.run_health import RunNotStartedError, ensure_run_started
+
+    store = ShardStore(tmp_path / "data")
+    with dg.DagsterInstance.get() as instance:
+        run_id = started_run(instance, os.getpid())
+        check = lambda: ensure_run_started(run_id)  # noqa: E731
+        with store.writing("r", "finetuned_checkpoint", "model", before_publish=check) as f:
+            write_table(f, pd.DataFrame({"v": [1]}))
+        instance.report_run_failed(instance.get_run_by_id(run_id), "marked failed by cleanup")
+        with pytest.raises(RunNotStartedError, match=f"run {run_id} is FAILURE, no longer started"):
+            with store.writing("r", "finetuned_checkpoint", "model", before_publish=check) as f:
+                write_table(f, pd.DataFrame({"v": [2]}))
+    assert store.read_table("r", "finetuned_checkpoint", "model").v.tolist() == [1]

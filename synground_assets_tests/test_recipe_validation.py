@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from synground_assets.recipes import RecipeError, load_recipe_book
-from synground_assets.roles.registry import ADAPTER_OPTIONS, ADAPTERS, GROUNDING_OPTIONS, SPEC_FACTORIES
+from synground_assets.roles import catalog
+from synground_assets.roles.base import ROLE_PROTOCOLS
 
 ROLES = {
     "concepts": "{adapter: shapes}", "describer": "{adapter: shapes}", "image_generator": "{adapter: shapes}",
@@ -68,32 +69,28 @@ def test_the_grounding_model_is_checked_too(tmp_path):
         load_recipe_book(path)
 
 
-def test_every_adapter_declares_exactly_the_options_it_takes():
-    """The declarations (imported without torch) and the adapters (which take the options) agree."""
+def test_every_adapter_takes_exactly_the_options_of_its_catalog_row():
+    """The table (imported without torch) and the adapters agree: a model-backed adapter finds and
+    checks its own row; a keyword adapter's signature is its row's options."""
     import importlib
 
-    from synground_assets.roles.hf_text import GENERATION_OPTIONS, ChatModel
-
-    assert set(ADAPTER_OPTIONS) == set(ADAPTERS.values())
-    for target, declared in ADAPTER_OPTIONS.items():
-        module, name = target.split(":")
+    for entry in catalog.CATALOG:
+        module, name = entry.factory.split(":")
         factory = getattr(importlib.import_module(module), name)
-        if target in SPEC_FACTORIES and issubclass(factory, ChatModel):
-            accepted = (
-                set(GENERATION_OPTIONS)
-                | {"system", "instruction", "examples", "chat_template"}
-                | set(factory.extra_options)
-            )
-        elif target in SPEC_FACTORIES:
-            accepted = set(factory.option_names)
+        declared = {option.name for option in entry.options}
+        if entry.role == "grounding_model":
+            continue  # below: roles/grounding.py loads them
+        assert ROLE_PROTOCOLS[entry.role] in factory.__mro__, f"{entry.factory} does not declare its role"
+        if entry.takes_spec:
+            assert catalog.entry_of(factory) is entry, entry.factory
         else:
-            accepted = set(inspect.signature(factory).parameters)
-        assert {option.name for option in declared} == accepted, target
+            assert declared == set(inspect.signature(factory).parameters), entry.factory
     from synground_assets.roles import grounding
 
-    assert set(GROUNDING_OPTIONS) == set(grounding.GROUNDING_ADAPTERS)
-    for declared in GROUNDING_OPTIONS.values():
-        assert {option.name for option in declared} == set(grounding.OPTIONS)
+    grounding_rows = [entry for entry in catalog.CATALOG if entry.role == "grounding_model"]
+    assert {entry.name for entry in grounding_rows} == set(grounding.GROUNDING_ADAPTERS)
+    for entry in grounding_rows:
+        assert {option.name for option in entry.options} == set(grounding.OPTIONS)
 
 
 def test_loading_and_checking_recipes_imports_no_model_library():

@@ -1,4 +1,5 @@
-"""`finetuned_checkpoint`: the recipe's grounding model fine-tuned on all its triplets (ITC + ITM + AMC).
+"""`finetuned_checkpoint`: the recipe's grounding model fine-tuned on all its triplets, with its
+objective (`amc`, MLM + ITA + ITM + AMC, for ALBEF; `itc-itm-amc`, ITC + ITM + AMC, for BLIP).
 
 `pipeline/training.py` splits and indexes every published `boxes` shard of the recipe (plus real
 triplets when the recipe mixes them) into a working folder; this asset starts the training there as
@@ -38,7 +39,8 @@ class FinetuneConfig(dg.Config):
 
 
 @dg.asset(
-    deps=[dg.AssetDep("boxes", partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="recipe"))],
+    deps=[dg.AssetDep("boxes",
+                      partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="recipe"))],
     partitions_def=recipe_partitions,
     code_version="1",
     group_name="learning",
@@ -61,10 +63,11 @@ def finetuned_checkpoint(
     tags = {"dagster_run_id": context.run_id, "recipe": recipe.name, "partition": context.partition_key,
             "code_version": code_version(), "stage": "finetune"}
     with tracking.tracking().run(f"finetune {recipe.name}", tags) as run:
-        run.log_params({**{f"train.{k}": v for k, v in asdict(settings).items()}, "base_model": recipe.grounding_model.model,
-                        "base_revision": inputs.spec.revision or "", "synthetic_triplets": inputs.synthetic_triplets,
-                        "real_triplets": inputs.real_triplets, "held_out_source": inputs.held_out_source,
-                        "shards": len(inputs.shard_counts), "nproc_per_node": inputs.ranks})
+        run.log_params({**{f"train.{k}": v for k, v in asdict(settings).items()},
+                        "base_model": recipe.grounding_model.model, "base_revision": inputs.spec.revision or "",
+                        "synthetic_triplets": inputs.synthetic_triplets, "real_triplets": inputs.real_triplets,
+                        "held_out_source": inputs.held_out_source, "shards": len(inputs.shard_counts),
+                        "nproc_per_node": inputs.ranks})
         publish = {"root": str(shard_store.root), "recipe": recipe.name, "asset": "finetuned_checkpoint",
                    "shard": CHECKPOINT_SHARD, "tables": {"table.parquet": str(work / "table.parquet")},
                    "provenance": {"recipe": recipe.name, "base_model": recipe.grounding_model.model,
@@ -77,7 +80,8 @@ def finetuned_checkpoint(
         lineage_index = lineage.lineage()
         lineage_index.refresh(shard_store.root)
         # What the quality filters removed from the shards this checkpoint trained on.
-        log_quality_report(run, recipe_quality_report(lineage_index, recipe.name, list(inputs.shard_counts.shard)), work)
+        log_quality_report(run, recipe_quality_report(lineage_index, recipe.name, list(inputs.shard_counts.shard)),
+                           work)
     # 3. Lineage: which triplets trained this checkpoint.
     checkpoint_id = f"{recipe.name}@{context.run_id}"
     lineage_index.replace("checkpoint_shards", inputs.shard_counts.assign(
@@ -105,11 +109,14 @@ def run_training_job(context: dg.AssetExecutionContext, work: Path, ranks: int) 
     try:
         invocation = dg.PipesSubprocessClient().run(context=context, command=command)
     except DagsterPipesExecutionError as exc:
-        steps = [int(m.group(1)) for p in (work / "checkpoints").glob("step-*.pt") if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))]
+        steps = [int(m.group(1)) for p in (work / "checkpoints").glob("step-*.pt")
+                 if (m := re.fullmatch(r"step-(\d+)\.pt", p.name))]
         resume = f"the last checkpoint is step {max(steps)}" if steps else "no checkpoint was written yet"
         raise dg.Failure(
             description=f"the training job failed ({exc}); torchrun's summary in the step's output names the failed "
-                        f"rank and its exit code or signal. {resume} in {work / 'checkpoints'}: rematerialize to resume from it.",
-            metadata={"last_checkpoint_step": max(steps, default=0), "working_folder": dg.MetadataValue.path(str(work))},
+                        f"rank and its exit code or signal. {resume} in {work / 'checkpoints'}: rematerialize to "
+                        "resume from it.",
+            metadata={"last_checkpoint_step": max(steps, default=0),
+                      "working_folder": dg.MetadataValue.path(str(work))},
         ) from exc
     return dict(invocation.get_materialize_result().metadata)

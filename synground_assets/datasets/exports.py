@@ -32,9 +32,9 @@ import json
 import math
 import os
 import uuid
-from numbers import Real
 from dataclasses import dataclass
 from functools import lru_cache
+from numbers import Real
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 

@@ -29,8 +29,8 @@ from synground_assets.datasets.common import (
     Skipped,
     box_problem,
     clip_to_image,
-    error_at,
     describe_box,
+    error_at,
     require_file,
 )
 

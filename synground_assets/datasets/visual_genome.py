@@ -26,7 +26,6 @@ from synground_assets.datasets.common import (
     load_json,
 )
 
-REGIONS_FILE = "region_descriptions.json"
 IMAGE_PARTS = (".", "VG_100K", "VG_100K_2")
 VG_FIX = "use the official Visual Genome release files (region_descriptions.json, image_data.json)"
 

@@ -5,8 +5,9 @@ of the pair's boxes: the share of the phrase's GradCAM mass (the map of `gradcam
 bilinearly to the image) that falls inside the box, with the pointing game's pixel-centre rule, and
 that share divided by the box's share of the image (the mass *lift*: 1.0 is what a box of that size
 gets from a flat map, so it compares small and large boxes fairly), and whether the map's peak
-(the pointing game's point) lies in the box. A box the detector put on the
-wrong object gets little mass; a phrase the image does not show gets a low match probability. Batched; the model is loaded once by the caller.
+(the pointing game's point) lies in the box. A box the detector put on the wrong object gets little
+mass; a phrase the image does not show gets a low match probability. Batched; the model is loaded
+once by the caller.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch
 from PIL import Image
 
 from synground_assets.grounding.gradcam import cross_attention_gradcam, upsample_cam
-from synground_assets.grounding.pointing_game import point_in_box
 from synground_assets.grounding.model import GroundingModel
+from synground_assets.grounding.pointing_game import point_in_box
 
 Box = tuple[float, float, float, float]
 

@@ -16,6 +16,25 @@
   labels -100 elsewhere; (1 - alpha) CE + alpha * distillation from the momentum model's
   softmax, whose log-softmax runs over dim 1 (the token axis) as the official xbert.py does.
 
+Where each convention comes from (uvavision/AMC-grounding; line numbers of the stored copies:
+models/model_pretrain.py @950d921, Pretrain.py @773de90, dataset/caption_dataset.py @111e98b,
+configs/Pretrain.yaml @02f31f4; ALBEF's optim/optim_factory.py as in its forks, e.g. BennoKrojer/ALBEF):
+  temp clamp_(0.001, 0.5) at the top of forward      model_pretrain.py:92-93
+  momentum update inside the no_grad block, first    model_pretrain.py:106-107, 289-292
+  queues + targets alpha*softmax + (1-alpha)*one-hot model_pretrain.py:110-136; enqueue 137, 297-333
+  alpha ramp i/len(loader) in epoch 0                Pretrain.py:71-74; alpha 0.4, m 0.995, Q 65536: Pretrain.yaml:14-16
+  ITM negatives: softmax(sim[:, :bs]), diagonal 0,   model_pretrain.py:150-171 (images first, then texts)
+  torch.multinomial; labels 1 x bs, 0 x 2bs          model_pretrain.py:176-195
+  GradCAM of vl_output[:bs] logit 1, create_graph    model_pretrain.py:204-210; map 212-232 (mean(1).mean(1),
+                                                     ReLU, min-max + 1e-7, bilinear align_corners=False)
+  L_mean (batch-pooled, 0.1), L_max (0.5)            model_pretrain.py:234-244; 0.2 / 0.8: Pretrain.py:80-81
+  MLM mask 15%, 80/10/10, no [PAD]/[CLS], -100       model_pretrain.py:246-252, 336-353
+  MLM distillation, log_softmax over dim=1           models/xbert.py BertForMaskedLM.forward (loss_distill)
+  box mask: int pixels, resize with the image,       caption_dataset.py:59-79, 106-111; dataset/__init__.py:17-24
+  bilinear align_corners=True to mask_size 256       (Resize, flip 0.5, gray 0.2, jitter 0.5); Pretrain.yaml:22
+  weight decay exempts only 1-d tensors and biases   optim_factory.py:31 (so the 0-d temp decays)
+  text truncated at 25 tokens                        Pretrain.py:61
+
 Under DDP, as in the official code, ITA, ITM negatives and AMC are per rank (the local batch
 against the queue); the queues are fed with the momentum features of the gathered global batch.
 Every random draw of a step can be supplied in `StepDraws` (tests replay fixed draws); the rest
@@ -99,14 +118,18 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 def distilled_mlm_loss(logits: torch.Tensor, momentum_logits: torch.Tensor, labels: torch.Tensor,
                        alpha: float) -> torch.Tensor:
     """(1 - alpha) CE + alpha * distillation on the masked tokens; logits (b, T, V), labels (b, T).
-    The distillation's log-softmax runs over dim 1, the token axis, as AMC's xbert.py does."""
+    The distillation's log-softmax runs over dim 1, the token axis, as AMC's xbert.py does. A batch
+    with no masked token (short phrases, a small batch) gives 0, where the official code gives NaN."""
+    if not (labels != -100).any():
+        return logits.sum() * 0.0
     cross_entropy = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
     soft_labels = F.softmax(momentum_logits, dim=-1)
     distill = -(F.log_softmax(logits, dim=1) * soft_labels).sum(dim=-1)  # (b, T)
     return (1 - alpha) * cross_entropy + alpha * distill[labels != -100].mean()
 
 
-def amc_margins(cam: torch.Tensor, mask: torch.Tensor, mean_margin: float, max_margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+def amc_margins(cam: torch.Tensor, mask: torch.Tensor, mean_margin: float,
+                max_margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_mean, L_max) of maps and 0/1 masks (b, H, W); L_mean's means pooled over the batch."""
     inside, outside = cam * mask, cam * (1 - mask)
     loss_mean = F.relu(outside.sum() / (1 - mask).sum() - inside.sum() / mask.sum() + mean_margin)
@@ -150,11 +173,34 @@ class AmcObjective(nn.Module):
         super().__init__()
         self.config, self.forwards_per_epoch = config, max(1, forwards_per_epoch)
         model.enable_mlm_head()
+        pretrained = model.take_pretraining_state()
         self.momentum_model = copy.deepcopy(model)
         for parameter in self.momentum_model.parameters():
             parameter.requires_grad_(False)
         self._temp = [model.temp]  # in a list, so not registered here: the model owns it (read for the logs)
         self.queues = FeatureQueue(model.feature_dim, config.queue_size).to(model.device)
+        if pretrained:
+            self.load_pretraining_state(pretrained)
+
+    def load_pretraining_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Start from a pretrain-layout checkpoint's momentum copies and queues (AMC Pretrain.py
+        loads them with the model); an error names any key or shape that does not fit."""
+        target = self.momentum_model.model.state_dict()  # the wrapped model's layout
+        momentum = {k.removeprefix("momentum."): v for k, v in state.items() if k.startswith("momentum.")}
+        unknown = sorted(set(momentum) - set(target))
+        shapes = sorted(k for k in set(momentum) & set(target) if momentum[k].shape != target[k].shape)
+        queues = {k: v for k, v in state.items() if not k.startswith("momentum.")}
+        queue_shape = tuple(self.queues.image_queue.shape)
+        wrong_queue = {k: tuple(v.shape) for k, v in queues.items()
+                       if k.endswith("_queue") and tuple(v.shape) != queue_shape}
+        if unknown or shapes or wrong_queue:
+            raise ValueError(f"the checkpoint's momentum copies and queues do not fit: unknown keys {unknown}, shape "
+                             f"mismatches {shapes}, queues {wrong_queue} vs {queue_shape} (set training.queue_size to "
+                             "the checkpoint's queue length)")
+        with torch.no_grad():
+            for key, tensor in momentum.items():
+                target[key].copy_(tensor)
+            self.queues.load_state_dict(queues, strict=False)
 
     @property
     def temperature(self) -> float:

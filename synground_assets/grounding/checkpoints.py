@@ -7,8 +7,8 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,8 +17,9 @@ from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingModel
 
 # Fields that may change when a run resumes; any other change needs a new output folder.
-RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size", "eval_resolution",
-                    "eval_protocol", "num_workers", "prefetch_factor", "collective_timeout_s", "gradient_checkpointing"}
+RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size",
+                    "eval_resolution", "eval_protocol", "gradcam_mode", "num_workers", "prefetch_factor",
+                    "collective_timeout_s", "gradient_checkpointing"}
 
 
 @dataclass

@@ -19,6 +19,7 @@ PROTOCOLS = ("amc", "pixel-centre")  # pointing-game protocols (grounding/pointi
 # ALBEF (MLM + ITA with momentum distillation and queues + ITM + AMC); `itc-itm-amc` is ITC with its
 # own temperature and spread targets + ITM + AMC, for models without an MLM head (BLIP, shapes).
 OBJECTIVES = ("amc", "itc-itm-amc")
+GRADCAM_MODES = ("itm", "itc")  # evaluation maps: cross-attention of the match logit, or ALBEF's ITC mode
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     eval_resolution: int | None = None  # pointing-game input resolution; None: the model's own
     eval_protocol: str = "pixel-centre"  # pointing-game protocol (grounding/pointing_game.py): or "amc"
+    gradcam_mode: str = "itm"  # held-out evaluation map: "itm", or "itc" (ALBEF Grounding.py's ITC mode; ALBEF only)
 
     def __post_init__(self):
         positive = ("learning_rate", "max_steps", "batch_size", "grad_accumulation", "max_text_tokens",
@@ -92,10 +94,15 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be in [0, 1] but is {getattr(self, name)}")
         if self.queue_size < 1:
             raise ValueError(f"TrainConfig.queue_size must be positive but is {self.queue_size}")
+        if self.gradcam_mode not in GRADCAM_MODES:
+            raise ValueError(f"TrainConfig.gradcam_mode must be one of {', '.join(GRADCAM_MODES)} "
+                             f"but is {self.gradcam_mode!r}")
         if self.eval_protocol not in PROTOCOLS:
-            raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} but is {self.eval_protocol!r}")
+            raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} "
+                             f"but is {self.eval_protocol!r}")
         if self.warmup_steps < 0 or self.min_learning_rate < 0 or self.weight_decay < 0 or self.num_workers < 0:
-            raise ValueError("TrainConfig.warmup_steps, min_learning_rate, weight_decay and num_workers must not be negative")
+            raise ValueError("TrainConfig.warmup_steps, min_learning_rate, weight_decay and num_workers "
+                             "must not be negative")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -110,7 +117,8 @@ class TrainConfig:
     def augmentation(self) -> Augmentation:
         from synground_assets.grounding.data import Augmentation  # torch: not needed to validate a recipe
 
-        return Augmentation(horizontal_flip=self.horizontal_flip, colour_jitter=self.colour_jitter, grayscale=self.grayscale)
+        return Augmentation(horizontal_flip=self.horizontal_flip, colour_jitter=self.colour_jitter,
+                            grayscale=self.grayscale)
 
     @property
     def uses_amc(self) -> bool:

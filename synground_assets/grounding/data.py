@@ -2,8 +2,8 @@
 
 Images are read from disk when a batch needs them (never all held in memory). Augmentations are
 drawn from a per-sample seed, so a batch is the same whether training runs straight through or
-resumes from a checkpoint, on any number of ranks and loader workers (grounding/loader.py). A horizontal flip mirrors the boxes and swaps "left"/"right" in the
-phrase, so the pair stays true.
+resumes from a checkpoint, on any number of ranks and loader workers (grounding/loader.py). A
+horizontal flip mirrors the boxes and swaps "left"/"right" in the phrase, so the pair stays true.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Sequence
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-
 
 Box = tuple[float, float, float, float]
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
@@ -39,7 +38,8 @@ class Triplet:
         self.boxes_xyxy = [tuple(float(v) for v in box) for box in self.boxes_xyxy]
         for box in self.boxes_xyxy:
             if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError(f"triplet {self.item_id or self.phrase!r}: box {box} is not (x0, y0, x1, y1) with x1 > x0, y1 > y0")
+                raise ValueError(f"triplet {self.item_id or self.phrase!r}: box {box} is not (x0, y0, x1, y1) "
+                                 "with x1 > x0, y1 > y0")
 
     def load_image(self) -> Image.Image:
         if isinstance(self.image, Image.Image):
@@ -112,3 +112,37 @@ def box_mask(boxes_xyxy: Sequence[Box], image_size: tuple[int, int], mask_size: 
         inside_x = (xs >= x0) & (xs < x1)
         mask = torch.maximum(mask, (inside_y[:, None] & inside_x[None, :]).float())
     return mask
+
+
+MASK_STYLES = ("pixel-centre", "amc")
+
+
+def amc_box_mask(boxes_xyxy: Sequence[Box], image_size: tuple[int, int], resolution: int,
+                 mask_size: int | None = None) -> torch.Tensor:
+    """(mask_size, mask_size) 0/1-valued mask as AMC-grounding makes it (dataset/caption_dataset.py):
+    each box clamped to the image and truncated to integer pixels, drawn at the image's own size;
+    resized with the image to the training resolution (albumentations' Resize, nearest neighbour
+    for masks: source pixel floor(i * size / resolution)); then bilinear with align_corners=True to
+    the mask size (default the resolution, where it changes nothing)."""
+    width, height = image_size
+    mask = torch.zeros(height, width)
+    for x0, y0, x1, y1 in boxes_xyxy:
+        x0, y0 = int(min(width - 1, max(0, x0))), int(min(height - 1, max(0, y0)))
+        x1, y1 = int(min(width, max(1, x1))), int(min(height, max(1, y1)))
+        mask[y0:y1, x0:x1] = 1
+    rows = (torch.arange(resolution) * height // resolution).clamp(max=height - 1)
+    cols = (torch.arange(resolution) * width // resolution).clamp(max=width - 1)
+    mask = mask[rows][:, cols]  # (resolution, resolution)
+    size = mask_size or resolution
+    return torch.nn.functional.interpolate(mask[None, None], size=(size, size), mode="bilinear",
+                                           align_corners=True)[0, 0]
+
+
+def training_box_mask(style: str, boxes_xyxy: Sequence[Box], image_size: tuple[int, int],
+                      resolution: int) -> torch.Tensor:
+    """The box mask a training step compares the map with, at the input resolution."""
+    if style == "amc":
+        return amc_box_mask(boxes_xyxy, image_size, resolution)
+    if style == "pixel-centre":
+        return box_mask(boxes_xyxy, image_size, (resolution, resolution))
+    raise ValueError(f"mask style must be one of {', '.join(MASK_STYLES)} but is {style!r}")

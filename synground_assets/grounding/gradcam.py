@@ -122,3 +122,22 @@ def upsample_cam(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear
     """(B, rows, cols) -> (B, height, width) with align_corners=False: bilinear (the AMC loss's
     map-to-mask resize) or bicubic (AMC's evaluation, map to the original image)."""
     return F.interpolate(cam.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
+
+
+def itc_gradcam(model: GroundingModel, inputs: GroundingInputs, block: int | None = None) -> torch.Tensor:
+    """ITC-mode GradCAM (ALBEF Grounding.py, `gradcam_mode: itc`): the gradient of the matching
+    pairs' similarity image_feat . text_feat / temp w.r.t. vision block `block`'s self-attention;
+    map = attention of the image [CLS] row to the patches x clamp(gradient, 0), mean over heads.
+    Needs an adapter with `itc_similarity_with_attention` (ALBEF). Returns (B, rows, cols), detached."""
+    if not hasattr(model, "itc_similarity_with_attention"):
+        raise ValueError(f"{type(model).__name__} has no ITC-mode GradCAM (ALBEF's); use gradcam_mode itm")
+    block = model.itc_gradcam_block if block is None else block
+    rows, cols = model.patch_grid(inputs.pixel_values.shape[-1])
+    with torch.enable_grad():
+        similarity, attention = model.itc_similarity_with_attention(
+            inputs.pixel_values, inputs.input_ids, inputs.attention_mask, block)  # (B,), (B, heads, 1+P, 1+P)
+        (gradient,) = torch.autograd.grad(similarity.sum(), attention)
+    batch = attention.shape[0]
+    cam = attention[:, :, 0, 1:].reshape(batch, -1, rows, cols)  # (B, heads, rows, cols)
+    gradient = gradient[:, :, 0, 1:].reshape(batch, -1, rows, cols).clamp(0)
+    return (cam * gradient).mean(1).detach()

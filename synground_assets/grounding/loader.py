@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from synground_assets.grounding.data import Augmentation, Triplet, augment, box_mask
-from synground_assets.items import derive_seed
+from synground_assets.grounding.data import Augmentation, Triplet, augment, training_box_mask
 from synground_assets.grounding.model import GroundingInputs
+from synground_assets.items import derive_seed
 
 SOURCES = ("synthetic", "real")
 Preprocessor = Callable[[Sequence[Image.Image], Sequence[str], int], GroundingInputs]
@@ -101,7 +101,8 @@ class TripletIndex:
 
     @classmethod
     def read(cls, *paths: str | os.PathLike) -> TripletIndex:
-        index = cls(pa.concat_tables([pq.read_table(p, columns=["image", "phrase", "boxes_xyxy", "source"]) for p in paths]))
+        index = cls(pa.concat_tables([pq.read_table(p, columns=["image", "phrase", "boxes_xyxy", "source"])
+                                      for p in paths]))
         # Arrow's allocator keeps the freed decode buffers; give them back (halves the resident growth).
         pa.default_memory_pool().release_unused()
         return index
@@ -150,7 +151,8 @@ class BatchPlan:
         for name, rows, count in self.sources:
             for slot in range(step * count, (step + 1) * count):
                 epoch, position = divmod(slot, len(rows))
-                picked.append((int(rows[self._order(name, epoch, len(rows))[position]]), derive_seed(self.seed, name, "augment", slot)))
+                picked.append((int(rows[self._order(name, epoch, len(rows))[position]]),
+                               derive_seed(self.seed, name, "augment", slot)))
         return picked
 
     def rank_batch(self, step: int, rank: int, world_size: int) -> list[tuple[int, int]]:
@@ -193,7 +195,8 @@ class LoadedBatch:
     phrase_keys: torch.Tensor  # (b,) int64, equal when two samples have one (augmented) phrase
 
     def pin_memory(self) -> LoadedBatch:
-        inputs = GroundingInputs(*(t.pin_memory() for t in (self.inputs.pixel_values, self.inputs.input_ids, self.inputs.attention_mask)))
+        inputs = GroundingInputs(*(t.pin_memory() for t in (self.inputs.pixel_values, self.inputs.input_ids,
+                                                            self.inputs.attention_mask)))
         return LoadedBatch(inputs, self.masks.pin_memory(), self.image_ids.pin_memory(), self.phrase_keys.pin_memory())
 
     def to(self, device: torch.device) -> LoadedBatch:
@@ -205,8 +208,9 @@ class TripletDataset(torch.utils.data.Dataset):
     """Item (row, seed) -> (augmented image, phrase, box mask at `resolution`, image id); runs in
     the loader's workers."""
 
-    def __init__(self, index: TripletIndex, augmentation: Augmentation | None, resolution: int):
-        self.index, self.augmentation, self.resolution = index, augmentation, resolution
+    def __init__(self, index: TripletIndex, augmentation: Augmentation | None, resolution: int,
+                 mask_style: str = "pixel-centre"):
+        self.index, self.augmentation, self.resolution, self.mask_style = index, augmentation, resolution, mask_style
 
     def __len__(self) -> int:
         return len(self.index)
@@ -217,7 +221,7 @@ class TripletDataset(torch.utils.data.Dataset):
         image, phrase, boxes = triplet.load_image(), triplet.phrase, triplet.boxes_xyxy
         if self.augmentation is not None:
             image, phrase, boxes = augment(image, phrase, boxes, random.Random(seed), self.augmentation)
-        mask = box_mask(boxes, image.size, (self.resolution, self.resolution))
+        mask = training_box_mask(self.mask_style, boxes, image.size, self.resolution)
         return image, phrase, mask, int(self.index.image_ids[row])
 
 
@@ -246,10 +250,12 @@ def make_loader(
     num_workers: int = 2,
     pin_memory: bool = False,
     prefetch_factor: int = 4,
+    mask_style: str = "pixel-centre",
 ) -> torch.utils.data.DataLoader:
-    """Batches of steps[0]..steps[1]-1 for one rank; `prefetch_factor` batches per worker in flight."""
+    """Batches of steps[0]..steps[1]-1 for one rank; `prefetch_factor` batches per worker in flight;
+    box masks drawn as `mask_style` says (grounding/data.py MASK_STYLES)."""
     return torch.utils.data.DataLoader(
-        TripletDataset(index, augmentation, resolution),
+        TripletDataset(index, augmentation, resolution, mask_style),
         batch_sampler=StepBatchSampler(plan, *steps, rank=rank, world_size=world_size),
         collate_fn=Collate(preprocess, resolution),
         num_workers=num_workers,
@@ -265,6 +271,7 @@ def make_batch(
     seeds: Sequence[int],
     augmentation: Augmentation | None,
     resolution: int,
+    mask_style: str = "pixel-centre",
 ) -> LoadedBatch:
     """One batch loaded in the calling thread, without a DataLoader (what training did before the
     loader; kept for small in-process uses and as the baseline of bench/training_throughput.py)."""
@@ -273,5 +280,6 @@ def make_batch(
         image, phrase, boxes = triplet.load_image(), triplet.phrase, triplet.boxes_xyxy
         if augmentation is not None:
             image, phrase, boxes = augment(image, phrase, boxes, random.Random(seed), augmentation)
-        samples.append((image, phrase, box_mask(boxes, image.size, (resolution, resolution)), phrase_key(triplet.image_key)))
+        samples.append((image, phrase, training_box_mask(mask_style, boxes, image.size, resolution),
+                        phrase_key(triplet.image_key)))
     return Collate(preprocess, resolution)(samples)

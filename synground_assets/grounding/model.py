@@ -106,6 +106,11 @@ class PretrainingModel(GroundingModel, Protocol):
         """Add a randomly initialised MLM head when the checkpoint has none."""
         ...
 
+    def take_pretraining_state(self) -> dict[str, torch.Tensor] | None:
+        """Momentum copies (`momentum.<key of the wrapped model>`) and queues (`image_queue`,
+        `text_queue`, `queue_ptr_img`, `queue_ptr_txt`) from a pretrain-layout checkpoint, or None."""
+        ...
+
     def momentum_modules(self) -> list[torch.nn.Module]:
         """The modules that get momentum copies, in a fixed order (ALBEF's `model_pairs`)."""
         ...
@@ -130,6 +135,7 @@ class PretrainingModel(GroundingModel, Protocol):
         captured cross-attention probabilities (B, heads, T, 1 + P) of `capture_layer`."""
         ...
 
-    def mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
+    def mlm_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   image_embeds: torch.Tensor) -> torch.Tensor:
         """(B, T) ids (some masked) with the image -> (B, T, V) token logits."""
         ...

@@ -175,7 +175,8 @@ class GroundingObjective(nn.Module):
             positive_logits, _ = model.itm_logits(image_embeds, ids, text_mask)  # (b, 2)
         # 2. ITC on the unimodal features, against the global batch.
         image_feat, text_feat = model.contrastive_features(image_embeds, ids, text_mask)  # (b, E) x 2
-        all_image_feat, all_text_feat = distributed.gather_with_grad(image_feat), distributed.gather_with_grad(text_feat)  # (B, E)
+        all_image_feat, all_text_feat = (distributed.gather_with_grad(image_feat),
+                                         distributed.gather_with_grad(text_feat))  # (B, E)
         image_ids, phrase_keys = distributed.gather(batch.image_ids), distributed.gather(batch.phrase_keys)  # (B,)
         positives = (image_ids[:, None] == image_ids[None]) | (phrase_keys[:, None] == phrase_keys[None])  # (B, B)
         local = slice(distributed.rank() * len(ids), (distributed.rank() + 1) * len(ids))  # this rank's rows
@@ -214,5 +215,6 @@ class TrainingModule(nn.Module):
         super().__init__()
         self.model, self.objective = model, objective
 
-    def forward(self, batch: LoadedBatch, generator: torch.Generator, forward_index: int = 0) -> dict[str, torch.Tensor]:
+    def forward(self, batch: LoadedBatch, generator: torch.Generator,
+                forward_index: int = 0) -> dict[str, torch.Tensor]:
         return self.objective(self.model, batch, generator, forward_index)

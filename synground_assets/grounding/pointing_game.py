@@ -31,13 +31,14 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from synground_assets.grounding.config import PROTOCOLS
+from synground_assets.grounding.config import GRADCAM_MODES, PROTOCOLS
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.gradcam import (
     MapCombiner,
     amc_evaluation_map,
     cross_attention_gradcam,
     gradcam_from_attention,
+    itc_gradcam,
     upsample_cam,
 )
 from synground_assets.grounding.model import GroundingModel
@@ -142,7 +143,9 @@ def heatmap_point(heatmap: torch.Tensor, image_size: tuple[int, int], upsample: 
 
 
 def score_points(
-    points_xy: Sequence[tuple[int, int]], queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+    points_xy: Sequence[tuple[int, int]],
+    queries: Sequence[PointingQuery],
+    protocol: str | PointingProtocol = "pixel-centre",
 ) -> PointingGameResult:
     if len(points_xy) != len(queries):
         raise ValueError(f"got {len(points_xy)} points for {len(queries)} queries")
@@ -156,7 +159,9 @@ def score_points(
 
 
 def score_heatmaps(
-    heatmaps: Sequence[torch.Tensor], queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+    heatmaps: Sequence[torch.Tensor],
+    queries: Sequence[PointingQuery],
+    protocol: str | PointingProtocol = "pixel-centre",
 ) -> PointingGameResult:
     """Pointing game of one (rows, cols) heatmap per query."""
     protocol = as_protocol(protocol)
@@ -164,7 +169,9 @@ def score_heatmaps(
     return score_points(points, queries, protocol)
 
 
-def centre_point_baseline(queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre") -> PointingGameResult:
+def centre_point_baseline(
+    queries: Sequence[PointingQuery], protocol: str | PointingProtocol = "pixel-centre"
+) -> PointingGameResult:
     """Always point at the image centre pixel (width // 2, height // 2)."""
     return score_points([(q.image_size[0] // 2, q.image_size[1] // 2) for q in queries], queries, protocol)
 
@@ -185,9 +192,14 @@ def evaluate_pointing_game(
     batch_size: int = 32,
     gradcam_layer: int | None = None,
     protocol: str | PointingProtocol = "pixel-centre",
+    gradcam_mode: str = "itm",
 ) -> PointingGameResult:
     """Pointing game of the model's GradCAM maps, the model fed at a square `resolution` (default:
-    its own input size; AMC uses 384 for RefCOCO+ and 256 for Flickr30k)."""
+    its own input size; AMC uses 384 for RefCOCO+ and 256 for Flickr30k). `gradcam_mode` "itm":
+    the cross-attention GradCAM of the match logit, combined as the protocol says; "itc": ALBEF's
+    ITC-mode map (`gradcam.itc_gradcam`), then the protocol's upsampling and hit rule."""
+    if gradcam_mode not in GRADCAM_MODES:
+        raise ValueError(f"gradcam_mode must be one of {', '.join(GRADCAM_MODES)} but is {gradcam_mode!r}")
     protocol = as_protocol(protocol)
     was_training = model.training
     model.eval()
@@ -197,9 +209,13 @@ def evaluate_pointing_game(
             chunk = triplets[start : start + batch_size]
             images = [t.load_image() for t in chunk]
             inputs = model.preprocess(images, [t.phrase for t in chunk], resolution)
-            cam = cross_attention_gradcam(model, inputs, gradcam_layer, combine=protocol.combine).cam  # (b, rows, cols)
+            if gradcam_mode == "itc":
+                cam = itc_gradcam(model, inputs)  # (b, rows, cols)
+            else:
+                cam = cross_attention_gradcam(model, inputs, gradcam_layer, combine=protocol.combine).cam
             heatmaps.extend(cam.float().cpu())
-            queries.extend(PointingQuery(t.boxes_xyxy, image.size, t.item_id, t.phrase) for t, image in zip(chunk, images))
+            queries.extend(PointingQuery(t.boxes_xyxy, image.size, t.item_id, t.phrase)
+                           for t, image in zip(chunk, images))
     finally:
         model.train(was_training)
     return score_heatmaps(heatmaps, queries, protocol)

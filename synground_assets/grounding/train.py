@@ -105,7 +105,8 @@ def train(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = prepare_model(config, model, world)
-    index = train_data if isinstance(train_data, TripletIndex) else index_triplets(train_data, real_triplets, output_dir / f"index-{world.rank}")
+    index = (train_data if isinstance(train_data, TripletIndex)
+             else index_triplets(train_data, real_triplets, output_dir / f"index-{world.rank}"))
     torch.manual_seed(config.seed)
     state = new_training_state(config, model, forwards_per_epoch=len(index) // config.batch_size)
     # 2. Resume (every rank reads rank 0's last checkpoint).
@@ -118,9 +119,11 @@ def train(
     # 3. The data: this rank's share of each global batch, loaded by worker processes.
     plan = BatchPlan(index, config.batch_size, config.seed, config.real_data_ratio)
     model.train()  # the training preprocessor (an ALBEF one truncates the text only while training)
-    loader = make_loader(index, plan, model.preprocessor(), config.image_size or model.image_size(), config.augmentation(),
+    loader = make_loader(index, plan, model.preprocessor(), config.image_size or model.image_size(),
+                         config.augmentation(),
                          (start_step * config.grad_accumulation, config.max_steps * config.grad_accumulation),
-                         world.rank, world.world_size, config.num_workers, model.device.type == "cuda", config.prefetch_factor)
+                         world.rank, world.world_size, config.num_workers, model.device.type == "cuda",
+                         config.prefetch_factor, mask_style="amc" if config.objective == "amc" else "pixel-centre")
 
     # 4. Train; rank 0 logs and checkpoints as the steps go.
     def on_step(step: int, metrics: dict[str, float]) -> None:
@@ -156,6 +159,9 @@ def prepare_model(config: TrainConfig, model: GroundingModel, world: World) -> T
 
 def new_objective(config: TrainConfig, model: GroundingModel, forwards_per_epoch: int) -> nn.Module:
     if config.objective == "amc":
+        if not hasattr(model, "mlm_logits"):
+            raise ValueError(f"objective amc needs a model with ALBEF's pretraining heads (adapter albef), not "
+                             f"{type(model).__name__}; use objective itc-itm-amc")
         return AmcObjective(config, model, forwards_per_epoch)
     return GroundingObjective(config).to(model.device)
 
@@ -163,7 +169,8 @@ def new_objective(config: TrainConfig, model: GroundingModel, forwards_per_epoch
 def new_training_state(config: TrainConfig, model: GroundingModel, forwards_per_epoch: int) -> TrainingState:
     objective = new_objective(config, model, forwards_per_epoch)
     optimizer = make_optimizer(config, model, objective)
-    scaler = torch.amp.GradScaler(model.device.type, enabled=config.amp_dtype == "float16" and model.device.type == "cuda")
+    scaler = torch.amp.GradScaler(model.device.type,
+                                  enabled=config.amp_dtype == "float16" and model.device.type == "cuda")
     return TrainingState(model, objective, optimizer, make_scheduler(config, optimizer), scaler)
 
 
@@ -175,7 +182,7 @@ def evaluate_and_save(config: TrainConfig, model: GroundingModel, eval_triplets:
     pointing = None
     if eval_triplets:
         pointing = evaluate_pointing_game(model, eval_triplets, config.eval_resolution, config.eval_batch_size,
-                                          protocol=config.eval_protocol)
+                                          protocol=config.eval_protocol, gradcam_mode=config.gradcam_mode)
         metrics["pointing_game_accuracy"] = pointing.accuracy
         if log_fn:
             log_fn(config.max_steps, {"pointing_game_accuracy": pointing.accuracy})

@@ -25,7 +25,6 @@ from synground_assets.recipes import Recipe, RecipeError, RoleSpec
 from synground_assets.resources.store import ShardStore, write_table
 
 CHECKPOINT_SHARD = "model"
-ASSET_KEYS = ("held_out", "held_out_queries", "nproc_per_node")  # training settings read here, not by TrainConfig
 ROW_COLUMNS = ["image", "phrase", "x0", "y0", "x1", "y1", "item_id"]
 PREVIEW_TRIPLETS = 6  # held-out triplets kept in memory for the GradCAM figure
 
@@ -51,7 +50,8 @@ def grounding_spec(recipe: Recipe) -> RoleSpec:
     """The recipe's grounding model with its location resolved (hub snapshot, folder or tiny: build)."""
     if recipe.grounding_model is None:
         raise RecipeError(f"recipe {recipe.name!r} has no grounding_model: name the model to fine-tune "
-                          "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / tiny:albef-shapes)")
+                          "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / "
+                          "tiny:albef-shapes)")
     from synground_assets.roles.hf_common import resolve_model
 
     location = resolve_model(recipe.grounding_model.model, "grounding_model", recipe.grounding_model.revision)
@@ -77,12 +77,9 @@ def synthetic_rows(store: ShardStore, recipe: str) -> tuple[pd.DataFrame, pd.Dat
 def split_held_out(recipe: Recipe, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | list[Triplet], str]:
     """`held_out: shapes_test` evaluates on held-out shapes seeds; a fraction holds out that share of
     items (by a hash of the item id, so the split is stable as shards are added)."""
-    held_out = recipe.training.get("held_out", 0.05)
+    held_out = recipe.training.held_out  # validated when the recipe file loaded
     if held_out == "shapes_test":
-        return rows, shapes_test_triplets(int(recipe.training.get("held_out_queries", 256))), "shapes_test"
-    if not isinstance(held_out, (int, float)) or not 0 <= held_out < 1:
-        raise RecipeError(f"recipe {recipe.name!r}, training.held_out: expected shapes_test or a fraction in [0, 1), "
-                          f"got {held_out!r}")
+        return rows, shapes_test_triplets(recipe.training.held_out_queries), "shapes_test"
     share = rows["item_id"].astype(str).map(lambda i: int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) / 16**8)
     return rows[share >= held_out], rows[share < held_out], f"{held_out:.0%} of items"
 
@@ -94,29 +91,19 @@ def write_rows_index(rows: pd.DataFrame, path: Path, source: str) -> str:
 
 def real_triplets(recipe: Recipe) -> list[Triplet]:
     """Visual Genome regions when the recipe mixes real data (`real_data: {source: visual_genome, ...}`)."""
-    real = recipe.real_data
-    if not real:
+    real = recipe.real_data  # validated when the recipe file loaded: visual_genome is the one source
+    if real is None:
         return []
-    if real.get("source") != "visual_genome":
-        raise RecipeError(f"recipe {recipe.name!r}, real_data.source: expected visual_genome, got {real.get('source')!r}")
     from synground_assets.datasets.visual_genome import read_visual_genome
 
-    result = read_visual_genome(real["regions"], real["images"], real.get("image_data"), real.get("max_images"))
+    result = read_visual_genome(real.regions, real.images, real.image_data, real.max_images)
     return [Triplet(q.image_path, q.phrase, list(q.boxes_xyxy), q.query_id) for q in result.queries]
 
 
 def train_config(recipe: Recipe, max_steps: int | None = None) -> TrainConfig:
-    """The recipe's `training:` block as a TrainConfig (the asset's own keys left out), with the
-    real-data share and a run-time `max_steps` override applied."""
-    settings = {k: v for k, v in recipe.training.items() if k not in ASSET_KEYS}
-    if recipe.real_data:
-        settings["real_data_ratio"] = recipe.real_data.get("ratio", 0.5)
-    if max_steps:
-        settings["max_steps"] = max_steps
-    try:
-        return TrainConfig.from_dict(settings)
-    except ValueError as exc:
-        raise RecipeError(f"recipe {recipe.name!r}, field 'training': {exc}") from exc
+    """The recipe's TrainConfig (the real-data share included), with a run-time `max_steps` override."""
+    config = recipe.training.config
+    return replace(config, max_steps=max_steps) if max_steps else config
 
 
 def visible_gpus() -> int:
@@ -127,11 +114,9 @@ def visible_gpus() -> int:
 
 def ranks_per_node(recipe: Recipe, device: str, gpus: Callable[[], int] = visible_gpus) -> int:
     """`training.nproc_per_node`: a number, or `auto` (default): every visible GPU, 1 on the CPU."""
-    value = recipe.training.get("nproc_per_node", "auto")
+    value = recipe.training.nproc_per_node  # validated when the recipe file loaded
     if value == "auto":
         return max(1, gpus()) if device != "cpu" else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise RecipeError(f"recipe {recipe.name!r}, training.nproc_per_node: expected auto or a positive integer, got {value!r}")
     return value
 
 
@@ -147,8 +132,10 @@ def prepare_training(store: ShardStore, recipe: Recipe, max_steps: int | None = 
     train_rows, held_out, held_out_source = split_held_out(recipe, rows)
     real = real_triplets(recipe)
     settings = train_config(recipe, max_steps)
-    key = json.dumps([asdict(settings), asdict(spec), shard_counts.values.tolist(), len(real)], sort_keys=True, default=str)
-    work = store.shard_dir(recipe.name, "finetuned_checkpoint", f".work-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+    key = json.dumps([asdict(settings), asdict(spec), shard_counts.values.tolist(), len(real)], sort_keys=True,
+                     default=str)
+    work = store.shard_dir(recipe.name, "finetuned_checkpoint",
+                           f".work-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
     (work / "index").mkdir(parents=True, exist_ok=True)
     index = [write_rows_index(train_rows, work / "index" / "synthetic.parquet", "synthetic")]
     if real:

@@ -20,7 +20,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 import pandas as pd
@@ -28,6 +28,10 @@ import pandas as pd
 from synground_assets.resources.lineage_index import refresh_index
 from synground_assets.resources.lineage_schema import DIRECT_TABLES, LINEAGE_FOLDER, ensure_schema
 from synground_assets.resources.store import ShardStore, default_data_root
+
+
+class _Busy(Exception):
+    """DuckDB refused the file because another process holds it."""
 
 
 def default_lineage_path() -> Path:
@@ -54,10 +58,12 @@ def write_shard_lineage(folder: Path, tables: dict[str, pd.DataFrame]) -> None:
 class Lineage:
     """The lineage index: `refresh` brings it up to date with the data root, `query` reads it."""
 
-    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 600.0, config: dict | None = None):
+    def __init__(self, path: str | os.PathLike, busy_timeout_s: float = 600.0, config: dict | None = None,
+                 on_wait: Callable[[str], None] | None = None):
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self.config = config or {}  # DuckDB settings, e.g. {"memory_limit": "4GB", "threads": 2} on a shared host
+        self.on_wait = on_wait  # told once, with what it waits for, when the index is busy (the CLI prints it)
 
     def refresh(self, data_root: str | os.PathLike) -> dict:
         """Index the shards published under `data_root` since the last refresh (new and replaced
@@ -104,7 +110,8 @@ class Lineage:
         the database, whose schema is brought up to date."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._wait_while_busy(lambda: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB), BlockingIOError,
+                                  f"another builder holds {lock.name}")
             connection = self._connect(read_only=False)
             try:
                 ensure_schema(connection, self.path)
@@ -114,11 +121,27 @@ class Lineage:
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         """Open the file, waiting while another process (a reader's shell, a builder) holds it."""
-        deadline = time.monotonic() + self.busy_timeout_s
-        while True:
+        def connect() -> duckdb.DuckDBPyConnection:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only, config=self.config)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
+                raise (_Busy(exc) if "lock" in str(exc).lower() else exc) from exc
+
+        return self._wait_while_busy(connect, _Busy, f"another process has {self.path} open (a duckdb shell?)")
+
+    def _wait_while_busy(self, attempt: Callable, busy: type[BaseException], why: str):
+        """`attempt()` until it does not raise `busy`, for up to `busy_timeout_s`; `on_wait` hears once why."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        told = False
+        while True:
+            try:
+                return attempt()
+            except busy as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"lineage index {self.path}: still busy after {self.busy_timeout_s:.0f} s: "
+                                       f"{why}") from exc
+                if self.on_wait and not told:
+                    self.on_wait(f"lineage index {self.path} is busy ({why}); waiting up to "
+                                 f"{self.busy_timeout_s:.0f} s")
+                    told = True
                 time.sleep(0.2)

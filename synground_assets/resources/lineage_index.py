@@ -13,6 +13,7 @@ it was being read is only counted (`changed_while_indexing`): the next refresh i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from synground_assets.resources.lineage_schema import DIRECT_TABLES, INDEX_SCHEM
 from synground_assets.resources.store import PublishedShard, ShardStore
 
 BATCH_SHARDS = 1000
+# Errors of the database, not of a shard's files: a failed commit or checkpoint (a full disk) invalidates
+# the connection, so every later statement would fail with "database has been invalidated".
+DATABASE_ERRORS = (duckdb.FatalException, duckdb.TransactionException)
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _RESERVED = {*DIRECT_TABLES, INDEXED_SHARDS, INDEX_SCHEMA, *VIEWS}
 
@@ -38,24 +42,33 @@ class Change:
 
 
 def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> dict:
-    on_disk = {shard.key: shard for shard in store.published()}
+    on_disk, vanished = {}, []
+    for shard in store.published():
+        if shard.present:
+            on_disk[shard.key] = shard
+        else:  # its rows are dropped below, like those of a shard removed whole
+            vanished.append(f"{shard.key}: its link names {shard.folder}, which is gone; rematerialize the shard")
     indexed = dict(connection.execute(f"SELECT shard_path, publish_id FROM {INDEXED_SHARDS}").fetchall())
     changes = [Change(key, indexed.get(key), shard) for key, shard in sorted(on_disk.items())
                if indexed.get(key) != shard.publish_id]
     changes += [Change(key, old, None) for key, old in sorted(indexed.items()) if key not in on_disk]
     unchanged = len(on_disk) - sum(change.new is not None for change in changes)
     counts = {"indexed": 0, "replaced": 0, "removed": 0, "unchanged": unchanged, "changed_while_indexing": 0,
-              "failed": 0, "errors": []}
+              "failed": 0, "errors": [], "vanished": vanished}
     for start in range(0, len(changes), BATCH_SHARDS):
         batch = changes[start : start + BATCH_SHARDS]
         try:
             _apply(connection, batch)
             _tally(counts, batch)
-        except (duckdb.Error, OSError, ValueError):
+        except DATABASE_ERRORS:
+            raise  # the index itself cannot be written (a full disk): no shard is to blame, and retrying hides why
+        except (duckdb.Error, OSError, ValueError) as batch_error:
             for change in batch:  # find the bad shard(s); the others go in one by one
                 try:
                     _apply(connection, [change])
                     _tally(counts, [change])
+                except DATABASE_ERRORS:
+                    raise batch_error from None  # the batch's failed write broke the database: it is the cause
                 except (duckdb.Error, OSError, ValueError) as exc:
                     if change.new is not None and not change.new.folder.exists():
                         counts["changed_while_indexing"] += 1  # re-published meanwhile: the next refresh takes it
@@ -95,7 +108,10 @@ def _apply(connection: duckdb.DuckDBPyConnection, batch: list[Change]) -> None:
         connection.unregister("indexed_record")
         connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        # A COMMIT that failed (a full disk) has ended the transaction already: the rollback's own error
+        # ("no transaction is active") must not hide the cause.
+        with contextlib.suppress(duckdb.Error):
+            connection.execute("ROLLBACK")
         raise
 
 

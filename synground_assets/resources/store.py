@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 
@@ -48,6 +48,8 @@ DEFAULT_STAGING_MAX_AGE_S = 24 * 3600.0
 # A version folder lives unnamed by its link only between a publisher's two renames (microseconds),
 # so one this old that no link names is an orphan.
 ORPHAN_AFTER_S = 600.0
+# One path component of a shard's place (recipe, asset, shard): no separator, not "." or "..".
+_COMPONENT = re.compile(r"^[A-Za-z0-9._+-]+$")
 _VERSION_NAME = re.compile(r"^\.v-(?P<shard>.+)-(?P<publish_id>[0-9a-f]{32})$")
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
 
@@ -75,6 +77,7 @@ class PublishedShard:
     publish_id: str
     asset_dir: Path
     version: str  # the version folder's name
+    present: bool = True  # False: the link names a version folder that is gone (deleted by hand)
 
     @property
     def key(self) -> str:
@@ -85,13 +88,56 @@ class PublishedShard:
         return self.asset_dir / self.version
 
 
+class UnsafePathError(ValueError):
+    """A recipe, asset or shard name that would place a shard outside the data root."""
+
+
+class CorruptShardError(RuntimeError):
+    """A published table that cannot be read; the message names the shard to rematerialize."""
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux: /proc/self/status)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc: the classic read-and-restore (not thread-safe, hence the fallback only)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file and folder under `folder` the permissions the umask allows, whatever its writer
+    chose (safetensors writes 0600): users sharing a data root can read each other's shards."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        path.chmod((0o777 if executable else 0o666) & ~mask)
+
+
 class ShardStore:
     def __init__(self, root: str | os.PathLike, staging_max_age_s: float | None = None):
         self.root = Path(root)
         self.staging_max_age_s = default_staging_max_age_s() if staging_max_age_s is None else staging_max_age_s
 
     def shard_dir(self, recipe: str, asset: str, shard: str) -> Path:
-        return self.root / recipe / asset / shard
+        """`<root>/<recipe>/<asset>/<shard>`, refused unless each name is one plain path component and the
+        folder that holds the shard, symbolic links resolved, stays under the root."""
+        for kind, name in (("recipe", recipe), ("asset", asset), ("shard", shard)):
+            if not isinstance(name, str) or not _COMPONENT.match(name) or name in (".", ".."):
+                raise UnsafePathError(f"{kind} name {name!r} cannot name a folder under the data root {self.root}: "
+                                      "expected letters, digits, '.', '_', '+' or '-', not '.' or '..'")
+        path = self.root / recipe / asset / shard
+        root = os.path.realpath(self.root)
+        if os.path.commonpath([root, os.path.realpath(path.parent)]) != root:
+            raise UnsafePathError(f"{path.parent} resolves to {os.path.realpath(path.parent)}, outside the data root "
+                                  f"{root}: a symbolic link under the root points out of it")
+        return path
 
     def has_shard(self, recipe: str, asset: str, shard: str) -> bool:
         return (self.shard_dir(recipe, asset, shard) / TABLE).is_file()
@@ -111,11 +157,19 @@ class ShardStore:
                 f"materialize it first, e.g. dagster asset materialize -m synground_assets.definitions "
                 f"--select {asset} --partition '{recipe}|{shard}'"
             )
-        return pd.read_parquet(path)
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise CorruptShardError(
+                f"{asset} shard {recipe}|{shard}: {path} cannot be read ({type(exc).__name__}: {exc}); rematerialize "
+                f"it: dagster asset materialize -m synground_assets.definitions --select {asset} "
+                f"--partition '{recipe}|{shard}'") from exc
 
     @contextmanager
-    def writing(self, recipe: str, asset: str, shard: str, run_id: str = "") -> Iterator[Path]:
-        """Yield an empty folder this writer owns; publish it whole when the block succeeds."""
+    def writing(self, recipe: str, asset: str, shard: str, run_id: str = "",
+                before_publish: Callable[[], None] | None = None) -> Iterator[Path]:
+        """Yield an empty folder this writer owns; publish it whole when the block succeeds, unless
+        `before_publish` (called last, e.g. "is my run still started?") raises."""
         final = self.shard_dir(recipe, asset, shard)
         final.parent.mkdir(parents=True, exist_ok=True)
         self.clean_folder(final.parent)
@@ -125,6 +179,9 @@ class ShardStore:
         staging.mkdir()
         try:
             yield staging
+            apply_umask(staging)
+            if before_publish is not None:
+                before_publish()
             (staging / MANIFEST).write_text(json.dumps({
                 "publish_id": publish_id, "recipe": recipe, "asset": asset, "shard": shard, "run_id": run_id,
                 "host": socket.gethostname(), "pid": os.getpid(),
@@ -134,12 +191,14 @@ class ShardStore:
             shutil.rmtree(staging, ignore_errors=True)  # still there only when the write failed
 
     def published(self) -> Iterator[PublishedShard]:
-        """Every shard published in this layout, under every recipe and asset (one readlink each)."""
+        """Every shard published in this layout, under every recipe and asset (one readlink and one stat
+        each); a link whose version folder was deleted comes with `present=False`."""
         for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):
             yield from self.published_in(marker.parent.parent.name, marker.parent.name)
 
     def published_in(self, recipe: str, asset: str) -> Iterator[PublishedShard]:
-        """The shards of one recipe's asset published in this layout (one readlink each)."""
+        """The shards of one recipe's asset published in this layout (one readlink and one stat each); a
+        link whose version folder was deleted comes with `present=False`."""
         asset_dir = self.root / recipe / asset
         if not asset_dir.is_dir():
             return
@@ -153,7 +212,8 @@ class ShardStore:
                     continue
                 match = _VERSION_NAME.match(version)
                 if match and match["shard"] == entry.name:
-                    yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version)
+                    yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version,
+                                         present=os.path.isdir(os.path.join(asset_dir, version)))
 
     def clean(self) -> int:
         """`clean_folder` over every asset folder of the root; returns how many leftovers went."""

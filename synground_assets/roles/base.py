@@ -11,7 +11,7 @@ Box format: `box_xyxy` = (x0, y0, x1, y1) in pixels of the image it belongs to, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence
 
 from PIL import Image
 
@@ -84,7 +84,10 @@ class AdapterInfo:
     settings: dict = field(default_factory=dict)
 
 
-@runtime_checkable
+# Every adapter names the Protocol of the role it plays as a base class (`class ShapesDetector(Detector)`),
+# so a type checker holds it to the role's signature; `ROLE_PROTOCOLS` maps a recipe's role names to them.
+
+
 class Role(Protocol):
     info: AdapterInfo
 
@@ -115,4 +118,8 @@ class Detector(Role, Protocol):
         ...
 
 
-ROLE_NAMES = ("concepts", "describer", "image_generator", "phrase_extractor", "detector")
+ROLE_PROTOCOLS: dict[str, type[Role]] = {
+    "concepts": SourceSampler, "describer": Describer, "image_generator": ImageGenerator,
+    "phrase_extractor": PhraseExtractor, "detector": Detector,
+}
+ROLE_NAMES = tuple(ROLE_PROTOCOLS)

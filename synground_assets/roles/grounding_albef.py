@@ -23,9 +23,10 @@ from torch import nn
 
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.models.albef import AlbefConfig, AlbefModel, AlbefTokenizer, from_pretrained, save_pretrained
+from synground_assets.models.albef.pretrained import read_pretraining_state
 from synground_assets.models.albef.processing import images_to_tensor, pre_caption
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.hf_common import resolve_device
+from synground_assets.roles.loading import resolve_device
 
 
 @dataclasses.dataclass
@@ -76,6 +77,8 @@ class AlbefGroundingModel(nn.Module):
         self.gradcam_layer = gradcam_layer
         self.max_text_tokens = config.max_text_tokens if max_text_tokens is None else max_text_tokens
         self.info = info or AdapterInfo("albef", "albef")
+        # The momentum copies and queues, if the folder has them.
+        self.pretraining_state: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def from_pretrained(
@@ -93,6 +96,7 @@ class AlbefGroundingModel(nn.Module):
             gradcam_layer = json.loads(trained_with.read_text()).get("gradcam_layer")
         model, tokenizer = from_pretrained(folder)
         grounding = cls(model.to(torch_dtype), tokenizer, gradcam_layer, max_text_tokens)
+        grounding.pretraining_state = read_pretraining_state(folder)
         grounding.info = AdapterInfo(
             "albef", str(folder), "",
             settings={"dtype": str(torch_dtype).removeprefix("torch."), "gradcam_layer": grounding.gradcam_layer,
@@ -134,6 +138,20 @@ class AlbefGroundingModel(nn.Module):
             logits = self.model.itm_logits(image_embeds, input_ids, attention_mask)  # (B, 2)
         return logits, captured[0] if captured else None
 
+    @property
+    def itc_gradcam_block(self) -> int:
+        """The vision block of ITC-mode GradCAM: ALBEF Grounding.py's block_num (8), or the last block of a
+        smaller ViT."""
+        return min(self.gradcam_layer, self.model.config.vision_layers - 1)
+
+    def itc_similarity_with_attention(self, pixel_values, input_ids, attention_mask, block: int):
+        """ALBEF Grounding.py's ITC mode: (B,) similarity image_i . text_i / temp of matching pairs,
+        and vision block `block`'s attention probabilities (B, heads, 1 + P, 1 + P)."""
+        with self.model.capture_vision_attention(block) as captured:
+            image_embeds = self.model.image_embeds(pixel_values)
+        image_feat, text_feat = self.model.contrastive_features(image_embeds, input_ids, attention_mask)
+        return (image_feat * text_feat).sum(-1) / self.model.temp, captured[0]
+
     # What the `amc` objective needs (grounding.model.PretrainingModel).
     @property
     def temp(self) -> nn.Parameter:
@@ -161,6 +179,11 @@ class AlbefGroundingModel(nn.Module):
 
     def enable_mlm_head(self) -> None:
         self.model.enable_mlm_head()
+
+    def take_pretraining_state(self) -> dict[str, torch.Tensor] | None:
+        """The folder's momentum copies and queues (once: the objective that starts from them owns them)."""
+        state, self.pretraining_state = self.pretraining_state, None
+        return state
 
     def momentum_modules(self) -> list[nn.Module]:
         # ALBEF's model_pairs: the text encoder with its MLM head; no ITM head.

@@ -9,9 +9,9 @@ the test and benchmark model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -29,7 +29,7 @@ from transformers import (
 
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.hf_common import resolve_device
+from synground_assets.roles.loading import resolve_device
 from synground_assets.roles.shapes import COLOURS, RELATIONS, SHAPES
 
 DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens

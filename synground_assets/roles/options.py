@@ -2,8 +2,8 @@
 
 An adapter's `options:` in a recipe are checked against its declaration before any asset runs, so a
 typo or a bad value fails `dagster definitions validate` with the file, recipe, role, option and
-the expected value, instead of a bare `ValueError` at the first item. The declarations live apart
-from the adapters (in `roles/registry.py`) so that validating a recipe never imports torch,
+the expected value, instead of a bare `ValueError` at the first item. The declarations live in one
+table, `roles/catalog.py`, apart from the adapters, so that validating a recipe never imports torch,
 transformers or diffusers.
 """
 
@@ -71,7 +71,8 @@ def option_problems(options: Mapping[str, Any], declared: Sequence[Option]) -> l
             close = difflib.get_close_matches(str(name), list(by_name), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(sorted(by_name)) or "none"
-            problems.append(f"option {str(name)!r}: unknown option{hint}; expected one of the adapter's options: {known}")
+            problems.append(f"option {str(name)!r}: unknown option{hint}; "
+                            f"expected one of the adapter's options: {known}")
         elif not option.accepts(value):
             problems.append(f"option {option.name!r}: expected {option.expected()}, got {value!r}")
     for option in declared:

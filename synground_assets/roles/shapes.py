@@ -21,11 +21,16 @@ from scipy import ndimage
 
 from synground_assets.roles.base import (
     AdapterInfo,
+    Describer,
     Detection,
+    Detector,
     GeneratedImage,
     GeneratedText,
+    ImageGenerator,
     PhraseCandidates,
+    PhraseExtractor,
     SourceItem,
+    SourceSampler,
 )
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -83,7 +88,7 @@ def _join(clauses: list[str]) -> str:
     return clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
 
 
-class ShapesConceptSampler:
+class ShapesConceptSampler(SourceSampler):
     """2-4 distinct (colour, shape) concepts per item."""
 
     def __init__(self, min_objects: int = 2, max_objects: int = 4):
@@ -102,7 +107,7 @@ class ShapesConceptSampler:
         return items
 
 
-class ShapesDescriber:
+class ShapesDescriber(Describer):
     """Concept2Text without an LLM: templates, some with spatial relations between two objects."""
 
     def __init__(self, relation_probability: float = 0.6):
@@ -177,7 +182,7 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int],
         draw.polygon(_polygon(shape, box), fill=fill)
 
 
-class ShapesImageGenerator:
+class ShapesImageGenerator(ImageGenerator):
     """Renders a description: every named object, sizes and positions random, relations respected."""
 
     def __init__(self, size: int = 128, min_fraction: float = 0.15, max_fraction: float = 0.32):
@@ -236,14 +241,15 @@ class ShapesImageGenerator:
         return next(p for p in placed if (p.colour, p.shape) == obj)
 
 
-class ShapesPhraseExtractor:
+class ShapesPhraseExtractor(PhraseExtractor):
     """Reads '<a|an> <colour> <shape>' phrases from the description text."""
 
     def __init__(self):
         self.info = AdapterInfo("shapes", VERSION)
 
     def extract(self, descriptions: Sequence[str]) -> list[PhraseCandidates]:
-        return [PhraseCandidates(tuple(object_phrase(f"{c} {s}") for c, s in parse_objects(text))) for text in descriptions]
+        return [PhraseCandidates(tuple(object_phrase(f"{c} {s}") for c, s in parse_objects(text)))
+                for text in descriptions]
 
 
 def classify_shape(component: np.ndarray) -> str:
@@ -259,7 +265,7 @@ def classify_shape(component: np.ndarray) -> str:
     return "triangle" if widest_row < 0.2 * height else "diamond"
 
 
-class ShapesDetector:
+class ShapesDetector(Detector):
     """Boxes each phrase's object from the pixels: colour mask, connected parts, shape test.
 
     `corrupt_fraction` > 0 turns it into a *corrupted detector* for the quality benchmark

@@ -9,7 +9,7 @@
 
 Each item's choice depends on its seed alone (`random.Random(seed)`), so a shard is reproducible and
 items are drawn independently (with replacement). A `tiny:photos` location is the small photo set
-that `roles/tiny.py` writes for tests.
+that `synground_assets/tiny/photos.py` writes for tests.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from synground_assets.roles.base import AdapterInfo, SourceItem
-from synground_assets.roles.hf_common import TINY_PREFIX, ModelLoadError
+from synground_assets import tiny
+from synground_assets.roles.base import AdapterInfo, SourceItem, SourceSampler
+from synground_assets.roles.loading import ModelLoadError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -45,10 +46,8 @@ def read_vocabulary(path: str | Path | None, default_name: str) -> list[str]:
 
 def resolve_data_path(location: str, what: str) -> Path:
     """A data folder or file; `tiny:photos` (or `tiny:photos/<file>`) is the tiny photo set."""
-    if location.startswith(TINY_PREFIX):
-        from synground_assets.roles import tiny
-
-        name, _, rest = location[len(TINY_PREFIX):].partition("/")
+    if location.startswith(tiny.PREFIX):
+        name, _, rest = location[len(tiny.PREFIX):].partition("/")
         if name != "photos":
             raise ModelLoadError(f"{what}: unknown tiny data {location!r}; expected tiny:photos")
         path = tiny.ensure_tiny(name) / rest if rest else tiny.ensure_tiny(name)
@@ -68,7 +67,7 @@ def _read_coco(path: Path) -> dict:
     return data
 
 
-class ConceptVocabularySampler:
+class ConceptVocabularySampler(SourceSampler):
     """min_concepts..max_concepts distinct concepts per item, each with an attribute at
     `attribute_probability`."""
 
@@ -99,7 +98,7 @@ class ConceptVocabularySampler:
         return items
 
 
-class ImageFolderSampler:
+class ImageFolderSampler(SourceSampler):
     """A real image per item, from a folder (recursively) or a COCO-style JSON's image list."""
 
     def __init__(self, images: str, image_root: str | None = None):
@@ -120,7 +119,7 @@ class ImageFolderSampler:
         ]
 
 
-class CaptionsSampler:
+class CaptionsSampler(SourceSampler):
     """A real image and all its captions per item, from a COCO-captions-style JSON."""
 
     def __init__(self, captions: str, image_root: str | None = None, max_captions: int = 5):

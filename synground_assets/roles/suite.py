@@ -11,6 +11,7 @@ Tests play other roles by subclassing `ModelSuite` and overriding `role(recipe_n
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any, Hashable
 
@@ -22,7 +23,7 @@ from synground_assets.roles.base import (
     PhraseExtractor,
     SourceSampler,
 )
-from synground_assets.roles.registry import build_role
+from synground_assets.roles.build import build_role
 
 if TYPE_CHECKING:
     from synground_assets.grounding.model import GroundingModel
@@ -58,6 +59,20 @@ class ModelSuite:
                                                                    recipe=recipe_name))
 
     # --- grounding models --------------------------------------------------------------------
+
+    def grounding_model(self, recipe_name: str) -> GroundingModel:
+        """The recipe's `grounding_model` before fine-tuning (the base a benchmark compares against),
+        loaded once per process. For evaluation only: training loads a copy of its own to change."""
+        spec = recipe_book().get(recipe_name).grounding_model
+        if spec is None:
+            raise RecipeError(f"recipe {recipe_name!r} names no grounding_model: add one (adapter blip or albef)")
+        from synground_assets.roles.hf_common import resolve_model
+
+        def build():
+            path = resolve_model(spec.model, "grounding_model", spec.revision).path  # tiny:<name> built here
+            return build_role("grounding_model", dataclasses.replace(spec, model=path), recipe=recipe_name)
+
+        return self._cached((recipe_name, "grounding_model"), build)
 
     def agreement_model(self, recipe_name: str, agreement: AgreementSettings) -> GroundingModel:
         """The agreement filter's judge (its `model`, else the recipe's grounding_model), loaded once

@@ -7,11 +7,18 @@ forever. Each worker (synground_assets/scale/worker.py) refreshes a heartbeat ke
 heartbeat, or a heartbeat from another process, is reported `FAILED`: run monitoring marks the run
 failed and run retries launch it again on a live worker. The beat comes from a thread, so it keeps
 going while the worker's one process executes a long run (`--pool=solo`).
+
+A Redis restart is neither a dead worker nor a dead run: a beat that fails is tried again at the
+next beat; a health check that cannot reach Redis, or that runs before the workers have beaten
+again after a restart, raises `WorkerHealthUnknown` (run monitoring then leaves the run alone, and
+`run_health` says "unknown"); a task whose state Redis forgot is judged by the worker named on
+the run's tags.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -21,11 +28,20 @@ import redis
 from dagster import Field, IntSource
 from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
+from kombu.exceptions import OperationalError
 
 from synground_assets.dagster_internals import CheckRunHealthResult, WorkerStatus
 
 HEARTBEAT_KEY = "synground:celery-worker:{node}"
 BEATS_TO_EXPIRE = 3
+REDIS_TIMEOUT_S = 5.0
+WORKER_TAG, WORKER_PID_TAG = "synground/worker", "synground/worker_pid"  # set by scale/worker.py
+
+log = logging.getLogger(__name__)
+
+
+class WorkerHealthUnknown(RuntimeError):
+    """The worker's health cannot be told now (Redis unreachable or just restarted): neither alive nor dead."""
 
 
 def worker_identity() -> dict[str, Any]:
@@ -52,37 +68,66 @@ class HeartbeatCeleryRunLauncher(CeleryRunLauncher):
     def redis_client(self) -> redis.Redis:
         if not (self.broker or "").startswith("redis"):
             raise ValueError(f"heartbeats are kept in the Redis broker; broker is {self.broker!r}: use redis://host:port/db")
-        return redis.Redis.from_url(self.broker)
+        # Bounded waits: a health check of an unreachable Redis must answer "unknown", not hang the daemon.
+        return redis.Redis.from_url(self.broker, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
 
     def beat(self, node: str, client: redis.Redis) -> None:
         client.set(HEARTBEAT_KEY.format(node=node), json.dumps(worker_identity()),
                    ex=BEATS_TO_EXPIRE * self.heartbeat_seconds)
 
     def start_heartbeat(self, node: str) -> threading.Thread:
-        """Beat now, then from a daemon thread for as long as this process lives."""
+        """Beat now, then from a daemon thread for as long as this process lives. A beat that cannot
+        reach Redis (restarted, unreachable) is logged and the next one tried: the key comes back
+        with the first beat after Redis does."""
         client = self.redis_client()
         self.beat(node, client)
         stop = threading.Event()
 
         def loop() -> None:
             while not stop.wait(self.heartbeat_seconds):
-                self.beat(node, client)
+                try:
+                    self.beat(node, client)
+                except redis.RedisError as exc:
+                    log.warning(f"heartbeat of {node}: Redis unreachable ({exc}); trying again in "
+                                f"{self.heartbeat_seconds} s")
 
         thread = threading.Thread(target=loop, name=f"heartbeat-{node}", daemon=True)
         thread.start()
         return thread
 
     def check_run_worker_health(self, run) -> CheckRunHealthResult:
-        health = super().check_run_worker_health(run)
-        if health.status != WorkerStatus.RUNNING:
-            return health
-        started = self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG]).info or {}
-        node, pid = started.get("hostname"), started.get("pid")
-        beat = self.redis_client().get(HEARTBEAT_KEY.format(node=node))
-        if beat is None or json.loads(beat)["pid"] != pid:
-            return CheckRunHealthResult(
-                WorkerStatus.FAILED,
-                f"Celery worker {node} (pid {pid}) has sent no heartbeat for "
-                f"{BEATS_TO_EXPIRE * self.heartbeat_seconds} s: its process is gone",
-            )
-        return health
+        """RUNNING, SUCCESS or FAILED from the Celery task and the worker's heartbeat; raises
+        `WorkerHealthUnknown` when that cannot be told (Redis unreachable, or restarted less than a
+        heartbeat's lifetime ago), so that run monitoring leaves the run alone instead of failing it."""
+        try:
+            return self._worker_health(run)
+        except (redis.RedisError, OSError, OperationalError) as exc:
+            raise WorkerHealthUnknown(f"run {run.run_id}: Redis at {self.broker} cannot be reached ({exc}); the "
+                                      "health of its worker is unknown") from exc
+
+    def _worker_health(self, run) -> CheckRunHealthResult:
+        task = self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG])
+        state = task.state
+        if state == "SUCCESS":
+            return CheckRunHealthResult(WorkerStatus.SUCCESS)
+        if state == "FAILURE":
+            return CheckRunHealthResult(WorkerStatus.FAILED, "Celery task failed.")
+        started = task.info if state == "STARTED" and isinstance(task.info, dict) else {}
+        # A Redis restart without persistence forgets every task (PENDING again); the worker's name and pid
+        # are also on the run's tags (scale/worker.py), which live in the instance.
+        node = started.get("hostname") or run.tags.get(WORKER_TAG)
+        pid = started.get("pid") or int(run.tags.get(WORKER_PID_TAG) or 0)
+        if not node:
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, f"Unknown task status: {state}")
+        client = self.redis_client()
+        beat = client.get(HEARTBEAT_KEY.format(node=node))
+        if beat is not None and json.loads(beat)["pid"] == pid:
+            return CheckRunHealthResult(WorkerStatus.RUNNING)
+        lifetime = BEATS_TO_EXPIRE * self.heartbeat_seconds
+        if beat is None and client.info("server")["uptime_in_seconds"] < lifetime:
+            raise WorkerHealthUnknown(f"run {run.run_id}: Redis restarted less than {lifetime} s ago; worker {node} "
+                                      "has not beaten since")
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED,
+            f"Celery worker {node} (pid {pid}) has sent no heartbeat for {lifetime} s: its process is gone",
+        )

@@ -19,7 +19,7 @@ from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
 from synground_assets.dagster_internals import ExecuteRunArgs, ResumeRunArgs, unpack_value
-from synground_assets.scale.celery import HeartbeatCeleryRunLauncher, worker_identity
+from synground_assets.scale.celery import WORKER_PID_TAG, WORKER_TAG, HeartbeatCeleryRunLauncher, worker_identity
 
 instance = DagsterInstance.get()
 launcher = instance.run_launcher
@@ -61,8 +61,8 @@ def tag_run_with_worker(task_id, task, kwargs, **_) -> None:
     _wait_for_launcher_tags(args.run_id, task_id)
     identity = worker_identity()
     instance.add_run_tags(args.run_id, {
-        "synground/worker": task.request.hostname,
+        WORKER_TAG: task.request.hostname,
         "synground/worker_host": identity["host"],
-        "synground/worker_pid": str(identity["pid"]),
+        WORKER_PID_TAG: str(identity["pid"]),
         "synground/cuda_visible_devices": identity["cuda_visible_devices"],
     })

@@ -2,6 +2,7 @@
 
 import hashlib
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
 
@@ -142,9 +143,11 @@ def test_four_shards_in_parallel_processes_leave_complete_lineage(project_home):
     """Four shards materialized at once in four processes, each publishing its lineage files; one
     refresh indexes them all."""
     # Spawned, not forked: a fork of a process whose torch/OpenMP threads are running can deadlock.
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        shards = pool.map_async(_materialize_in_child, ["00000", "00001", "00002", "00003"])
-        assert shards.get(timeout=600) == [True] * 4
+    # The executor's workers leave when told to (no SIGTERM: Dagster's interrupt handler, installed by
+    # `materialize` in the worker, defers it, which left a terminated Pool waiting forever).
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        shards = [pool.submit(_materialize_in_child, shard) for shard in ["00000", "00001", "00002", "00003"]]
+        assert [shard.result(timeout=600) for shard in shards] == [True] * 4
     lineage = Lineage(default_lineage_path())
     lineage.refresh(default_data_root())
     per_shard = lineage.query(

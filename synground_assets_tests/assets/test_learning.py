@@ -31,8 +31,10 @@ def trained(tmp_path_factory):
         resources = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource(),
                      "tracking": TrackingResource()}
         instance = dg.DagsterInstance.ephemeral()
-        assert dg.materialize(GENERATION_ASSETS, partition_key="shapes|00000", instance=instance, resources=resources).success
-        training = dg.materialize([finetuned_checkpoint], partition_key="shapes", instance=instance, resources=resources,
+        assert dg.materialize(GENERATION_ASSETS, partition_key="shapes|00000", instance=instance,
+                              resources=resources).success
+        training = dg.materialize([finetuned_checkpoint], partition_key="shapes", instance=instance,
+                                  resources=resources,
                                   run_config={"ops": {"finetuned_checkpoint": {"config": {"max_steps": 12}}}})
         scored = {
             benchmark: dg.materialize([benchmark_scores], instance=instance, resources=resources,

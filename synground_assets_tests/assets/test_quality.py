@@ -53,7 +53,7 @@ def materialize(partition_key: str, assets, suite: ModelSuiteResource | None = N
 def test_images_the_safety_checker_flags_are_regenerated_then_skipped_never_published(project_home, tiny_models,
                                                                                         recipe_file):
     # The tiny Stable Diffusion whose real safety checker is configured to flag every image
-    # (roles/tiny.py: build_stable_diffusion_flagging); the pipeline's own check runs.
+    # (synground_assets_tests/tiny_test_models.py); the pipeline's own check runs.
     recipe_file(lambda r: r["tiny-concept2text"]["roles"]["image_generator"].update(
         model="tiny:stable-diffusion-flagging"))
     metadata = materialize("tiny-concept2text|00000", GENERATION_ASSETS[:3])
@@ -136,6 +136,6 @@ def test_box_filters_run_in_the_boxes_stage_and_report(project_home, recipe_file
     assert store.read_table("shapes", "boxes", "00000").empty
     removals = refreshed_lineage().query("SELECT * FROM removals WHERE stage = 'boxes'")
     assert len(removals) == metadata["boxes"]["detected_boxes"].value > 0
-    assert set(removals["filter"]) == {"min_box_area"}
-    assert (removals.value < 0.5).all() and removals.box_id.notna().all()
+    assert (set(removals["filter"]) == {"min_box_area"} and (removals.value < 0.5).all()
+            and removals.box_id.notna().all())
     assert metadata["boxes"]["removed_by/min_box_area"].value == len(removals)

@@ -217,7 +217,7 @@ def test_boxes_of_a_tiny_recipe_lie_in_their_image_and_gligen_boxes_are_its_layo
         layout = store.read_table(recipe, "images", "00000", "layout.parquet")
         layout = layout.assign(key=layout.phrase.str.lower())
         matched = boxes.assign(key=boxes.phrase.str.lower()).merge(layout, on=["item_id", "key"],
-                                                                    suffixes=("", "_layout"))
+                                                                   suffixes=("", "_layout"))
         assert len(matched) == len(boxes) and (matched.score == 1.0).all()
         for corner in ["x0", "y0", "x1", "y1"]:
             assert (matched[corner] == matched[f"{corner}_layout"]).all()
@@ -256,7 +256,7 @@ def test_a_run_over_a_range_of_shards_loads_each_model_once(project_home, monkey
         ("{home}/models/no-such-detector",
          "role 'detector': model folder '{home}/models/no-such-detector' does not exist"),
         ("tiny:causal-lm", "is a 'llama', which this adapter cannot run; expected one of grounding-dino, "
-                           "mm-grounding-dino, owlv2"),
+                           "mm-grounding-dino, omdet-turbo, owlv2, owlvit"),
     ],
     ids=["missing-folder", "unknown-architecture"],
 )

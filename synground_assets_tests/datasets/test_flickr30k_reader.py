@@ -54,7 +54,8 @@ def test_phrase_markup_is_parsed_with_types_and_word_positions():
     sentence = parse_sentence_line("[/EN#23/people/bodyparts two hands] hold [/EN#5/other  a  cup ] .", "x", 1)
     assert sentence.text == "two hands hold a cup ."
     first, second = sentence.phrases
-    assert (first.chain_id, first.types, first.text, first.first_word_index) == ("23", ("people", "bodyparts"), "two hands", 0)
+    assert (first.chain_id, first.types, first.text, first.first_word_index) == (
+        "23", ("people", "bodyparts"), "two hands", 0)
     assert (second.chain_id, second.text, second.first_word_index) == ("5", "a cup", 3)
 
 
@@ -108,7 +109,8 @@ def test_images_dir_can_live_elsewhere(flickr_root, tmp_path):
 
 def test_box_outside_its_image_names_the_object(flickr_factory, flickr_annotation):
     root = flickr_factory(annotation=flickr_annotation.replace("<xmax>80</xmax>", "<xmax>95</xmax>"))
-    with pytest.raises(DatasetError, match=r"1001\.xml \[object 1\]: box outside its image: \(50, 10, 95, 30\) in a 80x60"):
+    message = r"1001\.xml \[object 1\]: box outside its image: \(50, 10, 95, 30\) in a 80x60"
+    with pytest.raises(DatasetError, match=message):
         read_flickr30k_entities(root, "test")
 
 

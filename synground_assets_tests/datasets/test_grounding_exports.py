@@ -28,8 +28,10 @@ KEY_COLUMNS = ["item_id", "image_path", "width", "height", "phrase", "x0", "y0",
 # Two items with boxes (one phrase has two boxes, one phrase has none) and one item with no box at all.
 TRIPLETS = [
     ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p0", "a cat", "b0", 1.0, 2.0, 20.0, 30.0, 0.9),
-    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p1", "a red couch", "b1", 0.0, 20.0, 64.0, 48.0, 0.8),
-    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p1", "a red couch", "b2", 30.5, 25.25, 60.0, 47.0, 0.7),
+    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p1", "a red couch", "b1",
+     0.0, 20.0, 64.0, 48.0, 0.8),
+    ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p1", "a red couch", "b2",
+     30.5, 25.25, 60.0, 47.0, 0.7),
     ("s0-000", "shard-0/000.png", 64, 48, "a cat on a red couch", "p2", "a lamp", None, NAN, NAN, NAN, NAN, NAN),
     ("s0-001", "shard-0/001.png", 32, 32, "A Dog sleeps", "p3", "a dog", "b3", 4.0, 4.0, 28.0, 28.0, 0.95),
     ("s0-002", "shard-0/002.png", 32, 32, "an empty room", "p4", "a chair", None, NAN, NAN, NAN, NAN, NAN),
@@ -91,7 +93,8 @@ def test_odvg_round_trip(triplets, tmp_path):
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["filename"] for line in lines] == ["shard-0/000.png", "shard-0/001.png"]
     assert set(lines[0]) == {"filename", "height", "width", "grounding", "item_id"}
-    assert lines[0]["grounding"]["regions"][0] == {"bbox": [1.0, 2.0, 20.0, 30.0], "phrase": "a cat", "tokens_positive": [[0, 5]]}
+    assert lines[0]["grounding"]["regions"][0] == {"bbox": [1.0, 2.0, 20.0, 30.0], "phrase": "a cat",
+                                                   "tokens_positive": [[0, 5]]}
     read_back = read_odvg(path)
     assert_same_rows(read_back, boxed(triplets), KEY_COLUMNS)
     assert_spans_mark_the_phrases(read_back)

@@ -30,7 +30,8 @@ def test_image_comes_from_instances_not_from_the_ref_file_name(refcoco_files):
 
 def test_box_is_the_annotation_bbox_converted_from_xywh(refcoco_files):
     data_dir, images_dir = refcoco_files
-    (testa_query, _), (testb_query,) = (read_refcoco(data_dir, images_dir, split).queries for split in ("testA", "testB"))
+    (testa_query, _), (testb_query,) = (read_refcoco(data_dir, images_dir, split).queries
+                                        for split in ("testA", "testB"))
     assert testa_query.boxes_xyxy == [(4.5, 6.0, 24.5, 36.0)]
     assert testb_query.boxes_xyxy == [(30.0, 10.0, 64.0, 48.0)]
     assert testa_query.source["ann_id"] == 501 and testa_query.source["raw"] == "Man in RED shirt"
@@ -83,7 +84,8 @@ def test_ref_pointing_to_an_image_missing_from_instances(refcoco_factory, refs):
 
 def test_missing_image_file_names_the_file_and_the_fix(refcoco_factory):
     data_dir, images_dir = refcoco_factory(with_image=False)
-    with pytest.raises(DatasetError, match=rf"{COCO_FILE_NAME}: image of .*ref_id 7.* not found\. Fix: point images_dir"):
+    message = rf"{COCO_FILE_NAME}: image of .*ref_id 7.* not found\. Fix: point images_dir"
+    with pytest.raises(DatasetError, match=message):
         read_refcoco(data_dir, images_dir, "testA")
 
 

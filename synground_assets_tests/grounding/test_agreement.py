@@ -14,7 +14,8 @@ def test_box_mass_is_the_share_of_the_map_inside_the_box():
     cam = torch.zeros(10, 10)
     cam[2:4, 5:8] = 1.0  # rows 2-3, columns 5-7
     cam[9, 9] = 2.0
-    assert box_mass(cam, [(5, 2, 8, 4), (0, 0, 5, 10), (9, 9, 10, 10), (0, 0, 10, 10)]) == pytest.approx([0.75, 0, 0.25, 1])
+    assert (box_mass(cam, [(5, 2, 8, 4), (0, 0, 5, 10), (9, 9, 10, 10), (0, 0, 10, 10)])
+            == pytest.approx([0.75, 0, 0.25, 1]))
 
 
 def test_scores_are_probabilities_and_shares_and_batching_does_not_change_them(tiny_model):
@@ -45,7 +46,8 @@ def test_agreement_filter_records_each_removal_and_keeps_the_rest(tiny_model):
     assert len(kept) == 2 and removals == []
     kept, removals = agreement_filter(frame, phrases, images.__getitem__, tiny_model,
                                       AgreementSettings(min_itm_probability=1.0))
-    assert kept.empty and {r.filter for r in removals} == {"agreement_itm"} and all(r.threshold == 1.0 for r in removals)
+    assert (kept.empty and {r.filter for r in removals} == {"agreement_itm"}
+            and all(r.threshold == 1.0 for r in removals))
     kept, removals = agreement_filter(frame, phrases, images.__getitem__, tiny_model,
                                       AgreementSettings(min_itm_probability=0.0, min_box_mass_lift=1e6))
     assert kept.empty and [r.box_id for r in removals] == ["i0:p0:b0", "i1:p0:b0"]

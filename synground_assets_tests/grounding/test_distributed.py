@@ -28,8 +28,8 @@ import torch
 
 from synground_assets.assets.training import run_training_job
 from synground_assets.finetune import job_spec
-from synground_assets.grounding.loader import write_triplets_index
 from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.loader import write_triplets_index
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
@@ -126,7 +126,8 @@ def kill_a_rank_after(checkpoint: Path, job: Path, timeout_s: float = 240) -> th
                 command = (entry / "cmdline").read_bytes().decode().split("\0")
             except (OSError, ValueError):
                 continue
-            if str(job) in command and "synground_assets.finetune" in command and "torch.distributed.run" not in command:
+            if (str(job) in command and "synground_assets.finetune" in command
+                    and "torch.distributed.run" not in command):
                 os.kill(int(entry.name), signal.SIGKILL)
                 return
 

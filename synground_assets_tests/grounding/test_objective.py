@@ -79,7 +79,8 @@ def test_itc_is_low_for_aligned_features_and_trains_its_temperature():
     assert logits.shape == (4, 4)
     assert loss.item() == pytest.approx(math.log(1 + 3 * math.exp(-20)), abs=1e-6)
     trainable = ContrastiveLoss(temperature=0.1)
-    trainable(features, torch.nn.functional.normalize(features + 0.5, dim=1), torch.eye(4, dtype=torch.bool))[0].backward()
+    trainable(features, torch.nn.functional.normalize(features + 0.5, dim=1),
+              torch.eye(4, dtype=torch.bool))[0].backward()
     assert trainable.log_temperature.grad is not None and trainable.log_temperature.grad != 0
     shuffled, _ = ContrastiveLoss(temperature=0.05)(features, features.roll(1, dims=0), torch.eye(4, dtype=torch.bool))
     assert shuffled > 10

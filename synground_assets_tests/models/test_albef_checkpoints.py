@@ -83,7 +83,8 @@ def outputs(model: AlbefModel, resolution: int = 32) -> tuple[torch.Tensor, ...]
 
 @pytest.mark.parametrize("layout", ["pretrain", "pretrain-amc", "grounding"])
 def test_official_layouts_convert_and_load_strictly_to_the_same_model(tiny_albef, tmp_path, layout):
-    state = grounding_layout(tiny_albef) if layout == "grounding" else pretrain_layout(tiny_albef, amc=layout.endswith("amc"))
+    state = (grounding_layout(tiny_albef) if layout == "grounding"
+             else pretrain_layout(tiny_albef, amc=layout.endswith("amc")))
     path = save_official(tmp_path / "checkpoint.pth", state)
     converted = load_official(path, tiny_config()).eval()
     for expected, got in zip(outputs(tiny_albef), outputs(converted)):
@@ -133,7 +134,8 @@ def test_a_size_mismatch_names_the_key_and_both_shapes(tiny_albef, tmp_path):
 def test_a_file_with_pickled_objects_is_refused_not_loaded_unsafely(tiny_albef, tmp_path):
     path = tmp_path / "checkpoint.pth"
     torch.save({"model": grounding_layout(tiny_albef), "args": argparse.Namespace(lr=1e-4)}, path)
-    with pytest.raises(ValueError, match=r"(?s)weights_only=True\) refused it .*argparse.Namespace.*not loaded unsafely"):
+    with pytest.raises(ValueError,
+                       match=r"(?s)weights_only=True\) refused it .*argparse.Namespace.*not loaded unsafely"):
         read_official_checkpoint(path)
 
 

@@ -70,6 +70,7 @@ def test_image_is_resized_bicubic_and_normalised_with_clip_statistics():
     image = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
     pixels = image_to_tensor(image, 16)
     resized = np.asarray(image.resize((16, 16), Image.BICUBIC), dtype=np.float32) / 255
-    expected = (torch.from_numpy(resized).permute(2, 0, 1) - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    expected = ((torch.from_numpy(resized).permute(2, 0, 1) - torch.tensor(CLIP_MEAN)[:, None, None])
+                / torch.tensor(CLIP_STD)[:, None, None])
     assert pixels.shape == (3, 16, 16)
     assert torch.allclose(pixels, expected, atol=1e-6)

@@ -6,15 +6,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.loader import TripletIndex
 from synground_assets.pipeline.training import prepare_training, ranks_per_node, split_held_out, synthetic_rows
-from synground_assets.recipes import Recipe, RecipeError, RoleSpec
+from synground_assets.recipes import Recipe, RecipeError, RoleSpec, TrainingSettings
 from synground_assets.resources.store import ShardStore, write_table
 
 
-def recipe(**training) -> Recipe:
-    return Recipe("r", "image2text", "detector", {}, grounding_model=RoleSpec(adapter="blip", model="tiny:blip-itm-shapes"),
-                  training=training)
+def recipe(max_steps: int = 1000, **training) -> Recipe:
+    grounding = RoleSpec(adapter="blip", model="tiny:blip-itm-shapes")
+    settings = TrainingSettings(config=TrainConfig(max_steps=max_steps), **training)
+    return Recipe("r", "image2text", "detector", {}, grounding_model=grounding, training=settings)
 
 
 def rows(count: int) -> pd.DataFrame:
@@ -27,7 +29,8 @@ def publish_shard(store: ShardStore, shard: str, items: int) -> None:
     ids = [f"{shard}-{i}" for i in range(items)]
     tables = {
         "images": pd.DataFrame({"item_id": ids, "file": [f"{i}.png" for i in ids]}),
-        "phrases": pd.DataFrame({"phrase_id": [f"p{i}" for i in ids], "item_id": ids, "phrase": ["a blue circle"] * items}),
+        "phrases": pd.DataFrame({"phrase_id": [f"p{i}" for i in ids], "item_id": ids,
+                                 "phrase": ["a blue circle"] * items}),
         "boxes": pd.DataFrame({"phrase_id": [f"p{i}" for i in ids] * 2, "item_id": ids * 2,
                                "box_rank": [0] * items + [1] * items, "x0": 1.0, "y0": 2.0, "x1": 3.0, "y1": 4.0}),
     }
@@ -55,8 +58,6 @@ def test_the_held_out_split_is_stable_by_item_and_grows_with_new_items():
     assert set(held_out.item_id) <= set(more_held_out.item_id)  # adding items moves no old one
     everything, queries, source = split_held_out(recipe(held_out="shapes_test", held_out_queries=5), rows(10))
     assert source == "shapes_test" and len(everything) == 10 and len(queries) == 5
-    with pytest.raises(RecipeError, match="training.held_out: expected shapes_test or a fraction"):
-        split_held_out(recipe(held_out=1.5), rows(3))
 
 
 def test_ranks_per_node_counts_visible_gpus_only_off_the_cpu():
@@ -64,8 +65,6 @@ def test_ranks_per_node_counts_visible_gpus_only_off_the_cpu():
     assert ranks_per_node(recipe(), "auto", gpus=lambda: 0) == 1
     assert ranks_per_node(recipe(), "cpu", gpus=lambda: 4) == 1
     assert ranks_per_node(recipe(nproc_per_node=2), "cpu") == 2
-    with pytest.raises(RecipeError, match="nproc_per_node: expected auto or a positive integer, got 0"):
-        ranks_per_node(recipe(nproc_per_node=0), "cpu")
 
 
 def test_prepare_training_indexes_train_and_held_out_rows_in_a_run_keyed_folder(tmp_path):

@@ -37,8 +37,8 @@ def test_confidence_floor_records_score_and_threshold():
     kept, removals = run(boxes((0, 0, 10, 10, 30, 30, 0.5), (1, 0, 40, 40, 70, 70, 0.7)), min_box_score=0.65)
     assert list(kept.box_id) == ["i:p1:b0"]
     (removal,) = removals
-    assert (removal.stage, removal.filter, removal.box_id, removal.phrase_id) == \
-        ("boxes", "min_box_score", "i:p0:b0", "i:p0")
+    assert ((removal.stage, removal.filter, removal.box_id, removal.phrase_id)
+            == ("boxes", "min_box_score", "i:p0:b0", "i:p0"))
     assert (removal.value, removal.threshold) == (0.5, 0.65)
 
 
@@ -70,8 +70,8 @@ def test_max_boxes_per_phrase_keeps_the_best_and_reranks():
     frame = boxes((0, 0, 0, 0, 10, 10, 0.5), (0, 1, 20, 20, 30, 30, 0.9), (0, 2, 40, 40, 50, 50, 0.7))
     kept, removals = run(frame, max_boxes_per_phrase=2)
     assert dict(zip(kept.box_id, kept.box_rank)) == {"i:p0:b1": 0, "i:p0:b2": 1}
-    assert [(r.filter, r.box_id, r.value, r.threshold) for r in removals] == \
-        [("max_boxes_per_phrase", "i:p0:b0", 3.0, 2.0)]
+    assert ([(r.filter, r.box_id, r.value, r.threshold) for r in removals]
+            == [("max_boxes_per_phrase", "i:p0:b0", 3.0, 2.0)])
 
 
 def test_removing_the_best_box_promotes_the_next():

@@ -45,8 +45,8 @@ def shapes_image(seed: int) -> Image.Image:
 def test_constant_images_are_degenerate_and_rendered_ones_are_not():
     black = Image.new("RGB", (64, 64))
     assert "near-constant pixels" in degenerate_reason(black, 2.0)
-    noise = np.random.default_rng(0).integers(0, 2, (64, 64, 3)).astype(np.uint8)
-    grey = Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8) + noise)
+    grey = Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8)
+                           + np.random.default_rng(0).integers(0, 2, (64, 64, 3)).astype(np.uint8))
     assert degenerate_reason(grey, 2.0) is not None
     assert degenerate_reason(shapes_image(0), 2.0) is None
 

@@ -2,7 +2,10 @@
 
 import multiprocessing
 import os
+import resource
 import shutil
+import signal
+from contextlib import contextmanager
 
 import duckdb
 import pandas as pd
@@ -148,3 +151,45 @@ def test_a_shard_republished_while_being_indexed_is_left_to_the_next_refresh(sto
     monkeypatch.undo()
     assert lineage.refresh(store.root)["indexed"] == 1
     assert count(lineage, "SELECT count(*) FROM descriptions") == 5
+
+
+def test_a_shard_whose_version_folder_was_deleted_is_reported_and_its_rows_dropped(store, lineage):
+    """Issue 19, item 7: the link stays, its version folder is gone (removed by hand)."""
+    publish(store, "00000", items=2)
+    publish(store, "00001", items=3)
+    assert lineage.refresh(store.root)["indexed"] == 2
+    link = store.shard_dir("r", "descriptions", "00001")
+    shutil.rmtree(link.parent / os.readlink(link))
+    counts = lineage.refresh(store.root)
+    assert (counts["removed"], counts["unchanged"], counts["failed"]) == (1, 1, 0)
+    [vanished] = counts["vanished"]
+    assert vanished.startswith("r/descriptions/00001: its link names ") and "rematerialize the shard" in vanished
+    assert count(lineage, "SELECT count(*) FROM descriptions WHERE shard = '00001'") == 0
+    assert count(lineage, "SELECT count(*) FROM indexed_shards") == 1
+
+
+@contextmanager
+def file_size_limit(limit: int):
+    """Writes past `limit` bytes fail with EFBIG in this process, as writes fail on a full disk."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_an_index_that_cannot_be_written_fails_with_the_cause_not_with_the_rollback(store, tmp_path):
+    """Issue 19, item 6: the original error (here the file size limit, on a full disk "No space left on
+    device") reaches the caller; neither "cannot rollback" nor "database has been invalidated" per shard."""
+    for shard in range(4):
+        publish(store, f"{shard:05d}", items=2000, description="a cat " * 40)
+    lineage = Lineage(tmp_path / "small.duckdb")
+    (tmp_path / "empty").mkdir()
+    lineage.refresh(tmp_path / "empty")  # the schema, within the limit
+    with pytest.raises(duckdb.Error) as error, file_size_limit(600_000):
+        lineage.refresh(store.root)
+    assert "File too large" in str(error.value)
+    assert "cannot rollback" not in str(error.value) and "invalidated" not in str(error.value)

@@ -1,5 +1,6 @@
 """The model suite: one build per (recipe, role) per process, GPU adapters released between stages."""
 
+import pytest
 import torch
 
 from synground_assets.roles import suite
@@ -36,3 +37,23 @@ def test_a_gpu_adapter_is_released_before_the_next_stage_builds_its_model(monkey
         assert released == ["describer", "image_generator"] and model_suite().build_count == {}
     finally:
         model_suite().clear()
+
+
+def test_the_grounding_model_is_built_from_the_catalog_once_per_process(tiny_models):
+    from synground_assets.roles.grounding_blip import BlipGroundingModel
+
+    model_suite().clear()
+    try:
+        base = model_suite().grounding_model("shapes")
+        assert isinstance(base, BlipGroundingModel)
+        assert model_suite().grounding_model("shapes") is base
+        assert model_suite().build_count == {("shapes", "grounding_model"): 1}
+    finally:
+        model_suite().clear()
+
+
+def test_a_recipe_without_a_grounding_model_is_named():
+    from synground_assets.recipes import RecipeError
+
+    with pytest.raises(RecipeError, match="recipe 'tiny-concept2text' names no grounding_model"):
+        model_suite().grounding_model("tiny-concept2text")

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from synground_assets.resources.store import ORPHAN_AFTER_S, ShardStore, write_table
+from synground_assets.resources.store import ORPHAN_AFTER_S, CorruptShardError, ShardStore, UnsafePathError, write_table
 
 
 def entries(folder) -> list[str]:
@@ -179,3 +179,54 @@ def test_two_processes_writing_one_shard_both_succeed_and_the_last_publish_wins_
 def test_reading_a_missing_shard_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="dagster asset materialize .* --partition 'r\\|00007'"):
         ShardStore(tmp_path).read_table("r", "phrases", "00007")
+
+
+@pytest.mark.parametrize(("recipe", "asset", "shard"), [
+    ("..", "boxes", "00000"), ("../../x", "boxes", "00000"), ("/abs", "boxes", "00000"), ("a/b", "boxes", "00000"),
+    ("", "boxes", "00000"), ("r", "..", "00000"), ("r", "boxes", "../00000"), ("r", "boxes", "."),
+])
+def test_a_name_that_would_leave_the_data_root_or_nest_is_refused(tmp_path, recipe, asset, shard):
+    """Issue 19, item 5 (the store's side, e.g. a hand-edited job.json): nothing is written anywhere."""
+    store = ShardStore(tmp_path / "data")
+    with pytest.raises(UnsafePathError, match="cannot name a folder under the data root"):
+        with store.writing(recipe, asset, shard) as folder:
+            write_table(folder, pd.DataFrame({"a": [1]}))
+    assert not any(tmp_path.rglob("table.parquet")) and not (tmp_path.parent / "x").exists()
+
+
+def test_a_symbolic_link_out_of_the_data_root_is_refused(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data" / "r").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePathError, match="outside the data root"):
+        ShardStore(tmp_path / "data").shard_dir("r", "boxes", "00000")
+
+
+def test_published_files_get_the_umask_permissions_whatever_their_writer_chose(tmp_path):
+    """Issue 19, item 8: safetensors writes 0600; other users of a shared data root must read it."""
+    store = ShardStore(tmp_path)
+    old = os.umask(0o022)
+    try:
+        with store.writing("r", "finetuned_checkpoint", "model") as folder:
+            weights = folder / "model.safetensors"
+            weights.write_bytes(b"w")
+            weights.chmod(0o600)
+            (folder / "sub").mkdir(mode=0o700)
+            (folder / "sub" / "run.sh").write_text("#!/bin/sh\n")
+            (folder / "sub" / "run.sh").chmod(0o700)
+    finally:
+        os.umask(old)
+    published = store.shard_dir("r", "finetuned_checkpoint", "model")
+    assert (published / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (published / "sub").stat().st_mode & 0o777 == 0o755
+    assert (published / "sub" / "run.sh").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_corrupt_table_names_the_shard_to_rematerialize(tmp_path):
+    store = ShardStore(tmp_path)
+    with store.writing("shapes", "images", "00003") as folder:
+        (folder / "table.parquet").write_bytes(b"not parquet")
+    with pytest.raises(CorruptShardError) as error:
+        store.read_table("shapes", "images", "00003")
+    assert "images shard shapes|00003" in str(error.value)
+    assert "--select images --partition 'shapes|00003'" in str(error.value)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.gradcam import cross_attention_gradcam
 from synground_assets.grounding.pointing_game import evaluate_pointing_game
 from synground_assets.grounding.train import train
-from synground_assets.grounding.gradcam import cross_attention_gradcam
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.grounding import load_grounding_model
 from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef
@@ -69,7 +69,8 @@ def test_itm_is_the_same_batched_and_one_by_one(model):
         batched = model.itm_logits(model.encode_image(inputs.pixel_values), inputs.input_ids, inputs.attention_mask)[0]
         for i in range(2):
             single = model.preprocess(images[i : i + 1], phrases[i : i + 1])
-            alone = model.itm_logits(model.encode_image(single.pixel_values), single.input_ids, single.attention_mask)[0]
+            alone = model.itm_logits(model.encode_image(single.pixel_values), single.input_ids,
+                                     single.attention_mask)[0]
             assert torch.allclose(batched[i], alone[0], atol=1e-5)
 
 
@@ -86,10 +87,11 @@ def test_recipe_specs_and_folders_load_the_albef_adapter(folder):
 
 
 def test_tiny_registry_builds_it(tmp_path):
-    from synground_assets.roles import tiny
+    from synground_assets import tiny
 
     built = tiny.ensure_tiny("albef-shapes", tmp_path)
-    assert isinstance(load_grounding_model(RoleSpec(adapter="albef", model=str(built), device="cpu")), AlbefGroundingModel)
+    assert isinstance(load_grounding_model(RoleSpec(adapter="albef", model=str(built), device="cpu")),
+                      AlbefGroundingModel)
 
 
 def test_training_loop_trains_saves_and_reloads_albef(folder, tmp_path):

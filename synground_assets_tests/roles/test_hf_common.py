@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from synground_assets import tiny
 from synground_assets.recipes import RecipeError, RoleSpec, load_recipe_book
-from synground_assets.roles import hf_common, tiny
-from synground_assets.roles.hf_common import ModelLoadError, resolve_device
-from synground_assets.roles.registry import build_role
+from synground_assets.roles import hf_common
+from synground_assets.roles.build import build_role
+from synground_assets.roles.loading import ModelLoadError, resolve_device
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
@@ -61,16 +62,16 @@ def test_offline_hub_id_not_in_cache_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_unknown_option_is_named(tiny_models):
-    with pytest.raises(ModelLoadError, match="unknown option.*box_treshold"):
+    with pytest.raises(ModelLoadError, match="option 'box_treshold': unknown option"):
         build_role("detector", RoleSpec("zero-shot-detector", "tiny:owlv2", device="cpu",
                                         options={"box_treshold": 0.3}))
 
 
 def test_bad_setting_is_named_at_construction(tiny_models):
-    with pytest.raises(ModelLoadError, match="height must be a positive multiple of 8 but is 60"):
+    with pytest.raises(ModelLoadError, match="option 'height': expected an integer multiple of 8 >= 8, got 60"):
         build_role("image_generator", RoleSpec("diffusers", "tiny:stable-diffusion", device="cpu",
                                                options={"height": 60}))
-    with pytest.raises(ModelLoadError, match="top_k must be a positive integer but is 0"):
+    with pytest.raises(ModelLoadError, match="option 'top_k': expected an integer >= 1, got 0"):
         build_role("detector", RoleSpec("zero-shot-detector", "tiny:owlv2", device="cpu", options={"top_k": 0}))
 
 
@@ -95,7 +96,7 @@ def test_paper_recipes_name_real_checkpoints_on_gpu():
         recipe = book.get(name)
         assert recipe.needs_gpu and recipe.notes
         models = [spec.model for spec in recipe.roles.values() if spec.model]
-        assert models and not any(m.startswith(hf_common.TINY_PREFIX) for m in models)
+        assert models and not any(m.startswith(tiny.PREFIX) for m in models)
         assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
 
 
@@ -108,3 +109,24 @@ def test_release_drops_the_model(tiny_models):
 def test_tiny_reference_resolves_into_the_cache(tiny_models):
     location = hf_common.resolve_model("tiny:owlv2", "detector")
     assert location.is_local and location.path == str(tiny.cache_dir() / "owlv2")
+
+
+def test_modern_recipes_name_real_checkpoints_on_gpu_and_the_turbo_rows_draw_in_few_steps():
+    book = load_recipe_book()
+    for name in ("modern-image2text", "fast-concept2text", "turbo-concept2text"):
+        recipe = book.get(name)
+        assert recipe.needs_gpu and recipe.notes
+        models = [spec.model for spec in recipe.roles.values() if spec.model]
+        assert models and not any(m.startswith(tiny.PREFIX) for m in models)
+        assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
+    for name in ("fast-concept2text", "turbo-concept2text", "modern-image2text"):  # distilled generators
+        assert book.get(name).roles["image_generator"].options["num_inference_steps"] <= 4
+
+
+def test_a_package_reference_names_an_installed_package_and_its_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="model package 'no_such_model_package' is not installed"):
+        hf_common.resolve_model("package:no_such_model_package", "describer")
+    with pytest.raises(ModelLoadError, match="package 'synground_assets' .* has no model.gguf"):
+        hf_common.resolve_model("package:synground_assets", "describer", required_file="model.gguf")
+    location = hf_common.resolve_model("package:synground_assets", "describer", required_file="recipes.yaml")
+    assert location.is_local and location.path.endswith("synground_assets")

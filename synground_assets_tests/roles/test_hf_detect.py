@@ -6,7 +6,7 @@ from PIL import Image
 
 from synground_assets.roles.hf_detect import ZeroShotDetector, caption_from_phrases
 
-MODELS = ["tiny:grounding-dino", "tiny:mm-grounding-dino", "tiny:owlv2"]
+MODELS = ["tiny:grounding-dino", "tiny:mm-grounding-dino", "tiny:owlv2", "tiny:owlvit"]
 PHRASES = [["a cat", "a red couch"], [], ["a dog", "the big stuffed teddy bear", "a car"], ["a kite"]]
 
 
@@ -59,8 +59,9 @@ def test_no_phrases_no_detections(detector, images):
     assert detector.detect([], []) == []
 
 
-def test_threshold_one_keeps_nothing(cpu_spec, images):
-    strict = ZeroShotDetector(cpu_spec("zero-shot-detector", "tiny:owlv2", box_threshold=1.0))
+@pytest.mark.parametrize("model", ["tiny:owlv2", "tiny:owlvit"])
+def test_threshold_one_keeps_nothing(cpu_spec, images, model):
+    strict = ZeroShotDetector(cpu_spec("zero-shot-detector", model, box_threshold=1.0))
     assert strict.detect(images[:1], PHRASES[:1]) == [[]]
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from synground_assets.roles.hf_image import DiffusersImageGenerator, GligenImageGenerator, article_phrases
+from synground_assets.roles.loading import ModelLoadError
 
 PROMPTS = ["a red cat on a blue couch", "a dog", "a green car next to the old bus"]
 
@@ -101,3 +102,45 @@ def test_the_safety_checkers_flag_travels_with_the_image(cpu_spec, generator):
     flagging.release()
     assert all(g.flagged and pixels(g).max() == 0 for g in flagged)
     assert not any(g.flagged for g in generator.generate(PROMPTS[:2], [1, 2]))  # no checker: never flagged
+
+
+# --- any AutoPipelineForText2Image family (tiny random pipelines of the real classes) -------------
+
+FAMILIES = [  # tiny model, its pipeline class, options (small sizes keep CPU time low)
+    ("tiny:stable-diffusion-xl", "StableDiffusionXLPipeline", {"height": 64}),
+    ("tiny:stable-diffusion-3", "StableDiffusion3Pipeline", {"height": 32, "max_sequence_length": 16}),
+    ("tiny:flux", "FluxPipeline", {"height": 32, "max_sequence_length": 16, "guidance_scale": 0.0}),
+    ("tiny:pixart-sigma", "PixArtSigmaPipeline", {"max_sequence_length": 16}),
+]
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=[family[1] for family in FAMILIES])
+def family(request, cpu_spec):
+    model, pipeline, options = request.param
+    generator = DiffusersImageGenerator(cpu_spec("diffusers", model, batch_size=2, num_inference_steps=2, **options))
+    yield generator, pipeline, options
+    generator.release()
+
+
+def test_every_family_draws_one_seeded_image_per_prompt(family):
+    generator, pipeline, options = family
+    assert generator.kind == pipeline and generator.info.settings["pipeline"] == pipeline
+    images = generator.generate(PROMPTS, [1, 2, 3])
+    side = options.get("height", generator.height)
+    assert [g.image.size for g in images] == [(side, side)] * 3
+    again = generator.generate(PROMPTS[:1], [1])[0]
+    assert np.abs(pixels(again) - pixels(images[0])).max() <= 2  # its seed alone decides (batch rounding)
+
+
+def test_unset_settings_take_the_pipelines_own_defaults(cpu_spec):
+    flux = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:flux", height=32))
+    assert (flux.num_inference_steps, flux.guidance_scale) == (28, 3.5)  # FluxPipeline.__call__'s defaults
+    flux.release()
+    sdxl = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:stable-diffusion-xl"))
+    assert (sdxl.num_inference_steps, sdxl.guidance_scale, sdxl.height) == (30, 7.5, 64)  # this project's
+    sdxl.release()
+
+
+def test_an_option_the_family_does_not_take_is_named(cpu_spec):
+    with pytest.raises(ModelLoadError, match="StableDiffusionPipeline takes no option 'max_sequence_length'"):
+        DiffusersImageGenerator(cpu_spec("diffusers", "tiny:stable-diffusion", max_sequence_length=16))

@@ -3,9 +3,18 @@
 import pytest
 
 from synground_assets.roles.base import GeneratedText, PhraseCandidates, SourceItem
-from synground_assets.roles.hf_text import (CHAT_TEMPLATES, CaptionSummarizer, ConcatenationDescriber,
-                                            ConceptDescriber, ImageCaptioner, LLMPhraseExtractor, clean_text)
+from synground_assets.roles.hf_text import (
+    CHAT_TEMPLATES,
+    CaptionSummarizer,
+    ConcatenationDescriber,
+    ConceptDescriber,
+    ImageCaptioner,
+    LLMPhraseExtractor,
+    clean_text,
+)
 from synground_assets.roles.sources import CaptionsSampler, ImageFolderSampler
+
+DESCRIPTION = "A cat sleeps on a couch next to a white stuffed teddy bear."
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +41,8 @@ def test_image_captioner_batched_equals_one_by_one(cpu_spec, photo_items, model)
     batched = captioner.describe(photo_items)
     one_by_one = [captioner.describe([item])[0] for item in photo_items]
     assert batched == one_by_one
-    assert len(batched) == len(photo_items) and all(isinstance(d, GeneratedText) and isinstance(d.text, str) for d in batched)
+    assert len(batched) == len(photo_items)
+    assert all(isinstance(d, GeneratedText) and isinstance(d.text, str) for d in batched)
     # The tower sees the pixels: different photos, different text.
     assert len(set(batched)) > 1
     assert captioner.info.model_id == model and captioner.info.settings["prompt"] == captioner.prompt
@@ -130,12 +140,32 @@ def test_describer_outputs_say_when_they_hit_the_token_limit(cpu_spec):
 
 
 def test_phrase_answers_cut_at_the_limit_lose_their_last_phrase_and_refusals_are_flagged(cpu_spec):
-    from synground_assets.roles.hf_text import LLMPhraseExtractor
-
     extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=6))
-    cut = extractor.candidates(GeneratedText("a cat\na couch\na white stuffed ted", True))
+    cut = extractor.candidates(GeneratedText("a cat\na couch\na white stuffed ted", True), DESCRIPTION)
     assert cut.phrases == ("a cat", "a couch") and cut.cut_off == "a white stuffed ted" and cut.problem is None
-    whole = extractor.candidates(GeneratedText("a cat\na couch", False))
+    whole = extractor.candidates(GeneratedText("a cat\na couch", False), DESCRIPTION)
     assert whole.phrases == ("a cat", "a couch") and whole.cut_off is None
-    refusal = extractor.candidates(GeneratedText("I'm sorry, I cannot list objects.", False))
+    refusal = extractor.candidates(GeneratedText("I'm sorry, I cannot list objects.", False), DESCRIPTION)
     assert refusal.problem and "refused" in refusal.problem
+
+
+def test_an_answer_that_repeats_the_description_is_an_echo_not_phrases(cpu_spec):
+    """SmolLM2-135M's most common failure (measured, README): it copies the description back, once
+    or line after line; a short description may be its own phrase, so it is never an echo."""
+    extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=6))
+    echo = extractor.candidates(GeneratedText(DESCRIPTION.lower().rstrip(".") + "\n" + DESCRIPTION, False),
+                                DESCRIPTION)
+    assert echo.problem and "repeats the description" in echo.problem
+    listed = extractor.candidates(GeneratedText("a cat\na cat\na couch\na cat", True), DESCRIPTION)
+    assert listed.problem is None and listed.phrases == ("a cat", "a couch")  # repetition: each phrase once
+    short = extractor.candidates(GeneratedText("a red cat", False), "A red cat.")
+    assert short.problem is None and short.phrases == ("a red cat",)
+
+
+def test_adapters_naming_one_model_share_its_weights_until_both_are_released(cpu_spec):
+    describer = ConceptDescriber(cpu_spec("llm-concept2text", "tiny:causal-lm", max_new_tokens=4))
+    extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=4))
+    assert extractor.model is describer.model and extractor.tokenizer is not describer.tokenizer
+    describer.release()
+    assert extractor.extract([DESCRIPTION])[0] is not None  # still usable: the model stays while one holds it
+    extractor.release()

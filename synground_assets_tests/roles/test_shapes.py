@@ -71,7 +71,8 @@ def test_rendered_layout_respects_the_described_relations():
 
 def test_phrase_extractor_reads_the_text_alone():
     text = "A picture of an orange circle to the left of a blue square and a green triangle."
-    assert ShapesPhraseExtractor().extract([text]) == [PhraseCandidates(("an orange circle", "a blue square", "a green triangle"))]
+    expected = PhraseCandidates(("an orange circle", "a blue square", "a green triangle"))
+    assert ShapesPhraseExtractor().extract([text]) == [expected]
 
 
 def test_detector_matches_the_true_layout_on_1000_items():

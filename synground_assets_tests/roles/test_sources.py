@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from synground_assets.roles.hf_common import ModelLoadError
+from synground_assets.roles.loading import ModelLoadError
 from synground_assets.roles.sources import CaptionsSampler, ConceptVocabularySampler, ImageFolderSampler
 
 IDS, SEEDS = [f"item-{i}" for i in range(20)], list(range(100, 120))

@@ -7,11 +7,13 @@ import time
 
 import pytest
 
-from synground_assets.roles import tiny
+from synground_assets import tiny
 
 
 def test_every_model_is_built_with_a_complete_marker(tiny_models):
     assert set(tiny_models) == set(tiny.BUILDERS)
+    assert "stable-diffusion-flagging" in tiny.BUILDERS  # registered by the tests, not shipped
+    assert "stable-diffusion-flagging" not in tiny.diffusion.BUILDERS
     for name, folder in tiny_models.items():
         assert (folder / tiny.COMPLETE_MARKER).is_file(), name
 
@@ -27,6 +29,11 @@ def test_every_model_is_built_with_a_complete_marker(tiny_models):
     ("blip-itm-shapes", "config.json", "model_type", "blip"),
     ("stable-diffusion", "model_index.json", "_class_name", "StableDiffusionPipeline"),
     ("gligen", "model_index.json", "_class_name", "StableDiffusionGLIGENPipeline"),
+    ("owlvit", "config.json", "model_type", "owlvit"),
+    ("stable-diffusion-xl", "model_index.json", "_class_name", "StableDiffusionXLPipeline"),
+    ("stable-diffusion-3", "model_index.json", "_class_name", "StableDiffusion3Pipeline"),
+    ("flux", "model_index.json", "_class_name", "FluxPipeline"),
+    ("pixart-sigma", "model_index.json", "_class_name", "PixArtSigmaPipeline"),
 ])
 def test_models_are_the_real_classes(tiny_models, name, config_file, key, value):
     assert json.loads((tiny_models[name] / config_file).read_text())[key] == value
@@ -71,12 +78,17 @@ def test_causal_lm_tokenizer_has_a_chat_template(tiny_models):
     assert prompt == "<|user|>\na dog</s>\n<|assistant|>\n"
 
 
+def test_a_name_is_registered_once():
+    with pytest.raises(ValueError, match="tiny model 'owlv2' is already registered"):
+        tiny.register("owlv2", lambda folder: None)
+
+
 def test_unknown_name_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown tiny model 'nope'"):
         tiny.ensure_tiny("nope", tmp_path)
 
 
 def test_cli_help():
-    result = subprocess.run([sys.executable, "-m", "synground_assets.roles.tiny", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "synground_assets.tiny", "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "usage" in result.stdout

@@ -109,9 +109,7 @@ class Sandbox:
         try:
             self._write_instance()
             self._start_postgres()
-            self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no"])
-            wait_for(lambda: port_open(self.redis_port), "redis-server", self.log("redis"))
+            self.start_redis()
             self._create_schema()
         except BaseException:
             self.close()
@@ -120,6 +118,12 @@ class Sandbox:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def start_redis(self) -> None:
+        """Redis without persistence: a restart forgets every key and task state, the worst case."""
+        self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"])
+        wait_for(lambda: port_open(self.redis_port), "redis-server", self.log("redis"))
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -160,16 +164,22 @@ class Sandbox:
             shutil.chown(data, "postgres", "postgres")
         subprocess.run(self._as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                                           "--no-sync"]), check=True, capture_output=True, cwd="/")
-        options = f"-p {self.pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        subprocess.run(
-            self._as_postgres(
-                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "server.log"), "-w", "start"]
-            ),
-            check=True,
-            capture_output=True,
-            cwd="/",
-        )
         self.pg_data = data
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
+        # The server's output goes to its log (-l): a pipe held open by it would keep `run` waiting.
+        data = self.pg_data
+        options = f"-p {self.pg_port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+                                          str(data / "server.log"), "-w", "start"]), check=True, capture_output=True,
+                       cwd="/")
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL (every connection to it dies) and start it again on the same port."""
+        subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w",
+                                          "stop"]), check=True, capture_output=True, cwd="/")
+        self._pg_ctl_start()
 
     def _create_schema(self) -> None:
         import psycopg2

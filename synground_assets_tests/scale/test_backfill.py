@@ -29,3 +29,4 @@ def test_a_bad_range_is_refused_with_the_reason(text, message):
     with pytest.raises(BackfillError, match="partition range") as error:
         partition_keys(text)
     assert message in str(error.value)
+

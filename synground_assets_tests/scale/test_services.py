@@ -5,6 +5,7 @@ mocked: runs go through the daemon's queue, Celery and the workers' own processe
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from dagster_postgres import PostgresRunStorage
 
 from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources.lineage import Lineage
@@ -110,7 +112,7 @@ def test_a_backfill_from_the_command_line_becomes_runs_spread_over_both_workers(
     sandbox.start_daemon()
     runs = wait_for_runs(sandbox.instance, dg.RunsFilter(tags={"dagster/backfill": backfill_id}), 8 // SHARDS_PER_RUN)
 
-    assert type(sandbox.instance.run_storage).__name__ == "PostgresRunStorage"
+    assert isinstance(sandbox.instance.run_storage, PostgresRunStorage)
     assert len(runs) == 8 // SHARDS_PER_RUN and all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
     assert all(run.tags["synground/device"] == "cpu" and run.tags["dagster-celery/queue"] == "cpu" for run in runs)
     worker_pids = {str(process.pid): name for name, process in sandbox.workers.items()}
@@ -133,13 +135,7 @@ def test_a_backfill_from_the_command_line_becomes_runs_spread_over_both_workers(
 
 def test_a_worker_killed_in_the_middle_of_a_shard_costs_a_retry_not_a_hole(sandbox, tmp_path):
     sandbox.start_daemon()
-    launched = backfill.http_post(sandbox.url)(LAUNCH_RUN, {"executionParams": {
-        "selector": {"repositoryLocationName": "synground_assets", "repositoryName": "__repository__",
-                     "jobName": "generation"},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "shapes-large|00000"}]},
-    }})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
+    run_id = launch_run(sandbox, "shapes-large|00000")
     victim = wait_until_images_start(sandbox.instance, run_id)
     os.kill(int(victim), signal.SIGKILL)
     name = next(name for name, process in sandbox.workers.items() if str(process.pid) == victim)
@@ -207,3 +203,56 @@ def clean_run(sandbox, folder: Path, key: str) -> dict[str, str]:
     )
     recipe, shard = key.split("|")
     return shard_files(folder / "data", recipe, shard)
+
+
+def test_a_redis_restart_in_the_middle_of_a_run_fails_nothing_and_writes_each_shard_once(sandbox):
+    """Issue 19, item 1: the heartbeat thread died on the restart's ConnectionError, so every run was
+    then failed as dead and retried while it still ran: each shard written twice at once."""
+    import redis
+
+    from synground_assets.run_health import Health, judge_run
+
+    sandbox.start_daemon()
+    run_id = launch_run(sandbox, "shapes-large|00001")
+    wait_until_images_start(sandbox.instance, run_id)
+    sandbox.stop("redis")
+    [record] = sandbox.instance.get_run_records(dg.RunsFilter(run_ids=[run_id]))
+    verdict = judge_run(sandbox.instance, record)
+    assert verdict.health == Health.UNKNOWN and "cannot be reached" in verdict.reason, verdict
+    time.sleep(3)  # run monitoring polls every second meanwhile
+    sandbox.start_redis()
+    client = redis.Redis(port=sandbox.redis_port)
+    deadline = time.monotonic() + 15
+    while not client.keys("synground:celery-worker:*"):  # the heartbeats resume
+        assert time.monotonic() < deadline, "no worker beat again after the Redis restart"
+        time.sleep(0.2)
+
+    [done] = wait_for_runs(sandbox.instance, dg.RunsFilter(run_ids=[run_id]), 1)
+    assert done.status == dg.DagsterRunStatus.SUCCESS
+    assert not sandbox.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))  # no retry
+    data = Path(sandbox.env["SYNGROUND_DATA"])
+    for stage in STAGES:  # one publish per stage, by this run
+        folder = data / "shapes-large" / stage
+        assert [p.name for p in folder.iterdir() if p.name.startswith(".v-00001-")] == [os.readlink(folder / "00001")]
+        assert json.loads((folder / "00001" / MANIFEST).read_text())["run_id"] == run_id
+
+
+def launch_run(sandbox, partition: str) -> str:
+    launched = backfill.http_post(sandbox.url)(LAUNCH_RUN, {"executionParams": {
+        "selector": {"repositoryLocationName": "synground_assets", "repositoryName": "__repository__",
+                     "jobName": "generation"},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+    }})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
+
+
+RUNS = "{ runsOrError(limit: 1) { __typename } }"
+
+
+def test_the_webserver_answers_its_first_request_after_a_postgresql_restart(sandbox):
+    """Issue 19, minor: its pooled connection died with the restart and the first request got HTTP 500."""
+    post = backfill.http_post(sandbox.url)
+    assert post(RUNS, {})["runsOrError"]["__typename"] == "Runs"  # the webserver's connection is open
+    sandbox.restart_postgres()
+    assert post(RUNS, {})["runsOrError"]["__typename"] == "Runs"

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from synground_assets.models.albef.config import AlbefConfig
-from synground_assets.models.albef.convert import load_official
+from synground_assets.models.albef.convert import load_official, pretraining_state, read_official_checkpoint
 from synground_assets.models.albef.pretrained import publish
 from synground_assets.models.albef.processing import VOCAB_FILE, AlbefTokenizer
 
@@ -32,17 +32,20 @@ def vocab_path(given: str | None) -> Path:
     try:
         return Path(hf_hub_download(BERT_VOCAB_REPO, VOCAB_FILE))
     except Exception as exc:  # offline and not cached, or no network
-        raise SystemExit(f"could not get {BERT_VOCAB_REPO}'s {VOCAB_FILE} ({exc}); pass --vocab /path/to/vocab.txt") from exc
+        raise SystemExit(f"could not get {BERT_VOCAB_REPO}'s {VOCAB_FILE} ({exc}); "
+                         "pass --vocab /path/to/vocab.txt") from exc
 
 
 def convert(args: argparse.Namespace) -> int:
     base = AlbefConfig.load(args.config) if args.config else AlbefConfig()
     config = dataclasses.replace(base, image_size=args.image_size or base.image_size,
-                                 gradcam_layer=args.gradcam_layer if args.gradcam_layer is not None else base.gradcam_layer,
+                                 gradcam_layer=(args.gradcam_layer if args.gradcam_layer is not None
+                                                else base.gradcam_layer),
                                  max_text_tokens=args.max_text_tokens or base.max_text_tokens)
     tokenizer = AlbefTokenizer(vocab_path(args.vocab), config.pad_token_id)
     model = load_official(args.checkpoint, config)
-    folder = publish(args.output, model, tokenizer)
+    folder = publish(args.output, model, tokenizer,
+                     pretraining_state(read_official_checkpoint(args.checkpoint), config))
     print(f"{args.checkpoint} -> {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
           f"{config.image_size} px, {config.grid_side}x{config.grid_side} grid)")
     return 0

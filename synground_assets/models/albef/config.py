@@ -37,7 +37,8 @@ class AlbefConfig:
     # Heads.
     embed_dim: int = 256  # vision_proj / text_proj output (ITC)
     initial_temperature: float = 0.07
-    mlm_head: bool = False  # the pretraining MLM head `text_encoder.cls.*` (kept from pretrain checkpoints; `amc` training adds it)
+    # The pretraining MLM head `text_encoder.cls.*` (kept from pretrain checkpoints; `amc` training adds it).
+    mlm_head: bool = False
     # How the project uses it.
     gradcam_layer: int = 8  # AMC's text_encoder.encoder.layer[8]: the third fusion layer
     max_text_tokens: int = 30  # training truncation ([CLS] included); ALBEF grounding 30, AMC 25
@@ -48,7 +49,8 @@ class AlbefConfig:
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size must be divisible by patch_size {self.patch_size} but is {self.image_size}")
-        for width, heads, name in ((self.vision_width, self.vision_heads, "vision"), (self.text_width, self.text_heads, "text")):
+        for width, heads, name in ((self.vision_width, self.vision_heads, "vision"),
+                                   (self.text_width, self.text_heads, "text")):
             if width % heads:
                 raise ValueError(f"{name} width {width} must be divisible by its {heads} heads")
         if not 0 <= self.fusion_layer < self.text_layers:
@@ -73,7 +75,8 @@ class AlbefConfig:
         path = Path(folder) / CONFIG_FILE
         data = json.loads(path.read_text())
         if data.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{path} is not an ALBEF config (model_type {data.get('model_type')!r}, expected {MODEL_TYPE!r})")
+            raise ValueError(f"{path} is not an ALBEF config (model_type {data.get('model_type')!r}, "
+                             f"expected {MODEL_TYPE!r})")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -127,6 +127,19 @@ class AlbefModel(nn.Module):
         finally:
             attention.captured = None
 
+    @contextmanager
+    def capture_vision_attention(self, block: int) -> Iterator[list[torch.Tensor]]:
+        """Record vision block `block`'s self-attention probabilities (B, heads, 1 + P, 1 + P) while inside."""
+        if not 0 <= block < len(self.visual_encoder.blocks):
+            raise ValueError(f"vision block must be in [0, {len(self.visual_encoder.blocks) - 1}] but is {block}")
+        attention = self.visual_encoder.blocks[block].attn
+        captured: list[torch.Tensor] = []
+        attention.captured = captured
+        try:
+            yield captured
+        finally:
+            attention.captured = None
+
     def load_checked(self, state_dict: dict[str, torch.Tensor], source: str) -> None:
         """A strict load whose error names every missing and unexpected key and every shape mismatch."""
         expected = self.state_dict()

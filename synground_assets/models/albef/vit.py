@@ -47,12 +47,15 @@ class Attention(nn.Module):
         self.scale = (width // heads) ** -0.5
         self.qkv = nn.Linear(width, width * 3, bias=True)
         self.proj = nn.Linear(width, width)
+        self.captured: list[torch.Tensor] | None = None  # set to a list to record the probabilities (ITC GradCAM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, width = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         query, key, value = qkv[0], qkv[1], qkv[2]  # (B, heads, N, head_dim)
         attention = ((query @ key.transpose(-2, -1)) * self.scale).softmax(dim=-1)  # (B, heads, N, N)
+        if self.captured is not None:
+            self.captured.append(attention)
         return self.proj((attention @ value).transpose(1, 2).reshape(batch, tokens, width))
 
 

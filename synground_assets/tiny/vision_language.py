@@ -1,0 +1,99 @@
+"""Tiny vision-language models: LLaVA, LLaVA-NeXT (CLIP vision tower + tiny Llama) and BLIP
+captioning (Image2Text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from synground_assets.tiny.text import llama_config
+from synground_assets.tiny.tokenizers import IMAGE, LLAVA_CHAT_TEMPLATE, bert_tokenizer, chat_tokenizer
+
+IMAGE_SIZE = 32  # vision towers
+
+
+def clip_vision_config(image_size: int = IMAGE_SIZE, patch_size: int = 8):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                            image_size=image_size, patch_size=patch_size, projection_dim=32)
+
+
+def build_llava(folder: Path) -> None:
+    from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    tokenizer = chat_tokenizer()
+    config = LlavaConfig(
+        vision_config=clip_vision_config(), text_config=llama_config(tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                           crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}),
+        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def build_llava_next(folder: Path) -> None:
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+    )
+
+    tokenizer = chat_tokenizer()
+    pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
+    config = LlavaNextConfig(
+        vision_config=clip_vision_config(), text_config=llama_config(tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE), image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    model = LlavaNextForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=LLAVA_CHAT_TEMPLATE)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def build_blip_captioning(folder: Path) -> None:
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessorPil,
+        BlipProcessor,
+        BlipTextConfig,
+        BlipVisionConfig,
+    )
+
+    tokenizer = bert_tokenizer(bos_token="[DEC]")
+    text_config = BlipTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, encoder_hidden_size=32, max_position_embeddings=128,
+        bos_token_id=tokenizer.convert_tokens_to_ids("[DEC]"), pad_token_id=tokenizer.pad_token_id,
+        sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id, initializer_range=0.5,
+    )
+    # initializer_range: BLIP's vision default (1e-10) would give a tower whose output ignores the image.
+    vision_config = BlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     image_size=IMAGE_SIZE, patch_size=8, initializer_range=0.5)
+    model = BlipForConditionalGeneration(BlipConfig(text_config=text_config.to_dict(),
+                                                    vision_config=vision_config.to_dict(), projection_dim=32))
+    processor = BlipProcessor(BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}), tokenizer)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+BUILDERS = {"llava": build_llava, "llava-next": build_llava_next, "blip-captioning": build_blip_captioning}

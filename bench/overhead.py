@@ -168,7 +168,7 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
             return [[(d.phrase_index, d.box_xyxy, d.score) for d in item] for item in found]
         detections, _ = run_batched(work, batch("detector"), detect, lambda w: w[0])
     box_rows = [(box_id(phrase_id(item, index), 0), phrase_id(item, index), item, *map(float, box), float(score))
-                for (item, _, _), found in zip(work, detections) for index, box, score in found]
+                for (item, _, _), found in zip(work, detections) for index, box, score in found or []]  # None: skipped
     write_table(folders["boxes"], pd.DataFrame(box_rows, columns=["box_id", "phrase_id", "item_id", "x0", "y0",
                                                                  "x1", "y1", "score"]))
     lap("boxes")

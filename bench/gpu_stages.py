@@ -304,7 +304,7 @@ def run_adapters(args, device: torch.device) -> dict:
     from synground_assets.pipeline.images import draw_images
     from synground_assets.pipeline.phrases import extract_phrases
     from synground_assets.pipeline.writing import PngWriter
-    from synground_assets.roles.registry import build_role
+    from synground_assets.roles.build import build_role
     from synground_assets.roles.suite import ModelSuite
 
     recipe, shard = adapter_recipe(args.recipe, args.items, device), "00000"

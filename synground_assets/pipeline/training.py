@@ -52,10 +52,9 @@ def grounding_spec(recipe: Recipe) -> RoleSpec:
         raise RecipeError(f"recipe {recipe.name!r} has no grounding_model: name the model to fine-tune "
                           "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / "
                           "tiny:albef-shapes)")
-    from synground_assets.roles.hf_common import resolve_model
+    from synground_assets.roles.grounding import resolved_spec
 
-    location = resolve_model(recipe.grounding_model.model, "grounding_model", recipe.grounding_model.revision)
-    return replace(recipe.grounding_model, model=location.path)
+    return resolved_spec(recipe.grounding_model)
 
 
 def synthetic_rows(store: ShardStore, recipe: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -5,6 +5,7 @@ BLIP-ITM, `grounding_blip.py`) or `adapter: albef` (ALBEF, `grounding_albef.py`;
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,6 +21,13 @@ def adapter_of_folder(model: str) -> str:
     from synground_assets.models.albef import is_albef_folder
 
     return "albef" if Path(model).is_dir() and is_albef_folder(model) else "blip"
+
+
+def resolved_spec(spec: RoleSpec) -> RoleSpec:
+    """The spec with its model's location resolved: a hub snapshot, a local folder or a `tiny:` build."""
+    from synground_assets.roles.hf_common import resolve_model
+
+    return replace(spec, model=resolve_model(spec.model, "grounding_model", spec.revision).path)
 
 
 def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str | torch.device | None = None):

@@ -11,7 +11,6 @@ Tests play other roles by subclassing `ModelSuite` and overriding `role(recipe_n
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import TYPE_CHECKING, Any, Hashable
 
@@ -66,13 +65,10 @@ class ModelSuite:
         spec = recipe_book().get(recipe_name).grounding_model
         if spec is None:
             raise RecipeError(f"recipe {recipe_name!r} names no grounding_model: add one (adapter blip or albef)")
-        from synground_assets.roles.hf_common import resolve_model
+        from synground_assets.roles.grounding import resolved_spec
 
-        def build():
-            path = resolve_model(spec.model, "grounding_model", spec.revision).path  # tiny:<name> built here
-            return build_role("grounding_model", dataclasses.replace(spec, model=path), recipe=recipe_name)
-
-        return self._cached((recipe_name, "grounding_model"), build)
+        return self._cached((recipe_name, "grounding_model"),
+                            lambda: build_role("grounding_model", resolved_spec(spec), recipe=recipe_name))
 
     def agreement_model(self, recipe_name: str, agreement: AgreementSettings) -> GroundingModel:
         """The agreement filter's judge (its `model`, else the recipe's grounding_model), loaded once

@@ -90,14 +90,14 @@ def test_tiny_recipes_build_every_role(tiny_models, recipe):
             role.release()
 
 
-def test_paper_recipes_name_real_checkpoints_on_gpu():
-    book = load_recipe_book()
-    for name in ("paper-image2text", "paper-concept2text", "paper-gligen"):
-        recipe = book.get(name)
-        assert recipe.needs_gpu and recipe.notes
-        models = [spec.model for spec in recipe.roles.values() if spec.model]
-        assert models and not any(m.startswith(tiny.PREFIX) for m in models)
-        assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
+@pytest.mark.parametrize("name", ["paper-image2text", "paper-concept2text", "paper-gligen",
+                                  "modern-image2text", "fast-concept2text", "turbo-concept2text"])
+def test_real_model_recipes_name_real_checkpoints_on_gpu(name):
+    recipe = load_recipe_book().get(name)
+    assert recipe.needs_gpu and recipe.notes
+    models = [spec.model for spec in recipe.roles.values() if spec.model]
+    assert models and not any(m.startswith(tiny.PREFIX) for m in models)
+    assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
 
 
 def test_release_drops_the_model(tiny_models):
@@ -111,14 +111,8 @@ def test_tiny_reference_resolves_into_the_cache(tiny_models):
     assert location.is_local and location.path == str(tiny.cache_dir() / "owlv2")
 
 
-def test_modern_recipes_name_real_checkpoints_on_gpu_and_the_turbo_rows_draw_in_few_steps():
+def test_the_turbo_rows_draw_in_few_steps():
     book = load_recipe_book()
-    for name in ("modern-image2text", "fast-concept2text", "turbo-concept2text"):
-        recipe = book.get(name)
-        assert recipe.needs_gpu and recipe.notes
-        models = [spec.model for spec in recipe.roles.values() if spec.model]
-        assert models and not any(m.startswith(tiny.PREFIX) for m in models)
-        assert all(spec.device == "cuda" for spec in recipe.roles.values() if spec.model)
     for name in ("fast-concept2text", "turbo-concept2text", "modern-image2text"):  # distilled generators
         assert book.get(name).roles["image_generator"].options["num_inference_steps"] <= 4
 

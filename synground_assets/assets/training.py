@@ -29,6 +29,7 @@ from synground_assets.pipeline.training import CHECKPOINT_SHARD, prepare_trainin
 from synground_assets.previews import image_markdown
 from synground_assets.recipes import recipe_book
 from synground_assets.resources import LineageResource, StoreResource, TrackingResource
+from synground_assets.resources.logged_model import ModelCardFacts, log_grounding_model, model_card
 from synground_assets.roles.grounding import load_grounding_model
 
 
@@ -36,6 +37,8 @@ class FinetuneConfig(dg.Config):
     """Run-time overrides (launchpad / `--config-json`), e.g. a short smoke run."""
 
     max_steps: int | None = None
+    # Register the logged model in MLflow's model registry under this name (a new version per run).
+    registered_model_name: str | None = None
 
 
 @dg.asset(
@@ -82,12 +85,20 @@ def finetuned_checkpoint(
         # What the quality filters removed from the shards this checkpoint trained on.
         log_quality_report(run, recipe_quality_report(lineage_index, recipe.name, list(inputs.shard_counts.shard)),
                            work)
+        published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
+        card = model_card(ModelCardFacts(
+            recipe.name, recipe.grounding_model.model, inputs.spec.revision or "",
+            settings.objective or f"the {inputs.spec.adapter} adapter's default", settings.max_steps,
+            inputs.synthetic_triplets, inputs.real_triplets, len(inputs.shard_counts), inputs.held_out_source or "",
+            {k: float(getattr(v, "value", v)) for k, v in reported.items()
+             if k in ("held_out_pointing_game", "final_loss")},
+            context.run_id))
+        model_uri = log_grounding_model(run, published, card, work, config.registered_model_name)
     # 3. Lineage: which triplets trained this checkpoint.
     checkpoint_id = f"{recipe.name}@{context.run_id}"
     lineage_index.replace("checkpoint_shards", inputs.shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
-    published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
     figure = gradcam_figure(load_grounding_model(published, device="cpu"), inputs.held_out_preview,
                             settings.eval_resolution, settings.eval_protocol)
     return dg.MaterializeResult(metadata={
@@ -96,6 +107,7 @@ def finetuned_checkpoint(
         "real_triplets": inputs.real_triplets,
         "shards": len(inputs.shard_counts),
         "checkpoint_id": checkpoint_id,
+        "mlflow_model_uri": model_uri,
         "gradcam_preview": dg.MetadataValue.md(image_markdown(figure)),
     })
 

@@ -1,17 +1,25 @@
 """finetuned_checkpoint and benchmark_scores on the shapes recipe, with MLflow and lineage."""
 
+from pathlib import Path
+
 import dagster as dg
+import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
 from synground_assets.definitions import GENERATION_ASSETS, LEARNING_ASSETS
+from synground_assets.grounding.gradcam import cross_attention_gradcam
+from synground_assets.grounding.pointing_game import heatmap_point
 from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import default_data_root
 from synground_assets.resources.tracking import Tracking, default_tracking_uri
+from synground_assets.roles.grounding import load_grounding_model
 
 finetuned_checkpoint, benchmark_scores = LEARNING_ASSETS
 
@@ -35,7 +43,8 @@ def trained(tmp_path_factory):
                               resources=resources).success
         training = dg.materialize([finetuned_checkpoint], partition_key="shapes", instance=instance,
                                   resources=resources,
-                                  run_config={"ops": {"finetuned_checkpoint": {"config": {"max_steps": 12}}}})
+                                  run_config={"ops": {"finetuned_checkpoint": {"config": {
+                                      "max_steps": 12, "registered_model_name": "shapes-grounding"}}}})
         scored = {
             benchmark: dg.materialize([benchmark_scores], instance=instance, resources=resources,
                                       partition_key=dg.MultiPartitionKey({"benchmark": benchmark, "recipe": "shapes"}))
@@ -80,6 +89,30 @@ def test_training_is_logged_to_a_finished_mlflow_run_and_lineage(trained):
     used = Lineage(lineage_path).query("SELECT shard, triplets FROM checkpoint_shards WHERE checkpoint_id = ?",
                                        [metadata(training)["checkpoint_id"]])
     assert used.shard.tolist() == ["00000"] and used.triplets[0] > 150
+
+
+def test_the_checkpoint_is_a_registered_mlflow_model_that_points_with_its_card(trained):
+    _, training, _, uri, data_root, _ = trained
+    meta = metadata(training)
+    mlflow.set_tracking_uri(uri)
+    (version,) = MlflowClient(uri).search_model_versions("name = 'shapes-grounding'")
+    assert version.run_id == meta["mlflow_run_id"]
+    model = mlflow.pyfunc.load_model("models:/shapes-grounding/1")
+    assert model.metadata.get_input_schema().input_names() == ["image", "phrase"]
+    images = sorted((data_root / "shapes" / "images").rglob("*.png"))[:2]
+    table = pd.DataFrame({"image": [str(images[0]), images[1].read_bytes()], "phrase": ["red circle", "blue square"]})
+    points = model.predict(table)
+    assert list(points.columns) == ["point_x", "point_y"] and len(points) == 2
+    # The same point as the grounding model's own GradCAM gives (the pointing game's point).
+    grounding = load_grounding_model(data_root / "shapes" / "finetuned_checkpoint" / "model", device="cpu")
+    picture = Image.open(images[0]).convert("RGB")
+    cam = cross_attention_gradcam(grounding, grounding.preprocess([picture], ["red circle"])).cam[0]
+    assert tuple(points.iloc[0]) == heatmap_point(cam.float(), picture.size)
+    card = Path(mlflow.artifacts.download_artifacts(f"runs:/{meta['mlflow_run_id']}/README.md"))
+    text = card.read_text()
+    assert "base_model: tiny:blip-itm-shapes" in text and "| steps | 12 |" in text and "held_out_pointing_game" in text
+    with pytest.raises(Exception, match="row 0: the image cannot be read"):
+        model.predict(pd.DataFrame({"image": ["/nowhere.png"], "phrase": ["x"]}))
 
 
 def test_shapes_benchmark_scores_four_metrics_in_a_finished_run(trained):

@@ -1,5 +1,5 @@
-"""Tiny vision-language models: LLaVA, LLaVA-NeXT (CLIP vision tower + tiny Llama) and BLIP
-captioning (Image2Text)."""
+"""Tiny vision-language models: LLaVA, LLaVA-NeXT (CLIP vision tower + tiny Llama), Idefics3
+(SmolVLM's architecture) and BLIP captioning (Image2Text)."""
 
 from __future__ import annotations
 
@@ -96,4 +96,47 @@ def build_blip_captioning(folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
-BUILDERS = {"llava": build_llava, "llava-next": build_llava_next, "blip-captioning": build_blip_captioning}
+# Idefics3's (SmolVLM's) chat template, as its hub processors ship it.
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+def build_idefics3(folder: Path) -> None:
+    """Idefics3 (SmolVLM's architecture): a SigLIP-style tower, pixel shuffle, a tiny Llama; its
+    PIL image processor (the default one needs torchvision, absent beside the CPU torch wheel)."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
+
+    tokenizer = chat_tokenizer(IDEFICS3_CHAT_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": [
+        "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>",
+        *[f"<row_{r}_col_{c}>" for r in range(1, 4) for c in range(1, 4)]]})
+    config = Idefics3Config(
+        text_config=llama_config(tokenizer).to_dict(), scale_factor=2, pad_token_id=tokenizer.pad_token_id,
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                       "image_size": IMAGE_SIZE, "patch_size": 8},
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+    )
+    model = Idefics3ForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": IMAGE_SIZE},
+                                                max_image_size={"longest_edge": IMAGE_SIZE})
+    # (32 / 8)^2 patches, pixel-shuffled by scale_factor 2: 4 image tokens per image.
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  chat_template=IDEFICS3_CHAT_TEMPLATE, image_seq_len=4)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+BUILDERS = {"llava": build_llava, "llava-next": build_llava_next, "blip-captioning": build_blip_captioning,
+            "idefics3": build_idefics3}

@@ -35,7 +35,7 @@ def chat_describer(cpu_spec):
     describer.release()
 
 
-@pytest.mark.parametrize("model", ["tiny:llava", "tiny:llava-next", "tiny:blip-captioning"])
+@pytest.mark.parametrize("model", ["tiny:llava", "tiny:llava-next", "tiny:idefics3", "tiny:blip-captioning"])
 def test_image_captioner_batched_equals_one_by_one(cpu_spec, photo_items, model):
     captioner = ImageCaptioner(cpu_spec("image-captioner", model, batch_size=2, max_new_tokens=8))
     batched = captioner.describe(photo_items)

@@ -89,14 +89,15 @@ def exports(context: dg.AssetExecutionContext, store: StoreResource, lineage: Li
 
 def card_facts(recipe: Recipe, lineage: LineageResource, store: ShardStore, shards: list[str]) -> CardFacts:
     """The dataset card's recipe, models (with the licences known here) and the shards' quality report."""
-    models = [(role, spec.model or f"adapter {spec.adapter}", _licence(spec.model))
+    models = [(role, spec.model or f"adapter {spec.adapter}", model_licence(spec.model))
               for role, spec in recipe.roles.items()]
     index = lineage.lineage()
     index.refresh(store.root)
     return CardFacts(recipe.name, recipe.notes, models, recipe_quality_report(index, recipe.name, shards))
 
 
-def _licence(model: str | None) -> str:
+def model_licence(model: str | None) -> str:
+    """The licence known here of a model the recipe names (a procedural role, a `tiny:` build, else its card)."""
     if model is None:
         return PROCEDURAL_LICENCE
     if model.startswith("tiny:"):

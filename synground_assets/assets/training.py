@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 from synground_assets import code_version
+from synground_assets.assets.exports import model_licence
 from synground_assets.assets.quality_report import log_quality_report, recipe_quality_report
 from synground_assets.dagster_internals import DagsterPipesExecutionError
 from synground_assets.finetune import job_spec
@@ -88,6 +89,7 @@ def finetuned_checkpoint(
         published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
         card = model_card(ModelCardFacts(
             recipe.name, recipe.grounding_model.model, inputs.spec.revision or "",
+            model_licence(recipe.grounding_model.model),
             settings.objective or f"the {inputs.spec.adapter} adapter's default", settings.max_steps,
             inputs.synthetic_triplets, inputs.real_triplets, len(inputs.shard_counts), inputs.held_out_source or "",
             {k: float(getattr(v, "value", v)) for k, v in reported.items()

@@ -71,6 +71,7 @@ class ModelCardFacts:
     recipe: str
     base_model: str
     base_revision: str
+    base_licence: str  # assets/exports.model_licence: the dataset card's wording
     objective: str
     steps: int
     synthetic_triplets: int
@@ -106,7 +107,7 @@ def model_card(facts: ModelCardFacts) -> str:
         "model.predict(pd.DataFrame({'image': ['photo.jpg'], 'phrase': ['the red cup']}))  # point_x, point_y",
         "```", "",
         "## Licence", "",
-        f"The weights derive from {facts.base_model}: its licence applies; see its own model card. "
+        f"The weights derive from {facts.base_model} ({facts.base_licence}): its licence applies. "
         "The training images were drawn by the recipe's generator, whose licence terms apply to them.", "",
     ])
 

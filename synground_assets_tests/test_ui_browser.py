@@ -244,10 +244,10 @@ def test_the_boxes_materialization_shows_its_triplet_preview(browser, server, ma
     open_page(browser, server, "/assets/boxes?view=events", f"Partition {SHARD} materialized", "yield", "preview")
     browser.find_element(By.XPATH, "//a[text()='[Show Markdown]']").click()
     image = WebDriverWait(browser, PAGE_S).until(
-        visible.visibility_of_element_located((By.CSS_SELECTOR, "img[src^='data:image/png;base64,']")))
+        visible.visibility_of_element_located((By.CSS_SELECTOR, "img[src^='data:image/jpeg;base64,']")))
     WebDriverWait(browser, PAGE_S).until(lambda d: int(image.get_attribute("naturalWidth") or 0) > 0)
     browser.save_screenshot(str(screenshots / "boxes-preview.png"))
-    png = base64.b64decode(image.get_attribute("src").split(",", 1)[1])
-    with Image.open(io.BytesIO(png)) as sheet:
-        assert sheet.format == "PNG" and sheet.width >= 4 * 256 and sheet.height >= 256
+    jpeg = base64.b64decode(image.get_attribute("src").split(",", 1)[1])
+    with Image.open(io.BytesIO(jpeg)) as sheet:
+        assert sheet.format == "JPEG" and sheet.width >= 4 * 256 and sheet.height >= 256
     assert image.size["width"] > 500  # shown large enough to read, not as an icon

@@ -47,7 +47,7 @@ def _metadata(results: list[StageResult]) -> dict:
     return {
         **summary_metadata(results),
         "yield": dg.MetadataValue.float(boxed / phrases if phrases else 0.0),
-        "preview": dg.MetadataValue.md(image_markdown(contact_sheet(results[0].preview))),
+        "preview": dg.MetadataValue.md(image_markdown(contact_sheet(results[0].preview), photo=True)),
     }
 
 

@@ -32,4 +32,4 @@ def images(
     results = materialize_shards(context, store, "images", run_shard)
     sheet = contact_sheet(results[0].preview)
     return dg.MaterializeResult(metadata={**summary_metadata(results), **quality_metadata(results),
-                                          "preview": dg.MetadataValue.md(image_markdown(sheet))})
+                                          "preview": dg.MetadataValue.md(image_markdown(sheet, photo=True))})

@@ -82,13 +82,25 @@ def materialize_shards(
                 write_result(folder, result, files)
             common = lineage_columns(context, recipe_name, shard, result.info)
             skipped = pd.DataFrame(result.skipped, columns=["item_id", "reason"]).assign(stage=asset)
-            write_shard_lineage(folder, {table: rows.assign(**common) for table, rows in
-                                         {**result.lineage, "skipped_items": skipped}.items()})
-        for item, reason in result.skipped:
-            context.log.warning(f"{asset} {recipe_name}|{shard}: skipped {item}: {reason}")
+            write_shard_lineage(folder, {**result.lineage, "skipped_items": skipped}, common)
+        if result.skipped:
+            context.log.warning(skipped_message(asset, key, result.skipped))
         context.log.info(f"{asset}: shard {number}/{len(keys)} ({recipe_name}|{shard}) published: {result.counts}")
         results.append(result)
     return results
+
+
+SKIPS_LOGGED = 5  # items named in a shard's warning; all of them are in the lineage
+
+
+def skipped_message(asset: str, key: str, skipped: list[tuple[str, str]]) -> str:
+    """One warning per shard, not one per item: every log line is an event in the instance's
+    storage (a database insert on the scale profile), and a weak model can skip a tenth of a
+    million items. The first few are named; the lineage's `skipped_items` table has all."""
+    named = "; ".join(f"{item}: {reason}" for item, reason in skipped[:SKIPS_LOGGED])
+    more = f"; and {len(skipped) - SKIPS_LOGGED} more" if len(skipped) > SKIPS_LOGGED else ""
+    return (f"{asset} {key}: skipped {len(skipped)} item(s): {named}{more} (all of them, with their reasons, in "
+            f"the lineage index: SELECT * FROM skipped_items WHERE partition_key = '{key}' AND stage = '{asset}')")
 
 
 def write_result(folder: Path, result: StageResult, files: PngWriter) -> None:

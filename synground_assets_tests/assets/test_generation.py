@@ -49,7 +49,7 @@ def test_two_shards_materialize_with_metadata_and_passing_checks(project_home):
     assert events["concepts"]["items"].value == 64
     assert events["images"]["images"].value == 64
     assert events["boxes"]["yield"].value >= 0.95
-    assert events["boxes"]["preview"].value.startswith("![preview](data:image/png;base64,")
+    assert events["boxes"]["preview"].value.startswith("![preview](data:image/jpeg;base64,")
     assert "| item_id | description |" in events["descriptions"]["preview"].value
     assert events["boxes"]["model_id"].text == "shapes-v1"
 

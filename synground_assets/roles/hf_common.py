@@ -151,10 +151,16 @@ def load_processor(location: ModelLocation, model_type: str, role: str):
     try:
         return AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
     except (ImportError, OSError, ValueError) as exc:
-        processor_class = None if is_torchvision_available() else torchvision_free_processor_class(model_type)
-        if processor_class is None:
-            raise ModelLoadError(f"role {role!r}: cannot load the processor of {location.reference!r}: {exc}") from exc
-        return processor_class.from_pretrained(location.path, **pretrained_kwargs(location))
+        error = exc
+    processor_class = None if is_torchvision_available() else torchvision_free_processor_class(model_type)
+    also = ""
+    if processor_class is not None:
+        try:
+            return processor_class.from_pretrained(location.path, **pretrained_kwargs(location))
+        except (ImportError, OSError, ValueError) as exc:
+            also = f"; without torchvision, {processor_class.__name__} failed too: {exc}"
+    message = f"role {role!r}: cannot load the processor of {location.reference!r}: {error}{also}"
+    raise ModelLoadError(message) from error
 
 
 class ModelAdapter:

@@ -18,7 +18,7 @@ Scores (options `box_threshold`, `text_threshold`, `top_k`):
   couch."); a box is kept for a phrase when its class probability (sigmoid, as its own
   post-processing) reaches `box_threshold` (default 0.3, OmDet-Turbo's own). Scored here rather than
   by the processor's `post_process_grounded_object_detection`, which needs torchvision's NMS: every
-  (query, phrase) pair is scored, where that keeps only the best 900 pairs of the image. As for
+  (query, phrase) pair is scored, where that keeps only the image's best num_queries (900) pairs. As for
   OWLv2, the `top_k` boxes of a phrase are not suppressed against each other.
 - Any other zero-shot detector (OWL-ViT, ...): one text query per phrase, scored by the processor's
   own `post_process_grounded_object_detection` at `box_threshold` (default 0.1 for OWL-ViT, else

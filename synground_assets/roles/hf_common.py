@@ -14,6 +14,9 @@ A recipe's `model:` is one of
 Every problem (no model named, folder missing, hub id not cached while offline, an architecture the
 adapter cannot run, CUDA asked for and absent) raises `ModelLoadError` when the adapter is
 constructed, before any item is processed.
+
+Processors load with `AutoProcessor`, or where torchvision is missing, as `roles/processors.py`
+says.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from synground_assets.recipes import RoleSpec
 from synground_assets.roles import catalog
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.roles.loading import ModelLoadError, resolve_device, resolve_dtype
+from synground_assets.roles.processors import torchvision_free_processor_class
 
 T = TypeVar("T")
 
@@ -136,6 +140,27 @@ def pretrained_kwargs(location: ModelLocation) -> dict[str, Any]:
     if location.revision and not location.is_local:
         kwargs["revision"] = location.revision
     return kwargs
+
+
+def load_processor(location: ModelLocation, model_type: str, role: str):
+    """`AutoProcessor.from_pretrained`, or where torchvision is missing and that fails, the family's
+    processor class without what needs torchvision (`torchvision_free_processor_class`)."""
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    try:
+        return AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
+    except (ImportError, OSError, ValueError) as exc:
+        error = exc
+    processor_class = None if is_torchvision_available() else torchvision_free_processor_class(model_type)
+    also = ""
+    if processor_class is not None:
+        try:
+            return processor_class.from_pretrained(location.path, **pretrained_kwargs(location))
+        except (ImportError, OSError, ValueError) as exc:
+            also = f"; without torchvision, {processor_class.__name__} failed too: {exc}"
+    message = f"role {role!r}: cannot load the processor of {location.reference!r}: {error}{also}"
+    raise ModelLoadError(message) from error
 
 
 class ModelAdapter:

@@ -14,9 +14,15 @@ Scores (options `box_threshold`, `text_threshold`, `top_k`):
   Phrases whose tokens fall beyond the model's `max_text_len` cannot be detected.
 - OWLv2: one text query per phrase; a box is kept for a phrase when its probability reaches
   `box_threshold` (default 0.1); `text_threshold` does not apply.
-- Any other zero-shot detector (OWL-ViT, OmDet-Turbo, ...): one text query per phrase, scored by the
-  processor's own `post_process_grounded_object_detection` at `box_threshold` (default 0.1 for
-  OWL-ViT, else 0.3, OmDet-Turbo's own default); each box belongs to its best phrase.
+- OmDet-Turbo: one class query per phrase (its processor writes the task prompt "Detect a cat, a
+  couch."); a box is kept for a phrase when its class probability (sigmoid, as its own
+  post-processing) reaches `box_threshold` (default 0.3, OmDet-Turbo's own). Scored here rather than
+  by the processor's `post_process_grounded_object_detection`, which needs torchvision's NMS: every
+  (query, phrase) pair is scored, where that keeps only the image's best num_queries (900) pairs. As for
+  OWLv2, the `top_k` boxes of a phrase are not suppressed against each other.
+- Any other zero-shot detector (OWL-ViT, ...): one text query per phrase, scored by the processor's
+  own `post_process_grounded_object_detection` at `box_threshold` (default 0.1 for OWL-ViT, else
+  0.3); each box belongs to its best phrase.
 """
 
 from __future__ import annotations
@@ -28,10 +34,18 @@ from PIL import Image
 
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import Detection, Detector
-from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
+from synground_assets.roles.hf_common import (
+    ModelAdapter,
+    load_processor,
+    pick_class,
+    pretrained_kwargs,
+    read_json,
+    resolve_model,
+)
 
 CAPTION_KINDS = ("grounding-dino", "mm-grounding-dino")  # the phrases form one caption
-DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1, "owlvit": 0.1}
+DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1, "owlvit": 0.1,
+                         "omdet-turbo": 0.3}
 OTHER_BOX_THRESHOLD = 0.3
 
 
@@ -56,7 +70,7 @@ class ZeroShotDetector(ModelAdapter, Detector):
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+        from transformers import AutoModelForZeroShotObjectDetection
         from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES
 
         # 1. Check the architecture before loading weights (the catalog checked the settings).
@@ -68,7 +82,7 @@ class ZeroShotDetector(ModelAdapter, Detector):
         self.text_threshold = options.get("text_threshold", 0.25)
         self.top_k = options.get("top_k", 1)
         # 2. Load processor and model.
-        self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
+        self.processor = load_processor(location, self.kind, self.role)
         self.model = AutoModelForZeroShotObjectDetection.from_pretrained(
             location.path, dtype=self.dtype, **pretrained_kwargs(location)).to(self.device).eval()
         self.info.settings.update({"architecture": self.kind, "box_threshold": self.box_threshold,
@@ -89,6 +103,8 @@ class ZeroShotDetector(ModelAdapter, Detector):
                 scores, boxes = self.score_grounding_dino(batch_images, batch_phrases)
             elif self.kind == "owlv2":
                 scores, boxes = self.score_owlv2(batch_images, batch_phrases)
+            elif self.kind == "omdet-turbo":
+                scores, boxes = self.score_omdet_turbo(batch_images, batch_phrases)
             else:
                 scores, boxes = self.score_post_processed(batch_images, batch_phrases)
             for index, image, item_scores, item_boxes in zip(chunk, batch_images, scores, boxes):
@@ -142,6 +158,26 @@ class ZeroShotDetector(ModelAdapter, Detector):
             side = max(image.size)
             square_boxes.append(boxes[b] * side / torch.tensor([image.width, image.height] * 2))
         return scores, square_boxes
+
+    def score_omdet_turbo(self, images, phrases) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        # The model pads shorter class lists with zeros, and a padding class takes part in choosing the
+        # queries: lists are padded with their own first phrase instead (it changes no query's best
+        # class), the task prompt naming the real phrases only, so an image's boxes do not depend on its batch.
+        longest = max(len(p) for p in phrases)
+        padded = [list(p) + [p[0]] * (longest - len(p)) for p in phrases]
+        tasks = [f"Detect {', '.join(p)}." for p in phrases]  # the processor's own prompt
+        inputs = self.processor(images=images, text=padded, task=tasks, return_tensors="pt").to(self.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        outputs = self.model(**inputs)
+        probs = outputs.decoder_class_logits.float().sigmoid()  # (B, Q, most phrases in the batch)
+        # Boxes are relative to the resized (unpadded) image, so to the image as given.
+        boxes = box_cxcywh_to_xyxy(outputs.decoder_coord_logits.float())  # (B, Q, 4)
+        scores = []
+        for b, item_phrases in enumerate(phrases):
+            item = probs[b][:, :len(item_phrases)].clone()  # (Q, P); padding copies dropped
+            item[item < self.box_threshold] = -1.0
+            scores.append(item)
+        return scores, list(boxes)
 
     def score_post_processed(self, images, phrases) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The processor's own post-processing: per image, its kept boxes (N, 4) normalised xyxy and a

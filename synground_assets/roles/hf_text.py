@@ -37,7 +37,14 @@ from synground_assets.roles.base import (
     SourceItem,
 )
 from synground_assets.roles.catalog import GENERATION_OPTIONS
-from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
+from synground_assets.roles.hf_common import (
+    ModelAdapter,
+    load_processor,
+    pick_class,
+    pretrained_kwargs,
+    read_json,
+    resolve_model,
+)
 from synground_assets.roles.loading import ModelLoadError
 
 # Chat formats for checkpoints whose tokenizer ships none; a recipe picks one by name
@@ -408,7 +415,7 @@ class ImageCaptioner(ModelAdapter, Describer):
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
         # 1. Check the architecture before loading weights.
@@ -416,7 +423,7 @@ class ImageCaptioner(ModelAdapter, Describer):
         self.kind, _ = pick_class(read_json(location, "config.json").get("model_type"),
                                   MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, location, self.role)
         # 2. Load processor and model.
-        self.processor = AutoProcessor.from_pretrained(location.path, **pretrained_kwargs(location))
+        self.processor = load_processor(location, self.kind, self.role)
         self.processor.tokenizer.padding_side = "left"
         if self.kind != "blip" and not getattr(self.processor, "chat_template", None):
             raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; use an "

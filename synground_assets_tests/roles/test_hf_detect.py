@@ -6,7 +6,7 @@ from PIL import Image
 
 from synground_assets.roles.hf_detect import ZeroShotDetector, caption_from_phrases
 
-MODELS = ["tiny:grounding-dino", "tiny:mm-grounding-dino", "tiny:owlv2", "tiny:owlvit"]
+MODELS = ["tiny:grounding-dino", "tiny:mm-grounding-dino", "tiny:owlv2", "tiny:owlvit", "tiny:omdet-turbo"]
 PHRASES = [["a cat", "a red couch"], [], ["a dog", "the big stuffed teddy bear", "a car"], ["a kite"]]
 
 
@@ -59,10 +59,28 @@ def test_no_phrases_no_detections(detector, images):
     assert detector.detect([], []) == []
 
 
-@pytest.mark.parametrize("model", ["tiny:owlv2", "tiny:owlvit"])
+@pytest.mark.parametrize("model", ["tiny:owlv2", "tiny:owlvit", "tiny:omdet-turbo"])
 def test_threshold_one_keeps_nothing(cpu_spec, images, model):
     strict = ZeroShotDetector(cpu_spec("zero-shot-detector", model, box_threshold=1.0))
     assert strict.detect(images[:1], PHRASES[:1]) == [[]]
+
+
+@pytest.mark.parametrize("model", ["tiny:owlv2", "tiny:omdet-turbo"])
+def test_box_threshold_keeps_the_boxes_that_reach_it(cpu_spec, images, model):
+    loose = ZeroShotDetector(cpu_spec("zero-shot-detector", model, box_threshold=0.0, top_k=2)).detect(images, PHRASES)
+    scores = sorted(d.score for detections in loose for d in detections)
+    threshold = scores[len(scores) // 2]  # the median: some boxes pass, some do not
+    strict = ZeroShotDetector(cpu_spec("zero-shot-detector", model, box_threshold=threshold, top_k=2))
+    kept = strict.detect(images, PHRASES)
+    # The top_k best boxes of a phrase that reach the threshold are its top_k best boxes that do.
+    assert all(same(a, [d for d in b if d.score >= threshold]) for a, b in zip(kept, loose))
+    assert 0 < sum(map(len, kept)) < sum(map(len, loose))
+
+
+def test_omdet_turbo_defaults_to_its_own_threshold(cpu_spec):
+    detector = ZeroShotDetector(cpu_spec("zero-shot-detector", "tiny:omdet-turbo"))
+    assert (detector.box_threshold, detector.top_k) == (0.3, 1)
+    assert detector.info.settings["architecture"] == "omdet-turbo"
 
 
 def test_default_is_one_box_per_phrase(cpu_spec, images):

@@ -11,6 +11,7 @@ from synground_assets.roles.hf_text import (
     ImageCaptioner,
     LLMPhraseExtractor,
     clean_text,
+    load_images,
 )
 from synground_assets.roles.sources import CaptionsSampler, ImageFolderSampler
 
@@ -35,7 +36,8 @@ def chat_describer(cpu_spec):
     describer.release()
 
 
-@pytest.mark.parametrize("model", ["tiny:llava", "tiny:llava-next", "tiny:idefics3", "tiny:blip-captioning"])
+@pytest.mark.parametrize("model", ["tiny:llava", "tiny:llava-next", "tiny:idefics3", "tiny:qwen2-vl", "tiny:qwen2.5-vl",
+                                   "tiny:blip-captioning"])
 def test_image_captioner_batched_equals_one_by_one(cpu_spec, photo_items, model):
     captioner = ImageCaptioner(cpu_spec("image-captioner", model, batch_size=2, max_new_tokens=8))
     batched = captioner.describe(photo_items)
@@ -51,6 +53,26 @@ def test_image_captioner_batched_equals_one_by_one(cpu_spec, photo_items, model)
 def test_llava_gets_the_detailed_description_prompt(cpu_spec):
     captioner = ImageCaptioner(cpu_spec("image-captioner", "tiny:llava", max_new_tokens=2))
     assert captioner.prompt.startswith("Describe this image in detail")
+
+
+@pytest.mark.parametrize("model", ["tiny:qwen2-vl", "tiny:qwen2.5-vl"])
+def test_qwen2_vl_prompt_holds_one_image_token_per_merged_patch(cpu_spec, photo_items, model):
+    """Qwen2-VL's processor expands the template's one <|image_pad|> to (t * h * w) / merge^2 tokens
+    of each image's grid, here without its video processor (no torchvision)."""
+    captioner = ImageCaptioner(cpu_spec("image-captioner", model, max_new_tokens=2))
+    images = load_images(photo_items[:2])
+    inputs = captioner.prepare_inputs(images)
+    pad = captioner.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    merge = captioner.processor.image_processor.merge_size
+    per_image = (inputs["input_ids"] == pad).sum(dim=1).tolist()
+    assert per_image == [int(grid.prod()) // merge**2 for grid in inputs["image_grid_thw"]]
+    assert all(count >= 4 for count in per_image)
+    # Qwen's template: the image tokens between <|vision_start|> and <|vision_end|>, then the question.
+    tokens = captioner.processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0])
+    start = tokens.index("<|vision_start|>")
+    assert tokens[start + 1:start + 1 + per_image[0]] == ["<|image_pad|>"] * per_image[0]
+    assert tokens[start + 1 + per_image[0]] == "<|vision_end|>"
+    assert tokens[start + 2 + per_image[0]:start + 6 + per_image[0]] == ["describe", "this", "image", "in"]
 
 
 def test_image_captioner_names_the_item_whose_image_is_missing(cpu_spec, photo_items):

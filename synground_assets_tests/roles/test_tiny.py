@@ -34,6 +34,13 @@ def test_every_model_is_built_with_a_complete_marker(tiny_models):
     ("stable-diffusion-3", "model_index.json", "_class_name", "StableDiffusion3Pipeline"),
     ("flux", "model_index.json", "_class_name", "FluxPipeline"),
     ("pixart-sigma", "model_index.json", "_class_name", "PixArtSigmaPipeline"),
+    ("idefics3", "config.json", "model_type", "idefics3"),
+    ("qwen2-vl", "config.json", "model_type", "qwen2_vl"),
+    ("qwen2-vl", "processor_config.json", "processor_class", "Qwen2VLProcessor"),
+    ("qwen2.5-vl", "config.json", "model_type", "qwen2_5_vl"),
+    ("qwen2.5-vl", "processor_config.json", "processor_class", "Qwen2_5_VLProcessor"),
+    ("omdet-turbo", "config.json", "model_type", "omdet-turbo"),
+    ("omdet-turbo", "processor_config.json", "processor_class", "OmDetTurboProcessor"),
 ])
 def test_models_are_the_real_classes(tiny_models, name, config_file, key, value):
     assert json.loads((tiny_models[name] / config_file).read_text())[key] == value

@@ -18,6 +18,13 @@ Writes JSON (default bench/results/gpu_stages.json).
 
     python bench/gpu_stages.py [--stages generator describer detector] [--batch-sizes 1 4 16]
     python bench/gpu_stages.py --tiny     # tiny configs; runs on the CPU too (a check of this script)
+    python bench/gpu_stages.py --flops-only [--stages generator turbo] [--turbo-steps 1]
+
+- turbo: the same architecture distilled for 1-4 steps without guidance (stabilityai/sd-turbo,
+  `--turbo-steps`, default 1): the biggest cost lever of the workload.
+
+`--flops-only` counts each generator's FLOPs per item on the meta device (no GPU needed) and prints
+the H200 compute floor per image and per 1M images: the estimate used where no GPU was measured.
 
 Without a CUDA GPU (and without --tiny) it says so and exits with status 0.
 
@@ -34,6 +41,7 @@ there is one (their `device` set to cuda), else on the CPU; tiny recipes need no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -45,7 +53,8 @@ import torch
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense, no sparsity
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}  # bytes/s, HBM
-DEFAULT_BATCH_SIZES = {"generator": [1, 4, 8, 16], "describer": [1, 8, 32, 64], "detector": [1, 4, 8, 16]}
+DEFAULT_BATCH_SIZES = {"generator": [1, 4, 8, 16], "turbo": [1, 4, 16, 32], "describer": [1, 8, 32, 64],
+                       "detector": [1, 4, 8, 16]}
 TINY_BATCH_SIZES = [1, 2]
 
 
@@ -73,10 +82,15 @@ def count_flops(step: Callable[[], object]) -> float:
 # --- the stages: build(tiny, device, dtype) -> (make_step(batch_size) -> step, facts) ------------
 
 
-def build_generator(tiny: bool, device: torch.device, dtype: torch.dtype, steps: int):
+def build_generator(tiny: bool, device: torch.device, dtype: torch.dtype, steps: int, guidance: bool = True):
+    """Stable Diffusion 2.x base; `guidance`: classifier-free guidance (the UNet sees 2 x batch),
+    off for the distilled turbo models (stabilityai/sd-turbo: the same architecture, 1-4 steps,
+    guidance_scale 0)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    building = torch.device("meta") if device.type == "meta" else contextlib.nullcontext()  # --flops-only
+    building.__enter__()
     if tiny:
         text_config = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
         unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
@@ -93,30 +107,35 @@ def build_generator(tiny: bool, device: torch.device, dtype: torch.dtype, steps:
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=512,
                             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
     text_encoder = CLIPTextModel(text_config)
+    building.__exit__(None, None, None)
     for module in (text_encoder, unet, vae):
         module.to(device=device, dtype=dtype).eval()
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     latent_size = unet.config.sample_size
 
     def make_step(batch_size: int):
-        tokens = torch.randint(0, text_config.vocab_size, (2 * batch_size, 77), device=device)  # prompt + negative
-        generator = torch.Generator(device=device).manual_seed(0)
+        copies = 2 if guidance else 1  # prompt + negative prompt, or the prompt alone
+        tokens = torch.randint(0, text_config.vocab_size, (copies * batch_size, 77), device=device)
+        generator = torch.Generator(device=device).manual_seed(0) if device.type != "meta" else None
 
         def step():
-            context = text_encoder(tokens).last_hidden_state  # (2B, 77, D)
+            context = text_encoder(tokens).last_hidden_state  # (copies x B, 77, D)
             latents = torch.randn(batch_size, 4, latent_size, latent_size, device=device, dtype=dtype,
                                   generator=generator)
             scheduler.set_timesteps(steps)
             for t in scheduler.timesteps:
-                noise = unet(torch.cat([latents] * 2), t, encoder_hidden_states=context).sample
-                uncond, cond = noise.chunk(2)
-                latents = scheduler.step(uncond + 7.5 * (cond - uncond), t, latents).prev_sample
+                noise = unet(torch.cat([latents] * copies), t, encoder_hidden_states=context).sample
+                if guidance:
+                    uncond, cond = noise.chunk(2)
+                    noise = uncond + 7.5 * (cond - uncond)
+                latents = scheduler.step(noise, t, latents).prev_sample
             return vae.decode(latents / vae.config.scaling_factor).sample  # (B, 3, 8 * latent, 8 * latent)
 
         return step
 
     params = sum(p.numel() for m in (text_encoder, unet, vae) for p in m.parameters())
-    return make_step, {"parameters": params, "steps": steps, "image_px": latent_size * 8, "guidance": "cfg x2"}
+    return make_step, {"parameters": params, "steps": steps, "image_px": latent_size * 8,
+                       "guidance": "cfg x2" if guidance else "none"}
 
 
 def build_describer(tiny: bool, device: torch.device, dtype: torch.dtype, new_tokens: int):
@@ -234,6 +253,7 @@ def measure(make_step, batch_sizes: list[int], device: torch.device, repeats: in
 def run_stage(name: str, args, device: torch.device, dtype: torch.dtype) -> dict:
     builders = {
         "generator": lambda: build_generator(args.tiny, device, dtype, args.steps),
+        "turbo": lambda: build_generator(args.tiny, device, dtype, args.turbo_steps, guidance=False),
         "describer": lambda: build_describer(args.tiny, device, dtype, args.new_tokens),
         "detector": lambda: build_detector(args.tiny, device, dtype, args.detector_size),
     }
@@ -362,13 +382,45 @@ def run_adapters(args, device: torch.device) -> dict:
     return report
 
 
+def flops_only(args, dtype: torch.dtype) -> int:
+    """FLOPs per item of each full-size stage at batch 1, counted on the meta device (shapes only:
+    minutes of CPU, no memory), and the time per item and GPU-hours per 1M items it implies at the
+    H200's peak dense bf16 rate: a floor, never reached (measured shares are in the GPU runs)."""
+    peak = PEAK_BF16_FLOPS["H200"]
+    report = {"mode": "flops-only", "device": "meta", "peak_bf16_flops": peak, "stages": {}}
+    builders = {"generator": lambda: build_generator(False, torch.device("meta"), dtype, args.steps),
+                "turbo": lambda: build_generator(False, torch.device("meta"), dtype, args.turbo_steps,
+                                                 guidance=False)}
+    for name in args.stages:
+        if name not in builders:
+            print(f"{name}: not counted on the meta device (LLaVA's generate branches on token values, Grounding "
+                  "DINO's forward makes CPU tensors: neither runs on shapes alone); measure it on a GPU")
+            continue
+        make_step, facts = builders[name]()
+        flops = count_flops(make_step(1))
+        floor_s = flops / peak
+        report["stages"][name] = {**facts, "flops_per_item": flops, "floor_seconds_per_item": floor_s,
+                                  "floor_gpu_hours_per_million": floor_s * 1e6 / 3600}
+        print(f"{name}: {facts['steps']} step(s), guidance {facts['guidance']}, {flops / 1e12:.2f} TFLOP/item, "
+              f"H200 floor {floor_s * 1e3:.1f} ms/item, {floor_s * 1e6 / 3600:.1f} GPU-hours per 1M images")
+    out = args.out.with_name("gpu_stages_flops.json") if args.out.name == "gpu_stages.json" else args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", nargs="+", default=["generator", "describer", "detector"],
-                        choices=["generator", "describer", "detector"])
+    parser.add_argument("--stages", nargs="+", default=["generator", "turbo", "describer", "detector"],
+                        choices=["generator", "turbo", "describer", "detector"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, help="the same batch sizes for every stage")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps of the generator")
+    parser.add_argument("--turbo-steps", type=int, default=1, help="denoising steps of the turbo generator (1-4)")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="count FLOPs per item on the meta device (no GPU, nothing computed) and print the "
+                             "H200 compute floor: the estimate where no GPU was measured")
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens the describer generates")
     parser.add_argument("--detector-size", type=int, default=800, help="detector input side, pixels")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (best is kept)")
@@ -386,7 +438,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if torch.cuda.is_available():
         device = torch.device("cuda")
-    elif args.tiny or args.adapters:
+    elif args.tiny or args.adapters or args.flops_only:
         device = torch.device("cpu")
     else:
         print("gpu_stages: no CUDA GPU is available to torch "
@@ -395,6 +447,8 @@ def main(argv: list[str]) -> int:
         return 0
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
+    if args.flops_only:
+        return flops_only(args, dtype)
     if args.adapters:
         report = run_adapters(args, device)
         out = args.out.with_name("gpu_stages_adapters.json") if args.out.name == "gpu_stages.json" else args.out

@@ -165,8 +165,8 @@ def test_an_option_the_family_does_not_take_is_named(cpu_spec, model, option, va
 def test_sana_takes_its_family_options(cpu_spec):
     """Sana's settings reach its pipeline: a non-square size is honoured with and without resolution
     binning, and the instruction can be turned off. With it on (about 200 tokens of the tiny
-    tokenizer before the prompt), a prompt's last word still reaches the image: the instruction does
-    not take the prompt's max_sequence_length."""
+    tokenizer before the prompt), the prompt keeps max_sequence_length - 2 tokens (words here) of
+    its own: an 11th word changes the image, a 15th is cut."""
     binned = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:sana", height=64, width=96, num_inference_steps=2,
                                               max_sequence_length=16))
     assert binned.height == 64 and binned.info.settings["use_resolution_binning"] is True
@@ -176,6 +176,9 @@ def test_sana_takes_its_family_options(cpu_spec):
     first, again, one_more_word = (binned.generate([p], [1])[0] for p in (prompt, prompt, prompt + " bus"))
     assert first.image.size == (96, 64) and np.array_equal(pixels(first), pixels(again))
     assert not np.array_equal(pixels(first), pixels(one_more_word))
+    fourteen = prompt + " bus with a green"
+    fourteen_words, fifteen_words = (binned.generate([p], [1])[0] for p in (fourteen, fourteen + " car"))
+    assert np.array_equal(pixels(fourteen_words), pixels(fifteen_words))  # the 15th is cut
     binned.release()
     plain = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:sana", height=64, width=96, num_inference_steps=2,
                                              max_sequence_length=16, use_resolution_binning=False,

@@ -94,9 +94,12 @@ CATALOG: tuple[AdapterEntry, ...] = (
     AdapterEntry("phrase_extractor", "llm-phrases", f"{_TEXT}:LLMPhraseExtractor",
                  _CHAT + (Option("max_words", "int", minimum=1),), takes_spec=True),
     # Any AutoPipelineForText2Image pipeline; max_sequence_length: the T5 / Gemma prompt length (SD3, FLUX,
-    # PixArt, Sana), an error for a family without one.
-    AdapterEntry("image_generator", "diffusers", f"{_IMAGE}:DiffusersImageGenerator",
-                 _PIPELINE + (Option("max_sequence_length", "int", minimum=1),), takes_spec=True),
+    # PixArt, Sana); use_resolution_binning: draw at the family's aspect-ratio bins (PixArt, Sana);
+    # complex_human_instruction: the lines Sana puts before each prompt ([] for none). Each is an error at
+    # load for a family without it (roles/hf_image.py).
+    AdapterEntry("image_generator", "diffusers", f"{_IMAGE}:DiffusersImageGenerator", _PIPELINE + (
+        Option("max_sequence_length", "int", minimum=1), Option("use_resolution_binning", "bool"),
+        Option("complex_human_instruction", "list")), takes_spec=True),
     AdapterEntry("image_generator", "gligen", f"{_IMAGE}:GligenImageGenerator", _PIPELINE + (
         Option("max_objects", "int", minimum=1), Option("box_min_fraction", "number", **_FRACTION),
         Option("box_max_fraction", "number", **_FRACTION),

@@ -8,13 +8,27 @@
   come back in `GeneratedImage.layout` and are the item's boxes.
 
 Settings (recipe `options`): num_inference_steps, guidance_scale, height, width, negative_prompt and,
-for pipelines with a T5 text encoder (SD3, FLUX, PixArt), max_sequence_length; an option that a
+for some families, max_sequence_length (T5 or Gemma prompt length: SD3, FLUX, PixArt, Sana),
+use_resolution_binning (PixArt, Sana) and complex_human_instruction (Sana); an option that a
 pipeline's family does not take is an error at load. Unset settings take the pipeline's own
-defaults (FLUX 28 steps at guidance 3.5, PixArt 20 at 4.5, ...), except that the UNet pipelines
-keep this project's 30 steps at guidance 7.5. GLIGEN adds max_objects, box_min_fraction,
-box_max_fraction, scheduled_sampling_beta and layout_phrase_model (a causal LM that lists the
-layout's phrases, with layout_chat_template if its tokenizer has none; default: article-led noun
-phrases read from the description by a simple rule).
+defaults (FLUX 28 steps at guidance 3.5, PixArt 20 at 4.5, Sana 20 at 4.5, ...), except that the UNet
+pipelines keep this project's 30 steps at guidance 7.5.
+
+- use_resolution_binning (default on, the pipeline's): PixArt and Sana draw at the aspect-ratio bin of
+  their class nearest the asked size (Sana 1024 px: 1024 x 1024 for a square) and resize and crop the
+  image to the asked height and width; off, they draw at the asked size itself, which must then be a
+  multiple of the VAE's scale factor (Sana's DC-AE: 32, PixArt: 8), checked at load. The output size
+  is the asked one either way; binning costs the bin's compute (a 512 px image from Sana 1024 px is
+  drawn at 1024).
+- complex_human_instruction (default: the pipeline's own, eight lines asking to enhance the prompt): a
+  list of lines Sana puts before every prompt, read by its Gemma text encoder; `[]` turns it off. It
+  does not take the prompt's room: the prompt keeps up to max_sequence_length - 2 tokens of its own
+  (diffusers makes the tokenizer's limit the instruction's length plus that, then keeps the first
+  token and the last max_sequence_length - 1), so a prompt is cut only when it is longer than that.
+
+GLIGEN adds max_objects, box_min_fraction, box_max_fraction, scheduled_sampling_beta and
+layout_phrase_model (a causal LM that lists the layout's phrases, with layout_chat_template if its
+tokenizer has none; default: article-led noun phrases read from the description by a simple rule).
 """
 
 from __future__ import annotations
@@ -36,7 +50,7 @@ from synground_assets.roles.phrases import filter_phrases
 UNET_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
 UNET_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusionGLIGENPipeline")
 # Options that only some families take, checked against the pipeline's own call signature.
-FAMILY_OPTIONS = ("negative_prompt", "max_sequence_length")
+FAMILY_OPTIONS = ("negative_prompt", "max_sequence_length", "use_resolution_binning", "complex_human_instruction")
 
 # Article-led noun phrases: "a white teddy bear", stopping before verbs, prepositions and clauses.
 _STOP_WORDS = {"a", "an", "the", "and", "or", "with", "on", "in", "at", "of", "to", "by", "near", "next", "under",
@@ -111,9 +125,27 @@ class _DiffusersAdapter(ModelAdapter):
         self.guidance_scale = options.get("guidance_scale", defaults["guidance_scale"])
         self.negative_prompt = options.get("negative_prompt")
         self.max_sequence_length = options.get("max_sequence_length")
+        # Resolution binning (PixArt, Sana) and Sana's instruction: the pipeline's defaults unless set.
+        self.family_settings = {name: options[name] for name in ("use_resolution_binning", "complex_human_instruction")
+                                if name in options}
+        instruction = options.get("complex_human_instruction")
+        if instruction is not None and not all(isinstance(line, str) for line in instruction):
+            raise ModelLoadError(f"role {self.role!r}: complex_human_instruction must be a list of strings "
+                                 f"(or [] for none), got {instruction!r}")
+        binning = options.get("use_resolution_binning", getattr(parameters.get("use_resolution_binning"), "default",
+                                                                None))
+        scale = int(getattr(self.pipeline, "vae_scale_factor", 8))
+        if binning is False and (self.height % scale or self.width % scale):
+            raise ModelLoadError(f"role {self.role!r}: without resolution binning {self.kind} draws at the asked "
+                                 f"size, which must be a multiple of {scale}; got {self.width} x {self.height}")
         self.info.settings.update({"pipeline": self.kind, "height": self.height, "width": self.width,
                                    "num_inference_steps": self.num_inference_steps,
                                    "guidance_scale": self.guidance_scale})
+        if binning is not None:
+            self.info.settings["use_resolution_binning"] = binning
+        if "complex_human_instruction" in parameters:
+            self.info.settings["complex_human_instruction"] = bool(
+                options.get("complex_human_instruction", parameters["complex_human_instruction"].default))
 
     def known_pipelines(self) -> tuple[str, ...]:
         return text_to_image_pipelines()
@@ -132,7 +164,7 @@ class _DiffusersAdapter(ModelAdapter):
             settings["negative_prompt"] = [self.negative_prompt] * batch_size
         if self.max_sequence_length:
             settings["max_sequence_length"] = self.max_sequence_length
-        return settings
+        return {**settings, **self.family_settings}
 
     def generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
         # One generator per item: its initial noise depends on its seed alone.

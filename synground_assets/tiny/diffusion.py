@@ -1,11 +1,12 @@
 """Tiny diffusers pipelines on the shapes of diffusers' own dummy components: Stable Diffusion, GLIGEN
-and SDXL (UNets), SD3, FLUX and PixArt-Sigma (transformers with T5 text encoders)."""
+and SDXL (UNets), SD3, FLUX and PixArt-Sigma (transformers with T5 text encoders) and Sana (a linear-attention
+transformer, the 32x DC-AE and a Gemma 2 text encoder)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from synground_assets.tiny.tokenizers import clip_tokenizer, word_tokenizer
+from synground_assets.tiny.tokenizers import clip_tokenizer, gemma_tokenizer, word_tokenizer
 
 
 def tiny_text_encoder(model_class_name: str = "CLIPTextModel"):
@@ -149,8 +150,44 @@ def build_pixart_sigma(folder: Path) -> None:
                         tokenizer=tokenizer).save_pretrained(folder)
 
 
+def build_sana(folder: Path) -> None:
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    # Sample size 16, Sana's 512 px class: the pipeline's resolution binning (on by default) draws at
+    # its 512 px bins and resizes to the asked size. The DC-AE keeps the real one's six stages (32x),
+    # so a 512 px bin is 16 x 16 latents and a call stays well under a second on one CPU core (the
+    # 2x DC-AE of diffusers' own dummy drew 512 x 512 latents at sample size 32's 1024 px bins).
+    transformer = SanaTransformer2DModel(
+        sample_size=16, patch_size=1, in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2,
+        attention_head_dim=8, num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16,
+        caption_channels=32,
+    )
+    vae = AutoencoderDC(
+        in_channels=3, latent_channels=4, attention_head_dim=4,
+        encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+        encoder_block_out_channels=(4, 4, 8, 8, 8, 8), decoder_block_out_channels=(4, 4, 8, 8, 8, 8),
+        encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)), decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+        encoder_layers_per_block=(1,) * 6, decoder_layers_per_block=(1,) * 6, downsample_block_type="pixel_unshuffle",
+        upsample_block_type="pixel_shuffle", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+    tokenizer = gemma_tokenizer()
+    # Room for the pipeline's default complex human instruction (about 200 words here) before the prompt.
+    text_encoder = Gemma2Model(Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, query_pre_attn_scalar=8, sliding_window=64, max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    ))
+    # Sana's own scheduler: DPM-Solver++ on flow-matching sigmas.
+    scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                 scheduler=scheduler).save_pretrained(folder)
+
+
 BUILDERS = {
     "stable-diffusion": build_stable_diffusion, "gligen": build_gligen,
     "stable-diffusion-xl": build_stable_diffusion_xl, "stable-diffusion-3": build_stable_diffusion_3,
-    "flux": build_flux, "pixart-sigma": build_pixart_sigma,
+    "flux": build_flux, "pixart-sigma": build_pixart_sigma, "sana": build_sana,
 }

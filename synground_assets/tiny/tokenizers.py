@@ -1,6 +1,6 @@
 """Tokenizers of the tiny models, trained here on a small corpus instead of downloaded: a word-level
-chat tokenizer (causal LMs, LLaVA), CLIP's BPE (Stable Diffusion, OWLv2) and BERT's WordPiece
-(BLIP, Grounding DINO)."""
+chat tokenizer (causal LMs, LLaVA; T5 and, with a leading BOS, Gemma text encoders), CLIP's BPE
+(Stable Diffusion, OWLv2) and BERT's WordPiece (BLIP, Grounding DINO)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _word_level_json() -> str:
 
 
 def word_tokenizer(**kwargs):
-    """The word-level tokenizer with the chat roles' special tokens (T5 and Gemma text encoders too)."""
+    """The word-level tokenizer with the chat roles' special tokens (T5 text encoders too)."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -78,6 +78,17 @@ def word_tokenizer(**kwargs):
         additional_special_tokens=[IMAGE, *ROLE_TOKENS],
         model_max_length=2048, **kwargs,
     )
+
+
+def gemma_tokenizer():
+    """The word-level tokenizer starting every text with <s>, as Gemma's tokenizer starts with its BOS
+    (Sana keeps the prompt's first token, the BOS, and its last max_sequence_length - 1)."""
+    from tokenizers import processors
+
+    tokenizer = word_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.bos_token_id)])
+    return tokenizer
 
 
 def chat_tokenizer(chat_template: str = CHAT_TEMPLATE):

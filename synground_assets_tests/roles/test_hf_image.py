@@ -111,10 +111,16 @@ FAMILIES = [  # tiny model, its pipeline class, options (small sizes keep CPU ti
     ("tiny:stable-diffusion-3", "StableDiffusion3Pipeline", {"height": 32, "max_sequence_length": 16}),
     ("tiny:flux", "FluxPipeline", {"height": 32, "max_sequence_length": 16, "guidance_scale": 0.0}),
     ("tiny:pixart-sigma", "PixArtSigmaPipeline", {"max_sequence_length": 16}),
+    # Sana at its own defaults (resolution binning, the complex human instruction): 64 px drawn at a
+    # 512 px bin and resized; and without binning, drawn at 64 px itself.
+    ("tiny:sana", "SanaPipeline", {"height": 64, "max_sequence_length": 16}),
+    ("tiny:sana", "SanaPipeline", {"height": 64, "max_sequence_length": 16, "use_resolution_binning": False,
+                                   "complex_human_instruction": []}),
 ]
 
 
-@pytest.fixture(scope="module", params=FAMILIES, ids=[family[1] for family in FAMILIES])
+@pytest.fixture(scope="module", params=FAMILIES,
+                ids=[family[1] + ("-unbinned" if "use_resolution_binning" in family[2] else "") for family in FAMILIES])
 def family(request, cpu_spec):
     model, pipeline, options = request.param
     generator = DiffusersImageGenerator(cpu_spec("diffusers", model, batch_size=2, num_inference_steps=2, **options))
@@ -128,8 +134,13 @@ def test_every_family_draws_one_seeded_image_per_prompt(family):
     images = generator.generate(PROMPTS, [1, 2, 3])
     side = options.get("height", generator.height)
     assert [g.image.size for g in images] == [(side, side)] * 3
+    one_by_one = [generator.generate([p], [s])[0] for p, s in zip(PROMPTS, [1, 2, 3])]
+    for a, b in zip(images, one_by_one):
+        assert np.abs(pixels(a) - pixels(b)).max() <= 2  # its seed alone decides (batch rounding)
     again = generator.generate(PROMPTS[:1], [1])[0]
-    assert np.abs(pixels(again) - pixels(images[0])).max() <= 2  # its seed alone decides (batch rounding)
+    other_seed = generator.generate(PROMPTS[:1], [99])[0]
+    assert np.array_equal(pixels(again), pixels(one_by_one[0]))
+    assert np.abs(pixels(other_seed) - pixels(again)).max() > 10
 
 
 def test_unset_settings_take_the_pipelines_own_defaults(cpu_spec):
@@ -141,6 +152,46 @@ def test_unset_settings_take_the_pipelines_own_defaults(cpu_spec):
     sdxl.release()
 
 
-def test_an_option_the_family_does_not_take_is_named(cpu_spec):
-    with pytest.raises(ModelLoadError, match="StableDiffusionPipeline takes no option 'max_sequence_length'"):
-        DiffusersImageGenerator(cpu_spec("diffusers", "tiny:stable-diffusion", max_sequence_length=16))
+@pytest.mark.parametrize("model, option, value", [
+    ("tiny:stable-diffusion", "max_sequence_length", 16),
+    ("tiny:stable-diffusion", "use_resolution_binning", False),
+    ("tiny:pixart-sigma", "complex_human_instruction", []),
+])
+def test_an_option_the_family_does_not_take_is_named(cpu_spec, model, option, value):
+    with pytest.raises(ModelLoadError, match=f"Pipeline takes no option '{option}'"):
+        DiffusersImageGenerator(cpu_spec("diffusers", model, **{option: value}))
+
+
+def test_sana_takes_its_family_options(cpu_spec):
+    """Sana's settings reach its pipeline: a non-square size is honoured with and without resolution
+    binning, and the instruction can be turned off. With it on (about 200 tokens of the tiny
+    tokenizer before the prompt), the prompt keeps max_sequence_length - 2 tokens (words here) of
+    its own: an 11th word changes the image, a 15th is cut."""
+    binned = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:sana", height=64, width=96, num_inference_steps=2,
+                                              max_sequence_length=16))
+    assert binned.height == 64 and binned.info.settings["use_resolution_binning"] is True
+    assert binned.info.settings["complex_human_instruction"] is True
+    prompt = "a red cat on a blue couch next to the old"  # 10 words, max_sequence_length 16
+    # One call each: an image depends on its prompt and seed only, bit for bit (same prompt: equal).
+    first, again, one_more_word = (binned.generate([p], [1])[0] for p in (prompt, prompt, prompt + " bus"))
+    assert first.image.size == (96, 64) and np.array_equal(pixels(first), pixels(again))
+    assert not np.array_equal(pixels(first), pixels(one_more_word))
+    fourteen = prompt + " bus with a green"
+    fourteen_words, fifteen_words = (binned.generate([p], [1])[0] for p in (fourteen, fourteen + " car"))
+    assert np.array_equal(pixels(fourteen_words), pixels(fifteen_words))  # the 15th is cut
+    binned.release()
+    plain = DiffusersImageGenerator(cpu_spec("diffusers", "tiny:sana", height=64, width=96, num_inference_steps=2,
+                                             max_sequence_length=16, use_resolution_binning=False,
+                                             complex_human_instruction=[]))
+    assert plain.info.settings["complex_human_instruction"] is False
+    assert plain.call_settings(1)["use_resolution_binning"] is False
+    assert plain.generate(["a red cat"], [1])[0].image.size == (96, 64)
+    plain.release()
+
+
+def test_sana_without_binning_needs_a_size_its_vae_divides(cpu_spec):
+    with pytest.raises(ModelLoadError, match="without resolution binning SanaPipeline draws at the asked size, "
+                                             "which must be a multiple of 32; got 40 x 40"):
+        DiffusersImageGenerator(cpu_spec("diffusers", "tiny:sana", height=40, use_resolution_binning=False))
+    with pytest.raises(ModelLoadError, match="complex_human_instruction must be a list of strings"):
+        DiffusersImageGenerator(cpu_spec("diffusers", "tiny:sana", complex_human_instruction=[1, 2]))

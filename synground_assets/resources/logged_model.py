@@ -17,7 +17,7 @@ import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from synground_assets.resources.tracking import TrackedRun
 
@@ -26,6 +26,7 @@ CARD = "README.md"  # the model card, beside the MLmodel file (as on the Hugging
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "image"), ColSpec("string", "phrase")]),
     outputs=Schema([ColSpec("long", "point_x"), ColSpec("long", "point_y")]),
+    params=ParamSchema([ParamSpec("batch_size", "long", 32)]),  # rows per GradCAM pass
 )
 
 
@@ -46,12 +47,17 @@ class PointingModel(PythonModel):
         if missing:
             raise ValueError(f"the input table lacks column(s) {', '.join(sorted(missing))}: give `image` (a path or "
                              "the image file's bytes) and `phrase`")
+        batch_size = int((params or {}).get("batch_size", 32))
+        if batch_size < 1:
+            raise ValueError(f"params batch_size must be at least 1 but is {batch_size}")
+        rows = list(zip(model_input["image"], model_input["phrase"]))
         points = []
-        for row, (image, phrase) in enumerate(zip(model_input["image"], model_input["phrase"])):
-            picture = _open_image(image, row)
-            inputs = self.model.preprocess([picture], [str(phrase)])
-            cam = cross_attention_gradcam(self.model, inputs).cam[0].float().cpu()
-            points.append(heatmap_point(cam, picture.size))
+        for start in range(0, len(rows), batch_size):  # the maps of a batch are those of its rows alone
+            pictures = [_open_image(image, start + offset) for offset, (image, _) in
+                        enumerate(rows[start:start + batch_size])]
+            inputs = self.model.preprocess(pictures, [str(phrase) for _, phrase in rows[start:start + batch_size]])
+            cams = cross_attention_gradcam(self.model, inputs).cam.float().cpu()
+            points += [heatmap_point(cam, picture.size) for cam, picture in zip(cams, pictures)]
         return pd.DataFrame(points, columns=["point_x", "point_y"], dtype="int64")
 
 

@@ -112,8 +112,13 @@ def test_the_checkpoint_is_a_registered_mlflow_model_that_points_with_its_card(t
     text = card.read_text()
     assert "base_model: tiny:blip-itm-shapes" in text and "| steps | 12 |" in text and "held_out_pointing_game" in text
     assert "random weights built by this project" in text  # a tiny: base model's licence, as the dataset card says
+    # Rows are explained in batches (params batch_size, default 32): each row's point is its own.
+    one_by_one = model.predict(table, params={"batch_size": 1})
+    pd.testing.assert_frame_equal(points, one_by_one)
     with pytest.raises(Exception, match="row 0: the image cannot be read"):
         model.predict(pd.DataFrame({"image": ["/nowhere.png"], "phrase": ["x"]}))
+    with pytest.raises(Exception, match="row 2: the image cannot be read"):
+        model.predict(pd.concat([table, pd.DataFrame({"image": ["/nowhere.png"], "phrase": ["x"]})]))
 
 
 def test_shapes_benchmark_scores_four_metrics_in_a_finished_run(trained):

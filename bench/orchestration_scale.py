@@ -53,8 +53,9 @@ GENERATION_ASSETS = ("concepts", "descriptions", "images", "phrases", "boxes")
 BOXES = dg.AssetKey("boxes")
 RECIPE = "shapes"
 BENCH_TAG = "bench/orchestration"
+WORKERS = {"gpu0": "0"}  # one Celery worker (queues gpu and cpu)
 FAST = {
-    "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
+    "run_coordinator": {"config": {"dequeue_interval_seconds": 1, "max_concurrent_runs": len(WORKERS)}},
     "run_launcher": {"config": {"heartbeat_seconds": 2}},
     "run_monitoring": {"poll_interval_seconds": 2},
 }
@@ -81,9 +82,12 @@ mutation Cancel($id: String!) {
 """
 
 
-def write_book(folder: Path, max_shards: int, dataset_shards: int) -> Path:
-    """The built-in recipe book with `max_shards` shard keys and a `shapes` dataset of `dataset_shards`."""
+def write_book(folder: Path, max_shards: int, dataset_shards: int, recipes: list[str] | None = None) -> Path:
+    """The built-in recipe book (or only `recipes` of it) with `max_shards` shard keys and a `shapes`
+    dataset of `dataset_shards`."""
     book = yaml.safe_load(BUILTIN_BOOK.read_text())
+    if recipes:
+        book["recipes"] = {name: book["recipes"][name] for name in dict.fromkeys([RECIPE, *recipes])}
     book["max_shards"] = max_shards
     book["recipes"][RECIPE]["num_shards"] = dataset_shards
     book["schedule"]["recipes"] = [RECIPE]
@@ -264,25 +268,24 @@ def time_to_content(driver, url: str, pattern: str, timeout_s: float = 300) -> d
     return {"s": round(time.perf_counter() - start, 2), "shows": found[-1]}
 
 
-def ui_pages(url: str, post, materialized: int) -> dict:
+def ui_pages(url: str, post, materialized: int, timeout_s: float) -> dict:
+    """The boxes partitions page (first, then again) and the catalog, each until it shows its
+    count; a screenshot of each under bench/results/."""
     from synground_assets.recipes import recipe_book
 
     book = recipe_book()
     every_key = len(book.recipes) * book.max_shards  # what the catalog shows for a shard-partitioned asset
     post("mutation { setNuxSeen }", {})  # else a first-visit dialog covers the pages
-    count = f"{materialized:,}"
+    partitions = (f"{url}/assets/boxes?view=partitions",
+                  rf"Materialized \(({materialized:,}|{materialized})\)")
+    pages = {"partitions_page_first": partitions, "partitions_page_again": partitions,
+             "catalog": (f"{url}/assets", rf"({every_key:,}|{every_key}) partitions")}
+    result = {}
     driver, profile = open_browser()
     try:
-        partitions = f"{url}/assets/boxes?view=partitions"
-        pattern = rf"Materialized \({re.escape(count)}\)"
-        result = {
-            "partitions_page_first_s": time_to_content(driver, partitions, pattern),
-            "partitions_page_again_s": time_to_content(driver, partitions, pattern),
-            "catalog_s": time_to_content(driver, f"{url}/assets", rf"{every_key:,} partitions"),
-        }
-        driver.save_screenshot(str(RESULTS / "orchestration_scale-catalog.png"))
-        time_to_content(driver, partitions, pattern)
-        driver.save_screenshot(str(RESULTS / "orchestration_scale-partitions.png"))
+        for name, (page, pattern) in pages.items():
+            result[f"{name}_s"] = time_to_content(driver, page, pattern, timeout_s)
+            driver.save_screenshot(str(RESULTS / f"orchestration_scale-{name}.png"))
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
@@ -315,7 +318,7 @@ def backfill_rates(instance, post, shards: int, dataset_shards: int, per_run: in
     return {
         "shards": shards, "runs_expected": -(-shards // per_run), "launch_mutation_s": round(launch_s, 2),
         "observed_s": round(time.perf_counter() - launched, 1), "first_run_after_s": _first(timeline, "runs"),
-        "per_minute": _per_minute(records, launched), "final": timeline[-1] if timeline else {},
+        "per_minute": _per_minute(timeline), "final": timeline[-1] if timeline else {},
         "failure_reasons": dict(reasons), "schedule_ticks_in_flight": ticks, "cancel": cancel,
         "timeline": timeline,
     }
@@ -325,17 +328,17 @@ def _first(timeline: list[dict], field: str) -> float | None:
     return next((row["t_s"] for row in timeline if row.get(field)), None)
 
 
-def _per_minute(records, launched: float) -> dict:
-    """Runs created (the backfill daemon), started (a worker took them) and finished, per minute of
-    the observed window since the first run was created."""
-    created = [r.create_timestamp.timestamp() for r in records]
-    started = [r.start_time for r in records if r.start_time]
-    ended = [r.end_time for r in records if r.end_time]
-    if not created:
+def _per_minute(timeline: list[dict]) -> dict:
+    """Runs created (by the backfill daemon), handed to the run launcher (out of Dagster's queue) and
+    finished (success, failure or canceled) per minute, from the first run's creation to the window's end."""
+    first, last = _first(timeline, "runs"), timeline[-1] if timeline else {}
+    if first is None or last["t_s"] <= first:
         return {}
-    span_min = (time.time() - min(created)) / 60
-    return {"window_min": round(span_min, 2), "created": round(len(created) / span_min, 1),
-            "started": round(len(started) / span_min, 1), "finished": round(len(ended) / span_min, 1)}
+    minutes = (last["t_s"] - first) / 60
+    handed = last["runs"] - last.get("QUEUED", 0) - last.get("NOT_STARTED", 0)
+    finished = sum(last.get(status, 0) for status in ("SUCCESS", "FAILURE", "CANCELED"))
+    return {"window_min": round(minutes, 2), "created": round(last["runs"] / minutes, 1),
+            "handed_to_launcher": round(handed / minutes, 1), "finished": round(finished / minutes, 1)}
 
 
 def _failure_reason(instance, run_id: str) -> str:
@@ -380,17 +383,22 @@ def definitions_load() -> dict:
 def run(args) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="synground-orchestration-"))
     # Set before any synground_assets import: the code location reads its recipe book when imported.
-    os.environ["SYNGROUND_RECIPES"] = str(write_book(folder, args.max_shards, args.dataset_shards))
+    os.environ["SYNGROUND_RECIPES"] = str(write_book(folder, args.max_shards, args.dataset_shards,
+                                                           args.recipes.split(",") if args.recipes else None))
     os.environ["SYNGROUND_SHARDS_PER_RUN"] = str(args.per_run)
     from synground_assets.scale.backfill import http_post
     from synground_assets_tests.scale.sandbox import Sandbox, missing_services
 
     if missing_services():
         raise SystemExit(f"missing: {', '.join(missing_services())}")
-    result: dict = {"max_shards": args.max_shards, "dataset_shards": args.dataset_shards, "per_run": args.per_run}
+    result: dict = {"max_shards": args.max_shards, "dataset_shards": args.dataset_shards, "per_run": args.per_run,
+                    "workers": len(WORKERS), "max_concurrent_runs": args.max_concurrent_runs,
+                    "recipes": args.recipes or "every recipe of the built-in book"}
     try:
-        with Sandbox({"SYNGROUND_RECIPES": os.environ["SYNGROUND_RECIPES"]}, FAST) as box:
-            _, result["services_up_s"] = timed(box.start, {"gpu0": "0"})
+        overrides = {**FAST, "run_coordinator": {"config": {
+            **FAST["run_coordinator"]["config"], "max_concurrent_runs": args.max_concurrent_runs}}}
+        with Sandbox({"SYNGROUND_RECIPES": os.environ["SYNGROUND_RECIPES"]}, overrides) as box:
+            _, result["services_up_s"] = timed(box.start, WORKERS)
             environment(box)
             result["definitions"] = definitions_load()
             box.start_daemon()
@@ -410,7 +418,9 @@ def run(args) -> dict:
                 result["schedule_tick"] = [schedule_tick_in_process(instance) for _ in range(3)]
                 result["schedule_dry_run"] = [schedule_dry_run(post) for _ in range(3)]
                 print("UI ...", flush=True)
-                result["ui"] = ui_pages(box.url, post, materialized)
+                result["ui"] = ui_pages(box.url, post, materialized, args.page_timeout)
+                if not args.backfill_shards:
+                    return result
                 print(f"backfill of {args.backfill_shards} shards for {args.backfill_minutes} min ...", flush=True)
                 result["backfill"] = backfill_rates(instance, post, args.backfill_shards, args.dataset_shards,
                                                     args.per_run, args.backfill_minutes)
@@ -441,11 +451,11 @@ def print_table(result: dict) -> None:
         shown = page.get('shows') or page.get('error')
         rows.append((f"UI {name[:-2].replace('_', ' ')}", f"{page.get('s')} s  {shown}"))
     rows.append(("GraphQL partitionStats(boxes)", f"{ui['graphql_partition_stats']['s']} s"))
-    fill = result["backfill"]
-    rows += [
+    fill = result.get("backfill")
+    rows += [] if not fill else [
         (f"backfill {fill['shards']:,} shards: first run after", f"{fill['first_run_after_s']} s"),
-        ("  runs per minute (created / started / finished)",
-         " / ".join(str(fill["per_minute"].get(k)) for k in ("created", "started", "finished"))),
+        ("  runs per minute (created / handed to Celery / finished)",
+         " / ".join(str(fill["per_minute"].get(k)) for k in ("created", "handed_to_launcher", "finished"))),
         ("  at the end of the window", json.dumps(fill["final"])),
         ("  ticks while in flight", f"{[tick['tick_s'] for tick in fill['schedule_ticks_in_flight']]} s"),
         ("  failures", json.dumps(fill["failure_reasons"])),
@@ -469,6 +479,10 @@ def main() -> None:
     parser.add_argument("--per-run", type=int, default=8, help="SYNGROUND_SHARDS_PER_RUN")
     parser.add_argument("--backfill-shards", type=int, default=2000)
     parser.add_argument("--backfill-minutes", type=float, default=5)
+    parser.add_argument("--max-concurrent-runs", type=int, default=len(WORKERS),
+                        help="the run queue's limit (deploy/dagster.yaml: the number of workers)")
+    parser.add_argument("--page-timeout", type=float, default=300, help="seconds a UI page may take to show")
+    parser.add_argument("--recipes", help="comma-separated recipes to keep in the book (default: every one)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

@@ -3,7 +3,8 @@ PostgreSQL-backed instance, with the code location's shard keys at max_shards=16
 recipe of the built-in book).
 
     python bench/orchestration_scale.py [--dataset-shards 15600] [--real-shards 24] [--holes 8]
-        [--backfill-shards 2000] [--backfill-minutes 5]
+        [--backfill-shards 2000 (0: none)] [--backfill-minutes 5] [--max-concurrent-runs 1]
+        [--recipes shapes,...: only these recipes in the book]
 
 Real services from deploy/dagster.yaml in a private sandbox (synground_assets_tests/scale/sandbox.py:
 PostgreSQL, Redis, code server, webserver, daemon, one Celery worker), with a copy of the built-in
@@ -21,8 +22,10 @@ measures, in order:
 4. the asset's partitions page in headless Chromium (time until it shows the materialized count),
    first (cold) and again, then the catalog;
 5. a backfill of --backfill-shards shards (multi-run policy, `SYNGROUND_SHARDS_PER_RUN` shards a run)
-   followed for --backfill-minutes: runs created, handed to Celery, started, finished, failed per
-   minute, the schedule's tick while they are in flight; then the backfill is canceled.
+   followed for --backfill-minutes: runs created, handed to Celery and finished per minute, failed
+   runs and why, the schedule's tick while they are in flight; then the backfill is canceled. The run
+   queue hands Celery at most --max-concurrent-runs runs (default: the number of workers, as
+   deploy/dagster.yaml says; 64 reproduces the runs failed while waiting in Celery's queue).
 
 Writes bench/results/orchestration_scale.json. Every service is stopped when it ends, also on failure.
 """

@@ -7,7 +7,7 @@ upgrade moves one, this is the one file to change.
 """
 
 from dagster._core.errors import DagsterPipesExecutionError
-from dagster._core.events import DagsterEvent
+from dagster._core.events import DagsterEvent, StepMaterializationData
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
@@ -30,6 +30,7 @@ __all__ = [
     "RemoteRepositoryOrigin",
     "ResumeRunArgs",
     "SqliteRunStorage",
+    "StepMaterializationData",
     "SubmitRunContext",
     "TagConcurrencyLimitsCounter",
     "WorkerStatus",

@@ -30,3 +30,13 @@ def test_a_bad_range_is_refused_with_the_reason(text, message):
         partition_keys(text)
     assert message in str(error.value)
 
+
+
+def test_the_ends_of_a_range_are_ordered_as_dagster_lists_the_keys():
+    from synground_assets.partitions import shard_partitions
+
+    every_key = shard_partitions.get_partition_keys()
+    for first, last in [(0, 1), (62, 66), (5, len(every_key) - 1)]:  # same recipe, next recipe, last recipe
+        partition_keys(f"{every_key[first]}...{every_key[last]}")
+        with pytest.raises(BackfillError, match="comes after"):
+            partition_keys(f"{every_key[last]}...{every_key[first]}")

@@ -42,7 +42,7 @@ class BoxInputs:
 
 def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logger | None = None) -> StageResult:
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
-    phrase_table, unusable = usable_phrases(inputs.phrases.query("kept"))
+    phrase_table, unusable = usable_phrases(inputs.phrases.loc[inputs.phrases["kept"]])
     per_item = phrases_per_item(phrase_table)
     work = [(row, per_item[row.item_id]) for row in inputs.images.itertuples(index=False) if row.item_id in per_item]
     batch_size = recipe.roles["detector"].batch_size

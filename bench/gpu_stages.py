@@ -369,7 +369,8 @@ def run_adapters(args, device: torch.device) -> dict:
         if name not in args.stages:
             continue
         calls = [bare, stage, *([decoding[name]] if name in decoding else [])]
-        [call() for call in calls]  # warm-up at these shapes
+        for call in calls:
+            call()  # warm-up at these shapes
         bare_s, stage_s, *decode_s = best_seconds(calls, args.repeats)
         row = report["stages"][name] = {"items": count, "bare_items_per_s": count / bare_s,
                                         "stage_items_per_s": count / stage_s, "stage_to_bare": bare_s / stage_s}

@@ -34,8 +34,13 @@ Without a CUDA GPU (and without --tiny) it says so and exits with status 0.
 with their checks, hashes, previews, background PNG writes and the next batch's images read ahead)
 over one shard, next to the same adapters' bare model calls on the same items and batches (the
 adapter's `describe` / `generate` / `detect`, inputs already in memory, nothing written), and
-reports items/s of both and their ratio (target >= 0.95). The recipe's models run on the GPU when
-there is one (their `device` set to cuda), else on the CPU; tiny recipes need no download.
+reports items/s of both and their ratio (target >= 0.95). The box stage reads its images from the
+PNG files the image stage wrote; its bare call gets them decoded in memory, so it is also timed
+against a second bare call that decodes the same PNGs itself (`bare_decode_items_per_s`). Bare and stage
+calls alternate, each timed `--repeats` times (best kept), so a change of load hits both alike.
+`--stages` picks the stages timed (the earlier ones still run once to make the later ones' inputs).
+The recipe's models run on the GPU when there is one (their `device` set to cuda), else on the CPU;
+tiny recipes need no download.
 """
 
 from __future__ import annotations
@@ -300,13 +305,15 @@ def adapter_recipe(name: str, items: int, device: torch.device):
     return dataclasses.replace(recipe, shard_size=items, roles=roles)
 
 
-def best_seconds(call, repeats: int) -> float:
-    times = []
+def best_seconds(calls: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Each call's best time over `repeats` rounds; the calls alternate within a round."""
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        for call, kept in zip(calls, times):
+            started = time.perf_counter()
+            call()
+            kept.append(time.perf_counter() - started)
+    return [min(kept) for kept in times]
 
 
 def run_adapters(args, device: torch.device) -> dict:
@@ -357,6 +364,12 @@ def run_adapters(args, device: torch.device) -> dict:
     work_items = [(item, texts) for item, texts in work_items if texts]
     generator, describer, detector = suite.image_generator(recipe.name), suite.describer(recipe.name), \
         suite.detector(recipe.name)
+    files = dict(zip(drawn.table.item_id, drawn.table.file))
+
+    def detect(images_of):
+        return [detector.detect([images_of(i) for i, _ in batch], [t for _, t in batch])
+                for batch in batches(work_items, size["detector"])]
+
     stages = {
         "describer": (len(items),
                       lambda: [describer.describe(batch) for batch in batches(items, size["describer"])],
@@ -365,20 +378,29 @@ def run_adapters(args, device: torch.device) -> dict:
                       lambda: [generator.generate([t for _, t in batch], [derive_seed("image", i) for i, _ in batch])
                                for batch in batches(prompts, size["image_generator"])],
                       lambda: draw(work / f"images-{time.monotonic_ns()}")),
-        "detector": (len(work_items),
-                     lambda: [detector.detect([pictures[i] for i, _ in batch], [t for _, t in batch])
-                              for batch in batches(work_items, size["detector"])],
+        "detector": (len(work_items), lambda: detect(pictures.__getitem__),
                      lambda: box_phrases(recipe, shard, inputs, suite)),
     }
-    report = {"recipe": recipe.name, "items": args.items, "device": device.type, "stages": {}}
+    # The detector's bare calls once more, each image decoded from its PNG file first (as the stage must).
+    decoding = {"detector": lambda: detect(lambda item: Image.open(image_folder / files[item]).convert("RGB"))}
+    report = {"recipe": recipe.name, "items": args.items, "device": device.type, "repeats": args.repeats,
+              "stages": {}}
     for name, (count, bare, stage) in stages.items():
-        bare(), stage()  # warm-up at these shapes
-        bare_s, stage_s = best_seconds(bare, args.repeats), best_seconds(stage, args.repeats)
-        report["stages"][name] = {"items": count, "bare_items_per_s": count / bare_s,
-                                  "stage_items_per_s": count / stage_s, "stage_to_bare": bare_s / stage_s}
-        row = report["stages"][name]
-        print(f"  {name:10s} {count:5d} items  bare {row['bare_items_per_s']:8.1f} items/s  "
-              f"stage {row['stage_items_per_s']:8.1f} items/s  stage/bare {row['stage_to_bare']:.3f}", flush=True)
+        if name not in args.stages:
+            continue
+        calls = [bare, stage, *([decoding[name]] if name in decoding else [])]
+        for call in calls:
+            call()  # warm-up at these shapes
+        bare_s, stage_s, *decode_s = best_seconds(calls, args.repeats)
+        row = report["stages"][name] = {"items": count, "bare_items_per_s": count / bare_s,
+                                        "stage_items_per_s": count / stage_s, "stage_to_bare": bare_s / stage_s}
+        line = (f"  {name:10s} {count:5d} items  bare {row['bare_items_per_s']:8.1f} items/s  "
+                f"stage {row['stage_items_per_s']:8.1f} items/s  stage/bare {row['stage_to_bare']:.3f}")
+        if decode_s:
+            row.update(bare_decode_items_per_s=count / decode_s[0], stage_to_bare_decode=decode_s[0] / stage_s)
+            line += (f"  (bare decoding the PNGs {row['bare_decode_items_per_s']:.1f} items/s, "
+                     f"stage/that {row['stage_to_bare_decode']:.3f})")
+        print(line, flush=True)
     return report
 
 

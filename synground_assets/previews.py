@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from typing import Sequence
 
 import pandas as pd
@@ -20,11 +21,18 @@ _LINE = 16  # px per text line under a tile
 Labelled = tuple[str, tuple[float, float, float, float] | None]  # (phrase, box_xyxy or no box)
 
 
+_FONTS = threading.local()  # per thread: a FreeType face is not to be shared between threads drawing at once
+
+
 def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow built without FreeType
-        return ImageFont.load_default()
+    """The default font at `size`, loaded once per thread (loading it costs more than drawing a tile's text)."""
+    fonts = _FONTS.__dict__.setdefault("by_size", {})
+    if size not in fonts:
+        try:
+            fonts[size] = ImageFont.load_default(size=size)
+        except TypeError:  # Pillow built without FreeType
+            fonts[size] = ImageFont.load_default()
+    return fonts[size]
 
 
 def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: float, max_lines: int) -> list[str]:

@@ -4,10 +4,12 @@ filters and, when it has one, its agreement filter."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -40,28 +42,31 @@ class BoxInputs:
 
 def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logger | None = None) -> StageResult:
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
-    phrase_table, unusable = usable_phrases(inputs.phrases.query("kept"))
+    phrase_table, unusable = usable_phrases(inputs.phrases.loc[inputs.phrases["kept"]])
     per_item = phrases_per_item(phrase_table)
     work = [(row, per_item[row.item_id]) for row in inputs.images.itertuples(index=False) if row.item_id in per_item]
     batch_size = recipe.roles["detector"].batch_size
     source = _box_source(recipe, inputs, roles)
     progress = progress_or_none(log, f"boxes {recipe.name}|{shard}", len(work))
     rows, skipped, preview = [], [], []
-    # The next batch's images are read from disk while the detector works on this one.
-    for batch, pictures in prepared_ahead(work, batch_size, source.prepare):
-        detections, failed = run_batched(batch, batch_size,
-                                         lambda chunk, pictures=pictures: source.call(chunk, pictures),
-                                         lambda pair: pair[0].item_id, progress)
-        skipped += failed
-        for (row, item_phrases), found in zip(batch, detections):
-            if found is None:
-                continue
-            ranked = sorted(found, key=lambda d: (d.phrase_index, -d.score))
-            rows += _box_rows(row.item_id, item_phrases, ranked)
-            if len(preview) < PREVIEW_ITEMS:  # drawn from the image in memory
-                picture = pictures[row.item_id] if row.item_id in pictures else \
-                    Image.open(inputs.image_folder / row.file)
-                preview.append(_preview_tile(picture, item_phrases, ranked))
+    # The next batch's images are read from disk while the detector works on this one, and the
+    # preview tiles (the first PREVIEW_ITEMS items) are drawn from the images in memory meanwhile.
+    with ThreadPoolExecutor(1, thread_name_prefix="box-preview") as drawing:
+        for batch, pictures in prepared_ahead(work, batch_size, source.prepare):
+            detections, failed = run_batched(batch, batch_size,
+                                             lambda chunk, pictures=pictures: source.call(chunk, pictures),
+                                             lambda pair: pair[0].item_id, progress)
+            skipped += failed
+            for (row, item_phrases), found in zip(batch, detections):
+                if found is None:
+                    continue
+                ranked = sorted(found, key=lambda d: (d.phrase_index, -d.score))
+                rows += _box_rows(row.item_id, item_phrases, ranked)
+                if len(preview) < PREVIEW_ITEMS:
+                    picture = pictures[row.item_id] if row.item_id in pictures else \
+                        Image.open(inputs.image_folder / row.file)
+                    preview.append(drawing.submit(_preview_tile, picture, item_phrases, ranked))
+        preview = [tile.result() for tile in preview]
     detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
     table, removals = curate(recipe, detected, inputs.images, phrase_table, inputs.image_folder, roles)
     options = recipe.roles["detector"].options
@@ -87,7 +92,8 @@ class ItemPhrases:
 def phrases_per_item(phrase_table: pd.DataFrame) -> dict[str, ItemPhrases]:
     """item_id -> its phrases, read in one pass (no sub-frame per item)."""
     per_item: dict[str, ItemPhrases] = {}
-    for item, pid, phrase in zip(phrase_table.item_id, phrase_table.phrase_id, phrase_table.phrase):
+    columns = (phrase_table[c].tolist() for c in ("item_id", "phrase_id", "phrase"))
+    for item, pid, phrase in zip(*columns):
         found = per_item.setdefault(item, ItemPhrases([], []))
         found.phrase_ids.append(pid)
         found.phrases.append(phrase)
@@ -117,12 +123,19 @@ def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
     detector = roles.detector(recipe.name)
 
     def read_images(batch) -> dict[str, Image.Image]:
-        return {row.item_id: Image.open(inputs.image_folder / row.file).convert("RGB") for row, _ in batch}
+        return {row.item_id: read_rgb(inputs.image_folder / row.file) for row, _ in batch}
 
     def detect(batch, pictures):
         return detector.detect([pictures[row.item_id] for row, _ in batch], [ph.phrases for _, ph in batch])
 
     return BoxSource(detector.info, read_images, detect)
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """An image decoded from disk in RGB; an RGB file (every image the stage draws) is not copied again."""
+    image = Image.open(path)
+    image.load()
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def layout_detections(layout: pd.DataFrame, item: str, phrases: list[str]) -> list[Detection]:
@@ -170,9 +183,10 @@ def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, ph
 def usable_phrases(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[Skipped]]:
     """A kept phrase that cannot be grounded (blank, punctuation: a table written by hand or by an
     older version) is not sent to the detector; it becomes a recorded skip, never a silent gap."""
-    problems = kept.phrase.map(phrase_problem)
-    bad = kept[problems.notna()]
-    reasons = problems[problems.notna()]
+    problems = [phrase_problem(phrase) for phrase in kept.phrase.tolist()]
+    usable = np.array([problem is None for problem in problems], dtype=bool)
+    bad = kept[~usable]
+    reasons = [problem for problem in problems if problem is not None]
     skipped = [(item, f"phrase {pid} {phrase!r}: {problem}")
                for item, pid, phrase, problem in zip(bad.item_id, bad.phrase_id, bad.phrase, reasons)]
-    return kept[problems.isna()], skipped
+    return kept[usable], skipped

@@ -35,72 +35,117 @@ def box_iou(boxes_xyxy: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union, torch.zeros_like(union))
 
 
+def box_iou_numpy(boxes_xyxy: np.ndarray) -> np.ndarray:
+    """`box_iou` on a float64 array, the same operations in the same order (equal results, bit for bit),
+    without torch's per-call overhead: the NMS calls it once per image on a handful of boxes."""
+    area = (boxes_xyxy[:, 2] - boxes_xyxy[:, 0]).clip(min=0) * (boxes_xyxy[:, 3] - boxes_xyxy[:, 1]).clip(min=0)
+    top_left = np.maximum(boxes_xyxy[:, None, :2], boxes_xyxy[None, :, :2])
+    bottom_right = np.minimum(boxes_xyxy[:, None, 2:], boxes_xyxy[None, :, 2:])
+    sides = (bottom_right - top_left).clip(min=0)
+    inter = sides[..., 0] * sides[..., 1]
+    union = area[:, None] + area[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
 def filter_boxes(boxes: pd.DataFrame, sizes: pd.DataFrame,
                  settings: QualitySettings) -> tuple[pd.DataFrame, list[Removal]]:
     """The boxes that pass every filter (re-ranked per phrase, `box_rank` 0 = best kept) and the removals.
 
-    sizes: item_id, width, height of each image."""
+    sizes: item_id, width, height of each image (one row per item). The frame's columns are read
+    into arrays once; the filters narrow one mask of surviving rows (no intermediate frames)."""
     removals: list[Removal] = []
-    frame = boxes.merge(sizes[["item_id", "width", "height"]], on="item_id", how="left")
-    frame["area_fraction"] = (frame.x1 - frame.x0) * (frame.y1 - frame.y0) / (frame.width * frame.height)
-    frame = _drop(frame, frame.score < settings.min_box_score, "min_box_score", "score", settings.min_box_score,
-                  removals)
-    frame = _drop(frame, frame.area_fraction < settings.min_box_area, "min_box_area", "area_fraction",
-                  settings.min_box_area, removals)
-    frame = _drop(frame, frame.area_fraction > settings.max_box_area, "max_box_area", "area_fraction",
-                  settings.max_box_area, removals)
+    frame = _Columns(boxes, sizes)
+    alive = np.ones(len(boxes), dtype=bool)
+    with np.errstate(invalid="ignore"):  # NaN (an image of unknown size) fails no bound, as in pandas
+        _drop(frame, alive, frame.score < settings.min_box_score, "min_box_score", "score", frame.score,
+              settings.min_box_score, removals)
+        _drop(frame, alive, frame.area_fraction < settings.min_box_area, "min_box_area", "area_fraction",
+              frame.area_fraction, settings.min_box_area, removals)
+        _drop(frame, alive, frame.area_fraction > settings.max_box_area, "max_box_area", "area_fraction",
+              frame.area_fraction, settings.max_box_area, removals)
     if settings.cross_phrase_nms_iou is not None:
-        frame = _cross_phrase_nms(frame, settings.cross_phrase_nms_iou, removals)
+        _cross_phrase_nms(frame, alive, settings.cross_phrase_nms_iou, removals)
     if settings.max_boxes_per_phrase is not None:
-        order = frame.sort_values(["phrase_id", "score", "box_rank"], ascending=[True, False, True])
-        position = order.groupby("phrase_id").cumcount()
-        over = pd.Series(False, index=frame.index)
-        over[order.index[position >= settings.max_boxes_per_phrase]] = True
-        frame = frame.assign(position=position.reindex(frame.index) + 1)
-        frame = _drop(frame, over, "max_boxes_per_phrase", "position", settings.max_boxes_per_phrase, removals)
-    kept = frame[list(boxes.columns)].copy()
-    kept["box_rank"] = kept.sort_values(["score", "box_rank"], ascending=[False, True]).groupby("phrase_id").cumcount()
-    return kept.sort_index().reset_index(drop=True), removals
+        rows = np.flatnonzero(alive)
+        # Best first per phrase: score, then rank; ties keep frame order (a stable sort, as pandas').
+        ordered = rows[np.lexsort((frame.rank[rows], -frame.score[rows], frame.phrase_codes[rows]))]
+        position = np.zeros(len(boxes), dtype=np.int64)
+        position[ordered] = _positions_in_groups(frame.phrase_codes[ordered])
+        _drop(frame, alive, alive & (position >= settings.max_boxes_per_phrase), "max_boxes_per_phrase",
+              "position", position + 1, settings.max_boxes_per_phrase, removals)
+    rows = np.flatnonzero(alive)
+    kept = boxes.iloc[rows][list(boxes.columns)].reset_index(drop=True)
+    ordered = np.lexsort((frame.rank[rows], -frame.score[rows], frame.phrase_codes[rows]))
+    rank = np.zeros(len(rows), dtype=np.int64)
+    rank[ordered] = _positions_in_groups(frame.phrase_codes[rows][ordered])
+    kept["box_rank"] = rank
+    return kept, removals
 
 
-def _drop(frame: pd.DataFrame, mask: pd.Series, name: str, measured: str, threshold: float,
-          removals: list[Removal]) -> pd.DataFrame:
-    for row in frame[mask].itertuples(index=False):
-        removals.append(Removal(STAGE, row.item_id, name, float(getattr(row, measured)), float(threshold),
-                                row.phrase_id, row.box_id, f"{measured} {getattr(row, measured):.4g}"))
-    return frame[~mask]
+class _Columns:
+    """The columns the filters read, as arrays and lists (python values, as `itertuples` gives them)."""
+
+    def __init__(self, boxes: pd.DataFrame, sizes: pd.DataFrame):
+        self.item_ids, self.phrase_ids, self.box_ids = (boxes[c].tolist() for c in ("item_id", "phrase_id", "box_id"))
+        self.score = boxes.score.to_numpy(dtype=np.float64)
+        self.rank = boxes.box_rank.to_numpy()
+        self.coordinates = boxes[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.float64)
+        image_area = dict(zip(sizes.item_id.tolist(), (sizes.width * sizes.height).tolist()))
+        area = np.array([image_area.get(item, np.nan) for item in self.item_ids], dtype=np.float64)
+        x0, y0, x1, y1 = self.coordinates.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.area_fraction = (x1 - x0) * (y1 - y0) / area
+        self.phrase_codes = pd.factorize(np.asarray(self.phrase_ids, dtype=object))[0]
 
 
-def _cross_phrase_nms(frame: pd.DataFrame, threshold: float, removals: list[Removal]) -> pd.DataFrame:
-    """Greedy NMS per image over the boxes of different phrases. The frame's columns are read into
-    arrays once; per image only its rows are sorted and compared (no per-row pandas access)."""
-    if frame.empty:
-        return frame
-    items, phrases, box_ids = (frame[c].to_numpy() for c in ("item_id", "phrase_id", "box_id"))
-    scores, ranks = frame.score.to_numpy(), frame.box_rank.to_numpy()
+def _positions_in_groups(sorted_codes: np.ndarray) -> np.ndarray:
+    """0, 1, 2 ... within each run of equal codes (the codes grouped: `groupby().cumcount()`)."""
+    if not len(sorted_codes):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    return np.arange(len(sorted_codes)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_codes)]))
+
+
+def _drop(frame: _Columns, alive: np.ndarray, mask: np.ndarray, name: str, measured: str, values: np.ndarray,
+          threshold: float, removals: list[Removal]) -> None:
+    for row in np.flatnonzero(alive & mask):
+        value = values[row].item()
+        removals.append(Removal(STAGE, frame.item_ids[row], name, float(value), float(threshold),
+                                frame.phrase_ids[row], frame.box_ids[row], f"{measured} {value:.4g}"))
+    alive &= ~mask
+
+
+def _cross_phrase_nms(frame: _Columns, alive: np.ndarray, threshold: float, removals: list[Removal]) -> None:
+    """Greedy NMS per image over the surviving boxes of different phrases; per image only its rows
+    are sorted and compared."""
+    survivors = np.flatnonzero(alive)
+    if not len(survivors):
+        return
+    items, phrases, box_ids = frame.item_ids, frame.phrase_ids, frame.box_ids
+    scores, ranks = frame.score, frame.rank
     # The phrase named first wins a tie: the index ending its id, '<item>:p<index>'.
-    phrase_index = frame.phrase_id.str.rsplit(":p", n=1).str[-1].astype(int).to_numpy()
-    coordinates = frame[["x0", "y0", "x1", "y1"]].to_numpy(dtype=np.float64)
-    suppressed: list[int] = []
-    for rows in _rows_per_item(items):
-        if len(set(phrases[rows])) < 2:
+    phrase_index = np.zeros(len(alive), dtype=np.int64)
+    phrase_index[survivors] = [int(phrases[row].rsplit(":p", 1)[-1]) for row in survivors]
+    for rows in _rows_per_item(np.asarray([items[row] for row in survivors], dtype=object)):
+        rows = survivors[rows]
+        if len({phrases[row] for row in rows}) < 2:
             continue
         # Best first: score, then the phrase named first, then the rank (a stable sort, as pandas').
         ordered = rows[np.lexsort((ranks[rows], phrase_index[rows], -scores[rows]))]
-        iou = box_iou(torch.from_numpy(coordinates[ordered])).numpy()  # (N, N)
-        alive = [True] * len(ordered)
+        iou = box_iou_numpy(frame.coordinates[ordered])  # (N, N)
+        live = [True] * len(ordered)
         for i, best in enumerate(ordered):
-            if not alive[i]:
+            if not live[i]:
                 continue
             for j in range(i + 1, len(ordered)):
                 row = ordered[j]
-                if alive[j] and phrases[row] != phrases[best] and iou[i, j] >= threshold:
-                    alive[j] = False
+                if live[j] and phrases[row] != phrases[best] and iou[i, j] >= threshold:
+                    live[j] = False
+                    alive[row] = False
                     removals.append(Removal(STAGE, items[row], "cross_phrase_nms", float(iou[i, j]), threshold,
                                             phrases[row], box_ids[row], f"IoU {float(iou[i, j]):.3f} with "
                                             f"{box_ids[best]} (score {scores[best]:.3f} >= {scores[row]:.3f})"))
-                    suppressed.append(frame.index[row])
-    return frame.drop(index=suppressed)
 
 
 def _rows_per_item(items: np.ndarray) -> list[np.ndarray]:

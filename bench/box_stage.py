@@ -1,0 +1,138 @@
+"""The box stage against its detector's bare calls, and optionally against the box stage of another
+checkout of this project (e.g. a `git worktree` of an earlier commit), in one process.
+
+Builds one shard of a tiny recipe (concepts, descriptions, images written as PNG, phrases), then
+times, alternating within each round (best and median of `--repeats`):
+
+- bare: the detector adapter's `detect` on the shard's batches, images already decoded in memory;
+- bare + decode: the same, each image decoded from its PNG file first (as the stage must);
+- the stage (`pipeline.boxes.box_phrases`: reads the images ahead, filters, previews), and the
+  other checkout's stage on the same inputs and the same detector, when `--old` names one.
+
+Items the tiny detector cannot take (it fails to tokenize some phrases) are left out of every path.
+With `--old`, the two stages' outputs are compared (table, removals, skips, counts, lineage tables,
+preview pixels) and the script fails when they differ. Wall time and process CPU time are printed.
+
+    git worktree add /tmp/box-old 2ebaadd
+    OMP_NUM_THREADS=1 python bench/box_stage.py --items 64 --repeats 15 --old /tmp/box-old
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def old_package(checkout: Path, into: Path) -> str:
+    """The checkout's package copied under another name (its imports renamed), importable next to this one."""
+    name = "synground_assets_old"
+    shutil.copytree(checkout / "synground_assets", into / name)
+    for path in (into / name).rglob("*.py"):
+        path.write_text(re.sub(r"\bsynground_assets\b", name, path.read_text()))
+    sys.path.insert(0, str(into))
+    return name
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--recipe", default="tiny-concept2text")
+    parser.add_argument("--old", type=Path, help="another checkout of this project: its box stage is timed too")
+    args = parser.parse_args(argv)
+
+    import importlib
+
+    import pandas as pd
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpu_stages import adapter_recipe
+
+    from synground_assets.pipeline.batching import batches
+    from synground_assets.pipeline.boxes import BoxInputs, box_phrases
+    from synground_assets.pipeline.concepts import sample_concepts
+    from synground_assets.pipeline.descriptions import describe_items
+    from synground_assets.pipeline.images import draw_images
+    from synground_assets.pipeline.phrases import extract_phrases
+    from synground_assets.pipeline.writing import PngWriter
+    from synground_assets.roles.build import build_role
+    from synground_assets.roles.suite import ModelSuite
+
+    torch.manual_seed(0)
+    recipe, shard = adapter_recipe(args.recipe, args.items, torch.device("cpu")), "00000"
+
+    class Suite(ModelSuite):  # the roles of this bench's recipe (its shard size), not the book's
+        def role(self, recipe_name, role):
+            return self._cached(role, lambda: build_role(role, recipe.roles[role], recipe=recipe.name))
+
+    suite, work = Suite(), Path(tempfile.mkdtemp(prefix="synground-box-stage-"))
+    concepts = sample_concepts(recipe, shard, suite).table
+    described = describe_items(recipe, shard, concepts, suite,
+                               lambda keys: pd.DataFrame(columns=["item_id", "description"])).table
+    image_folder = work / "images"
+    with PngWriter(image_folder) as files:
+        drawn = draw_images(recipe, shard, described, suite, lambda hashes: pd.DataFrame(columns=["item_id", "phash"]),
+                            files=files).table
+    phrases = extract_phrases(recipe, shard, described, suite).table
+    failing = {item for item, _ in box_phrases(recipe, shard, BoxInputs(drawn, phrases, image_folder), suite).skipped}
+    images = drawn[~drawn.item_id.isin(failing)].reset_index(drop=True)
+    inputs = BoxInputs(images, phrases, image_folder)
+
+    kept = phrases[phrases.kept]
+    files = dict(zip(images.item_id, images.file))
+    pictures = {item: Image.open(image_folder / file).convert("RGB") for item, file in files.items()}
+    work_items = [(item, list(kept.phrase[kept.item_id == item])) for item in images.item_id]
+    work_items = [(item, texts) for item, texts in work_items if texts]
+    detector, size = suite.detector(recipe.name), recipe.roles["detector"].batch_size
+
+    def bare(image_of):
+        return [detector.detect([image_of(item) for item, _ in batch], [texts for _, texts in batch])
+                for batch in batches(work_items, size)]
+
+    calls = {"bare (images in memory)": lambda: bare(pictures.__getitem__),
+             "bare + PNG decode": lambda: bare(lambda item: Image.open(image_folder / files[item]).convert("RGB")),
+             "stage": lambda: box_phrases(recipe, shard, inputs, suite)}
+    if args.old:
+        old_boxes = importlib.import_module(f"{old_package(args.old, work / 'old')}.pipeline.boxes")
+        calls["stage, --old"] = lambda: old_boxes.box_phrases(recipe, shard, inputs, suite)
+    for call in calls.values():
+        call()  # warm-up at these shapes
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(args.repeats):
+        for name, call in calls.items():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            call()
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+    n, base, base_decode = len(work_items), min(wall["bare (images in memory)"]), min(wall["bare + PNG decode"])
+    print(f"{args.recipe}: {n} items ({len(failing)} left out), {args.repeats} rounds, "
+          f"torch threads {torch.get_num_threads()}")
+    for name in calls:
+        best, median = min(wall[name]), sorted(wall[name])[len(wall[name]) // 2]
+        print(f"  {name:24s} {n / best:7.1f} items/s (median {n / median:7.1f})  bare/this {base / best:.3f}  "
+              f"bare+decode/this {base_decode / best:.3f}  CPU {min(cpu[name]):.3f} s")
+    if args.old:
+        new, old = calls["stage"](), calls["stage, --old"]()
+        pd.testing.assert_frame_equal(new.table, old.table)
+        assert [dataclasses.astuple(r) for r in new.removals] == [dataclasses.astuple(r) for r in old.removals]
+        assert (new.skipped, new.counts) == (old.skipped, old.counts)
+        assert new.lineage.keys() == old.lineage.keys()
+        for key in new.lineage:
+            pd.testing.assert_frame_equal(new.lineage[key], old.lineage[key])
+        assert [tile.tobytes() for tile in new.preview] == [tile.tobytes() for tile in old.preview]
+        print("  the two stages' outputs are equal (table, removals, skips, counts, lineage, preview pixels)")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -37,6 +37,11 @@ from synground_assets.resources.store import ShardStore
 # What a lookup forgoes the index for: no index file, one being written (no wait), or one of another schema.
 _NO_INDEX = (duckdb.IOException, duckdb.CatalogException, duckdb.BinderException, duckdb.ConnectionException,
              TimeoutError, FileNotFoundError)
+# What the index knows of one asset folder: its schema is this code's, the stamps it recorded, the
+# earlier versions it cannot answer for.
+_STATE = """SELECT (SELECT count(*) FROM index_schema WHERE fingerprint = ?),
+    (SELECT list({'stamp': stamp, 'legacy': legacy}) FROM indexed_folders WHERE recipe = ? AND asset = ?),
+    (SELECT list(shard) FROM incomplete_versions WHERE recipe = ? AND asset = ? AND shard < ?)"""
 # Of the matches, the earliest (shard, item) per key of this shard: what a first-copy-wins dedup keeps
 # (find_near_duplicates, find_duplicate_texts); the shards left to the files (`excluded`) left out.
 # (A struct orders by its fields in turn; a hash aggregate, no sort.)
@@ -115,17 +120,14 @@ def _from_index(store: ShardStore, index: Path, recipe: str, asset: str, shard: 
     stamp = store.folder_stamp(recipe, asset)  # before the index is read: a publish after it changes it
     try:
         with Lineage(index, busy_timeout_s=0).reading() as connection:
-            if not connection.execute("SELECT count(*) FROM index_schema WHERE fingerprint = ?",
-                                      [SCHEMA_FINGERPRINT]).fetchone()[0]:
+            schema, recorded, incomplete = connection.execute(_STATE, [SCHEMA_FINGERPRINT, recipe, asset, recipe,
+                                                                       asset, shard]).fetchone()
+            if not schema:  # written last by other code: its derived tables may not match its shards
                 return None, _listed(store, recipe, asset, shard)[0]
-            recorded = connection.execute("SELECT stamp, legacy FROM indexed_folders WHERE recipe = ? AND asset = ?",
-                                          [recipe, asset]).fetchall()
-            incomplete = {row[0] for row in connection.execute(
-                "SELECT shard FROM incomplete_versions WHERE recipe = ? AND asset = ? AND shard < ?",
-                [recipe, asset, shard]).fetchall()}
-            if stamp is not None and len(recorded) == 1 and recorded[0][0] == stamp:
+            recorded, incomplete = recorded or [], set(incomplete or [])  # list() of no rows is NULL
+            if stamp is not None and len(recorded) == 1 and recorded[0]["stamp"] == stamp:
                 # No publish in the folder since the refresh listed it: every shard it indexed is current.
-                legacy = {name for name in recorded[0][1] if name < shard}
+                legacy = {name for name in recorded[0]["legacy"] if name < shard}
                 return matches(connection, sorted(incomplete)), incomplete | legacy
             # Published into since: list the folder and compare versions (one readlink per shard).
             wanted, published = _listed(store, recipe, asset, shard)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from synground_assets.quality.images import hash_bands
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.recipes import RecipeError, recipe_book
+from synground_assets.recipes import recipe_book
 from synground_assets.resources.store import AssetFolder
 
 BAND_SHIFT = 56  # key = band << BAND_SHIFT | the band's bits: with two bands or more, a band is at most 32 bits
@@ -38,7 +38,7 @@ def dedup_distances() -> set[int]:
     try:
         distances |= {QualitySettings.from_dict(recipe.quality).image_dedup_distance
                       for recipe in recipe_book().recipes.values()}
-    except (RecipeError, ValueError):  # a broken recipe file fails the runs that load it, not the index
+    except ValueError:  # RecipeError, QualitySettingsError: a bad recipe file fails its runs, not the index
         pass
     return {distance for distance in distances if distance is not None}
 

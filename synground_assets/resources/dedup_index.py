@@ -144,6 +144,6 @@ def _from_index(store: ShardStore, index: Path, recipe: str, asset: str, shard: 
 def _listed(store: ShardStore, recipe: str, asset: str, shard: str) -> tuple[set[str], dict[str, str]]:
     """The earlier shards in the asset folder (published, and of the layout before links), listing
     it (one readlink per shard), and the published ones' publish ids."""
-    folder = store.asset_folder(recipe, asset)
+    folder = store.asset_folder(recipe, asset, check_present=False)  # a link to a vanished version: no file to read
     published = {s.shard: s.publish_id for s in folder.published if s.shard < shard}
     return set(published) | {name for name in folder.legacy if name < shard}, published

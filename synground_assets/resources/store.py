@@ -219,10 +219,11 @@ class ShardStore:
         for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):
             yield self.asset_folder(marker.parent.parent.name, marker.parent.name)
 
-    def asset_folder(self, recipe: str, asset: str) -> AssetFolder:
+    def asset_folder(self, recipe: str, asset: str, check_present: bool = True) -> AssetFolder:
         """One asset folder: its stamp, read first, then its published shards and legacy folders. A
         publish after the listing changes the stamp, so a stamp equal to this one later means this
-        listing is still the folder's."""
+        listing is still the folder's. `check_present=False` spares the stat of each version folder
+        (every shard then comes with `present=True`)."""
         stamp = self.folder_stamp(recipe, asset)
         published, legacy = [], []
         asset_dir = self.root / recipe / asset
@@ -234,7 +235,7 @@ class ShardStore:
                     if not entry.is_symlink():
                         if entry.is_dir():
                             legacy.append(entry.name)
-                    elif shard := self._published_entry(recipe, asset, asset_dir, entry):
+                    elif shard := self._published_entry(recipe, asset, asset_dir, entry, check_present):
                         published.append(shard)
         return AssetFolder(recipe, asset, stamp, published, sorted(legacy))
 
@@ -253,7 +254,8 @@ class ShardStore:
         return f"{stat.st_size}:{stat.st_mtime_ns}"
 
     @staticmethod
-    def _published_entry(recipe: str, asset: str, asset_dir: Path, entry: os.DirEntry) -> PublishedShard | None:
+    def _published_entry(recipe: str, asset: str, asset_dir: Path, entry: os.DirEntry,
+                         check_present: bool = True) -> PublishedShard | None:
         try:
             version = os.readlink(entry.path)
         except FileNotFoundError:  # unpublished meanwhile
@@ -262,7 +264,7 @@ class ShardStore:
         if not match or match["shard"] != entry.name:
             return None
         return PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version,
-                              present=os.path.isdir(os.path.join(asset_dir, version)))
+                              present=not check_present or os.path.isdir(os.path.join(asset_dir, version)))
 
     def clean(self) -> int:
         """`clean_folder` over every asset folder of the root; returns how many leftovers went."""

@@ -83,9 +83,9 @@ def listings(monkeypatch) -> list[str]:
     listed = []
     real = ShardStore.asset_folder
 
-    def asset_folder(self, recipe, asset):
+    def asset_folder(self, recipe, asset, **options):
         listed.append(asset)
-        return real(self, recipe, asset)
+        return real(self, recipe, asset, **options)
 
     monkeypatch.setattr(ShardStore, "asset_folder", asset_folder)
     return listed

@@ -12,8 +12,13 @@ for 64 new hashes and description keys, at N = 100, 1,000 and 10,000 (--shards):
 - index, lagging: the same with the last --unindexed shards published after the refresh (read from files).
 
 Every lookup must find the same duplicates as a scan of every earlier row; the script checks it.
+`--planted every` (the default) puts the near-copies of shard 0's items in every earlier shard, so
+the matches grow with N (what a store holds whose shards were not deduped); `--planted new` only in
+shard N, as the pipeline publishes (it removes copies before publishing): the matches stay few.
+`--no-file-timings` skips the two file columns (minutes at 10,000 shards; the scan that checks the
+answers still runs).
 
-    python bench/dedup_lookup.py [--shards 100 1000 10000] [--repeats 5]
+    python bench/dedup_lookup.py [--shards 100 1000 10000] [--repeats 5] [--planted every|new] [--no-file-timings]
 
 Prints a table and writes bench/results/dedup_lookup.json.
 """
@@ -44,15 +49,16 @@ def shard_key(index: int) -> str:
     return f"{index:05d}"
 
 
-def shard_rows(index: int, rng: np.random.Generator, base: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def shard_rows(index: int, rng: np.random.Generator, base: np.ndarray,
+               plant: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One shard's images (item_id, phash) and descriptions (item_id, description): random, except
-    a few items that copy (a few bits off) a hash or a text of the first shard."""
+    (`plant`) a few items that copy (a few bits off) a hash or a text of the first shard."""
     from synground_assets.items import item_id
 
     ids = [item_id(RECIPE, index, i) for i in range(ITEMS)]
     values = rng.integers(0, 2**63, ITEMS, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)
     texts = [f"a picture of thing {index}-{i} number {rng.integers(1e9)}" for i in range(ITEMS)]
-    if index:
+    if index and plant:
         values[:2] = base[:2] ^ np.uint64(0b101)  # 2 bits from shard 0's first hashes
         texts[0] = "A picture of thing 0-0, copied."
     return (pd.DataFrame({"item_id": ids, "phash": [f"{int(v):016x}" for v in values]}),
@@ -77,21 +83,26 @@ def publish(store, asset: str, shard: str, table: pd.DataFrame, lineage: pd.Data
     _publish(staging, final, uuid.uuid4().hex)
 
 
-def build(store, first: int, last: int, rng: np.random.Generator, base: np.ndarray) -> None:
+def build(store, first: int, last: int, rng: np.random.Generator, base: np.ndarray, plant: bool = True) -> None:
     from synground_assets.quality.images import hash_bits
     from synground_assets.quality.text import description_key
 
     for index in range(first, last):
-        images, descriptions = shard_rows(index, rng, base)
+        images, descriptions = shard_rows(index, rng, base, plant)
         publish(store, "images", shard_key(index), images, images.assign(phash_bits=hash_bits(images.phash)))
         publish(store, "descriptions", shard_key(index), descriptions,
                 descriptions.assign(description_key=descriptions.description.map(description_key)))
 
 
-def new_shard(index: int, base: np.ndarray) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Shard N's (item, hash) and (item, text): half of them near-copies of earlier items."""
+def new_shard(index: int, base: np.ndarray,
+              planted: str = "every") -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Shard N's (item, hash) and (item, text): a few near-copies of earlier items (with --planted
+    new, its text copy is of shard 0's first text, the earlier shards holding no copy of their own)."""
     rng = np.random.default_rng(index)
     images, descriptions = shard_rows(index, rng, base)
+    if planted == "new":
+        first = shard_rows(0, np.random.default_rng(0), base)[1].description[0]
+        descriptions.loc[0, "description"] = first.upper() + "!"  # the same once normalised
     return list(zip(images.item_id, images.phash)), list(zip(descriptions.item_id, descriptions.description))
 
 
@@ -132,12 +143,12 @@ def timed(call, repeats: int) -> tuple[float, object]:
     return statistics.median(seconds), result
 
 
-def cold_scan_seconds(root: Path, shard: str, base_hex: list[str]) -> float:
+def cold_scan_seconds(root: Path, shard: str, base_hex: list[str], planted: str) -> float:
     """`scans` in a fresh process (modules imported first): what a run's first shard pays, no table cached."""
     code = (f"import sys, time, numpy as np; sys.path.insert(0, {str(Path(__file__).parent)!r});"
             "import dedup_lookup as d;"
             f"base = np.array([int(h, 16) for h in {base_hex!r}], dtype=np.uint64);"
-            f"h, t = d.new_shard({int(shard)}, base); d.scans(d.Path({str(root)!r}), '00000', h, t);"
+            f"h, t = d.new_shard({int(shard)}, base, {planted!r}); d.scans(d.Path({str(root)!r}), '00000', h, t);"
             f"s = time.perf_counter(); d.scans(d.Path({str(root)!r}), "
             f"{shard!r}, h, t); print(time.perf_counter() - s)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -149,6 +160,9 @@ def main() -> None:
     parser.add_argument("--shards", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--unindexed", type=int, default=10, help="shards published after the last refresh")
+    parser.add_argument("--planted", choices=["every", "new"], default="every",
+                        help="near-copies of shard 0 in every earlier shard, or only in the new one")
+    parser.add_argument("--no-file-timings", action="store_true", help="skip the files columns")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "dedup_lookup.json")
     args = parser.parse_args()
 
@@ -164,13 +178,14 @@ def main() -> None:
     built, results = 0, {}
     for count in sorted(args.shards):
         start = time.perf_counter()
-        build(store, built, count - args.unindexed, rng, base)
+        plant = args.planted == "every"
+        build(store, built, count - args.unindexed, rng, base, plant)
         built_s = time.perf_counter() - start
         refresh = Lineage(index_path).refresh(root)
-        build(store, count - args.unindexed, count, rng, base)  # published after the refresh
+        build(store, count - args.unindexed, count, rng, base, plant)  # published after the refresh
         built = count
         shard = shard_key(count)
-        hashes, texts = new_shard(count, base)
+        hashes, texts = new_shard(count, base, args.planted)
         expected = scans(root, shard, hashes, texts)
         assert expected[0] and expected[1], "no planted duplicate found: the bench checks nothing"
         lookup = partial(lookups, root, index_path, shard, hashes, texts)
@@ -178,8 +193,10 @@ def main() -> None:
         Lineage(index_path).refresh(root)
         index_s, answered = timed(lookup, args.repeats)
         assert answered == lagging == expected, (count, answered, lagging, expected)
-        warm_s, _ = timed(partial(scans, root, shard, hashes, texts), args.repeats)
-        cold_s = cold_scan_seconds(root, shard, [f"{int(v):016x}" for v in base])
+        warm_s, cold_s = None, None
+        if not args.no_file_timings:
+            warm_s, _ = timed(partial(scans, root, shard, hashes, texts), args.repeats)
+            cold_s = cold_scan_seconds(root, shard, [f"{int(v):016x}" for v in base], args.planted)
         results[count] = {"files_cold_s": cold_s, "files_warm_s": warm_s, "index_s": index_s,
                           "index_lagging_s": lagging_s, "unindexed_shards": args.unindexed,
                           "image_duplicates": len(expected[0]), "description_duplicates": len(expected[1]),
@@ -187,12 +204,16 @@ def main() -> None:
         print(f"{count} earlier shards: {results[count]}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"items_per_shard": ITEMS, "max_distance": MAX_DISTANCE, "repeats": args.repeats,
-                                       "cpus": os.cpu_count(), "by_earlier_shards": results}, indent=2) + "\n")
+                                       "planted": args.planted, "cpus": os.cpu_count(),
+                                       "load_average": os.getloadavg(), "by_earlier_shards": results}, indent=2) + "\n")
     print(f"\nper shard lookup (64 hashes + 64 description keys), median of {args.repeats}, seconds")
     print(f"  {'earlier shards':>14s} {'files cold':>11s} {'files warm':>11s} {'index':>8s} "
           f"{'index, ' + str(args.unindexed) + ' unindexed':>22s}")
+    def seconds(value) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for count, r in results.items():
-        print(f"  {count:14d} {r['files_cold_s']:11.3f} {r['files_warm_s']:11.3f} {r['index_s']:8.3f} "
+        print(f"  {count:14d} {seconds(r['files_cold_s']):>11s} {seconds(r['files_warm_s']):>11s} {r['index_s']:8.3f} "
               f"{r['index_lagging_s']:22.3f}")
     print(f"\n-> {args.output}")
 

@@ -21,7 +21,8 @@ from synground_assets.roles.base import GeneratedText, SourceItem
 
 STAGE = "descriptions"
 COLUMNS = ["item_id", "description"]
-# this shard's description keys -> item_id, description of the earlier shards' items with such a key
+# this shard's description keys -> item_id, description of earlier shards' items with such a key (at least the
+# earliest per key: the first copy is kept)
 EarlierTexts = Callable[[list[str]], pd.DataFrame]
 
 

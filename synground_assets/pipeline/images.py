@@ -38,7 +38,8 @@ TABLE_COLUMNS = ["item_id", "file", "image_path", "width", "height", "image_seed
 BOX_COLUMNS = ["item_id", "phrase", "x0", "y0", "x1", "y1"]
 
 Accepted = dict[str, tuple[GeneratedImage, int]]  # item -> (the usable output, the seed that drew it)
-# this shard's hashes -> item_id, phash of the earlier shards' images that may be near-duplicates
+# this shard's hashes -> item_id, phash of earlier shards' images that may be near-duplicates (at least the
+# earliest within the distance of each hash: the first copy is kept)
 EarlierHashes = Callable[[list[str]], pd.DataFrame]
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synground_assets.resources.dedup_tables import rebuild_lookup_tables
 from synground_assets.resources.lineage_index import refresh_index
 from synground_assets.resources.lineage_schema import DIRECT_TABLES, LINEAGE_FOLDER, ensure_schema
 from synground_assets.resources.store import ShardStore, default_data_root
@@ -79,16 +80,18 @@ class Lineage:
         self.config = config or {}  # DuckDB settings, e.g. {"memory_limit": "4GB", "threads": 2} on a shared host
         self.on_wait = on_wait  # told once, with what it waits for, when the index is busy (the CLI prints it)
 
-    def refresh(self, data_root: str | os.PathLike) -> dict:
+    def refresh(self, data_root: str | os.PathLike, band_distances: set[int] | None = None) -> dict:
         """Index the shards published under `data_root` since the last refresh (new and replaced
         ones), drop those that disappeared. Returns counts of shards (indexed, replaced, removed,
-        unchanged, changed_while_indexing, failed, with the failures' errors) and the seconds it took."""
+        unchanged, changed_while_indexing, failed, with the failures' errors) and the seconds it took.
+        `band_distances`: the image dedup distances to precompute hash bands for (default: the
+        recipe book's, `dedup_tables.dedup_distances`)."""
         start = time.monotonic()
         if not Path(data_root).is_dir():  # else every indexed shard would count as vanished
             raise FileNotFoundError(f"no data root at {data_root}: point SYNGROUND_DATA (or the store's root) at "
                                     f"the folder the shards are published in")
         with self._writer() as connection:
-            counts = refresh_index(connection, ShardStore(data_root))
+            counts = refresh_index(connection, ShardStore(data_root), band_distances)
         return {**counts, "seconds": round(time.monotonic() - start, 3)}
 
     def replace(self, table: str, rows: pd.DataFrame, where: dict) -> None:
@@ -109,12 +112,18 @@ class Lineage:
 
     def query(self, sql: str, parameters: list | None = None) -> pd.DataFrame:
         """Run a read-only query on the index as it is (refresh first to see the latest shards)."""
+        with self.reading() as connection:
+            return connection.execute(sql, parameters or []).df()
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection to the index as it is, for a reader with several queries."""
         if not self.path.exists():
             raise FileNotFoundError(f"no lineage index at {self.path}: build it with "
                                     f"`python -m synground_assets.cli index` (or Lineage.refresh)")
         connection = self._connect(read_only=True)
         try:
-            return connection.execute(sql, parameters or []).df()
+            yield connection
         finally:
             connection.close()
 
@@ -128,7 +137,8 @@ class Lineage:
                                   f"another builder holds {lock.name}")
             connection = self._connect(read_only=False)
             try:
-                ensure_schema(connection, self.path)
+                if ensure_schema(connection, self.path):
+                    rebuild_lookup_tables(connection)  # derived from the shard tables, which older code left alone
                 yield connection
             finally:
                 connection.close()  # an uncommitted transaction is rolled back

@@ -9,6 +9,10 @@ builder that crashes leaves whole batches only; the next refresh redoes the rest
 (an unreadable file, a version replaced while being read, a duplicate id) is retried shard by
 shard, so one bad shard is reported and skipped, not the whole refresh; a shard re-published while
 it was being read is only counted (`changed_while_indexing`): the next refresh indexes its new version.
+
+Each batch also writes the dedup lookup's derived rows (dedup_tables.py). Each asset folder's stamp
+is read before the folder is listed; once every change of a folder is in, its stamp is recorded
+(`indexed_folders`), so a lookup that finds the folder's stamp unchanged need not list it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,20 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from synground_assets.resources.lineage_schema import DIRECT_TABLES, INDEX_SCHEMA, INDEXED_SHARDS, LINEAGE_FOLDER, VIEWS
+from synground_assets.resources.dedup_tables import (
+    dedup_distances,
+    fill_lookup_tables,
+    record_folder_stamps,
+    sync_band_distances,
+)
+from synground_assets.resources.lineage_schema import (
+    DERIVED_TABLES,
+    DIRECT_TABLES,
+    INDEX_SCHEMA,
+    INDEXED_SHARDS,
+    LINEAGE_FOLDER,
+    VIEWS,
+)
 from synground_assets.resources.store import PublishedShard, ShardStore
 
 BATCH_SHARDS = 1000
@@ -31,7 +48,7 @@ BATCH_SHARDS = 1000
 # the connection, so every later statement would fail with "database has been invalidated".
 DATABASE_ERRORS = (duckdb.FatalException, duckdb.TransactionException)
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_RESERVED = {*DIRECT_TABLES, INDEXED_SHARDS, INDEX_SCHEMA, *VIEWS}
+_RESERVED = {*DIRECT_TABLES, INDEXED_SHARDS, INDEX_SCHEMA, *VIEWS, *DERIVED_TABLES}
 
 
 @dataclass(frozen=True)
@@ -41,9 +58,11 @@ class Change:
     new: PublishedShard | None  # the version published now, if any
 
 
-def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> dict:
-    on_disk, vanished = {}, []
-    for shard in store.published():
+def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore,
+                  band_distances: set[int] | None = None) -> dict:
+    sync_band_distances(connection, dedup_distances() if band_distances is None else set(band_distances))
+    on_disk, vanished, folders = {}, [], list(store.asset_folders())  # each folder's stamp read before its listing
+    for shard in (shard for folder in folders for shard in folder.published):
         if shard.present:
             on_disk[shard.key] = shard
         else:  # its rows are dropped below, like those of a shard removed whole
@@ -55,6 +74,7 @@ def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> d
     unchanged = len(on_disk) - sum(change.new is not None for change in changes)
     counts = {"indexed": 0, "replaced": 0, "removed": 0, "unchanged": unchanged, "changed_while_indexing": 0,
               "failed": 0, "errors": [], "vanished": vanished}
+    left: set[str] = set()  # <recipe>/<asset> of the folders with a change not indexed
     for start in range(0, len(changes), BATCH_SHARDS):
         batch = changes[start : start + BATCH_SHARDS]
         try:
@@ -72,9 +92,13 @@ def refresh_index(connection: duckdb.DuckDBPyConnection, store: ShardStore) -> d
                 except (duckdb.Error, OSError, ValueError) as exc:
                     if change.new is not None and not change.new.folder.exists():
                         counts["changed_while_indexing"] += 1  # re-published meanwhile: the next refresh takes it
+                        left.add(change.key.rsplit("/", 1)[0])
                         continue
                     counts["failed"] += 1
                     counts["errors"].append(f"{change.key}: {type(exc).__name__}: {exc}")
+                    left.add(change.key.rsplit("/", 1)[0])
+    # A folder with a change left out (failed, or re-published meanwhile) keeps no stamp: its lookups list it.
+    record_folder_stamps(connection, [f for f in folders if f.stamp and f"{f.recipe}/{f.asset}" not in left])
     return counts
 
 
@@ -106,6 +130,7 @@ def _apply(connection: duckdb.DuckDBPyConnection, batch: list[Change]) -> None:
         connection.register("indexed_record", record)
         connection.execute(f"INSERT INTO {INDEXED_SHARDS} BY NAME SELECT * FROM indexed_record")
         connection.unregister("indexed_record")
+        fill_lookup_tables(connection, [s.publish_id for s in published])
         connection.execute("COMMIT")
     except BaseException:
         # A COMMIT that failed (a full disk) has ended the transaction already: the rollback's own error

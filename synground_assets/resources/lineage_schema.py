@@ -61,6 +61,27 @@ INDEX_SCHEMA = "index_schema"
 _INDEXED_SHARDS_COLUMNS = """shard_path VARCHAR PRIMARY KEY, recipe VARCHAR, asset VARCHAR, shard VARCHAR,
     publish_id VARCHAR, tables VARCHAR[], indexed_at TIMESTAMP"""
 
+# Tables the refresh derives for the cross-shard dedup lookup (resources/dedup_tables.py); a version's
+# rows go with the version, as in the shard tables (each has a `publish_id`).
+DERIVED_TABLES = {
+    # Per asset folder the refresh listed and indexed whole: the folder's stamp read before the
+    # listing (ShardStore.folder_stamp) and its shards of the layout before links. While the folder's
+    # stamp is still this one, `indexed_shards` holds every shard the folder publishes, as published.
+    "indexed_folders": "recipe VARCHAR, asset VARCHAR, stamp VARCHAR, legacy VARCHAR[]",
+    # The images and descriptions versions with a row lacking the lookup key (indexed before the
+    # column existed): the lookup reads them from their files.
+    "incomplete_versions": "recipe VARCHAR, asset VARCHAR, shard VARCHAR, publish_id VARCHAR",
+    # Each image's hash cut into the bit bands of `hash_bands(distance)`, for each distance in
+    # `banded_distances`; key = band << 56 | the band's bits (a band is at most 32 bits wide when there
+    # are several), so a lookup is one equality join on a number.
+    "image_bands": """key UBIGINT, phash_bits UBIGINT, recipe VARCHAR, distance UTINYINT, item_id VARCHAR,
+        phash VARCHAR, shard VARCHAR, publish_id VARCHAR""",
+    "banded_distances": "distance INTEGER",
+    # Each description's key (16 hex digits of `description_key`) as a number.
+    "description_keys": "key UBIGINT, recipe VARCHAR, item_id VARCHAR, description VARCHAR, shard VARCHAR, "
+                        "publish_id VARCHAR",
+}
+
 VIEWS = {
     "box_provenance": """
         SELECT b.box_id, b.x0, b.y0, b.x1, b.y1, b.score, p.phrase, i.image_path, i.width, i.height,
@@ -96,15 +117,21 @@ VIEWS = {
 
 
 
-def ensure_schema(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+_SCHEMA = {**TABLES, **DIRECT_TABLES, INDEXED_SHARDS: _INDEXED_SHARDS_COLUMNS, **DERIVED_TABLES}
+# Kept in `index_schema`: readers that rely on the derived tables check it (an index last written by
+# older code may hold shards whose derived rows it never wrote).
+SCHEMA_FINGERPRINT = hashlib.sha256(json.dumps([_SCHEMA, VIEWS], sort_keys=True).encode()).hexdigest()
+
+
+def ensure_schema(connection: duckdb.DuckDBPyConnection, path: Path) -> bool:
     """Create the tables and (re)create the views, unless this code's schema is there already (a
-    fingerprint of it is kept in `index_schema`). A database of the layout before the index (rows
-    without a publish id) cannot be brought up to date: it names the fix."""
-    schema = {**TABLES, **DIRECT_TABLES, INDEXED_SHARDS: _INDEXED_SHARDS_COLUMNS}
-    fingerprint = hashlib.sha256(json.dumps([schema, VIEWS], sort_keys=True).encode()).hexdigest()
+    fingerprint of it is kept in `index_schema`); True when it was not: the derived tables are then
+    created empty, for the caller to fill. A database of the layout before the index (rows without
+    a publish id) cannot be brought up to date: it names the fix."""
     connection.execute(f"CREATE TABLE IF NOT EXISTS {INDEX_SCHEMA} (fingerprint VARCHAR)")
-    if connection.execute(f"SELECT count(*) FROM {INDEX_SCHEMA} WHERE fingerprint = ?", [fingerprint]).fetchone()[0]:
-        return
+    if connection.execute(f"SELECT count(*) FROM {INDEX_SCHEMA} WHERE fingerprint = ?",
+                          [SCHEMA_FINGERPRINT]).fetchone()[0]:
+        return False
     old = connection.execute("""SELECT count(*) FROM information_schema.tables t WHERE table_name = 'boxes'
         AND NOT EXISTS (SELECT 1 FROM information_schema.columns c
                         WHERE c.table_name = 'boxes' AND c.column_name = 'publish_id')""").fetchone()[0]
@@ -112,9 +139,12 @@ def ensure_schema(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise RuntimeError(f"{path} holds lineage in the layout before the index (no publish_id); move it "
                            f"away and run `python -m synground_assets.cli index` to rebuild it from the shards "
                            f"(shards published before lineage files existed need re-materializing)")
-    for name, columns in schema.items():
+    for name in DERIVED_TABLES:  # derived from the others: rebuilt whole, whatever shape older code gave them
+        connection.execute(f"DROP TABLE IF EXISTS {name}")
+    for name, columns in _SCHEMA.items():
         connection.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
     for name, query in VIEWS.items():
         connection.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
     connection.execute(f"DELETE FROM {INDEX_SCHEMA}")
-    connection.execute(f"INSERT INTO {INDEX_SCHEMA} VALUES (?)", [fingerprint])
+    connection.execute(f"INSERT INTO {INDEX_SCHEMA} VALUES (?)", [SCHEMA_FINGERPRINT])
+    return True

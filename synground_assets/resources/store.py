@@ -12,6 +12,8 @@ without any lock:
    `os.replace`, one atomic rename: a reader sees the whole old shard or the whole new one, never
    a half or none;
 3. it removes the version it replaced, or its own if another writer's publish came after it.
+Around step 2 it appends a byte to the asset folder's `.shards` marker (before and after the swap),
+so the marker's size and mtime stamp the folder: unchanged stamp, no publish since (`folder_stamp`).
 Two writers of one shard both succeed and the last publish wins whole. A crashed write leaves its
 staging folder, which any later write in that asset folder removes once its owner is gone (same
 host, pid no longer alive) or it is older than `staging_max_age_s`. A version folder no link names
@@ -40,7 +42,11 @@ from synground_assets.processes import process_alive
 
 TABLE = "table.parquet"
 MANIFEST = "publish.json"
-SHARDS_MARKER = ".shards"  # in every asset folder holding published shards: what the index scans
+# In every asset folder holding published shards: what the index scans. Every publish appends a
+# byte before its link swap and one after, so the marker's (size, mtime) is the folder's stamp: a
+# reader that finds the stamp the index recorded (read before the index listed the folder) knows the
+# folder has not been published into since, without listing it.
+SHARDS_MARKER = ".shards"
 STAGING, VERSION, LINK, DOOMED = ".tmp-", ".v-", ".lnk-", ".del-"
 # A staging folder from another host (whose pid cannot be checked) counts as abandoned after this
 # long: it must exceed the longest shard write. `SYNGROUND_STAGING_MAX_AGE_S` overrides it.
@@ -86,6 +92,18 @@ class PublishedShard:
     @property
     def folder(self) -> Path:
         return self.asset_dir / self.version
+
+
+@dataclass(frozen=True)
+class AssetFolder:
+    """One asset folder as listed: its stamp (read before the listing), its published shards and the
+    shards of the layout before links (plain folders)."""
+
+    recipe: str
+    asset: str
+    stamp: str | None
+    published: list[PublishedShard]
+    legacy: list[str]
 
 
 class UnsafePathError(ValueError):
@@ -193,27 +211,60 @@ class ShardStore:
     def published(self) -> Iterator[PublishedShard]:
         """Every shard published in this layout, under every recipe and asset (one readlink and one stat
         each); a link whose version folder was deleted comes with `present=False`."""
+        for folder in self.asset_folders():
+            yield from folder.published
+
+    def asset_folders(self) -> Iterator[AssetFolder]:
+        """Every asset folder holding published shards, each listed after its stamp was read."""
         for marker in self.root.glob(f"*/*/{SHARDS_MARKER}"):
-            yield from self.published_in(marker.parent.parent.name, marker.parent.name)
+            yield self.asset_folder(marker.parent.parent.name, marker.parent.name)
+
+    def asset_folder(self, recipe: str, asset: str, check_present: bool = True) -> AssetFolder:
+        """One asset folder: its stamp, read first, then its published shards and legacy folders. A
+        publish after the listing changes the stamp, so a stamp equal to this one later means this
+        listing is still the folder's. `check_present=False` spares the stat of each version folder
+        (every shard then comes with `present=True`)."""
+        stamp = self.folder_stamp(recipe, asset)
+        published, legacy = [], []
+        asset_dir = self.root / recipe / asset
+        if asset_dir.is_dir():
+            with os.scandir(asset_dir) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    if not entry.is_symlink():
+                        if entry.is_dir():
+                            legacy.append(entry.name)
+                    elif shard := self._published_entry(recipe, asset, asset_dir, entry, check_present):
+                        published.append(shard)
+        return AssetFolder(recipe, asset, stamp, published, sorted(legacy))
 
     def published_in(self, recipe: str, asset: str) -> Iterator[PublishedShard]:
         """The shards of one recipe's asset published in this layout (one readlink and one stat each); a
         link whose version folder was deleted comes with `present=False`."""
-        asset_dir = self.root / recipe / asset
-        if not asset_dir.is_dir():
-            return
-        with os.scandir(asset_dir) as entries:
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.is_symlink():
-                    continue
-                try:
-                    version = os.readlink(entry.path)
-                except FileNotFoundError:  # unpublished meanwhile
-                    continue
-                match = _VERSION_NAME.match(version)
-                if match and match["shard"] == entry.name:
-                    yield PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version,
-                                         present=os.path.isdir(os.path.join(asset_dir, version)))
+        yield from self.asset_folder(recipe, asset).published
+
+    def folder_stamp(self, recipe: str, asset: str) -> str | None:
+        """The asset folder's stamp: its `.shards` marker's size and mtime (ns), which every publish
+        changes; None without a marker (nothing published in this layout)."""
+        try:
+            stat = os.stat(self.root / recipe / asset / SHARDS_MARKER)
+        except FileNotFoundError:
+            return None
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    @staticmethod
+    def _published_entry(recipe: str, asset: str, asset_dir: Path, entry: os.DirEntry,
+                         check_present: bool = True) -> PublishedShard | None:
+        try:
+            version = os.readlink(entry.path)
+        except FileNotFoundError:  # unpublished meanwhile
+            return None
+        match = _VERSION_NAME.match(version)
+        if not match or match["shard"] != entry.name:
+            return None
+        return PublishedShard(recipe, asset, entry.name, match["publish_id"], asset_dir, version,
+                              present=not check_present or os.path.isdir(os.path.join(asset_dir, version)))
 
     def clean(self) -> int:
         """`clean_folder` over every asset folder of the root; returns how many leftovers went."""
@@ -255,15 +306,26 @@ class ShardStore:
 def _publish(staging: Path, final: Path, publish_id: str) -> None:
     version = final.parent / f"{VERSION}{final.name}-{publish_id}"
     link = final.parent / f"{LINK}{final.name}-{publish_id}"
-    (final.parent / SHARDS_MARKER).touch()
+    _bump_stamp(final.parent)  # also creates the marker, so the index finds this folder
     os.rename(staging, version)
     old = _retire_legacy(final) or _link_target(final)
     os.symlink(version.name, link)
     os.replace(link, final)  # the publish: one atomic rename of the link
+    # After the swap: an index that read the stamp before this line may have listed the old link, and
+    # its stamp no longer matches. (The bump before the swap narrows a crash between the two to a
+    # refresh that read the stamp in between.)
+    _bump_stamp(final.parent)
     # A version never becomes current again once replaced, so either one can go now: the version
     # this publish replaced, or this publish's own if another writer's came after it.
     superseded = _link_target(final) != version
     _delete([_doom(version) if superseded else None, _doom(old) if old and old != version else None])
+
+
+def _bump_stamp(asset_dir: Path) -> None:
+    """Append one byte to the asset folder's marker: its size grows and its mtime moves (both kept in
+    the stamp, so two appends racing on a file system without atomic appends still change it)."""
+    with open(asset_dir / SHARDS_MARKER, "ab") as marker:
+        marker.write(b".")
 
 
 def _link_target(final: Path) -> Path | None:

@@ -143,11 +143,12 @@ def test_a_missing_data_root_is_an_error_not_an_empty_dataset(store, lineage):
 def test_a_shard_republished_while_being_indexed_is_left_to_the_next_refresh(store, lineage, monkeypatch):
     publish(store, "00000", items=2)
     publish(store, "00001", items=2)
-    seen = list(store.published())  # what the builder listed ...
+    seen = list(store.asset_folders())  # what the builder listed ...
     publish(store, "00001", items=3)  # ... before 00001 was re-published (its old version removed)
-    monkeypatch.setattr(ShardStore, "published", lambda self: iter(seen))
+    monkeypatch.setattr(ShardStore, "asset_folders", lambda self: iter(seen))
     counts = lineage.refresh(store.root)
     assert (counts["indexed"], counts["changed_while_indexing"], counts["failed"]) == (1, 1, 0)
+    assert count(lineage, "SELECT count(*) FROM indexed_folders") == 0  # its lookups list the folder
     monkeypatch.undo()
     assert lineage.refresh(store.root)["indexed"] == 1
     assert count(lineage, "SELECT count(*) FROM descriptions") == 5

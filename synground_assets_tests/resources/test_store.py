@@ -80,6 +80,41 @@ def test_a_shard_of_the_layout_before_links_is_replaced_by_a_link(tmp_path):
     assert len([name for name in entries(tmp_path / "r" / "boxes") if name.startswith(".v-")]) == 1
 
 
+def test_every_publish_changes_the_asset_folders_stamp_after_its_link_swap(tmp_path, monkeypatch):
+    """A reader that finds the stamp it saw before listing the folder knows nothing was published since."""
+    store = ShardStore(tmp_path)
+    assert store.folder_stamp("r", "images") is None  # nothing published in this layout
+    stamps = []
+    for shard in ("00000", "00001", "00000"):  # a new shard, another, a re-publish
+        with store.writing("r", "images", shard) as folder:
+            write_table(folder, pd.DataFrame({"a": [1]}))
+        stamps.append(store.folder_stamp("r", "images"))
+    assert len(set(stamps)) == 3 and (tmp_path / "r" / "images" / ".shards").stat().st_size == 6  # two bytes each
+    assert store.folder_stamp("r", "boxes") is None  # per asset folder
+    # The stamp moves after the swap: a stamp read while the old link is still in place is stale afterwards.
+    seen = {}
+    real_replace = os.replace
+
+    def replace(source, target):
+        seen["before swap"] = store.folder_stamp("r", "images")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with store.writing("r", "images", "00001") as folder:
+        write_table(folder, pd.DataFrame({"a": [2]}))
+    assert seen["before swap"] != store.folder_stamp("r", "images")
+
+
+def test_an_asset_folder_lists_its_links_and_its_plain_folders_of_the_layout_before_links(tmp_path):
+    store = ShardStore(tmp_path)
+    with store.writing("r", "boxes", "00001") as folder:
+        write_table(folder, pd.DataFrame({"a": [1]}))
+    store.shard_dir("r", "boxes", "00000").mkdir()
+    listed = store.asset_folder("r", "boxes")
+    assert [s.shard for s in listed.published] == ["00001"] and listed.legacy == ["00000"]
+    assert listed.stamp == store.folder_stamp("r", "boxes")
+
+
 def test_a_crash_in_the_middle_of_a_publish_is_cleaned_by_the_next_write(tmp_path):
     store = ShardStore(tmp_path)
     with store.writing("r", "boxes", "00002") as folder:

@@ -229,22 +229,13 @@ def schedule_dry_run(post) -> dict:
 
 # -- 4: the UI -----------------------------------------------------------------------------------
 def open_browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from synground_assets_tests.test_ui_browser import BROWSERS, CHROME_FLAGS, DRIVER
+    from synground_assets_tests.test_ui_browser import BROWSERS, DRIVER, headless_chrome
 
     browser, driver = next(filter(None, map(shutil.which, BROWSERS)), None), shutil.which(DRIVER)
     if not (browser and driver):
         raise SystemExit(f"no headless browser (browser={browser}, {DRIVER}={driver}): "
                          "apt-get install -y chromium chromium-driver")
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="synground-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.binary_location = browser
-    return webdriver.Chrome(options=options, service=Service(driver)), profile
+    return headless_chrome(browser, driver)
 
 
 def time_to_content(driver, url: str, pattern: str, timeout_s: float = 300) -> dict:

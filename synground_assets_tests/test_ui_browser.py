@@ -47,6 +47,21 @@ def find_browser() -> tuple[str, str]:
     return browser, driver
 
 
+def headless_chrome(browser_path: str, driver_path: str):
+    """A headless Chromium driven by selenium, with a private profile folder (the caller removes
+    it); also bench/orchestration_scale.py's browser."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="synground-chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    options.binary_location = browser_path
+    return webdriver.Chrome(options=options, service=Service(driver_path)), profile
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -144,17 +159,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    browser_path, driver_path = find_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="synground-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.binary_location = browser_path
-    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver, profile = headless_chrome(*find_browser())
     try:
         yield driver
     finally:

@@ -54,43 +54,21 @@ def main(argv: list[str]) -> int:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_stages import adapter_recipe
+    from gpu_stages import adapter_recipe, bench_shard, bench_suite, detector_work
 
     from synground_assets.pipeline.batching import batches
     from synground_assets.pipeline.boxes import BoxInputs, box_phrases
-    from synground_assets.pipeline.concepts import sample_concepts
-    from synground_assets.pipeline.descriptions import describe_items
-    from synground_assets.pipeline.images import draw_images
-    from synground_assets.pipeline.phrases import extract_phrases
-    from synground_assets.pipeline.writing import PngWriter
-    from synground_assets.roles.build import build_role
-    from synground_assets.roles.suite import ModelSuite
 
     torch.manual_seed(0)
     recipe, shard = adapter_recipe(args.recipe, args.items, torch.device("cpu")), "00000"
-
-    class Suite(ModelSuite):  # the roles of this bench's recipe (its shard size), not the book's
-        def role(self, recipe_name, role):
-            return self._cached(role, lambda: build_role(role, recipe.roles[role], recipe=recipe.name))
-
-    suite, work = Suite(), Path(tempfile.mkdtemp(prefix="synground-box-stage-"))
-    concepts = sample_concepts(recipe, shard, suite).table
-    described = describe_items(recipe, shard, concepts, suite,
-                               lambda keys: pd.DataFrame(columns=["item_id", "description"])).table
+    suite, work = bench_suite(recipe), Path(tempfile.mkdtemp(prefix="synground-box-stage-"))
     image_folder = work / "images"
-    with PngWriter(image_folder) as files:
-        drawn = draw_images(recipe, shard, described, suite, lambda hashes: pd.DataFrame(columns=["item_id", "phash"]),
-                            files=files).table
-    phrases = extract_phrases(recipe, shard, described, suite).table
+    _, _, drawn, phrases = bench_shard(recipe, shard, suite, image_folder)
+    drawn = drawn.table
     failing = {item for item, _ in box_phrases(recipe, shard, BoxInputs(drawn, phrases, image_folder), suite).skipped}
     images = drawn[~drawn.item_id.isin(failing)].reset_index(drop=True)
     inputs = BoxInputs(images, phrases, image_folder)
-
-    kept = phrases[phrases.kept]
-    files = dict(zip(images.item_id, images.file))
-    pictures = {item: Image.open(image_folder / file).convert("RGB") for item, file in files.items()}
-    work_items = [(item, list(kept.phrase[kept.item_id == item])) for item in images.item_id]
-    work_items = [(item, texts) for item, texts in work_items if texts]
+    files, pictures, work_items = detector_work(images, phrases, image_folder)
     detector, size = suite.detector(recipe.name), recipe.roles["detector"].batch_size
 
     def bare(image_of):

@@ -95,24 +95,24 @@ def build_generator(tiny: bool, device: torch.device, dtype: torch.dtype, steps:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     building = torch.device("meta") if device.type == "meta" else contextlib.nullcontext()  # --flops-only
-    building.__enter__()
-    if tiny:
-        text_config = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-        unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
-                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                    attention_head_dim=4, norm_num_groups=8)
-        vae = AutoencoderKL(block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4,
-                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-    else:  # stabilityai/stable-diffusion-2-1-base
-        text_config = CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-                                     num_attention_heads=16, hidden_act="gelu", projection_dim=512)
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-                                    use_linear_projection=True)
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=512,
-                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    text_encoder = CLIPTextModel(text_config)
-    building.__exit__(None, None, None)
+    with building:
+        if tiny:
+            text_config = CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4)
+            unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=16,
+                                        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                        attention_head_dim=4, norm_num_groups=8)
+            vae = AutoencoderKL(block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4,
+                                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+        else:  # stabilityai/stable-diffusion-2-1-base
+            text_config = CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                                         num_attention_heads=16, hidden_act="gelu", projection_dim=512)
+            unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                                        use_linear_projection=True)
+            vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, sample_size=512,
+                                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        text_encoder = CLIPTextModel(text_config)
     for module in (text_encoder, unet, vae):
         module.to(device=device, dtype=dtype).eval()
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
@@ -305,6 +305,59 @@ def adapter_recipe(name: str, items: int, device: torch.device):
     return dataclasses.replace(recipe, shard_size=items, roles=roles)
 
 
+def bench_suite(recipe):
+    """The model suite of this bench's recipe (its shard size and device), not the book's."""
+    from synground_assets.roles.build import build_role
+    from synground_assets.roles.suite import ModelSuite
+
+    class Suite(ModelSuite):
+        def role(self, recipe_name, role):
+            return self._cached(role, lambda: build_role(role, recipe.roles[role], recipe=recipe.name))
+
+    return Suite()
+
+
+def nothing_earlier(asset: str):
+    """The cross-shard dedup lookup of a shard with no earlier shards."""
+    import pandas as pd
+
+    columns = {"descriptions": ["item_id", "description"], "images": ["item_id", "phash"]}[asset]
+    return lambda keys: pd.DataFrame(columns=columns)
+
+
+def draw_shard(recipe, shard: str, described, suite, folder: Path):
+    """The image stage over the shard's descriptions, its PNG files written into `folder`."""
+    from synground_assets.pipeline.images import draw_images
+    from synground_assets.pipeline.writing import PngWriter
+
+    with PngWriter(folder) as files:
+        return draw_images(recipe, shard, described, suite, nothing_earlier("images"), files=files)
+
+
+def bench_shard(recipe, shard: str, suite, image_folder: Path):
+    """One shard's concepts, descriptions, drawn images (PNG files in `image_folder`) and phrases."""
+    from synground_assets.pipeline.concepts import sample_concepts
+    from synground_assets.pipeline.descriptions import describe_items
+    from synground_assets.pipeline.phrases import extract_phrases
+
+    concepts = sample_concepts(recipe, shard, suite).table
+    described = describe_items(recipe, shard, concepts, suite, nothing_earlier("descriptions")).table
+    drawn = draw_shard(recipe, shard, described, suite, image_folder)
+    return concepts, described, drawn, extract_phrases(recipe, shard, described, suite).table
+
+
+def detector_work(images, phrases, image_folder: Path):
+    """What the detector's bare calls take: item -> its PNG file, item -> its image decoded in memory,
+    and (item, its kept phrases) of the items with some."""
+    from PIL import Image
+
+    kept = phrases[phrases.kept]
+    files = dict(zip(images.item_id, images.file))
+    pictures = {item: Image.open(image_folder / file).convert("RGB") for item, file in files.items()}
+    work_items = [(item, list(kept.phrase[kept.item_id == item])) for item in images.item_id]
+    return files, pictures, [(item, texts) for item, texts in work_items if texts]
+
+
 def best_seconds(calls: list[Callable[[], object]], repeats: int) -> list[float]:
     """Each call's best time over `repeats` rounds; the calls alternate within a round."""
     times: list[list[float]] = [[] for _ in calls]
@@ -320,51 +373,25 @@ def run_adapters(args, device: torch.device) -> dict:
     """Per stage: the bare adapter calls and the stage, items/s each (best of `repeats`, after a warm-up)."""
     import tempfile
 
-    import pandas as pd
     from PIL import Image
 
     from synground_assets.items import derive_seed
     from synground_assets.pipeline.batching import batches
     from synground_assets.pipeline.boxes import BoxInputs, box_phrases
-    from synground_assets.pipeline.concepts import sample_concepts
     from synground_assets.pipeline.descriptions import describe_items, source_items
-    from synground_assets.pipeline.images import draw_images
-    from synground_assets.pipeline.phrases import extract_phrases
-    from synground_assets.pipeline.writing import PngWriter
-    from synground_assets.roles.build import build_role
-    from synground_assets.roles.suite import ModelSuite
 
     recipe, shard = adapter_recipe(args.recipe, args.items, device), "00000"
-
-    class Suite(ModelSuite):  # the roles of this bench's recipe (its shard size and device), not the book's
-        def role(self, recipe_name, role):
-            return self._cached(role, lambda: build_role(role, recipe.roles[role], recipe=recipe.name))
-
-    suite = Suite()
+    suite = bench_suite(recipe)
     work = Path(tempfile.mkdtemp(prefix="synground-adapters-"))
-    nothing_earlier = {"descriptions": lambda keys: pd.DataFrame(columns=["item_id", "description"]),
-                       "images": lambda hashes: pd.DataFrame(columns=["item_id", "phash"])}
     size = {role: spec.batch_size for role, spec in recipe.roles.items()}
-    concepts = sample_concepts(recipe, shard, suite).table
-    items = source_items(concepts)
-    described = describe_items(recipe, shard, concepts, suite, nothing_earlier["descriptions"]).table
-    prompts = list(zip(described.item_id, described.description))
-
-    def draw(folder: Path):
-        with PngWriter(folder) as files:
-            return draw_images(recipe, shard, described, suite, nothing_earlier["images"], files=files)
-
     image_folder = work / "images"
-    drawn = draw(image_folder)
-    phrases = extract_phrases(recipe, shard, described, suite).table
+    concepts, described, drawn, phrases = bench_shard(recipe, shard, suite, image_folder)
+    items = source_items(concepts)
+    prompts = list(zip(described.item_id, described.description))
     inputs = BoxInputs(drawn.table, phrases, image_folder)
-    kept = phrases[phrases.kept]
-    pictures = {row.item_id: Image.open(image_folder / row.file).convert("RGB") for row in drawn.table.itertuples()}
-    work_items = [(item, list(kept.phrase[kept.item_id == item])) for item in drawn.table.item_id]
-    work_items = [(item, texts) for item, texts in work_items if texts]
+    files, pictures, work_items = detector_work(drawn.table, phrases, image_folder)
     generator, describer, detector = suite.image_generator(recipe.name), suite.describer(recipe.name), \
         suite.detector(recipe.name)
-    files = dict(zip(drawn.table.item_id, drawn.table.file))
 
     def detect(images_of):
         return [detector.detect([images_of(i) for i, _ in batch], [t for _, t in batch])
@@ -373,11 +400,11 @@ def run_adapters(args, device: torch.device) -> dict:
     stages = {
         "describer": (len(items),
                       lambda: [describer.describe(batch) for batch in batches(items, size["describer"])],
-                      lambda: describe_items(recipe, shard, concepts, suite, nothing_earlier["descriptions"])),
+                      lambda: describe_items(recipe, shard, concepts, suite, nothing_earlier("descriptions"))),
         "generator": (len(prompts),
                       lambda: [generator.generate([t for _, t in batch], [derive_seed("image", i) for i, _ in batch])
                                for batch in batches(prompts, size["image_generator"])],
-                      lambda: draw(work / f"images-{time.monotonic_ns()}")),
+                      lambda: draw_shard(recipe, shard, described, suite, work / f"images-{time.monotonic_ns()}")),
         "detector": (len(work_items), lambda: detect(pictures.__getitem__),
                      lambda: box_phrases(recipe, shard, inputs, suite)),
     }

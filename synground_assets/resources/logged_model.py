@@ -23,10 +23,11 @@ from synground_assets.resources.tracking import TrackedRun
 
 MODEL_NAME = "grounding_model"  # the logged model's name inside its run
 CARD = "README.md"  # the model card, beside the MLmodel file (as on the Hugging Face hub)
+BATCH_SIZE = 32  # rows per GradCAM pass, unless params say
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "image"), ColSpec("string", "phrase")]),
     outputs=Schema([ColSpec("long", "point_x"), ColSpec("long", "point_y")]),
-    params=ParamSchema([ParamSpec("batch_size", "long", 32)]),  # rows per GradCAM pass
+    params=ParamSchema([ParamSpec("batch_size", "long", BATCH_SIZE)]),
 )
 
 
@@ -47,15 +48,15 @@ class PointingModel(PythonModel):
         if missing:
             raise ValueError(f"the input table lacks column(s) {', '.join(sorted(missing))}: give `image` (a path or "
                              "the image file's bytes) and `phrase`")
-        batch_size = int((params or {}).get("batch_size", 32))
+        batch_size = int((params or {}).get("batch_size", BATCH_SIZE))
         if batch_size < 1:
             raise ValueError(f"params batch_size must be at least 1 but is {batch_size}")
-        rows = list(zip(model_input["image"], model_input["phrase"]))
+        rows = list(enumerate(zip(model_input["image"], model_input["phrase"])))
         points = []
         for start in range(0, len(rows), batch_size):  # the maps of a batch are those of its rows alone
-            pictures = [_open_image(image, start + offset) for offset, (image, _) in
-                        enumerate(rows[start:start + batch_size])]
-            inputs = self.model.preprocess(pictures, [str(phrase) for _, phrase in rows[start:start + batch_size]])
+            chunk = rows[start:start + batch_size]
+            pictures = [_open_image(image, row) for row, (image, _) in chunk]
+            inputs = self.model.preprocess(pictures, [str(phrase) for _, (_, phrase) in chunk])
             cams = cross_attention_gradcam(self.model, inputs).cam.float().cpu()
             points += [heatmap_point(cam, picture.size) for cam, picture in zip(cams, pictures)]
         return pd.DataFrame(points, columns=["point_x", "point_y"], dtype="int64")

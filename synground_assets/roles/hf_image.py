@@ -50,7 +50,9 @@ from synground_assets.roles.phrases import filter_phrases
 UNET_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
 UNET_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "StableDiffusionGLIGENPipeline")
 # Options that only some families take, checked against the pipeline's own call signature.
-FAMILY_OPTIONS = ("negative_prompt", "max_sequence_length", "use_resolution_binning", "complex_human_instruction")
+# Of those, the ones given to the pipeline as the recipe sets them (otherwise the pipeline's defaults).
+PASSED_AS_SET = ("use_resolution_binning", "complex_human_instruction")
+FAMILY_OPTIONS = ("negative_prompt", "max_sequence_length", *PASSED_AS_SET)
 
 # Article-led noun phrases: "a white teddy bear", stopping before verbs, prepositions and clauses.
 _STOP_WORDS = {"a", "an", "the", "and", "or", "with", "on", "in", "at", "of", "to", "by", "near", "next", "under",
@@ -126,8 +128,7 @@ class _DiffusersAdapter(ModelAdapter):
         self.negative_prompt = options.get("negative_prompt")
         self.max_sequence_length = options.get("max_sequence_length")
         # Resolution binning (PixArt, Sana) and Sana's instruction: the pipeline's defaults unless set.
-        self.family_settings = {name: options[name] for name in ("use_resolution_binning", "complex_human_instruction")
-                                if name in options}
+        self.family_settings = {name: options[name] for name in PASSED_AS_SET if name in options}
         instruction = options.get("complex_human_instruction")
         if instruction is not None and not all(isinstance(line, str) for line in instruction):
             raise ModelLoadError(f"role {self.role!r}: complex_human_instruction must be a list of strings "

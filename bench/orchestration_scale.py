@@ -120,26 +120,15 @@ def hole_indices(dataset_shards: int, real_shards: int, holes: int) -> set[int]:
 
 
 # -- 1, 2: services, real runs, reported events ---------------------------------------------------
-def wait_for_runs(instance: dg.DagsterInstance, tags: dict, count: int, timeout_s: float) -> list[dg.DagsterRun]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags=tags))
-        if len(runs) >= count and all(run.is_finished for run in runs):
-            bad = [f"{run.run_id} {run.status.value}" for run in runs if run.status != dg.DagsterRunStatus.SUCCESS]
-            if bad:
-                raise RuntimeError(f"real runs did not succeed: {bad}")
-            return runs
-        time.sleep(1)
-    raise TimeoutError(f"{count} runs tagged {tags} not finished within {timeout_s:.0f} s")
-
-
 def real_runs(instance, post, shards: int, per_run: int) -> dict:
     from synground_assets.scale import backfill
+    from synground_assets_tests.scale.sandbox import succeeded, wait_for_runs
 
     keys = [shard_key_of(i) for i in range(shards)]
     start = time.perf_counter()
     backfill_id = backfill.launch_backfill(post, backfill.backfill_variables(keys, tags={BENCH_TAG: "real"}))
-    runs = wait_for_runs(instance, {"dagster/backfill": backfill_id}, -(-shards // per_run), 1800)
+    runs = succeeded(wait_for_runs(instance, dg.RunsFilter(tags={"dagster/backfill": backfill_id}),
+                                   -(-shards // per_run), 1800))
     wall = time.perf_counter() - start
     return {"shards": shards, "runs": len(runs), "wall_s": round(wall, 1),
             "shards_per_min": round(60 * shards / wall, 1)}
@@ -357,9 +346,10 @@ def _cancel(instance, post, backfill_id: str, timeout_s: float = 180) -> dict:
 
 # -- the bench -----------------------------------------------------------------------------------
 def environment(box) -> None:
-    for key in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
-                "DAGSTER_PG_DB", "SYNGROUND_CELERY_BROKER", "SYNGROUND_PROFILE", "SYNGROUND_DATA",
-                "SYNGROUND_LINEAGE", "SYNGROUND_HOME", "SYNGROUND_SHARDS_PER_RUN"):
+    from synground_assets_tests.scale.sandbox import CLIENT_ENV
+
+    for key in (*CLIENT_ENV, "SYNGROUND_PROFILE", "SYNGROUND_DATA", "SYNGROUND_LINEAGE", "SYNGROUND_HOME",
+                "SYNGROUND_SHARDS_PER_RUN"):
         os.environ[key] = box.env[key]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 
 from synground_assets.scale import backfill
-from synground_assets_tests.scale.sandbox import Sandbox
+from synground_assets_tests.scale.sandbox import CLIENT_ENV, Sandbox, succeeded, wait_for_runs
 
 RESULTS = Path(__file__).parent / "results"
 FAST = {
@@ -31,19 +31,6 @@ FAST = {
 DEFAULT_LAUNCHER = {"run_launcher": None}  # Dagster's default launcher: a run process started by the code server
 
 
-def runs_done(instance: dg.DagsterInstance, tags: dict, count: int, timeout_s: float = 1800) -> list[dg.DagsterRun]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags=tags))
-        if len(runs) >= count and all(run.is_finished for run in runs):
-            bad = [run.run_id for run in runs if run.status != dg.DagsterRunStatus.SUCCESS]
-            if bad:
-                raise RuntimeError(f"runs failed: {bad}")
-            return runs
-        time.sleep(0.5)
-    raise TimeoutError(f"{count} runs with {tags} not done in {timeout_s} s")
-
-
 def span_s(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> float:
     """From the first run's creation to the last run's end (the backfill's wall time)."""
     records = instance.get_run_records(filters=dg.RunsFilter(run_ids=[run.run_id for run in runs]))
@@ -51,8 +38,7 @@ def span_s(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> float:
 
 
 def environment(box: Sandbox) -> None:
-    for key in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
-                "DAGSTER_PG_DB", "SYNGROUND_CELERY_BROKER"):
+    for key in CLIENT_ENV:
         os.environ[key] = box.env[key]
 
 
@@ -65,7 +51,8 @@ def backfill_throughput(workers: int, shards: int, per_run: int) -> dict:
         with dg.DagsterInstance.get() as instance:
             keys = backfill.partition_keys(f"shapes|00000...shapes|{shards - 1:05d}")
             backfill_id = backfill.launch_backfill(backfill.http_post(box.url), backfill.backfill_variables(keys))
-            runs = runs_done(instance, {"dagster/backfill": backfill_id}, -(-shards // per_run))
+            runs = succeeded(wait_for_runs(instance, dg.RunsFilter(tags={"dagster/backfill": backfill_id}),
+                                           -(-shards // per_run), 1800, poll_s=0.5))
             wall = span_s(instance, runs)
             by_worker = {}
             for run in runs:
@@ -92,7 +79,7 @@ def launcher_overhead(launcher: str, count: int) -> dict:
                     "executionMetadata": {"tags": [{"key": "dagster/partition", "value": f"shapes|{shard:05d}"},
                                                    *[{"key": k, "value": v} for k, v in tag.items()]]}}})["launchRun"]
                 assert answer["__typename"] == "LaunchRunSuccess", answer
-                [run] = runs_done(instance, tag, 1)
+                [run] = succeeded(wait_for_runs(instance, dg.RunsFilter(tags=tag), 1, 1800, poll_s=0.5))
                 [record] = instance.get_run_records(filters=dg.RunsFilter(run_ids=[run.run_id]))
                 stats = instance.get_run_stats(run.run_id)
                 totals.append(record.end_time - record.create_timestamp.timestamp())

@@ -80,6 +80,33 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+# What a process outside the sandbox needs to reach its instance (storage and run launcher).
+CLIENT_ENV = ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
+              "DAGSTER_PG_DB", "SYNGROUND_CELERY_BROKER")
+
+
+def wait_for_runs(instance, filters, count: int, timeout_s: float = 150, poll_s: float = 1.0) -> list:
+    """The runs matching `filters` (a `dg.RunsFilter`) once there are `count` and all have finished,
+    whatever their status."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(filters=filters)
+        if len(runs) >= count and all(run.is_finished for run in runs):
+            return runs
+        time.sleep(poll_s)
+    raise TimeoutError(
+        f"runs not finished in {timeout_s} s: {[(r.run_id, r.status) for r in instance.get_runs(filters=filters)]}"
+    )
+
+
+def succeeded(runs: list) -> list:
+    """`runs`, all of which succeeded; else an error naming the others."""
+    bad = [f"{run.run_id} {run.status.value}" for run in runs if run.status.value != "SUCCESS"]
+    if bad:
+        raise RuntimeError(f"runs did not succeed: {bad}")
+    return runs
+
+
 class Sandbox:
     """Start with `with Sandbox(env_overrides, instance_overrides) as sandbox:`; `sandbox.env` is the
     environment every process got (DAGSTER_HOME, database, broker, data root, profile)."""

@@ -22,7 +22,7 @@ from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources.lineage import Lineage
 from synground_assets.resources.store import MANIFEST, STAGING, ShardStore
 from synground_assets.scale import backfill
-from synground_assets_tests.scale.sandbox import Sandbox, missing_services
+from synground_assets_tests.scale.sandbox import CLIENT_ENV, Sandbox, missing_services, wait_for_runs
 
 MISSING = missing_services()
 if MISSING:
@@ -65,24 +65,11 @@ def sandbox(tmp_path_factory):
     with Sandbox(env, FAST) as box:
         box.start({"gpu0": "0", "gpu1": "1"})
         with pytest.MonkeyPatch.context() as patch:
-            for key in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
-                        "DAGSTER_PG_DB", "SYNGROUND_CELERY_BROKER"):
+            for key in CLIENT_ENV:
                 patch.setenv(key, box.env[key])
             with dg.DagsterInstance.get() as instance:
                 box.instance = instance
                 yield box
-
-
-def wait_for_runs(instance: dg.DagsterInstance, filters: dg.RunsFilter, count: int, timeout_s: float = 150):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = instance.get_runs(filters=filters)
-        if len(runs) >= count and all(run.is_finished for run in runs):
-            return runs
-        time.sleep(1)
-    raise AssertionError(
-        f"runs not finished in {timeout_s} s: {[(r.run_id, r.status) for r in instance.get_runs(filters=filters)]}"
-    )
 
 
 def shard_files(root: Path, recipe: str, shard: str) -> dict[str, str]:

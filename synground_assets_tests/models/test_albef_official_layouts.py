@@ -108,9 +108,10 @@ def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str,
             state[key] = torch.randn(shape, generator=generator) * 0.05
     # The MLM decoder is tied: the official state dict holds the word embeddings and the bias again.
     for prefix in ("text_encoder", "text_encoder_m"):
-        if f"{prefix}.cls.predictions.decoder.weight" in state:
-            state[f"{prefix}.cls.predictions.decoder.weight"] = state[f"{prefix}.bert.embeddings.word_embeddings.weight"]
-            state[f"{prefix}.cls.predictions.decoder.bias"] = state[f"{prefix}.cls.predictions.bias"]
+        head = f"{prefix}.cls.predictions."
+        if head + "decoder.weight" in state:
+            state[head + "decoder.weight"] = state[f"{prefix}.bert.embeddings.word_embeddings.weight"]
+            state[head + "decoder.bias"] = state[head + "bias"]
     return state
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from synground_assets.grounding.config import TrainConfig
+from synground_assets.grounding.config import ModelLimits, TrainConfig
 from synground_assets.quality.settings import QualitySettings, QualitySettingsError
 from synground_assets.roles.base import ROLE_NAMES
 
@@ -320,6 +321,40 @@ def _check_adapters(path: Path, recipe: Recipe) -> None:
             raise RecipeError(f"{path}: recipe {recipe.name!r}, role {role!r}, " + "; ".join(problems))
 
 
+def _check_training_limits(path: Path, recipe: Recipe) -> None:
+    """Training settings the grounding model cannot train with (GradCAM layer, patch grid, text
+    length) are refused now, when the model's config is on this machine, rather than after a run."""
+    spec = recipe.grounding_model
+    data = _grounding_model_config(spec.model, spec.revision) if spec is not None and spec.model else None
+    limits = ModelLimits.from_config(repr(spec.model), data) if data else None
+    problems = limits.problems(recipe.training.config) if limits else []
+    if problems:
+        raise RecipeError(f"{path}: recipe {recipe.name!r}, field " + "; ".join(problems))
+
+
+def _grounding_model_config(reference: str, revision: str | None) -> dict[str, Any] | None:
+    """A model's config.json, read without loading the model: from a local folder or the local Hugging
+    Face cache (never the network). None when it is not here yet (a `tiny:` build not made, a hub model
+    not downloaded): training then refuses the same settings before its first step."""
+    if reference.startswith(("tiny:", "package:")):
+        return None
+    local = Path(reference).expanduser()
+    if local.is_dir():
+        found = local / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(reference, "config.json", revision=revision)
+        except ValueError:  # not a valid repo id either
+            return None
+        found = Path(cached) if isinstance(cached, str) else None
+    try:
+        return json.loads(found.read_text()) if found and found.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
     """Read and validate a recipe file (default: `$SYNGROUND_RECIPES`, else the built-in one)."""
     path = Path(path or os.environ.get("SYNGROUND_RECIPES") or BUILTIN_RECIPES)
@@ -347,6 +382,7 @@ def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
                 f"got {recipe.num_shards}"
             )
         _check_adapters(path, recipe)
+        _check_training_limits(path, recipe)
         recipes[name] = recipe
     book = RecipeBook(
         path=path,

@@ -117,3 +117,44 @@ def test_dagster_definitions_validate_fails_on_a_bad_option(tmp_path):
     assert result.returncode != 0
     assert (f"{broken}: recipe 'shapes', role 'image_generator', option 'size': expected an integer >= 32, got -128"
             in result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("training, message", [
+    ("{gradcam_layer: 3}", "field training.gradcam_layer must be in [2, 2] for '{model}' (4 text layers; not the "
+                           "last, whose gradient vanishes off [CLS]) but is 3"),
+    ("{image_size: 60}", "field training.image_size must be a multiple of '{model}''s patch size 8 (a whole patch "
+                         "grid) but is 60"),
+    ("{eval_resolution: 36}", "training.eval_resolution must be a multiple of '{model}''s patch size 8"),
+    ("{max_text_tokens: 65}", "field training.max_text_tokens must be at most '{model}''s 64 text positions but is 65"),
+])
+def test_a_training_setting_the_albef_folder_cannot_train_with_is_refused_when_the_recipe_loads(
+        tmp_path, training, message):
+    from synground_assets.roles.grounding_albef import build_tiny_albef
+
+    model = build_tiny_albef(tmp_path / "albef", text_layers=4, fusion_layer=2, patch_size=8)
+    extra = f"    grounding_model: {{adapter: albef, model: '{model}'}}\n    training: {training}\n"
+    with pytest.raises(RecipeError) as error:
+        load_recipe_book(book(tmp_path, extra))
+    assert message.format(model=model) in str(error.value)
+    assert str(tmp_path / "recipes.yaml") in str(error.value) and "recipe 'mine'" in str(error.value)
+
+
+def test_a_blip_config_json_leaving_out_defaults_is_checked_with_transformers_defaults(tmp_path):
+    folder = tmp_path / "blip"
+    folder.mkdir()
+    # As transformers writes it: only what differs from BlipTextConfig / BlipVisionConfig defaults.
+    (folder / "config.json").write_text('{"model_type": "blip", "text_config": {"max_position_embeddings": 32}, '
+                                        '"vision_config": {"image_size": 64}}')
+    ok = f"    grounding_model: {{adapter: blip, model: '{folder}'}}\n    training: {{gradcam_layer: 10}}\n"
+    assert load_recipe_book(book(tmp_path, ok)).get("mine").training.config.gradcam_layer == 10
+    for training, message in (("{gradcam_layer: 11}", "gradcam_layer must be in [0, 10]"),
+                              ("{image_size: 40}", "patch size 16"),
+                              ("{max_text_tokens: 33}", "32 text positions")):
+        extra = f"    grounding_model: {{adapter: blip, model: '{folder}'}}\n    training: {training}\n"
+        with pytest.raises(RecipeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            load_recipe_book(book(tmp_path, extra))
+
+
+def test_a_model_not_on_this_machine_is_left_to_the_check_before_training(tmp_path):
+    extra = "    grounding_model: {adapter: albef, model: 'tiny:albef-shapes'}\n    training: {gradcam_layer: 3}\n"
+    assert load_recipe_book(book(tmp_path, extra)).get("mine").training.config.gradcam_layer == 3

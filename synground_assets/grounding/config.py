@@ -19,7 +19,12 @@ PROTOCOLS = ("amc", "pixel-centre")  # pointing-game protocols (grounding/pointi
 # ALBEF (MLM + ITA with momentum distillation and queues + ITM + AMC); `itc-itm-amc` is ITC with its
 # own temperature and spread targets + ITM + AMC, for models without an MLM head (BLIP, shapes).
 OBJECTIVES = ("amc", "itc-itm-amc")
-GRADCAM_MODES = ("itm", "itc")  # evaluation maps: cross-attention of the match logit, or ALBEF's ITC mode
+GRADCAM_MODES = ("itm", "itc")
+# Learning-rate schedules (grounding/optim.py): `warmup-cosine` warms up linearly over `warmup_steps`,
+# then follows a per-step cosine to `min_learning_rate` at `max_steps`; `amc` is AMC-grounding's
+# (Pretrain.py with timm's CosineLRScheduler): step-wise warm-up from `warmup_lr` in epoch 0, then
+# a cosine per epoch down to `min_learning_rate`.
+SCHEDULES = ("warmup-cosine", "amc")  # evaluation maps: cross-attention of the match logit, or ALBEF's ITC mode
 
 
 @dataclass
@@ -28,7 +33,11 @@ class TrainConfig:
     learning_rate: float = 1e-5
     min_learning_rate: float = 1e-6  # the cosine schedule's floor
     weight_decay: float = 0.02  # on weight matrices only, not biases / norms / temperature
-    warmup_steps: int = 100  # linear warm-up from 0, in optimizer steps
+    schedule: str = "warmup-cosine"  # one of SCHEDULES
+    warmup_steps: int = 100  # warmup-cosine: linear warm-up from 0, in optimizer steps
+    warmup_lr: float = 1e-6  # amc: the rate epoch 0 starts from (AMC configs/Pretrain.yaml `warmup_lr`)
+    warmup_epochs: int = 20  # amc: warm-up updates in epoch 0, one per `warmup_step_size` steps (`warmup_epochs`)
+    warmup_step_size: int = 100  # amc: steps between those updates (Pretrain.py `step_size`)
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 64  # global pairs per forward pass, split over the ranks; ITC and hard negatives see all of it
     grad_accumulation: int = 1  # forward passes per optimizer step
@@ -100,6 +109,11 @@ class TrainConfig:
         if self.eval_protocol not in PROTOCOLS:
             raise ValueError(f"TrainConfig.eval_protocol must be one of {', '.join(PROTOCOLS)} "
                              f"but is {self.eval_protocol!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {', '.join(SCHEDULES)} but is {self.schedule!r}")
+        if self.warmup_step_size <= 0 or self.warmup_epochs < 0 or self.warmup_lr < 0:
+            raise ValueError("TrainConfig.warmup_step_size must be positive, warmup_epochs and warmup_lr "
+                             "must not be negative")
         if self.warmup_steps < 0 or self.min_learning_rate < 0 or self.weight_decay < 0 or self.num_workers < 0:
             raise ValueError("TrainConfig.warmup_steps, min_learning_rate, weight_decay and num_workers "
                              "must not be negative")
@@ -123,6 +137,54 @@ class TrainConfig:
     @property
     def uses_amc(self) -> bool:
         return self.amc_mean_weight > 0 or self.amc_max_weight > 0
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What a grounding model allows of a training config, known from its config alone, so that a
+    setting that would fail late (at the first step, or at `save_pretrained` after the whole run) is
+    refused when the recipe loads and again before training starts."""
+
+    model: str  # how the error names the model
+    text_layers: int
+    first_gradcam_layer: int  # ALBEF: fusion_layer (GradCAM reads cross-attention); BLIP: 0
+    patch_size: int
+    max_positions: int  # text position embeddings
+
+    @classmethod
+    def from_config(cls, model: str, data: dict[str, Any]) -> ModelLimits | None:
+        """From a model's `config.json` contents: the project's ALBEF format, or transformers' BLIP
+        (whose file leaves out defaults: BlipTextConfig 12 layers, 512 positions; BlipVisionConfig
+        patch 16). None for a format this does not know."""
+        try:
+            if data.get("model_type") == "albef":
+                return cls(model, int(data["text_layers"]), int(data["fusion_layer"]), int(data["patch_size"]),
+                           int(data["max_position_embeddings"]))
+            if data.get("model_type") == "blip":
+                text, vision = data.get("text_config") or {}, data.get("vision_config") or {}
+                return cls(model, int(text.get("num_hidden_layers", 12)), 0, int(vision.get("patch_size", 16)),
+                           int(text.get("max_position_embeddings", 512)))
+        except (KeyError, TypeError, ValueError):
+            return None
+        return None
+
+    def problems(self, config: TrainConfig) -> list[str]:
+        """Each setting of `config` this model cannot train with, as 'training.<field> ...: fix'."""
+        found = []
+        last = self.text_layers - 2  # the last layer's GradCAM gradient vanishes off [CLS]
+        if config.gradcam_layer is not None and not self.first_gradcam_layer <= config.gradcam_layer <= last:
+            found.append(f"training.gradcam_layer must be in [{self.first_gradcam_layer}, {last}] for {self.model} "
+                         f"({self.text_layers} text layers; not the last, whose gradient vanishes off [CLS]) "
+                         f"but is {config.gradcam_layer}")
+        for name in ("image_size", "eval_resolution"):
+            value = getattr(config, name)
+            if value is not None and value % self.patch_size:
+                found.append(f"training.{name} must be a multiple of {self.model}'s patch size {self.patch_size} "
+                             f"(a whole patch grid) but is {value}")
+        if config.max_text_tokens > self.max_positions:
+            found.append(f"training.max_text_tokens must be at most {self.model}'s {self.max_positions} text "
+                         f"positions but is {config.max_text_tokens}")
+        return found
 
 
 def _checked(name: str, annotation: str, value: Any) -> Any:

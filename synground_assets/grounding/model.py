@@ -15,6 +15,8 @@ from typing import Protocol, Sequence
 import torch
 from PIL import Image
 
+from synground_assets.grounding.config import ModelLimits
+
 TRAIN_CONFIG_FILE = "train_config.json"  # written next to fine-tuned weights by grounding/train.py
 
 
@@ -46,6 +48,10 @@ class GroundingModel(Protocol):
     def device(self) -> torch.device: ...
 
     def image_size(self) -> int: ...
+
+    def limits(self) -> ModelLimits:
+        """What this model allows of a training config (GradCAM layers, patch size, text length)."""
+        ...
 
     def patch_grid(self, resolution: int | None = None) -> tuple[int, int]:
         """(rows, columns) of the patch grid at a square input resolution (default: image_size)."""

@@ -147,6 +147,9 @@ def prepare_model(config: TrainConfig, model: GroundingModel, world: World) -> T
     with the adapter's GradCAM layer and objective filled in."""
     if config.batch_size % world.world_size:
         raise ValueError(f"batch_size {config.batch_size} must be divisible by the {world.world_size} ranks")
+    problems = model.limits().problems(config)
+    if problems:  # refused before the first step, not at save_pretrained after the whole run
+        raise ValueError("; ".join(problems))
     if config.gradcam_layer is None:
         config = dataclasses.replace(config, gradcam_layer=model.gradcam_layer)
     if config.objective is None:
@@ -171,7 +174,8 @@ def new_training_state(config: TrainConfig, model: GroundingModel, forwards_per_
     optimizer = make_optimizer(config, model, objective)
     scaler = torch.amp.GradScaler(model.device.type,
                                   enabled=config.amp_dtype == "float16" and model.device.type == "cuda")
-    return TrainingState(model, objective, optimizer, make_scheduler(config, optimizer), scaler)
+    steps_per_epoch = max(1, forwards_per_epoch // config.grad_accumulation)
+    return TrainingState(model, objective, optimizer, make_scheduler(config, optimizer, steps_per_epoch), scaler)
 
 
 def evaluate_and_save(config: TrainConfig, model: GroundingModel, eval_triplets: Sequence[Triplet], output_dir: Path,

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from synground_assets.grounding.config import ModelLimits
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.models.albef import AlbefConfig, AlbefModel, AlbefTokenizer, from_pretrained, save_pretrained
 from synground_assets.models.albef.pretrained import read_pretraining_state
@@ -110,6 +111,9 @@ class AlbefGroundingModel(nn.Module):
 
     def image_size(self) -> int:
         return self.model.config.image_size
+
+    def limits(self) -> ModelLimits:
+        return ModelLimits.from_config(self.info.model_id or "this ALBEF model", dataclasses.asdict(self.model.config))
 
     def patch_grid(self, resolution: int | None = None) -> tuple[int, int]:
         side = (resolution or self.image_size()) // self.model.config.patch_size

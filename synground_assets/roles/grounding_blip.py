@@ -27,6 +27,7 @@ from transformers import (
     BlipProcessor,
 )
 
+from synground_assets.grounding.config import ModelLimits
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.roles.base import AdapterInfo
 from synground_assets.roles.loading import resolve_device
@@ -126,6 +127,9 @@ class BlipGroundingModel(nn.Module):
 
     def image_size(self) -> int:
         return int(self.model.config.vision_config.image_size)
+
+    def limits(self) -> ModelLimits:
+        return ModelLimits.from_config(self.info.model_id or "this BLIP model", self.model.config.to_dict())
 
     def patch_grid(self, resolution: int | None = None) -> tuple[int, int]:
         side = (resolution or self.image_size()) // self.model.config.vision_config.patch_size

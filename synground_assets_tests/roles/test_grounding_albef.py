@@ -114,3 +114,13 @@ def test_training_loop_trains_saves_and_reloads_albef(folder, tmp_path):
     assert torch.allclose(cross_attention_gradcam(reloaded.eval(), inputs).cam, expected, atol=1e-6)
     again = evaluate_pointing_game(reloaded, held_out, protocol="amc")
     assert again.accuracy == result.metrics["pointing_game_accuracy"]
+
+
+def test_a_gradcam_layer_the_model_cannot_save_is_refused_before_the_first_step(folder, tmp_path):
+    """The last text layer trained to the end and crashed in save_pretrained; now nothing runs."""
+    model = AlbefGroundingModel.from_pretrained(folder)
+    last = model.model.config.text_layers - 1
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=1, max_steps=2, batch_size=6, gradcam_layer=last)
+    with pytest.raises(ValueError, match=f"training.gradcam_layer must be in .* but is {last}"):
+        train(config, model, shapes_triplets(6, first_seed=0), shapes_triplets(3, first_seed=900), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()

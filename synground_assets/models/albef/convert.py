@@ -5,7 +5,8 @@ Grounding.py; AMC models/model_pretrain.py):
 - pretrain (ALBEF.pth, AMC's refcoco.pth / flickr.pth): `text_encoder.bert.*`, an MLM head
   `text_encoder.cls.*`, momentum copies `*_m.*`, `image_queue` / `text_queue`, `queue_ptr` (AMC:
   `queue_ptr_img`, `queue_ptr_txt`), `*.position_ids`;
-- grounding / retrieval (what ALBEF's Grounding.py saves): no `bert.`, no MLM head, `idx_queue`.
+- grounding / retrieval (what ALBEF's Grounding.py saves, models/model_retrieval.py): no `bert.`, no
+  MLM head, momentum copies without `bert.`, `image_queue` / `text_queue`, `idx_queue`, one `queue_ptr`.
 
 As the official loaders do, `bert.` is renamed away and `pos_embed` is interpolated to the target
 grid (bicubic, align_corners=False, class token kept). Unlike them (`strict=False`, mistakes pass
@@ -93,8 +94,9 @@ def to_grounding_layout(state: dict[str, torch.Tensor],
 
 def pretraining_state(state: dict[str, torch.Tensor], config: AlbefConfig) -> dict[str, torch.Tensor]:
     """The momentum copies (as `momentum.<model key>`, pos_embed interpolated) and the queues with
-    AMC's two pointers (ALBEF's single `queue_ptr` serves both) of a pretrain-layout state dict;
-    empty for the grounding layout, whose text encoder has no momentum copy."""
+    AMC's two pointers of an official state dict; empty when the file has no momentum text encoder.
+    ALBEF's single `queue_ptr` (model_pretrain.py, model_retrieval.py) serves both pointers, each
+    its own copy: safetensors refuses two names for one tensor's memory."""
     if not any(key.startswith("text_encoder_m.") for key in state):
         return {}
     found = {}
@@ -113,7 +115,7 @@ def pretraining_state(state: dict[str, torch.Tensor], config: AlbefConfig) -> di
             found[name] = state[name]
     for name in ("queue_ptr_img", "queue_ptr_txt"):
         if name in state or "queue_ptr" in state:
-            found[name] = state.get(name, state.get("queue_ptr"))
+            found[name] = state.get(name, state.get("queue_ptr")).clone()
     return found
 
 

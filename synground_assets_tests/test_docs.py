@@ -230,20 +230,34 @@ def fresh_instance_env(home: Path) -> dict[str, str]:
     return env
 
 
+def block_failure(block: Block, env: dict[str, str]) -> str | None:
+    """Run one block as the docs test does; None when it exits 0, else what to tell the writer."""
+    try:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.commands()], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return (f"{block.path}:{block.line}: the `run` block took over {BLOCK_TIMEOUT_S} s: make it cheaper (a"
+                f" documented size variable such as SHARDS, set small by SMALL in {Path(__file__).name})")
+    if done.returncode == 0:
+        return None
+    return (f"{block.path}:{block.line}: the `run` block exited {done.returncode} on a fresh instance.\n"
+            f"--- block ---\n{block.commands()}\n--- last output ---\n{(done.stdout + done.stderr)[-4000:]}\n"
+            "Fix: correct the command (or the code it documents); if it cannot run on a fresh CPU instance, tag it "
+            "`<!-- docs: gpu -->`, `<!-- docs: weights -->` or `<!-- docs: services -->` instead.")
+
+
+def test_a_failing_run_block_fails_naming_file_line_and_fix():
+    assert block_failure(Block("x.md", 3, "bash", "run", "echo fine"), dict(os.environ)) is None
+    # the first command's failure counts even when the last one succeeds (bash -e), as does a pipe's
+    for body in ("echo started; false\necho after", "false | cat"):
+        message = block_failure(Block("x.md", 7, "bash", "run", body), dict(os.environ))
+        assert message and message.startswith("x.md:7: the `run` block exited 1") and "Fix:" in message, message
+
+
 @pytest.mark.parametrize("path", _run_files())
 def test_the_run_blocks_of_a_docs_file_run_on_a_fresh_instance(path, tmp_path):
     env = fresh_instance_env(tmp_path / "home")
     blocks, _ = parse_blocks((REPO / path).read_text(encoding="utf-8"), path)
     for block in (block for block in blocks if block.tag == "run"):
-        try:
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.commands()], cwd=REPO, env=env,
-                                  capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{path}:{block.line}: the `run` block took over {BLOCK_TIMEOUT_S} s: make it cheaper (a"
-                        f" documented size variable such as SHARDS, set small by SMALL in {Path(__file__).name})")
-        output = (done.stdout + done.stderr)[-4000:]
-        assert done.returncode == 0, (
-            f"{path}:{block.line}: the `run` block exited {done.returncode} on a fresh instance.\n"
-            f"--- block ---\n{block.commands()}\n--- last output ---\n{output}\n"
-            "Fix: correct the command (or the code it documents); if it cannot run on a fresh CPU instance, tag it "
-            "`<!-- docs: gpu -->`, `<!-- docs: weights -->` or `<!-- docs: services -->` instead.")
+        failure = block_failure(block, env)
+        assert failure is None, failure

@@ -7,8 +7,9 @@ The tags (TAGS below is the one list; README.md's "docs/" section says the same 
     <!-- docs: gpu -->       needs a CUDA GPU; not run
     <!-- docs: weights -->   needs real model weights or data sets that are not in the repo; not run
     <!-- docs: services -->  needs PostgreSQL / Redis / Celery, or starts a server that keeps running; not run
-    <!-- docs: make -->      runs `make demo` / `make test`: CI (.ci/run) runs exactly those itself, and
-                             running them here would run the test suite from inside the test suite
+    <!-- docs: make -->      runs `make demo` / `make test`, or a command that `make demo` itself runs: CI
+                             (.ci/run) runs exactly those two, and running them here would run the test
+                             suite from inside the test suite (or the demo a second time)
 
 A `run` block runs with `bash -euo pipefail`, cwd the repo root, the venv's bin first on PATH,
 HF_HUB_OFFLINE=1, and per docs file a fresh instance: a temporary DAGSTER_HOME holding the repo's
@@ -37,7 +38,7 @@ TAGS = {
     "gpu": "needs a CUDA GPU",
     "weights": "needs real model weights or data sets",
     "services": "needs PostgreSQL/Redis/Celery or starts a server",
-    "make": "runs make demo / make test, which CI runs itself",
+    "make": "runs make demo / make test, or a command make demo runs; CI runs both itself",
 }
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 # What the `run` blocks' documented size variables are set to here.

@@ -8,7 +8,7 @@ pyarrow; no image or data table, which the index never reads). Then times:
 - the full index build (`Lineage.refresh` on an empty index), in total and per shard;
 - a refresh with nothing new (the cost a reader pays before each query), and one after a few
   shards were re-published (replaced);
-- the README's three queries on the index (median of several runs), on an open connection (the
+- the three queries of docs/outputs-and-lineage.md on the index (median of several runs), on an open connection (the
   targets) and with opening the file each time.
 
     python bench/lineage.py                                   # 16,000 shards of 25 items: ~1M triplets

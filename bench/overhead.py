@@ -251,7 +251,8 @@ def targets(results: dict) -> str:
         lines.append(f"  per item ({small} -> {large} items): {per_item * 1e3:.2f} ms ({verdict}: target "
                      f"{PER_ITEM_TARGET_S * 1e3:.0f} ms)")
     lines.append("  (a tiny model's shard takes ~1.5 s on a quiet 2-core machine, so Dagster's own per-step events "
-                 "and run creation, ~0.1-0.2 s, weigh against the ratio; README 'Cost at the paper's scale')")
+                 "and run creation, ~0.1-0.2 s, weigh against the ratio; docs/benchmarks.md, 'Cost at the paper's "
+                 "scale')")
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
 """The `dg` CLI ([tool.dg] in pyproject.toml) on this code location: `dg check defs`, `dg list defs` and
-`dg launch`, run as the README gives them, on a fresh instance and data root (as .ci/run does)."""
+`dg launch`, run as docs/recipes.md gives them, on a fresh instance and data root (as .ci/run does)."""
 
 import json
 import os

@@ -1,5 +1,5 @@
 """The lineage index's schema: the tables filled from shards' lineage files, the tables the learning
-assets write directly, the index's own records and the views the README's queries read. Shared by
+assets write directly, the index's own records and the views the queries of docs/outputs-and-lineage.md read. Shared by
 the index (`lineage.py`) and its builder (`lineage_index.py`).
 """
 

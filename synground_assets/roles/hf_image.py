@@ -7,28 +7,9 @@
   description and seeded boxes, then GLIGEN draws the image conditioned on it; the layout's boxes
   come back in `GeneratedImage.layout` and are the item's boxes.
 
-Settings (recipe `options`): num_inference_steps, guidance_scale, height, width, negative_prompt and,
-for some families, max_sequence_length (T5 or Gemma prompt length: SD3, FLUX, PixArt, Sana),
-use_resolution_binning (PixArt, Sana) and complex_human_instruction (Sana); an option that a
-pipeline's family does not take is an error at load. Unset settings take the pipeline's own
-defaults (FLUX 28 steps at guidance 3.5, PixArt 20 at 4.5, Sana 20 at 4.5, ...), except that the UNet
-pipelines keep this project's 30 steps at guidance 7.5.
-
-- use_resolution_binning (default on, the pipeline's): PixArt and Sana draw at the aspect-ratio bin of
-  their class nearest the asked size (Sana 1024 px: 1024 x 1024 for a square) and resize and crop the
-  image to the asked height and width; off, they draw at the asked size itself, which must then be a
-  multiple of the VAE's scale factor (Sana's DC-AE: 32, PixArt: 8), checked at load. The output size
-  is the asked one either way; binning costs the bin's compute (a 512 px image from Sana 1024 px is
-  drawn at 1024).
-- complex_human_instruction (default: the pipeline's own, eight lines asking to enhance the prompt): a
-  list of lines Sana puts before every prompt, read by its Gemma text encoder; `[]` turns it off. It
-  does not take the prompt's room: the prompt keeps up to max_sequence_length - 2 tokens of its own
-  (diffusers makes the tokenizer's limit the instruction's length plus that, then keeps the first
-  token and the last max_sequence_length - 1), so a prompt is cut only when it is longer than that.
-
-GLIGEN adds max_objects, box_min_fraction, box_max_fraction, scheduled_sampling_beta and
-layout_phrase_model (a causal LM that lists the layout's phrases, with layout_chat_template if its
-tokenizer has none; default: article-led noun phrases read from the description by a simple rule).
+Options: declared in `roles/catalog.py` (names, types, ranges) and explained in docs/models.md
+("Image generator options": family-specific options, defaults, resolution binning, Sana's complex
+human instruction, GLIGEN's layout options).
 """
 
 from __future__ import annotations

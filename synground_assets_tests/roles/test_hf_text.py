@@ -172,7 +172,7 @@ def test_phrase_answers_cut_at_the_limit_lose_their_last_phrase_and_refusals_are
 
 
 def test_an_answer_that_repeats_the_description_is_an_echo_not_phrases(cpu_spec):
-    """SmolLM2-135M's most common failure (measured, README): it copies the description back, once
+    """SmolLM2-135M's most common failure (measured, docs/models.md): it copies the description back, once
     or line after line; a short description may be its own phrase, so it is never an echo."""
     extractor = LLMPhraseExtractor(cpu_spec("llm-phrases", "tiny:causal-lm", max_new_tokens=6))
     echo = extractor.candidates(GeneratedText(DESCRIPTION.lower().rstrip(".") + "\n" + DESCRIPTION, False),

@@ -1,4 +1,4 @@
-"""The shipped deployment settings (deploy/) follow the README's advice and its security notes."""
+"""The shipped deployment settings (deploy/) follow the docs' advice and their security notes."""
 
 from pathlib import Path
 
@@ -19,5 +19,5 @@ def test_the_deployment_keeps_the_index_off_the_shared_filesystem_and_binds_no_w
     assert not Path(settings["SYNGROUND_LINEAGE"]).is_relative_to(shared)
     assert settings["SYNGROUND_BIND"] != "0.0.0.0"
     assert "@" in settings["SYNGROUND_CELERY_BROKER"]  # redis://:<password>@host
-    readme = (REPO / "README.md").read_text()
-    assert "-h 0.0.0.0" not in readme and "## Security" in readme
+    docs = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    assert "-h 0.0.0.0" not in docs and "## Security" in (REPO / "docs" / "operating.md").read_text()

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from synground_assets.recipes import RoleSpec
+from synground_assets.roles.base import Verifier
 from synground_assets.roles.hf_common import (
     ModelAdapter,
     load_processor,
@@ -45,7 +46,7 @@ def answer_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
     return ids
 
 
-class VLMVerifier(ModelAdapter):
+class VLMVerifier(ModelAdapter, Verifier):
     """A VLM asked `question` (with `{phrase}`) about each crop; see the module docstring."""
 
     role = "verifier"

@@ -154,3 +154,12 @@ def test_crop_verification_records_a_verdict_per_box_and_removes_with_the_probab
         if not row.kept:
             assert removed[row.box_id].value == pytest.approx(row.p_yes - row.p_no)
             assert f"P(yes) {row.p_yes:.4f}, P(no) {row.p_no:.4f}" in removed[row.box_id].detail
+
+
+def test_an_ensemble_that_finds_nothing_gives_empty_tables(shard):
+    spec = shapes().roles["detector"]
+    blind = tuple((f"d{k}", dataclasses.replace(spec, options={"min_area": 10**6})) for k in range(2))
+    result = box_phrases(shapes(ensemble=blind), "00000", shard, Suite())
+    assert result.table.empty and list(result.table.columns) == BOX_COLUMNS
+    assert result.lineage["box_proposals"].empty and not result.removals
+    assert result.counts["detected_boxes"] == 0 and result.lineage["shard_yields"].phrases_with_box[0] == 0

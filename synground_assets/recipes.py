@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from synground_assets.grounding.config import ModelLimits, TrainConfig
-from synground_assets.quality.settings import QualitySettings, QualitySettingsError
+from synground_assets.quality.settings import EnsembleSettings, QualitySettings, QualitySettingsError
 from synground_assets.roles.base import ROLE_NAMES
 
 BUILTIN_RECIPES = Path(__file__).with_name("recipes.yaml")
@@ -97,6 +97,13 @@ class Recipe:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     real_data: RealData | None = None
     quality: dict[str, Any] = field(default_factory=dict)  # filters and thresholds: quality/settings.py
+    # Several detectors (`roles.detector` written as a list): (name, spec) each, in recipe order; empty
+    # for one detector. `roles["detector"]` is then the first of them (its batch size drives the stage).
+    ensemble: tuple[tuple[str, RoleSpec], ...] = ()
+
+    def detectors(self) -> list[tuple[str, RoleSpec]]:
+        """(name, spec) of every detector of the box stage: the ensemble, else the one detector."""
+        return list(self.ensemble) or [("detector", self.roles["detector"])]
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,32 @@ def _role_spec(path: Path, where: str, data: Any) -> RoleSpec:
     return spec
 
 
+def _detectors(path: Path, recipe: str, data: Any) -> tuple[RoleSpec, tuple[tuple[str, RoleSpec], ...]]:
+    """`roles.detector`: one spec (a mapping), or a list of specs, each with an optional `name` (default
+    `<adapter>-<position>`), for an ensemble. Returns (the first spec, the ensemble or ())."""
+    if not isinstance(data, list):
+        return _role_spec(path, f"recipe {recipe!r}, role 'detector'", data), ()
+    if len(data) < 2:
+        raise RecipeError(f"{path}: recipe {recipe!r}, role 'detector': a list names an ensemble of at least two "
+                          f"detectors, got {len(data)}; write one detector as a mapping")
+    members = []
+    for position, entry in enumerate(data):
+        where = f"recipe {recipe!r}, role 'detector', entry {position}"
+        if not isinstance(entry, dict):
+            raise RecipeError(f"{path}: {where}: expected a mapping (adapter, model, options, name), got {entry!r}")
+        entry = dict(entry)
+        name = entry.pop("name", None) or f"{entry.get('adapter')}-{position}"
+        if not isinstance(name, str) or not RECIPE_NAME.match(name):
+            raise RecipeError(f"{path}: {where}, field 'name': expected letters, digits, '_', '.' or '-', got {name!r}")
+        members.append((name, _role_spec(path, where, entry)))
+    names = [name for name, _ in members]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RecipeError(f"{path}: recipe {recipe!r}, role 'detector': detector name(s) {', '.join(repeated)} "
+                          "repeat; give each entry its own `name`")
+    return members[0][1], tuple(members)
+
+
 def _real_data(path: Path, name: str, data: dict[str, Any]) -> RealData | None:
     if not data:
         return None
@@ -268,14 +301,17 @@ def _training(path: Path, name: str, data: dict[str, Any], real: RealData | None
 def _recipe(path: Path, name: str, data: Any) -> Recipe:
     fields = _Fields(path, f"recipe {name!r}", data)
     roles_data = fields.mapping("roles")
-    roles = {}
+    roles, ensemble = {}, ()
     for role in ROLE_NAMES:
         if role not in roles_data:
             raise RecipeError(
                 f"{path}: recipe {name!r}, field 'roles': missing role {role!r}; "
                 f"every recipe names an adapter for {', '.join(ROLE_NAMES)}"
             )
-        roles[role] = _role_spec(path, f"recipe {name!r}, role {role!r}", roles_data.pop(role))
+        if role == "detector":
+            roles[role], ensemble = _detectors(path, name, roles_data.pop(role))
+        else:
+            roles[role] = _role_spec(path, f"recipe {name!r}, role {role!r}", roles_data.pop(role))
     if roles_data:
         raise RecipeError(
             f"{path}: recipe {name!r}, field 'roles': unknown role(s) {', '.join(roles_data)}; "
@@ -298,13 +334,30 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
         training=training,
         real_data=real,
         quality=fields.mapping("quality"),
+        ensemble=ensemble,
     )
     fields.done()
     try:
-        QualitySettings.from_dict(recipe.quality)
+        quality = QualitySettings.from_dict(recipe.quality)
     except QualitySettingsError as exc:
         raise RecipeError(f"{path}: recipe {name!r}, field {exc}") from exc
+    _check_ensemble(path, recipe, quality)
     return recipe
+
+
+def _check_ensemble(path: Path, recipe: Recipe, quality: QualitySettings) -> None:
+    """`quality.ensemble` goes with a list of detectors, and asks no more agreeing detectors than there are."""
+    where = f"{path}: recipe {recipe.name!r}"
+    if recipe.ensemble and recipe.box_source != "detector":
+        raise RecipeError(f"{where}, role 'detector': an ensemble of detectors needs box_source: detector, "
+                          f"got {recipe.box_source!r}")
+    if quality.ensemble is not None and not recipe.ensemble:
+        raise RecipeError(f"{where}, field 'quality.ensemble': applies to several detectors; write "
+                          "`roles.detector` as a list of detectors, or remove quality.ensemble")
+    agreeing = (quality.ensemble or EnsembleSettings()).min_agreeing
+    if recipe.ensemble and agreeing > len(recipe.ensemble):
+        raise RecipeError(f"{where}, field 'quality.ensemble.min_agreeing': expected at most the "
+                          f"{len(recipe.ensemble)} detectors of the recipe, got {agreeing}")
 
 
 def _check_adapters(path: Path, recipe: Recipe) -> None:
@@ -312,13 +365,15 @@ def _check_adapters(path: Path, recipe: Recipe) -> None:
     range): checked at load, so a mistake fails before any asset runs. Imports no model library."""
     from synground_assets.roles.catalog import role_problems  # torch-free: the catalog imports no adapter
 
-    roles = dict(recipe.roles)
+    roles = [(role, f"role {role!r}", spec) for role, spec in recipe.roles.items() if role != "detector"]
+    roles += [("detector", f"role 'detector', entry {name!r}" if recipe.ensemble else "role 'detector'", spec)
+              for name, spec in recipe.detectors()]
     if recipe.grounding_model is not None:
-        roles["grounding_model"] = recipe.grounding_model
-    for role, spec in roles.items():
+        roles.append(("grounding_model", "role 'grounding_model'", recipe.grounding_model))
+    for role, label, spec in roles:
         problems = role_problems(role, spec)
         if problems:
-            raise RecipeError(f"{path}: recipe {recipe.name!r}, role {role!r}, " + "; ".join(problems))
+            raise RecipeError(f"{path}: recipe {recipe.name!r}, {label}, " + "; ".join(problems))
 
 
 def _check_training_limits(path: Path, recipe: Recipe) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from synground_assets.recipes import RecipeError, load_recipe_book
 from synground_assets.roles import catalog
-from synground_assets.roles.base import ROLE_PROTOCOLS
+from synground_assets.roles.base import FILTER_ROLE_PROTOCOLS, ROLE_PROTOCOLS
 
 ROLES = {
     "concepts": "{adapter: shapes}", "describer": "{adapter: shapes}", "image_generator": "{adapter: shapes}",
@@ -84,7 +84,8 @@ def test_every_adapter_takes_exactly_the_options_of_its_catalog_row():
         declared = {option.name for option in entry.options}
         if entry.role == "grounding_model":
             continue  # below: roles/grounding.py loads them
-        assert ROLE_PROTOCOLS[entry.role] in factory.__mro__, f"{entry.factory} does not declare its role"
+        protocol = {**ROLE_PROTOCOLS, **FILTER_ROLE_PROTOCOLS}[entry.role]
+        assert protocol in factory.__mro__, f"{entry.factory} does not declare its role"
         if entry.takes_spec:
             assert catalog.entry_of(factory) is entry, entry.factory
         else:

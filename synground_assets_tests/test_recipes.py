@@ -185,3 +185,43 @@ def test_shard_size_and_max_shards_have_upper_bounds(tmp_path):
     recipe = "    description_source: concept2text\n"
     with pytest.raises(RecipeError, match=r"'max_shards': expected an integer <= 100000 \(shard keys have five"):
         load_recipe_book(write(tmp_path, f"max_shards: 200000\nrecipes:\n  ok:\n{recipe}{GOOD_ROLES}"))
+
+
+ENSEMBLE = GOOD_ROLES.replace("detector: {adapter: shapes}", """detector:
+        - {adapter: shapes, name: first, options: {corrupt_fraction: 0.3, corrupt_seed: 1}}
+        - {adapter: shapes, options: {corrupt_fraction: 0.3, corrupt_seed: 2}}""")
+
+
+def test_a_list_of_detectors_is_an_ensemble_and_one_detector_stays_a_mapping(tmp_path):
+    quality = "quality: {ensemble: {min_agreeing: 2, iou: 0.6}}"
+    text = f"recipes:\n  one:\n    description_source: concept2text\n{GOOD_ROLES}\n" \
+           f"  many:\n    description_source: concept2text\n    {quality}\n{ENSEMBLE}"
+    book = load_recipe_book(write(tmp_path, text))
+    one, many = book.get("one"), book.get("many")
+    assert one.ensemble == () and one.detectors() == [("detector", one.roles["detector"])]
+    assert [name for name, _ in many.detectors()] == ["first", "shapes-1"]
+    assert [spec.options["corrupt_seed"] for _, spec in many.detectors()] == [1, 2]
+    assert many.roles["detector"] is many.ensemble[0][1]  # the first detector plays the role's single-spec readers
+
+
+@pytest.mark.parametrize("detector, quality, message", [
+    ("detector: [{adapter: shapes}]", "", "a list names an ensemble of at least two detectors, got 1"),
+    ("detector: [{adapter: shapes, name: x}, {adapter: shapes, name: x}]", "",
+     "detector name(s) x repeat; give each entry its own `name`"),
+    ("detector: [{adapter: shapes}, {adapter: shapes, options: {corrupt_fraction: 2}}]", "",
+     "role 'detector', entry 'shapes-1', option 'corrupt_fraction'"),
+    ("detector: [{adapter: shapes}, {adapter: shapes}]", "quality: {ensemble: {min_agreeing: 3}}",
+     "field 'quality.ensemble.min_agreeing': expected at most the 2 detectors of the recipe, got 3"),
+    ("detector: {adapter: shapes}", "quality: {ensemble: {min_agreeing: 1}}",
+     "field 'quality.ensemble': applies to several detectors"),
+    ("detector: [{adapter: shapes}, {adapter: shapes}]", "box_source: gligen",
+     "an ensemble of detectors needs box_source: detector"),
+    ("detector: [{adapter: shapes}, {adapter: shapes}]", "quality: {ensemble: {iou: 0}}",
+     "quality.ensemble.iou: expected a number in (0, 1]"),
+])
+def test_a_bad_ensemble_fails_at_load_naming_the_field(tmp_path, detector, quality, message):
+    roles = GOOD_ROLES.replace("detector: {adapter: shapes}", detector)
+    path = write(tmp_path, f"recipes:\n  bad:\n    description_source: concept2text\n    {quality}\n{roles}")
+    with pytest.raises(RecipeError) as error:
+        load_recipe_book(path)
+    assert message in str(error.value) and "recipe 'bad'" in str(error.value)

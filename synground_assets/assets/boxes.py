@@ -1,10 +1,11 @@
 """`boxes`: each phrase boxed in its synthetic image by the detector (Psi_d), or taken from the
-GLIGEN layout the image was drawn from (`box_source: gligen`); the stage itself (detection, box
-filters, agreement filter) is `pipeline/boxes.py`. Two checks read back what was published."""
+GLIGEN layout the image was drawn from (`box_source: gligen`); the stage itself (detection by one
+detector or an ensemble, box filters, agreement filter, crop verification) is `pipeline/boxes.py`.
+Two checks read back what was published."""
 
 import dagster as dg
 
-from synground_assets.assets.quality_report import quality_metadata
+from synground_assets.assets.quality_report import box_filters_metadata, quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.partitions import split_shard_key
 from synground_assets.pipeline.boxes import BoxInputs, box_phrases
@@ -37,7 +38,9 @@ def boxes(
         return box_phrases(recipe, shard, inputs, suite, context.log)
 
     results = materialize_shards(context, store, "boxes", run_shard)
-    return dg.MaterializeResult(metadata={**_metadata(results), **quality_metadata(results)},
+    recipes = [recipe_book().get(name) for name in sorted({split_shard_key(k)[0] for k in context.partition_keys})]
+    return dg.MaterializeResult(metadata={**_metadata(results), **quality_metadata(results),
+                                          **box_filters_metadata(recipes)},
                                 check_results=_checks(context, store))
 
 

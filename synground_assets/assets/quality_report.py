@@ -30,6 +30,39 @@ def run_quality_report(outputs) -> pd.DataFrame:
                          for stage, unit, name in keys], columns=REPORT_COLUMNS)
 
 
+def box_filter_settings(recipe) -> dict[str, str]:
+    """The box stage's detectors and its optional filters as the recipe sets them, one line each:
+    what the quality report's `ensemble_agreement`, `verify_crop` and `agreement_*` rows come from."""
+    from synground_assets.quality.settings import EnsembleSettings, QualitySettings
+
+    settings = QualitySettings.from_dict(recipe.quality)
+    detectors = ", ".join(f"{name} ({spec.adapter}{' ' + spec.model if spec.model else ''})"
+                          for name, spec in recipe.detectors())
+    rows = {"detectors": detectors if recipe.box_source == "detector" else f"{recipe.box_source} layout"}
+    if recipe.ensemble:
+        ensemble = settings.ensemble or EnsembleSettings()
+        rows["ensemble"] = (f"{ensemble.fusion}, kept when >= {ensemble.min_agreeing} of {len(recipe.ensemble)} "
+                            f"detectors agree at IoU >= {ensemble.iou}")
+    else:
+        rows["ensemble"] = "off (one detector)"
+    verify = settings.verify
+    rows["verify"] = "off" if verify is None else (
+        f"{verify.judge} {verify.model or 'the recipe grounding_model'}: P(yes) >= P(no) + {verify.margin}, "
+        f"crop context {verify.context}")
+    agreement = settings.agreement
+    rows["agreement"] = "off" if agreement is None else (
+        f"{agreement.model or 'the recipe grounding_model'}: ITM >= {agreement.min_itm_probability}, "
+        f"mass lift >= {agreement.min_box_mass_lift}{', peak in box' if agreement.require_peak_in_box else ''}")
+    return rows
+
+
+def box_filters_metadata(recipes) -> dict:
+    """`box_filters`: per recipe of the run, its detectors and box filters (a markdown table)."""
+    rows = [(recipe.name, name, value) for recipe in recipes for name, value in box_filter_settings(recipe).items()]
+    frame = pd.DataFrame(rows, columns=["recipe", "filter", "setting"])
+    return {"box_filters": dg.MetadataValue.md(markdown_table(frame, max(len(frame), 1)))}
+
+
 def quality_metadata(outputs) -> dict:
     """`quality_report` (a markdown table) and one `removed_by/<filter>` number per filter."""
     report = run_quality_report(outputs)
@@ -55,8 +88,11 @@ def recipe_quality_report(lineage_db, recipe: str, shards: list[str]) -> pd.Data
         return pd.DataFrame(columns=REPORT_COLUMNS)
 
 
-def log_quality_report(run, report: pd.DataFrame, folder) -> None:
-    """The report of the triplets a training run used, as MLflow metrics and a CSV artifact."""
+def log_quality_report(run, report: pd.DataFrame, folder, filters: dict[str, str] | None = None) -> None:
+    """The report of the triplets a training run used, as MLflow metrics and a CSV artifact; `filters`
+    (box_filter_settings of the recipe) as `quality/box_filters/<name>` parameters."""
+    if filters:
+        run.log_params({f"quality/box_filters/{name}": value[:500] for name, value in filters.items()})
     metrics = {}
     for row in report.itertuples(index=False):
         metrics[f"quality/{row.stage}/items_in"] = row.items_in

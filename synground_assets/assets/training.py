@@ -21,7 +21,7 @@ import dagster as dg
 
 from synground_assets import code_version
 from synground_assets.assets.exports import model_licence
-from synground_assets.assets.quality_report import log_quality_report, recipe_quality_report
+from synground_assets.assets.quality_report import box_filter_settings, log_quality_report, recipe_quality_report
 from synground_assets.dagster_internals import DagsterPipesExecutionError
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.visualize import gradcam_figure
@@ -85,7 +85,7 @@ def finetuned_checkpoint(
         lineage_index.refresh(shard_store.root)
         # What the quality filters removed from the shards this checkpoint trained on.
         log_quality_report(run, recipe_quality_report(lineage_index, recipe.name, list(inputs.shard_counts.shard)),
-                           work)
+                           work, box_filter_settings(recipe))
         published = shard_store.shard_dir(recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD)
         card = model_card(ModelCardFacts(
             recipe.name, recipe.grounding_model.model, inputs.spec.revision or "",

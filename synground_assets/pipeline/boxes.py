@@ -1,6 +1,8 @@
-"""`boxes`: each phrase boxed in its synthetic image by the detector (Psi_d), or taken from the
-GLIGEN layout the image was drawn from (`box_source: gligen`); then curated by the recipe's box
-filters and, when it has one, its agreement filter."""
+"""`boxes`: each phrase boxed in its synthetic image by the detector (Psi_d), by several detectors
+whose boxes are fused and kept where enough of them agree (an ensemble: `roles.detector` a list,
+quality/ensemble.py), or taken from the GLIGEN layout the image was drawn from (`box_source: gligen`);
+then curated by the recipe's box filters and, when it has them, its agreement filter and its crop
+verification (quality/verify.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.previews import draw_triplets
 from synground_assets.quality.agreement import agreement_filter
 from synground_assets.quality.boxes import filter_boxes
+from synground_assets.quality.ensemble import PROPOSAL_COLUMNS, fuse_proposals
 from synground_assets.quality.removals import Removal
-from synground_assets.quality.settings import QualitySettings
+from synground_assets.quality.settings import EnsembleSettings, QualitySettings
+from synground_assets.quality.verify import verify_filter
 from synground_assets.recipes import Recipe
 from synground_assets.roles.base import AdapterInfo, Detection
 from synground_assets.roles.phrases import phrase_problem
@@ -60,25 +64,46 @@ def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logge
             for (row, item_phrases), found in zip(batch, detections):
                 if found is None:
                     continue
+                if source.ensemble:  # (detector, detection) pairs: proposals, fused below
+                    rows += [(name, item_phrases.phrase_ids[d.phrase_index], row.item_id, *map(float, d.box_xyxy),
+                              float(d.score)) for name, d in found]
+                    found = [d for _, d in found]
                 ranked = sorted(found, key=lambda d: (d.phrase_index, -d.score))
-                rows += _box_rows(row.item_id, item_phrases, ranked)
+                if not source.ensemble:
+                    rows += _box_rows(row.item_id, item_phrases, ranked)
                 if len(preview) < PREVIEW_ITEMS:
                     picture = pictures[row.item_id] if row.item_id in pictures else \
                         Image.open(inputs.image_folder / row.file)
                     preview.append(drawing.submit(_preview_tile, picture, item_phrases, ranked))
         preview = [tile.result() for tile in preview]
-    detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
-    table, removals = curate(recipe, detected, inputs.images, phrase_table, inputs.image_folder, roles)
-    options = recipe.roles["detector"].options
+    extra_lineage, fused_removals = {}, []
+    if source.ensemble:
+        proposals = pd.DataFrame(rows, columns=PROPOSAL_COLUMNS)
+        detected, extra_lineage["box_proposals"], fused_removals = fuse_proposals(
+            proposals, source.ensemble, _ensemble_settings(recipe))
+        detected_count = len(proposals)
+    else:
+        detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
+        detected_count = len(detected)
+    table, removals, verdicts = curate(recipe, detected, inputs.images, phrase_table, inputs.image_folder, roles)
+    removals = fused_removals + removals
+    if verdicts is not None:
+        extra_lineage["box_verdicts"] = verdicts
+    # An ensemble's thresholds are its detectors' own, in `box_proposals` and the settings column.
+    options = {} if source.ensemble else recipe.roles["detector"].options
     counts = {"boxes": len(table), "phrases": len(phrase_table), "phrases_with_box": table.phrase_id.nunique()}
     return StageResult(
         info=source.info, tables={TABLE: table}, removals=removals, skipped=unusable + skipped, preview=preview,
         lineage={"boxes": table.assign(box_threshold=options.get("box_threshold"),
                                        text_threshold=options.get("text_threshold")),
-                 "shard_yields": pd.DataFrame([counts]),
-                 **quality_lineage(STAGE, "boxes", len(detected), len(table), removals)},
-        counts={**counts, "detected_boxes": len(detected)},
+                 "shard_yields": pd.DataFrame([counts]), **extra_lineage,
+                 **quality_lineage(STAGE, "boxes", detected_count, len(table), removals)},
+        counts={**counts, "detected_boxes": detected_count},
     )
+
+
+def _ensemble_settings(recipe: Recipe) -> EnsembleSettings:
+    return QualitySettings.from_dict(recipe.quality).ensemble or EnsembleSettings()
 
 
 @dataclass(frozen=True)
@@ -110,7 +135,9 @@ class BoxSource:
 
     info: AdapterInfo
     prepare: Callable[[Sequence[Work]], dict[str, Image.Image]]
-    call: Callable[[Sequence[Work], dict[str, Image.Image]], list[list[Detection]]]
+    call: Callable[[Sequence[Work], dict[str, Image.Image]], list[list[Any]]]
+    # An ensemble's detector names: `call` then gives (name, Detection) pairs, not Detections.
+    ensemble: list[str] | None = None
 
 
 def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
@@ -120,15 +147,38 @@ def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
             AdapterInfo("gligen-layout", generator.model or "", generator.revision or "", {"box_source": "gligen"}),
             prepare=lambda batch: {},
             call=lambda batch, _: [layout_detections(inputs.layout, row.item_id, ph.phrases) for row, ph in batch])
-    detector = roles.detector(recipe.name)
-
     def read_images(batch) -> dict[str, Image.Image]:
         return {row.item_id: read_rgb(inputs.image_folder / row.file) for row, _ in batch}
+
+    if recipe.ensemble:
+        return _ensemble_source(recipe, roles.detectors(recipe), read_images)
+    detector = roles.detector(recipe.name)
 
     def detect(batch, pictures):
         return detector.detect([pictures[row.item_id] for row, _ in batch], [ph.phrases for _, ph in batch])
 
     return BoxSource(detector.info, read_images, detect)
+
+
+def _ensemble_source(recipe: Recipe, detectors: list[tuple[str, Any]], read_images) -> BoxSource:
+    """Every detector on each batch of images (read once), in recipe order; each detection with the
+    name of the detector that proposed it. The detectors stay loaded together (roles/suite.py)."""
+    settings = _ensemble_settings(recipe)
+
+    def detect(batch, pictures):
+        images, phrases = [pictures[row.item_id] for row, _ in batch], [ph.phrases for _, ph in batch]
+        per_item: list[list[tuple[str, Detection]]] = [[] for _ in batch]
+        for name, detector in detectors:
+            for found, detections in zip(per_item, detector.detect(images, phrases), strict=True):
+                found += [(name, detection) for detection in detections]
+        return per_item
+
+    members = [{"name": name, "adapter": d.info.adapter, "model_id": d.info.model_id, "revision": d.info.revision,
+                "settings": d.info.settings} for name, d in detectors]
+    info = AdapterInfo("ensemble", " + ".join(d.info.model_id or d.info.adapter for _, d in detectors), "",
+                       {"detectors": members, "min_agreeing": settings.min_agreeing, "iou": settings.iou,
+                        "fusion": settings.fusion})
+    return BoxSource(info, read_images, detect, ensemble=[name for name, _ in detectors])
 
 
 def read_rgb(path: Path) -> Image.Image:
@@ -165,19 +215,29 @@ def _preview_tile(image: Image.Image, item_phrases: ItemPhrases, ranked: list[De
 
 
 def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_table: pd.DataFrame,
-           image_folder: Path, roles) -> tuple[pd.DataFrame, list[Removal]]:
-    """The recipe's box filters, then its agreement filter when it has one: (kept boxes, removals).
-    The agreement model is asked of the suite only when there are boxes to judge."""
+           image_folder: Path, roles) -> tuple[pd.DataFrame, list[Removal], pd.DataFrame | None]:
+    """The recipe's box filters, then its agreement filter and its crop verification when it has
+    them: (kept boxes, removals, the verifier's verdicts or None). A judge is asked of the suite
+    only when there are boxes to judge."""
     settings = QualitySettings.from_dict(recipe.quality)
     kept, removals = filter_boxes(detected, image_table, settings)
+    files = dict(zip(image_table.item_id, image_table.file))
+    phrase_text = dict(zip(phrase_table.phrase_id, phrase_table.phrase))
+
+    def load_image(item: str) -> Image.Image:
+        return read_rgb(image_folder / files[item])
+
     if settings.agreement is not None and len(kept):
-        files = dict(zip(image_table.item_id, image_table.file))
-        kept, disagreements = agreement_filter(
-            kept, dict(zip(phrase_table.phrase_id, phrase_table.phrase)),
-            lambda item: Image.open(image_folder / files[item]).convert("RGB"),
-            roles.agreement_model(recipe.name, settings.agreement), settings.agreement)
+        kept, disagreements = agreement_filter(kept, phrase_text, load_image,
+                                               roles.agreement_model(recipe.name, settings.agreement),
+                                               settings.agreement)
         removals += disagreements
-    return kept.reset_index(drop=True), removals
+    verdicts = None
+    if settings.verify is not None and len(kept):
+        kept, rejected, verdicts = verify_filter(kept, phrase_text, load_image,
+                                                 roles.verifier(recipe.name, settings.verify), settings.verify)
+        removals += rejected
+    return kept.reset_index(drop=True), removals, verdicts
 
 
 def usable_phrases(kept: pd.DataFrame) -> tuple[pd.DataFrame, list[Skipped]]:

@@ -13,8 +13,13 @@
       drop_truncated_text: true    # a describer output cut off at max_new_tokens mid-sentence is dropped
       agreement: null              # or {model:, min_itm_probability:, min_box_mass:, min_box_mass_lift:,
                                    #     require_peak_in_box:, batch_size:}
+      ensemble: null               # several detectors (`roles.detector` a list): {min_agreeing: 2, iou: 0.5}
+      verify: null                 # crop verification: {judge: vlm|itm, model:, question:, margin: 0.2,
+                                   #     context: 0.1, batch_size: 16, device: auto, dtype: float32}
 
-A number filter is off at its neutral value (0, 1 or null); `agreement` is off unless given.
+A number filter is off at its neutral value (0, 1 or null); `agreement` and `verify` are off unless
+given; `ensemble` applies (with its defaults) whenever a recipe names several detectors.
+See docs/box-verification.md for when to use which.
 """
 
 from __future__ import annotations
@@ -40,6 +45,44 @@ class AgreementSettings:
     batch_size: int = 32
 
 
+ENSEMBLE_FUSIONS = ("wbf",)
+VERIFY_JUDGES = ("vlm", "itm")
+# ROVI (ICCV 2025), vlm_cross_checking/cross_checking.py:154 (CihangPeng/ROVI@3615aa1): the question asked of each crop.
+ROVI_QUESTION = "Is this an image of {phrase}? Answer yes or no."
+ROVI_MARGIN = 0.2  # ibid. :213, :218: yes only when P(yes) >= P(no) + 0.2, against the VLM's yes-bias
+
+
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """Several detectors on one phrase: their boxes fused per phrase (weighted box fusion,
+    quality/ensemble.py), a fused box kept only when `min_agreeing` detectors proposed a box
+    overlapping it with IoU >= `iou`."""
+
+    min_agreeing: int = 2
+    iou: float = 0.5  # the usual "same object" overlap (COCO's AP50, ZFTurbo WBF's default 0.55 is close)
+    fusion: str = "wbf"
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """Crop verification: a judge looks at each kept box's crop (enlarged by `context` of the box's
+    side on every side, clipped to the image) and says whether it shows the phrase.
+
+    judge `vlm`: an image-text-to-text chat model (`model`), asked `question`; P(yes) and P(no) are
+    the next-token probabilities of the yes and no words; kept when P(yes) >= P(no) + margin (ROVI).
+    judge `itm`: the grounding model's ITM head on the crop (`model`, else the recipe's
+    grounding_model): P(yes) = P(match), P(no) = 1 - P(match), the same rule."""
+
+    judge: str = "vlm"
+    model: str | None = None
+    question: str = ROVI_QUESTION
+    margin: float = ROVI_MARGIN
+    context: float = 0.1
+    batch_size: int = 16
+    device: str = "auto"
+    dtype: str = "float32"
+
+
 @dataclass(frozen=True)
 class QualitySettings:
     min_box_score: float = 0.0
@@ -53,6 +96,8 @@ class QualitySettings:
     dedup_descriptions: bool = True
     drop_truncated_text: bool = True
     agreement: AgreementSettings | None = None
+    ensemble: EnsembleSettings | None = None
+    verify: VerifySettings | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "quality") -> QualitySettings:
@@ -63,6 +108,8 @@ class QualitySettings:
             raise QualitySettingsError(f"{where}: unknown field(s) {', '.join(unknown)}; expected some of "
                                        f"{', '.join(sorted(known))}")
         agreement = data.pop("agreement", None)
+        ensemble = data.pop("ensemble", None)
+        verify = data.pop("verify", None)
         for name in ("min_box_score", "min_box_area", "max_box_area", "cross_phrase_nms_iou"):
             _check_fraction(data, name, where)
         for name in ("max_boxes_per_phrase", "regenerate_attempts", "image_dedup_distance"):
@@ -73,7 +120,9 @@ class QualitySettings:
         for name in ("dedup_descriptions", "drop_truncated_text"):
             if name in data and not isinstance(data[name], bool):
                 raise QualitySettingsError(f"{where}.{name}: expected true or false, got {data[name]!r}")
-        settings = cls(**data, agreement=_agreement(agreement, f"{where}.agreement") if agreement is not None else None)
+        settings = cls(**data, agreement=_agreement(agreement, f"{where}.agreement") if agreement is not None else None,
+                       ensemble=_ensemble(ensemble, f"{where}.ensemble") if ensemble is not None else None,
+                       verify=_verify(verify, f"{where}.verify") if verify is not None else None)
         if settings.min_box_area > settings.max_box_area:
             raise QualitySettingsError(f"{where}: min_box_area {settings.min_box_area} is above max_box_area "
                                        f"{settings.max_box_area}")
@@ -122,3 +171,60 @@ def _agreement(data: Any, where: str) -> AgreementSettings:
     if data.get("model") is not None and not isinstance(data["model"], str):
         raise QualitySettingsError(f"{where}.model: expected a string, got {data['model']!r}")
     return AgreementSettings(**data)
+
+
+def _block(data: Any, where: str, kind: type) -> dict:
+    if data is True:
+        return {}
+    if not isinstance(data, dict):
+        raise QualitySettingsError(f"{where}: expected a mapping (or true for the defaults), got {data!r}")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise QualitySettingsError(f"{where}: unknown field(s) {', '.join(unknown)}; expected some of "
+                                   f"{', '.join(sorted(known))}")
+    return dict(data)
+
+
+def _positive_int(data: dict, name: str, where: str) -> None:
+    if name in data and (isinstance(data[name], bool) or not isinstance(data[name], int) or data[name] < 1):
+        raise QualitySettingsError(f"{where}.{name}: expected an integer >= 1, got {data[name]!r}")
+
+
+def _one_of(data: dict, name: str, where: str, choices: tuple[str, ...]) -> None:
+    if name in data and data[name] not in choices:
+        raise QualitySettingsError(f"{where}.{name}: expected one of {', '.join(choices)}, got {data[name]!r}")
+
+
+def _ensemble(data: Any, where: str) -> EnsembleSettings:
+    data = _block(data, where, EnsembleSettings)
+    _positive_int(data, "min_agreeing", where)
+    if "iou" in data and not (_number(data["iou"], 0, 1) and data["iou"] > 0):
+        raise QualitySettingsError(f"{where}.iou: expected a number in (0, 1], got {data['iou']!r}")
+    _one_of(data, "fusion", where, ENSEMBLE_FUSIONS)
+    return EnsembleSettings(**data)
+
+
+def _verify(data: Any, where: str) -> VerifySettings:
+    data = _block(data, where, VerifySettings)
+    _one_of(data, "judge", where, VERIFY_JUDGES)
+    _one_of(data, "device", where, ("cpu", "cuda", "auto"))
+    _one_of(data, "dtype", where, ("float32", "float16", "bfloat16"))
+    _positive_int(data, "batch_size", where)
+    # A negative margin is allowed: a judge biased towards "no" (an ITM head trained on hard negatives).
+    if "margin" in data and not _number(data["margin"], -1, 1):
+        raise QualitySettingsError(f"{where}.margin: expected a number in [-1, 1], got {data['margin']!r}")
+    if "context" in data and not _number(data["context"], 0, 10):
+        raise QualitySettingsError(f"{where}.context: expected a number >= 0 (a share of the box side), "
+                                   f"got {data['context']!r}")
+    for name in ("model", "question"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise QualitySettingsError(f"{where}.{name}: expected a string, got {data[name]!r}")
+    if "{phrase}" not in data.get("question", "{phrase}"):
+        raise QualitySettingsError(f"{where}.question: expected a question with {{phrase}} in it, "
+                                   f"got {data['question']!r}")
+    settings = VerifySettings(**data)
+    if settings.judge == "vlm" and not settings.model:
+        raise QualitySettingsError(f"{where}.model: the vlm judge needs a model (an image-text-to-text chat model: "
+                                   "a hub id, a folder or tiny:<name>); or use judge: itm")
+    return settings

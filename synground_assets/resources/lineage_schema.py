@@ -32,6 +32,13 @@ TABLES = {
     "boxes": f"""box_id VARCHAR PRIMARY KEY, phrase_id VARCHAR, item_id VARCHAR, x0 DOUBLE, y0 DOUBLE,
         x1 DOUBLE, y1 DOUBLE, score DOUBLE, box_rank INTEGER, box_threshold DOUBLE, text_threshold DOUBLE,
         {_COMMON}""",
+    # Detector ensembles (quality/ensemble.py): each fused box's proposals, one row per detector that
+    # proposed it (`agreed`: enough detectors did, the box went on; else its removal says why).
+    "box_proposals": f"""box_id VARCHAR, phrase_id VARCHAR, item_id VARCHAR, detector VARCHAR, x0 DOUBLE, y0 DOUBLE,
+        x1 DOUBLE, y1 DOUBLE, score DOUBLE, iou_with_fused DOUBLE, agreeing INTEGER, agreed BOOLEAN, {_COMMON}""",
+    # Crop verification (quality/verify.py): every judged box's P(yes), P(no), margin and crop window.
+    "box_verdicts": f"""box_id VARCHAR, phrase_id VARCHAR, item_id VARCHAR, p_yes DOUBLE, p_no DOUBLE, margin DOUBLE,
+        crop_x0 INTEGER, crop_y0 INTEGER, crop_x1 INTEGER, crop_y1 INTEGER, kept BOOLEAN, {_COMMON}""",
     # One row per boxes shard: the yield numbers, so yield questions never scan every phrase.
     "shard_yields": f"phrases INTEGER, phrases_with_box INTEGER, boxes INTEGER, {_COMMON}",
     # Items a stage could not process, with the reason (kept, not silently dropped).

@@ -123,3 +123,13 @@ ROLE_PROTOCOLS: dict[str, type[Role]] = {
     "phrase_extractor": PhraseExtractor, "detector": Detector,
 }
 ROLE_NAMES = tuple(ROLE_PROTOCOLS)
+
+
+class Verifier(Role, Protocol):
+    """A judge of box crops (quality.verify): (P(yes), P(no)) of each crop showing its phrase."""
+
+    def __call__(self, crops: Sequence[Image.Image], phrases: Sequence[str]) -> list[tuple[float, float]]: ...
+
+
+# Roles a recipe's quality filters load (not every recipe names them, so they are not in ROLE_NAMES).
+FILTER_ROLE_PROTOCOLS: dict[str, type[Role]] = {"verifier": Verifier}

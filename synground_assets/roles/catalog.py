@@ -106,6 +106,9 @@ CATALOG: tuple[AdapterEntry, ...] = (
         Option("scheduled_sampling_beta", "number", minimum=0, maximum=1),
         Option("layout_phrase_model", "str"), Option("layout_chat_template", "str")), takes_spec=True),
     AdapterEntry("detector", "zero-shot-detector", f"{_DETECT}:ZeroShotDetector", _DETECTOR, takes_spec=True),
+    # The crop verifier of `quality.verify` with `judge: vlm` (roles/verifier.py): any image-text-to-text
+    # chat model the image-captioner describer runs, asked a yes/no question about each box's crop.
+    AdapterEntry("verifier", "vlm", "synground_assets.roles.verifier:VLMVerifier", (), takes_spec=True),
     # The model fine-tuned on the triplets (`grounding_model:` of a recipe, roles/grounding.py).
     AdapterEntry("grounding_model", "blip", "synground_assets.roles.grounding:load_grounding_model",
                  _GROUNDING_MODEL, takes_spec=True),

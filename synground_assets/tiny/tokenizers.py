@@ -44,7 +44,8 @@ def corpus() -> list[str]:
         "Describe this image in detail. Write one detailed sentence describing a photo that shows "
         "these concepts. List the short noun phrases that name objects in this description, one per "
         "line. Summarise these captions of one photo into one detailed description. Concepts: "
-        "Captions: Description: Phrases: the a an of in on with and next to near behind above below."
+        "Captions: Description: Phrases: the a an of in on with and next to near behind above below. "
+        "Is this an image of it? Answer yes or no."  # the crop verifier's question and answers
     )
     return words + captions + [prompt_words] * 3
 

@@ -84,6 +84,10 @@ def test_training_is_logged_to_a_finished_mlflow_run_and_lineage(trained):
     assert "pointing_game/held_out" in run.data.metrics
     # The quality report of the shards it trained on travels with the run.
     assert run.data.metrics["quality/images/items_in"] == 64 and run.data.metrics["quality/boxes/kept"] > 150
+    # ... with the recipe's box filters, on or off (docs/box-verification.md).
+    assert run.data.params["quality/box_filters/detectors"] == "detector (shapes)"
+    assert run.data.params["quality/box_filters/ensemble"] == "off (one detector)"
+    assert run.data.params["quality/box_filters/verify"] == "off"
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
     assert "quality_report.csv" in artifacts
     used = Lineage(lineage_path).query("SELECT shard, triplets FROM checkpoint_shards WHERE checkpoint_id = ?",

@@ -1,6 +1,8 @@
 """The boxes stage: batched == one by one, no detections, a failing item, GLIGEN layouts,
 unusable phrases, and the agreement model asked for only when there are boxes to judge."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -103,3 +105,61 @@ def test_the_agreement_model_is_asked_for_only_when_boxes_remain(shard):
     suite = Suite(detector=Detector(), agreement_model=Judge())
     box_phrases(shapes(quality={"agreement": {"model": "tiny:blip-itm"}}), "00000", shard, suite)
     assert "agreement_model" not in suite.asked
+
+
+def ensemble_of_shapes(count: int, **quality) -> tuple:
+    """`count` shapes detectors, each corrupting half its boxes with its own seed (independent errors)."""
+    spec = shapes().roles["detector"]
+    return tuple((f"d{k}", dataclasses.replace(spec, options={"corrupt_fraction": 0.5, "corrupt_seed": k}))
+                 for k in range(count))
+
+
+def test_an_ensemble_keeps_boxes_enough_detectors_propose_and_records_who(shard):
+    recipe = shapes(quality={"ensemble": {"min_agreeing": 2}}, ensemble=ensemble_of_shapes(3),
+                    batch_sizes={"detector": 4})
+    suite = Suite()
+    result = box_phrases(recipe, "00000", shard, suite)
+    one_by_one = box_phrases(dataclasses.replace(recipe, roles={**recipe.roles, "detector": dataclasses.replace(
+        recipe.roles["detector"], batch_size=1)}), "00000", shard, Suite())
+    assert same_frames(result.tables, one_by_one.tables) and same_frames(result.lineage, one_by_one.lineage)
+    # Each detector built once, as one group of the box stage.
+    assert suite.build_count == {("shapes", "detector"): 1, ("shapes", "detector", "d1"): 1,
+                                 ("shapes", "detector", "d2"): 1}
+    proposals = result.lineage["box_proposals"]
+    table = result.table
+    assert len(table) and list(table.columns) == BOX_COLUMNS
+    for box in table.box_id:  # every kept box: proposed by at least two detectors, each named once
+        proposed = proposals[proposals.box_id == box]
+        assert len(proposed) >= 2 and proposed.detector.is_unique and proposed.agreed.all()
+    removed = [r for r in result.removals if r.filter == "ensemble_agreement"]
+    assert removed, "half of each detector's boxes are corrupted: some boxes have one detector only"
+    for removal in removed:
+        (proposer,) = proposals[proposals.box_id == removal.box_id].detector
+        assert removal.value == 1.0 and removal.detail.startswith(f"proposed by {proposer} only")
+        assert not proposals[proposals.box_id == removal.box_id].agreed.any()
+    assert result.counts["detected_boxes"] == len(proposals)
+    assert result.info.adapter == "ensemble" and [d["name"] for d in result.info.settings["detectors"]] == \
+        ["d0", "d1", "d2"]
+
+
+def test_crop_verification_records_a_verdict_per_box_and_removes_with_the_probabilities(shard, tiny_models):
+    # The ITM head of the tiny shapes model judges each crop; margin 0: keep when P(match) >= 0.5.
+    quality = {"verify": {"judge": "itm", "model": "tiny:blip-itm-shapes", "margin": 0.0, "batch_size": 3}}
+    result = box_phrases(shapes(quality=quality), "00000", shard, Suite())
+    verdicts = result.lineage["box_verdicts"]
+    removed = {r.box_id: r for r in result.removals if r.filter == "verify_crop"}
+    assert len(verdicts) == len(result.table) + len(removed)
+    for row in verdicts.itertuples():
+        assert row.kept == (row.p_yes >= row.p_no) == (row.box_id in set(result.table.box_id))
+        if not row.kept:
+            assert removed[row.box_id].value == pytest.approx(row.p_yes - row.p_no)
+            assert f"P(yes) {row.p_yes:.4f}, P(no) {row.p_no:.4f}" in removed[row.box_id].detail
+
+
+def test_an_ensemble_that_finds_nothing_gives_empty_tables(shard):
+    spec = shapes().roles["detector"]
+    blind = tuple((f"d{k}", dataclasses.replace(spec, options={"min_area": 10**6})) for k in range(2))
+    result = box_phrases(shapes(ensemble=blind), "00000", shard, Suite())
+    assert result.table.empty and list(result.table.columns) == BOX_COLUMNS
+    assert result.lineage["box_proposals"].empty and not result.removals
+    assert result.counts["detected_boxes"] == 0 and result.lineage["shard_yields"].phrases_with_box[0] == 0

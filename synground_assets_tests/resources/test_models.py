@@ -39,6 +39,34 @@ def test_a_gpu_adapter_is_released_before_the_next_stage_builds_its_model(monkey
         model_suite().clear()
 
 
+class NamedFake(FakeAdapter):
+    """A GPU adapter named by its spec (the detectors of an ensemble share one role)."""
+
+    def __init__(self, spec, released: list):
+        super().__init__(spec.options.get("top_k", spec.adapter), "cuda", released)
+
+
+def test_the_detectors_of_an_ensemble_stay_loaded_together_and_load_once(monkeypatch):
+    """Loading the second detector of an ensemble does not release the first (they run on each
+    batch in turn); the next stage's model releases both; a second shard builds nothing."""
+    released = []
+    monkeypatch.setattr(suite, "build_role", lambda role, spec, recipe: (
+        NamedFake(spec, released) if role == "detector" else FakeAdapter(role, "cuda", released)))
+    model_suite().clear()
+    try:
+        model_suite().role("tiny-ensemble", "describer")
+        detectors = model_suite().detectors("tiny-ensemble")
+        assert [name for name, _ in detectors] == ["gdino-top2", "gdino-top1"]
+        assert released == ["describer"]  # the other stage's model, not a detector
+        assert [d for _, d in model_suite().detectors("tiny-ensemble")] == [d for _, d in detectors]  # next shard
+        assert model_suite().build_count == {("tiny-ensemble", "describer"): 1, ("tiny-ensemble", "detector"): 1,
+                                             ("tiny-ensemble", "detector", "gdino-top1"): 1}
+        model_suite().role("tiny-ensemble", "image_generator")
+        assert len(released) == 3 and set(released) == {"describer", 2, 1}  # both detectors released
+    finally:
+        model_suite().clear()
+
+
 def test_the_grounding_model_is_built_from_the_catalog_once_per_process(tiny_models):
     from synground_assets.roles.grounding_blip import BlipGroundingModel
 

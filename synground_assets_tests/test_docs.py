@@ -42,7 +42,7 @@ TAGS = {
 }
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 # What the `run` blocks' documented size variables are set to here.
-SMALL = {"SHARDS": "shapes|00000...shapes|00000", "STEPS": "2"}
+SMALL = {"SHARDS": "shapes|00000...shapes|00000", "STEPS": "2", "TRAIN_IMAGES": "32", "EVAL_IMAGES": "16"}
 # Variables that would point a block at state outside its fresh instance.
 UNSET = ("SYNGROUND_DATA", "SYNGROUND_LINEAGE", "MLFLOW_TRACKING_URI", "SYNGROUND_RECIPES", "SYNGROUND_PROFILE")
 BLOCK_TIMEOUT_S = 600

@@ -38,7 +38,7 @@ from synground_assets.grounding.loader import TripletIndex
 from synground_assets.grounding.train import TrainResult, train
 from synground_assets.processes import guard_training_process
 from synground_assets.recipes import RoleSpec
-from synground_assets.resources.store import ShardStore
+from synground_assets.resources.store import ShardStore, table_path
 from synground_assets.resources.tracking import TrackedRun, Tracking
 from synground_assets.roles.grounding import load_grounding_model
 from synground_assets.run_health import ensure_run_started
@@ -60,6 +60,7 @@ def reporter(world: World):
 
 
 def run_job(job: dict) -> TrainResult:
+    check_publish(job.get("publish"))  # a bad name fails now, not after the training
     guard_training_process(dagster_run_id(job))  # recorded for the run's cleanup; exits when torchrun dies
     spec = RoleSpec(**job["model"])
     device = rank_device(spec)
@@ -118,6 +119,16 @@ def tracked_run(settings: dict | None) -> TrackedRun | None:
     return TrackedRun(tracking.client, settings["run_id"], tracking.experiment_id(), tracking.tracking_uri)
 
 
+def check_publish(settings: dict | None) -> None:
+    """The publish place and every table name of a (possibly hand-edited) job.json name a shard and
+    files inside the data root; `UnsafePathError` names the bad one otherwise."""
+    if not settings:
+        return
+    folder = ShardStore(settings["root"]).shard_dir(settings["recipe"], settings["asset"], settings["shard"])
+    for name in settings.get("tables", {}):
+        table_path(folder, name)
+
+
 def publish(settings: dict | None, result: TrainResult, run: TrackedRun | None) -> Path | None:
     """The trained model folder + the given tables + provenance.json, published as one shard."""
     if not settings:
@@ -128,7 +139,7 @@ def publish(settings: dict | None, result: TrainResult, run: TrackedRun | None) 
                        before_publish=lambda: ensure_run_started(run_id)) as folder:
         shutil.copytree(result.model_path, folder, dirs_exist_ok=True)
         for name, path in settings.get("tables", {}).items():
-            shutil.copy(path, folder / name)
+            shutil.copy(path, table_path(folder, name))
         provenance = {**settings.get("provenance", {}), "mlflow_run_id": run.run_id if run else None,
                       "metrics": result.metrics}
         (folder / "provenance.json").write_text(json.dumps(provenance, indent=2))

@@ -26,6 +26,7 @@ from synground_assets.dagster_internals import DagsterPipesExecutionError
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.visualize import gradcam_figure
 from synground_assets.partitions import recipe_partitions
+from synground_assets.pipeline.scoring import rematerialize_checkpoint
 from synground_assets.pipeline.training import CHECKPOINT_SHARD, prepare_training
 from synground_assets.previews import image_markdown
 from synground_assets.recipes import recipe_book
@@ -101,7 +102,8 @@ def finetuned_checkpoint(
     lineage_index.replace("checkpoint_shards", inputs.shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
-    figure = gradcam_figure(load_grounding_model(published, device="cpu"), inputs.held_out_preview,
+    figure = gradcam_figure(load_grounding_model(published, device="cpu", remake=rematerialize_checkpoint(recipe.name)),
+                            inputs.held_out_preview,
                             settings.eval_resolution, settings.eval_protocol)
     return dg.MaterializeResult(metadata={
         **reported,

@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 
 import pandas as pd
 
+from synground_assets.permissions import apply_umask
 from synground_assets.processes import process_alive
 
 TABLE = "table.parquet"
@@ -126,30 +127,6 @@ def table_path(folder: Path, name: str) -> Path:
 
 class CorruptShardError(RuntimeError):
     """A published table that cannot be read; the message names the shard to rematerialize."""
-
-
-def current_umask() -> int:
-    """This process's umask, read without changing it (Linux: /proc/self/status)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # no /proc: the classic read-and-restore (not thread-safe, hence the fallback only)
-    os.umask(mask)
-    return mask
-
-
-def apply_umask(folder: Path) -> None:
-    """Give every file and folder under `folder` the permissions the umask allows, whatever its writer
-    chose (safetensors writes 0600): users sharing a data root can read each other's shards."""
-    mask = current_umask()
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
-        executable = path.is_dir() or path.stat().st_mode & 0o111
-        path.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 class ShardStore:

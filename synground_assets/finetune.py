@@ -61,7 +61,8 @@ def reporter(world: World):
 
 def run_job(job: dict) -> TrainResult:
     check_publish(job.get("publish"))  # a bad name fails now, not after the training
-    guard_training_process(dagster_run_id(job))  # recorded for the run's cleanup; exits when torchrun dies
+    # Recorded for the run's cleanup; dies with torchrun; holds the working folder against a second job.
+    guard_training_process(dagster_run_id(job), job["output_dir"])
     spec = RoleSpec(**job["model"])
     device = rank_device(spec)
     config = TrainConfig.from_dict(job["config"])

@@ -42,3 +42,23 @@ def test_the_publish_itself_refuses_a_table_name_with_dot_dot(tmp_path, table):
     assert not (tmp_path / "escape.parquet").exists() and not list((tmp_path / "data").rglob("*.parquet"))
     published = publish(settings(tmp_path, {"table.parquet": table}), TrainResult({}, model_path=model), None)
     assert (published / "table.parquet").is_file()
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
+def test_a_bad_thread_count_is_named_before_anything_runs(monkeypatch, tmp_path, value):
+    from synground_assets.finetune import main
+
+    monkeypatch.setenv("SYNGROUND_TORCH_THREADS", value)
+    with pytest.raises(SystemExit, match=f"SYNGROUND_TORCH_THREADS={value!r}: expected a whole number >= 1"):
+        main([str(tmp_path / "job.json")])  # (the job file does not even exist)
+
+
+def test_the_thread_count_is_read(monkeypatch):
+    import torch
+
+    from synground_assets.finetune import torch_threads
+
+    monkeypatch.setenv("SYNGROUND_TORCH_THREADS", "1")
+    assert torch_threads() == 1
+    monkeypatch.delenv("SYNGROUND_TORCH_THREADS")
+    assert torch_threads() == torch.get_num_threads()

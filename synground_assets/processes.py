@@ -239,6 +239,7 @@ def check_working_folder(folder: Path) -> None:
 
 def hold_rank_lock(folder: Path) -> None:
     """A rank's shared lock on the working folder, held until the process ends."""
+    folder.mkdir(parents=True, exist_ok=True)  # (a job run by hand: its output folder may not exist yet)
     fd = os.open(folder / RANK_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a launcher checks the folder (microseconds)
     _held_locks.append(fd)

@@ -16,7 +16,9 @@ shard (one rename) and, when started through Dagster Pipes (`dg.PipesSubprocessC
 progress, metrics, the MLflow run id and the published path back to the asset. Each rank's device
 is cuda:LOCAL_RANK when the spec allows CUDA and one is visible, else the CPU (gloo).
 `SYNGROUND_TORCH_THREADS` sets each rank's torch threads (default: torch's, which torchrun caps
-at 1 through OMP_NUM_THREADS when several ranks share a node).
+at 1 through OMP_NUM_THREADS when several ranks share a node). Training is bitwise reproducible
+(a rerun, a resume) with one thread only: with several, CPU reductions split differently from run
+to run (two default-thread runs differed by up to 7.4e-3 in a weight, as measured for issue 30).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from synground_assets.grounding.loader import TripletIndex
 from synground_assets.grounding.train import TrainResult, train
 from synground_assets.processes import guard_training_process
 from synground_assets.recipes import RoleSpec
-from synground_assets.resources.store import ShardStore
+from synground_assets.resources.store import ShardStore, table_path
 from synground_assets.resources.tracking import TrackedRun, Tracking
 from synground_assets.roles.grounding import load_grounding_model
 from synground_assets.run_health import ensure_run_started
@@ -60,7 +62,9 @@ def reporter(world: World):
 
 
 def run_job(job: dict) -> TrainResult:
-    guard_training_process(dagster_run_id(job))  # recorded for the run's cleanup; exits when torchrun dies
+    check_publish(job.get("publish"))  # a bad name fails now, not after the training
+    # Recorded for the run's cleanup; dies with torchrun; holds the working folder against a second job.
+    guard_training_process(dagster_run_id(job), job["output_dir"])
     spec = RoleSpec(**job["model"])
     device = rank_device(spec)
     config = TrainConfig.from_dict(job["config"])
@@ -118,6 +122,16 @@ def tracked_run(settings: dict | None) -> TrackedRun | None:
     return TrackedRun(tracking.client, settings["run_id"], tracking.experiment_id(), tracking.tracking_uri)
 
 
+def check_publish(settings: dict | None) -> None:
+    """The publish place and every table name of a (possibly hand-edited) job.json name a shard and
+    files inside the data root; `UnsafePathError` names the bad one otherwise."""
+    if not settings:
+        return
+    folder = ShardStore(settings["root"]).shard_dir(settings["recipe"], settings["asset"], settings["shard"])
+    for name in settings.get("tables", {}):
+        table_path(folder, name)
+
+
 def publish(settings: dict | None, result: TrainResult, run: TrackedRun | None) -> Path | None:
     """The trained model folder + the given tables + provenance.json, published as one shard."""
     if not settings:
@@ -128,7 +142,7 @@ def publish(settings: dict | None, result: TrainResult, run: TrackedRun | None) 
                        before_publish=lambda: ensure_run_started(run_id)) as folder:
         shutil.copytree(result.model_path, folder, dirs_exist_ok=True)
         for name, path in settings.get("tables", {}).items():
-            shutil.copy(path, folder / name)
+            shutil.copy(path, table_path(folder, name))
         provenance = {**settings.get("provenance", {}), "mlflow_run_id": run.run_id if run else None,
                       "metrics": result.metrics}
         (folder / "provenance.json").write_text(json.dumps(provenance, indent=2))
@@ -159,9 +173,21 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: torchrun [--nproc_per_node N ...] -m synground_assets.finetune JOB.json")
+    threads = torch_threads()
     job = json.loads(Path(argv[0]).read_text())
-    torch.set_num_threads(int(os.environ.get("SYNGROUND_TORCH_THREADS", torch.get_num_threads())))
+    torch.set_num_threads(threads)
     run_job(job)
+
+
+def torch_threads() -> int:
+    """`SYNGROUND_TORCH_THREADS` (a whole number >= 1), else torch's current count."""
+    value = os.environ.get("SYNGROUND_TORCH_THREADS", "").strip()
+    if not value:
+        return torch.get_num_threads()
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"SYNGROUND_TORCH_THREADS={value!r}: expected a whole number >= 1 (1 for bitwise "
+                         "reproducible training), or unset for torch's default")
+    return int(value)
 
 
 def job_spec(config: TrainConfig, spec: RoleSpec, index: list[str], held_out_index: str | None, output_dir: str,

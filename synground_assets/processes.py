@@ -9,8 +9,11 @@ the one we look for. A zombie (ended, not yet reaped) counts as gone.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -101,30 +104,142 @@ def recorded_processes(folder: Path) -> list[dict]:
     return entries
 
 
-def exit_when_parent_dies(poll_s: float = 1.0) -> threading.Thread:
+def exit_when_parent_dies(poll_s: float = 1.0, parent: int | None = None) -> threading.Thread:
     """Exit this process (code EXIT_LAUNCHER_GONE) within `poll_s` of its parent's death: the parent
-    of a rank is torchrun, and a rank whose torchrun was killed would otherwise train on, unseen."""
-    parent = os.getppid()
+    of a rank is torchrun, and a rank whose torchrun was killed would otherwise train on, unseen.
+    (The fallback where `die_with_parent` has no prctl; on Linux the kernel is faster.)"""
+    parent = parent or os.getppid()
 
     def watch() -> None:
         while True:
-            time.sleep(poll_s)
             if os.getppid() != parent:  # re-parented: the launcher is gone
                 print(f"pid {os.getpid()}: its launcher (pid {parent}) is gone; exiting", file=sys.stderr, flush=True)
                 os._exit(EXIT_LAUNCHER_GONE)
+            time.sleep(poll_s)
 
     thread = threading.Thread(target=watch, name="exit-when-parent-dies", daemon=True)
     thread.start()
     return thread
 
 
-def guard_training_process(run_id: str | None) -> None:
-    """What each rank of a training job calls first: record this rank and its launcher under the Dagster
-    instance (`$DAGSTER_HOME`) for the run `run_id`, so that the run's cleanup ends them, and exit when
-    the launcher dies. A job run by hand (no run id, no instance) only gets the exit."""
+def guard_training_process(run_id: str | None, working_folder: str | os.PathLike | None = None) -> None:
+    """What each rank of a training job calls first: die with its launcher (torchrun), record this rank
+    and its launcher under the Dagster instance (`$DAGSTER_HOME`) for the run `run_id`, so that the
+    run's cleanup ends them, and hold a shared lock on the working folder as long as it lives, so that
+    no new job starts there beside it (`lock_working_folder`). A job run by hand (no run id, no
+    instance) gets the exit and the lock only."""
+    launcher = int(os.environ.get(LAUNCHER_PID_ENV) or 0) or None
+    die_with_parent()
+    parent = os.getppid()
+    if launcher and parent != launcher:  # torchrun died before the line above: no signal will come
+        print(f"pid {os.getpid()}: its launcher (pid {launcher}) is gone; exiting", file=sys.stderr, flush=True)
+        os._exit(EXIT_LAUNCHER_GONE)
     home = os.environ.get("DAGSTER_HOME")
     if home and run_id:
         folder = registry_folder(home, run_id)
-        record_process(folder, os.getppid(), "training launcher")
+        record_process(folder, parent, "training launcher")
         record_process(folder, os.getpid(), "training rank")
-    exit_when_parent_dies()
+    if working_folder is not None:
+        hold_rank_lock(Path(working_folder))
+    exit_when_parent_dies(parent=parent)
+
+
+# -- a training job dies with the step that launched it, and has its working folder alone ---------------
+# The step (a Dagster step process) starts `python -m synground_assets.launcher`, which asks the kernel
+# for SIGKILL when the step dies (prctl PR_SET_PDEATHSIG, kept across exec), takes the working folder's
+# job lock and execs torchrun, whose pid it is; each rank asks for SIGKILL when torchrun dies and holds
+# the folder's rank lock shared. Killing the step alone (kill -9 of its pid, not its group) left torchrun
+# and its ranks training to the end, beside the rerun in the same folder.
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+LAUNCHER_PID_ENV = "SYNGROUND_LAUNCHER_PID"  # torchrun's pid, for its ranks (set by the launcher)
+JOB_LOCK = ".training.lock"  # held exclusive by the launcher, then by torchrun (the same pid, after exec)
+RANK_LOCK = ".ranks.lock"  # held shared by every rank
+EXIT_FOLDER_IN_USE = 73  # the launcher's exit code when another job holds the working folder
+_held_locks: list[int] = []  # a rank's lock descriptors, open for its lifetime
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Ask the kernel to send `sig` to this process when its parent (the thread that started it) ends;
+    False where there is no prctl (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    return True
+
+
+class FolderInUseError(RuntimeError):
+    """A training job's working folder is held by another job's processes; the message names them."""
+
+
+def lock_holders(path: Path) -> list[int]:
+    """The pids holding a lock on `path`, from /proc/locks (matched by inode: on overlay file systems
+    the device there is not stat's); [] where that cannot be read."""
+    try:
+        inode = path.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids = set()
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 00:2e:131 0 EOF"; a waiter's line has "->"
+        fields = line.split()
+        if "->" not in fields and len(fields) >= 6 and fields[5].rsplit(":", 1)[-1] == str(inode):
+            pids.add(int(fields[4]))
+    return sorted(pids)
+
+
+def _describe(pids: list[int]) -> str:
+    described = []
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = "?"
+        described.append(f"pid {pid} ({command[:160]})")
+    return ", ".join(described) or "a process this host cannot name"
+
+
+def _try_lock(path: Path, operation: int) -> int | None:
+    """An open descriptor of `path` locked with `operation` (non-blocking), or None when another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def lock_working_folder(folder: Path) -> int:
+    """The exclusive job lock of a training working folder, as an open descriptor (the lock lives as long
+    as it is open, across exec); `FolderInUseError` naming the holders when another job's launcher,
+    torchrun or ranks still live there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    job = _try_lock(folder / JOB_LOCK, fcntl.LOCK_EX)
+    if job is None:
+        raise FolderInUseError(_in_use(folder, lock_holders(folder / JOB_LOCK), "the training job"))
+    ranks = _try_lock(folder / RANK_LOCK, fcntl.LOCK_EX)  # free unless ranks of an earlier job live on
+    if ranks is None:
+        os.close(job)
+        raise FolderInUseError(_in_use(folder, lock_holders(folder / RANK_LOCK), "rank(s) of an earlier training job"))
+    os.close(ranks)
+    return job
+
+
+def _in_use(folder: Path, pids: list[int], what: str) -> str:
+    return (f"the working folder {folder} is in use by {what}: {_describe(pids)}; a second job cannot train beside "
+            f"it. Wait for it to end or end it (kill {' '.join(map(str, pids)) or '<pid>'}), then rerun")
+
+
+def check_working_folder(folder: Path) -> None:
+    """`FolderInUseError` now, before a launch, when another job holds `folder` (the launcher checks again)."""
+    os.close(lock_working_folder(folder))
+
+
+def hold_rank_lock(folder: Path) -> None:
+    """A rank's shared lock on the working folder, held until the process ends."""
+    folder.mkdir(parents=True, exist_ok=True)  # (a job run by hand: its output folder may not exist yet)
+    fd = os.open(folder / RANK_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a launcher checks the folder (microseconds)
+    _held_locks.append(fd)

@@ -32,8 +32,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("cpu", "cuda", "auto")
 HELD_OUT_BENCHMARKS = ("shapes_test",)  # `training.held_out` names one of these, or is a fraction of items
 REAL_DATA_SOURCES = ("visual_genome",)
-# A recipe's name is a folder of the data root and a part of partition keys (`<recipe>|<shard>`).
-RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A recipe's name is a folder of the data root and a part of partition keys (`<recipe>|<shard>`), where
+# "..." is Dagster's range separator (dagster/_core/definitions/partitions/utils/base.py:
+# INVALID_PARTITION_SUBSTRINGS): refused here with the rest, not left to Dagster's error.
+RECIPE_NAME = re.compile(r"^(?!.*\.\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_SHARD_SIZE = 10_000  # item ids number items with four digits (items.py)
 MAX_SHARDS = 100_000  # shard keys are five digits
 
@@ -429,7 +431,8 @@ def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
         name = str(key)
         if not RECIPE_NAME.match(name):
             raise RecipeError(f"{path}: recipes: recipe name {name!r}: expected letters, digits, '_', '.' or '-', "
-                              "starting with a letter or digit (it names a data root folder and a partition key)")
+                              "starting with a letter or digit, without '...' (it names a data root folder and a "
+                              "partition key)")
         recipe = _recipe(path, name, recipe_data)
         if recipe.num_shards > max_shards:
             raise RecipeError(

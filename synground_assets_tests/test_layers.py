@@ -106,13 +106,14 @@ def part(module: str) -> str:
 # Which parts of the package each part may import (itself always).
 ALLOWED = {
     "items": set(),
-    "grounding": {"items", "models", "previews"},
+    "permissions": set(),
+    "grounding": {"items", "models", "previews", "permissions"},
     "previews": set(),
     "models": {"items"},
     # roles.base: the result types it checks; grounding: the agreement scores.
     "quality": {"items", "roles", "grounding"},
     "recipes": {"quality", "roles", "grounding"},  # grounding.config, roles' option catalog
-    "tiny": {"roles", "recipes", "models", "grounding", "items"},
+    "tiny": {"roles", "recipes", "models", "grounding", "items", "permissions"},
 }
 NEVER_BELOW_DAGSTER = {"assets", "definitions", "schedules", "run_health", "dead_runs", "scale", "cli", "partitions"}
 

@@ -163,17 +163,19 @@ def test_every_built_in_recipe_has_a_valid_training_config():
     assert load_recipe_book().get("paper-image2text").training.config.eval_protocol == "amc"
 
 
-@pytest.mark.parametrize("name", ["..", ".", "'../../x'", "/abs", "a/b", "''", "a|b", ".hidden", "-dash"])
+@pytest.mark.parametrize("name", ["..", ".", "'../../x'", "/abs", "a/b", "''", "a|b", ".hidden", "-dash", "a...b",
+                                  "a....", "x..."])
 def test_a_recipe_name_that_is_not_a_plain_folder_name_fails_at_load(tmp_path, name):
     """Issue 19, item 5: such names wrote outside the data root ('..', '../../x', '/abs') or inside it
-    but were never indexed ('a/b', '')."""
+    but were never indexed ('a/b', ''). Issue 30: 'a...b' passed and only Dagster's partition key
+    check caught it ('...' is its range separator)."""
     path = write(tmp_path, f"recipes:\n  {name}:\n    description_source: concept2text\n{GOOD_ROLES}")
     with pytest.raises(RecipeError, match=r"recipes: recipe name .*: expected letters, digits, '_', '.' or '-'"):
         load_recipe_book(path)
 
 
 def test_plain_recipe_names_load(tmp_path):
-    names = ["shapes", "paper-v1.5_x", "7b"]
+    names = ["shapes", "paper-v1.5_x", "7b", "a..b"]
     text = "recipes:\n" + "".join(f"  {name}:\n    description_source: concept2text\n{GOOD_ROLES}" for name in names)
     assert sorted(load_recipe_book(write(tmp_path, text)).recipes) == sorted(names)
 

@@ -18,7 +18,7 @@ from synground_assets import code_version
 from synground_assets.benchmarks import BENCHMARKS, BenchmarkMissing, load_benchmark
 from synground_assets.grounding.visualize import gradcam_figure
 from synground_assets.partitions import recipe_partitions
-from synground_assets.pipeline.scoring import finetuned_folder, per_query_table, score_benchmark
+from synground_assets.pipeline.scoring import finetuned_folder, load_finetuned, per_query_table, score_benchmark
 from synground_assets.pipeline.training import grounding_spec
 from synground_assets.previews import image_markdown
 from synground_assets.recipes import recipe_book
@@ -55,7 +55,7 @@ def benchmark_scores(
     # 2. Score everything on the same queries.
     base_spec = grounding_spec(recipe)
     base = load_grounding_model(base_spec)
-    finetuned = load_grounding_model(str(checkpoint), device=base_spec.device)
+    finetuned = load_finetuned(store.store(), recipe, base_spec.device)
     scores = score_benchmark(base, finetuned, benchmark)
     results, metrics, protocol = scores.results, scores.metrics, benchmark.protocol
     figure = gradcam_figure(finetuned, benchmark.triplets, benchmark.resolution, protocol)

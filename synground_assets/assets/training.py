@@ -11,6 +11,7 @@ working folder is keyed by everything that defines the run. The shards used go t
 """
 
 import json
+import os
 import re
 import sys
 from dataclasses import asdict
@@ -26,8 +27,10 @@ from synground_assets.dagster_internals import DagsterPipesExecutionError
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.visualize import gradcam_figure
 from synground_assets.partitions import recipe_partitions
+from synground_assets.pipeline.scoring import rematerialize_checkpoint
 from synground_assets.pipeline.training import CHECKPOINT_SHARD, prepare_training
 from synground_assets.previews import image_markdown
+from synground_assets.processes import FolderInUseError, check_working_folder
 from synground_assets.recipes import recipe_book
 from synground_assets.resources import LineageResource, StoreResource, TrackingResource
 from synground_assets.resources.logged_model import ModelCardFacts, log_grounding_model, model_card
@@ -101,7 +104,8 @@ def finetuned_checkpoint(
     lineage_index.replace("checkpoint_shards", inputs.shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
-    figure = gradcam_figure(load_grounding_model(published, device="cpu"), inputs.held_out_preview,
+    figure = gradcam_figure(load_grounding_model(published, device="cpu", remake=rematerialize_checkpoint(recipe.name)),
+                            inputs.held_out_preview,
                             settings.eval_resolution, settings.eval_protocol)
     return dg.MaterializeResult(metadata={
         **reported,
@@ -116,9 +120,16 @@ def finetuned_checkpoint(
 
 def run_training_job(context: dg.AssetExecutionContext, work: Path, ranks: int) -> dict:
     """torchrun the job on this node through Pipes; rank 0's reported metadata. A failed rank
-    (crash, kill -9, a peer's collective timeout) fails the whole job; the error says how to resume."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-               "-m", "synground_assets.finetune", str(work / "job.json")]
+    (crash, kill -9, a peer's collective timeout) fails the whole job; the error says how to resume.
+    torchrun starts through `synground_assets.launcher`: it and its ranks die with this process, and
+    a job whose working folder another job's processes still hold fails at once, naming them."""
+    try:
+        check_working_folder(work)
+    except FolderInUseError as exc:
+        raise dg.Failure(description=str(exc), metadata={"working_folder": dg.MetadataValue.path(str(work))}) from exc
+    command = [sys.executable, "-m", "synground_assets.launcher", "--parent", str(os.getpid()), "--working-folder",
+               str(work), "--", sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={ranks}", "-m", "synground_assets.finetune", str(work / "job.json")]
     context.log.info("launching " + " ".join(command))
     try:
         invocation = dg.PipesSubprocessClient().run(context=context, command=command)

@@ -1,11 +1,16 @@
-"""`concepts`: what each item's description is made from (concept sets, or real images/captions)."""
+"""`concepts`: what each item's description is made from (concept sets, or real images/captions).
+
+A source image the sampler dropped from its pool as unreadable is recorded as a removal
+(`unreadable_source_image`) of the item whose draw met it; that item got another image.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from synground_assets.items import item_id, item_seed
-from synground_assets.pipeline.result import TABLE, StageResult
+from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
+from synground_assets.quality.removals import Removal
 from synground_assets.recipes import Recipe, shard_index
 
 STAGE = "concepts"
@@ -28,5 +33,12 @@ def sample_concepts(recipe: Recipe, shard: str, roles) -> StageResult:
             "source_captions": [list(it.source_captions) for it in items],
         }
     )
-    return StageResult(info=sampler.info, tables={TABLE: table}, lineage={"concept_sets": table},
-                       counts={"items": len(table)}, preview=[table])
+    take_dropped = getattr(sampler, "take_dropped", None)  # samplers of real images
+    removals = [Removal(STAGE, item, "unreadable_source_image", detail=f"{path}: {why}; dropped from the pool")
+                for item, path, why in (take_dropped() if take_dropped else [])]
+    lineage, counts = {"concept_sets": table}, {"items": len(table)}
+    if removals:  # (the lineage of a shard without any stays as it was)
+        lineage |= quality_lineage(STAGE, "items", len(table), len(table), removals)
+        counts["unreadable_source_images"] = len(removals)
+    return StageResult(info=sampler.info, tables={TABLE: table}, lineage=lineage, removals=removals, counts=counts,
+                       preview=[table])

@@ -1,8 +1,10 @@
 """`descriptions`: one text per item, written by the recipe's describer (the paper's Psi_c).
 
-An output that is empty, cut off at the token limit or a refusal is skipped with its reason, never
-passed on; a description identical to one of an earlier item (this shard or an earlier one) is
-removed when the recipe's `dedup_descriptions` is on. Both are recorded as removals.
+An output that is empty, over `MAX_DESCRIPTION_CHARS`, cut off at the token limit or a refusal is
+skipped with its reason, never passed on; terminal escape sequences and control characters are
+stripped from an output (a `control_characters` removal row, the item kept); a description identical
+to one of an earlier item (this shard or an earlier one) is removed when the recipe's
+`dedup_descriptions` is on. All are recorded as removals.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from synground_assets.pipeline.batching import Logger, Skipped, progress_or_none
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.quality.text import description_key, find_duplicate_texts, text_problem
+from synground_assets.quality.text import description_key, find_duplicate_texts, strip_control, text_problem
 from synground_assets.recipes import Recipe
 from synground_assets.roles.base import GeneratedText, SourceItem
 
@@ -47,6 +49,11 @@ def check_texts(items: Sequence[SourceItem], texts: Sequence[GeneratedText | Non
     for item, text in zip(items, texts):
         if text is None:
             continue  # the describer failed on it: already skipped by run_batched
+        cleaned, stripped = strip_control(text.text)
+        if stripped:
+            removals.append(Removal(STAGE, item.item_id, "control_characters", value=stripped,
+                                    detail=f"stripped {stripped} control character(s) or terminal escape sequence(s)"))
+            text = GeneratedText(cleaned, text.hit_token_limit)
         problem = text_problem(text, drop_truncated)
         if problem:
             skipped.append((item.item_id, f"describer output: {problem[1]}"))

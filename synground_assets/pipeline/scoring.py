@@ -22,6 +22,7 @@ from synground_assets.grounding.pointing_game import (
 from synground_assets.pipeline.training import CHECKPOINT_SHARD
 from synground_assets.recipes import Recipe, RecipeError
 from synground_assets.resources.store import ShardStore
+from synground_assets.roles.grounding import load_grounding_model
 
 
 @dataclass
@@ -38,6 +39,19 @@ def finetuned_folder(store: ShardStore, recipe: Recipe) -> Path:
         raise RecipeError(f"recipe {recipe.name!r} has no fine-tuned checkpoint at {checkpoint}; materialize "
                           f"finetuned_checkpoint for partition {recipe.name!r} first")
     return checkpoint
+
+
+def rematerialize_checkpoint(recipe: str) -> str:
+    """What makes a recipe's fine-tuned checkpoint again (an error's fix)."""
+    return (f"rematerialize finetuned_checkpoint partition {recipe!r}: dagster asset materialize -m "
+            f"synground_assets.definitions --select finetuned_checkpoint --partition '{recipe}'")
+
+
+def load_finetuned(store: ShardStore, recipe: Recipe, device: str) -> GroundingModel:
+    """The recipe's published checkpoint, loaded; a corrupt one (a truncated model.safetensors) raises
+    `ModelLoadError` naming its folder and the partition to rematerialize."""
+    return load_grounding_model(str(finetuned_folder(store, recipe)), device=device,
+                                remake=rematerialize_checkpoint(recipe.name))
 
 
 def score_benchmark(base: GroundingModel, finetuned: GroundingModel, benchmark: Benchmark) -> BenchmarkScores:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 
 from synground_assets.roles.base import GeneratedText
 
@@ -17,15 +18,43 @@ _REFUSAL = re.compile(
     r"^\W*(?:i'?m sorry|i am sorry|sorry,|i apologi[sz]e|i (?:can ?not|can't|won't|am unable to|am not able to)"
     r"|unfortunately,? i|as an ai\b|as a language model|i'm not able to|i'm unable to)", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+# A description longer than this is removed (`too_long`): the image generator reads 77 CLIP tokens
+# (a few hundred characters), and phrases from the rest would name what no image shows.
+MAX_DESCRIPTION_CHARS = 2000
+# Terminal escape sequences: CSI (colours, cursor), OSC (titles, links) and the two-character ones.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# What is left of a CSI sequence whose ESC was lost ("[31m"): never a phrase.
+_ANSI_FRAGMENT = re.compile(r"\[[\d;]+[A-Za-z]")
 
 
-def text_problem(output: GeneratedText | None, drop_truncated: bool = True) -> tuple[str, str] | None:
+def strip_control(text: str) -> tuple[str, int]:
+    """`text` without terminal escape sequences and control characters (each replaced by a space,
+    newlines and tabs kept), and how many were stripped (0: `text` unchanged)."""
+    without_escapes, escapes = _ANSI.subn(" ", text)
+    controls = sum(1 for c in without_escapes if c not in "\n\t" and unicodedata.category(c) == "Cc")
+    if controls:
+        without_escapes = "".join(" " if c not in "\n\t" and unicodedata.category(c) == "Cc" else c
+                                  for c in without_escapes)
+    return (without_escapes, escapes + controls) if escapes or controls else (text, 0)
+
+
+def phrase_text_problem(phrase: str) -> str | None:
+    """Why a candidate phrase is not text a box can ground (control characters, an escape fragment), or None."""
+    if strip_control(phrase)[1] or _ANSI_FRAGMENT.search(phrase):
+        return "control characters or a terminal escape fragment"
+    return None
+
+
+def text_problem(output: GeneratedText | None, drop_truncated: bool = True,
+                 max_chars: int = MAX_DESCRIPTION_CHARS) -> tuple[str, str] | None:
     """(filter, reason) when a generated text must not be passed on, else None. Filters:
-    `empty_output`, `refusal`, `truncated_output` (hit the token limit without ending a sentence;
-    checked when `drop_truncated`)."""
+    `empty_output`, `too_long` (over `max_chars`), `refusal`, `truncated_output` (hit the token limit
+    without ending a sentence; checked when `drop_truncated`)."""
     text = output.text.strip() if output is not None else ""
     if not text:
         return "empty_output", "the model returned no text"
+    if len(text) > max_chars:
+        return "too_long", f"{len(text)} characters, over the limit of {max_chars}: {text[:40]!r}..."
     if _REFUSAL.match(text):
         return "refusal", f"the model refused: {text[:60]!r}"
     if drop_truncated and output.hit_token_limit and not _SENTENCE_END.search(text):

@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 
 import pandas as pd
 
+from synground_assets.permissions import apply_umask
 from synground_assets.processes import process_alive
 
 TABLE = "table.parquet"
@@ -107,35 +108,25 @@ class AssetFolder:
 
 
 class UnsafePathError(ValueError):
-    """A recipe, asset or shard name that would place a shard outside the data root."""
+    """A recipe, asset, shard or table name that would place a file outside the data root."""
+
+
+def check_component(kind: str, name: object, where: str | os.PathLike) -> str:
+    """`name` if it is one plain path component (no separator, not "." or ".."), else a clear error."""
+    if not isinstance(name, str) or not _COMPONENT.match(name) or name in (".", ".."):
+        raise UnsafePathError(f"{kind} name {name!r} cannot name a file or folder under {where}: "
+                              "expected letters, digits, '.', '_', '+' or '-', not '.' or '..'")
+    return name
+
+
+def table_path(folder: Path, name: str) -> Path:
+    """`folder/name` for a table or file of a shard, refused unless `name` is one plain path component
+    (a hand-edited job.json with `../` in a table name wrote outside the data root)."""
+    return folder / check_component("table", name, folder)
 
 
 class CorruptShardError(RuntimeError):
     """A published table that cannot be read; the message names the shard to rematerialize."""
-
-
-def current_umask() -> int:
-    """This process's umask, read without changing it (Linux: /proc/self/status)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # no /proc: the classic read-and-restore (not thread-safe, hence the fallback only)
-    os.umask(mask)
-    return mask
-
-
-def apply_umask(folder: Path) -> None:
-    """Give every file and folder under `folder` the permissions the umask allows, whatever its writer
-    chose (safetensors writes 0600): users sharing a data root can read each other's shards."""
-    mask = current_umask()
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_symlink():
-            continue
-        executable = path.is_dir() or path.stat().st_mode & 0o111
-        path.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 class ShardStore:
@@ -147,9 +138,7 @@ class ShardStore:
         """`<root>/<recipe>/<asset>/<shard>`, refused unless each name is one plain path component and the
         folder that holds the shard, symbolic links resolved, stays under the root."""
         for kind, name in (("recipe", recipe), ("asset", asset), ("shard", shard)):
-            if not isinstance(name, str) or not _COMPONENT.match(name) or name in (".", ".."):
-                raise UnsafePathError(f"{kind} name {name!r} cannot name a folder under the data root {self.root}: "
-                                      "expected letters, digits, '.', '_', '+' or '-', not '.' or '..'")
+            check_component(kind, name, f"the data root {self.root}")
         path = self.root / recipe / asset / shard
         root = os.path.realpath(self.root)
         if os.path.commonpath([root, os.path.realpath(path.parent)]) != root:
@@ -168,7 +157,7 @@ class ShardStore:
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / TABLE).is_file())
 
     def read_table(self, recipe: str, asset: str, shard: str, name: str = TABLE) -> pd.DataFrame:
-        path = self.shard_dir(recipe, asset, shard) / name
+        path = table_path(self.shard_dir(recipe, asset, shard), name)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{asset} shard {recipe}|{shard} is not materialized ({path} is missing); "
@@ -379,6 +368,6 @@ def _delete(paths: list[Path | None]) -> None:
 
 def write_table(folder: Path, frame: pd.DataFrame, name: str = TABLE) -> Path:
     """Parquet without a pandas index, so identical frames give identical bytes."""
-    path = folder / name
+    path = table_path(folder, name)
     frame.to_parquet(path, index=False)
     return path

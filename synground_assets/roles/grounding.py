@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from synground_assets.recipes import RoleSpec
+from synground_assets.roles.loading import ModelLoadError
 
 GROUNDING_ADAPTERS = ("blip", "albef")
 OPTIONS = ("gradcam_layer", "max_text_tokens")
@@ -30,9 +31,12 @@ def resolved_spec(spec: RoleSpec) -> RoleSpec:
     return replace(spec, model=resolve_model(spec.model, "grounding_model", spec.revision).path)
 
 
-def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str | torch.device | None = None):
+def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str | torch.device | None = None,
+                         remake: str | None = None):
     """A `GroundingModel` from a recipe's `grounding_model` spec, or from a hub id / local folder
-    (the adapter then follows the folder's format). `device` overrides the spec's device."""
+    (the adapter then follows the folder's format). `device` overrides the spec's device. A model
+    that cannot be loaded (a truncated `model.safetensors`, a bad config) raises `ModelLoadError`
+    naming the folder and `remake`, what makes it again (e.g. the asset partition to rematerialize)."""
     if not isinstance(spec_or_path, RoleSpec):
         spec_or_path = RoleSpec(adapter=adapter_of_folder(str(spec_or_path)), model=str(spec_or_path))
     spec = spec_or_path
@@ -45,7 +49,17 @@ def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str
     if unknown:
         raise ValueError(f"grounding model options: unknown key(s) {', '.join(sorted(unknown))}; "
                          f"expected {', '.join(OPTIONS)}")
-    device = str(device or spec.device)
+    try:
+        return _from_pretrained(spec, str(device or spec.device))
+    except (ModelLoadError, torch.cuda.OutOfMemoryError):
+        raise  # already clear / not the model's fault
+    except Exception as exc:  # safetensors' header error, a bad config.json, a missing weight: the folder is bad
+        fix = remake or "check the folder or the hub id (a model written by save_pretrained)"
+        raise ModelLoadError(f"grounding model {spec.model!r} ({spec.adapter}) cannot be loaded: "
+                             f"{type(exc).__name__}: {exc}; {fix}") from exc
+
+
+def _from_pretrained(spec: RoleSpec, device: str):
     if spec.adapter == "albef":
         from synground_assets.roles.grounding_albef import AlbefGroundingModel
 

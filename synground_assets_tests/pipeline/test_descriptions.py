@@ -82,3 +82,22 @@ def test_duplicates_keep_the_first_item_and_the_earlier_shards_item():
     off = describe_items(shapes(shard_size=len(answers), quality={"dedup_descriptions": False}), "00001", table,
                          Suite(describer=Describer(answers)), earlier_rows(earlier))
     assert len(off.table) == len(answers)
+
+
+def test_an_overlong_description_is_removed_and_escapes_and_control_characters_are_stripped():
+    """Issue 30 (minor): a 100,000-character description was kept whole (the generator reads 77 tokens,
+    the phrases came from all of it) and ANSI escape fragments became boxed phrases."""
+    answers = [GeneratedText("a red square " * 8000),
+               GeneratedText("\x1b[31mA red square\x1b[0m next\x07 to a circle."),
+               GeneratedText("\x1b]0;title\x07A blue circle.\x00"),
+               GeneratedText("A green triangle.")]
+    recipe = shapes(shard_size=len(answers))
+    table = concepts(recipe)
+    result = describe_items(recipe, "00000", table, Suite(describer=Describer(answers)), NO_EARLIER)
+    ids = table.item_id.tolist()
+    assert result.table.values.tolist() == [[ids[1], "A red square  next  to a circle."],
+                                            [ids[2], "A blue circle."], [ids[3], "A green triangle."]]
+    removals = {(r.item_id, r.filter): r for r in result.removals}
+    assert set(removals) == {(ids[0], "too_long"), (ids[1], "control_characters"), (ids[2], "control_characters")}
+    assert removals[ids[1], "control_characters"].value == 3 and removals[ids[2], "control_characters"].value == 2
+    assert dict(result.skipped)[ids[0]].startswith("describer output: 103999 characters, over the limit of 2000")

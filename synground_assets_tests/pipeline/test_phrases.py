@@ -47,3 +47,20 @@ def test_a_refusal_skips_the_item_and_a_cut_off_phrase_is_dropped_with_its_reaso
     assert {"a pink elephant", "the"} <= set(dropped.phrase)  # not in the description; a stop word
     assert [[third, "an orange diamond", 0, True]] == [r for r in rows if r[0] == third and r[3]]
     assert result.counts == {"phrases": 3, "dropped_phrases": 3}
+
+
+def test_escape_fragments_are_dropped_and_an_overlong_description_skips_its_item():
+    """Issue 30 (minor): ANSI escape fragments of a description became boxed phrases, and a 100,000-
+    character description (from a shard written before the limit) gave phrases from all of it."""
+    texts = described()[:2].copy()
+    texts.loc[0, "description"] = "[31ma red square[0m next to \x1b a blue diamond"
+    texts.loc[1, "description"] = "a red square " * 8000
+    answers = {texts.description[0]: PhraseCandidates(("[31ma red square", "a blue diamond", "\x1b a blue"))}
+    result = extract_phrases(shapes(), "00000", texts, Suite(phrase_extractor=Extractor(answers)))
+    assert result.skipped == [(texts.item_id[1], "description of 104000 characters, over the limit of 2000: "
+                                                 "rematerialize its descriptions shard")]
+    kept = result.table[result.table.kept]
+    assert kept.phrase.tolist() == ["a blue diamond"]
+    dropped = dict(zip(result.table[~result.table.kept].phrase, result.table[~result.table.kept].drop_reason))
+    assert dropped == {"[31ma red square": "control characters or a terminal escape fragment",
+                       "\x1b a blue": "control characters or a terminal escape fragment"}

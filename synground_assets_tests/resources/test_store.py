@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -223,7 +224,7 @@ def test_reading_a_missing_shard_says_how_to_make_it(tmp_path):
 def test_a_name_that_would_leave_the_data_root_or_nest_is_refused(tmp_path, recipe, asset, shard):
     """Issue 19, item 5 (the store's side, e.g. a hand-edited job.json): nothing is written anywhere."""
     store = ShardStore(tmp_path / "data")
-    with pytest.raises(UnsafePathError, match="cannot name a folder under the data root"):
+    with pytest.raises(UnsafePathError, match="cannot name a file or folder under the data root"):
         with store.writing(recipe, asset, shard) as folder:
             write_table(folder, pd.DataFrame({"a": [1]}))
     assert not any(tmp_path.rglob("table.parquet")) and not (tmp_path.parent / "x").exists()
@@ -265,3 +266,16 @@ def test_a_corrupt_table_names_the_shard_to_rematerialize(tmp_path):
         store.read_table("shapes", "images", "00003")
     assert "images shard shapes|00003" in str(error.value)
     assert "--select images --partition 'shapes|00003'" in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["../../escape.parquet", "../x", "..", ".", "a/b.parquet", "/abs.parquet", ""])
+def test_a_table_name_that_would_leave_its_shard_is_refused(tmp_path, name):
+    """Issue 30, item 5: a table name is a path component of the store too (a hand-edited job.json's
+    `tables` wrote `../` names outside the data root)."""
+    store = ShardStore(tmp_path / "data")
+    with pytest.raises(UnsafePathError, match=f"table name {re.escape(repr(name))} cannot name a file or folder"):
+        with store.writing("r", "boxes", "00000") as folder:
+            write_table(folder, pd.DataFrame({"a": [1]}), name)
+    with pytest.raises(UnsafePathError, match="table name"):
+        store.read_table("r", "boxes", "00000", name)
+    assert not list(tmp_path.rglob("*.parquet"))

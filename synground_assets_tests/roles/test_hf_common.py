@@ -1,5 +1,8 @@
 """Model loading fails early and clearly: before any item is processed, naming the model and the fix."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -124,3 +127,34 @@ def test_a_package_reference_names_an_installed_package_and_its_file(tmp_path):
         hf_common.resolve_model("package:synground_assets", "describer", required_file="model.gguf")
     location = hf_common.resolve_model("package:synground_assets", "describer", required_file="recipes.yaml")
     assert location.is_local and location.path.endswith("synground_assets")
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("package:../../etc", r"'\.\./\.\./etc' is not a Python package name; expected package:<package>"),
+    ("package:/etc", "is not a Python package name"),
+    ("package:a..b", "is not a Python package name"),
+    ("package:", "is not a Python package name"),
+    ("package:os", r"'os' is an installed module \(.*\), not a package folder that ships a model file"),
+    ("package:synground_assets.nope", "model package 'synground_assets.nope' is not installed"),
+])
+def test_a_package_reference_is_checked_before_any_import(reference, message):
+    """Issue 30, item 9: `../../etc` gave a raw ImportError and `os` was "not installed"."""
+    with pytest.raises(ModelLoadError, match=message):
+        hf_common.resolve_model(reference, "describer")
+
+
+def test_a_dotted_package_reference_imports_no_parent_package():
+    """Issue 30, item 9: `package:this.x` imported `this` (which prints the Zen of Python), against
+    the docstring's "found without importing the package"."""
+    code = ("import sys\nfrom synground_assets.roles import hf_common\nfrom synground_assets.roles.loading import "
+            "ModelLoadError\ntry:\n    hf_common.resolve_model('package:this.x', 'describer')\n"
+            "except ModelLoadError as exc:\n    print('ERROR', exc)\nprint('IMPORTED', 'this' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "IMPORTED False" in result.stdout and "Zen of Python" not in result.stdout, result.stdout
+    assert "model package 'this.x' is not installed" in result.stdout
+
+
+def test_a_dotted_package_reference_finds_the_subpackage_folder():
+    location = hf_common.resolve_model("package:synground_assets.data", "describer", required_file="concepts.txt")
+    assert location.path.endswith("synground_assets/data")

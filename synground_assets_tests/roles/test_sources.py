@@ -68,3 +68,49 @@ def test_captions_sampler_rejects_json_without_captions(tmp_path):
     path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": []}))
     with pytest.raises(ModelLoadError, match="has no image with a caption"):
         CaptionsSampler(str(path))
+
+
+def image_folder(tmp_path, good: int, bad: int):
+    """`good` decodable PNGs and `bad` unreadable ones (truncated, empty, not an image)."""
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(good):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(folder / f"good-{i}.png")
+    Image.effect_noise((64, 64), 50).save(tmp_path / "whole.png")
+    whole = (tmp_path / "whole.png").read_bytes()
+    kinds = [whole[: len(whole) // 2], b"", b"not an image"]
+    for i in range(bad):
+        (folder / f"bad-{i}.png").write_bytes(kinds[i % len(kinds)])
+    return folder
+
+
+def test_unreadable_images_are_dropped_from_the_pool_once_and_recorded(tmp_path):
+    """Issue 30 (minor): the image-folder sampler kept unreadable files in its pool (11 of 16 items
+    skipped per shard downstream)."""
+    sampler = ImageFolderSampler(str(image_folder(tmp_path, good=3, bad=9)))
+    items = sampler.sample(IDS, SEEDS)
+    chosen = {item.source_image for item in items}
+    assert chosen and all("/good-" in path for path in chosen)
+    dropped = sampler.take_dropped()
+    assert len({path for _, path, _ in dropped}) == len(dropped)  # each file dropped once
+    assert {path for _, path, _ in dropped} == set(sampler.unreadable) and dropped
+    assert all(item in IDS for item, _, _ in dropped)
+    # Checked once: the same draws again meet no new unreadable file, and give the same images.
+    assert sampler.sample(IDS, SEEDS) == items and sampler.take_dropped() == []
+    assert ImageFolderSampler(sampler.info.model_id).sample(IDS, SEEDS) == items  # reproducible in a new process
+
+
+def test_a_folder_of_readable_images_draws_as_before(tmp_path):
+    import random
+
+    sampler = ImageFolderSampler(str(image_folder(tmp_path, good=5, bad=0)))
+    assert [i.source_image for i in sampler.sample(IDS, SEEDS)] == [random.Random(s).choice(sampler.paths)
+                                                                    for s in SEEDS]
+
+
+def test_a_folder_of_unreadable_images_only_is_a_clear_error(tmp_path):
+    sampler = ImageFolderSampler(str(image_folder(tmp_path, good=0, bad=3)))
+    with pytest.raises(ModelLoadError, match="none of its 3 images can be read"):
+        sampler.sample(IDS, SEEDS)

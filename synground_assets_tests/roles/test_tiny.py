@@ -102,3 +102,17 @@ def test_cli_help():
     result = subprocess.run([sys.executable, "-m", "synground_assets.tiny", "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_the_cache_gets_the_umask_permissions_not_safetensors_0600(tmp_path):
+    """Issue 30 (minor): the tiny-model cache stayed 0600, unreadable by the other users of a machine."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        folder = tiny.ensure_tiny("causal-lm", tmp_path)
+    finally:
+        os.umask(previous)
+    assert (folder / "model.safetensors").is_file()
+    found = {("dir" if p.is_dir() else "file", p.stat().st_mode & 0o777) for p in [folder, *folder.rglob("*")]}
+    assert found == {("dir", 0o755), ("file", 0o644)}

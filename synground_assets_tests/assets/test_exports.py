@@ -353,3 +353,24 @@ def test_corrupt_images_are_skipped_and_recorded_and_the_export_still_succeeds(l
     assert len(loaded) == 62 and all(row["image"].size == (128, 128) for row in loaded)
     tar = str(folder / "webdataset" / "shard-00000.tar")
     assert len(list(wds.WebDataset(tar, shardshuffle=False, empty_check=False).decode("pil"))) == 62
+
+
+def test_an_export_that_fails_midway_leaves_the_previous_release_whole_and_no_half_written_one(
+        lone_shard, monkeypatch):
+    from synground_assets.assets import exports as exports_module
+
+    store, instance = lone_shard
+    assert dg.materialize([exports], partition_key="shapes", instance=instance, resources=RESOURCES).success
+    folder = export_folder(store)
+    before = release_digest(folder)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk went away while writing the tars")
+
+    monkeypatch.setitem(exports_module.HUB_WRITERS, "webdataset", crash)
+    result = dg.materialize([exports], partition_key="shapes", instance=instance, resources=RESOURCES,
+                            raise_on_error=False)
+    assert not result.success
+    assert export_folder(store) == folder and release_digest(folder) == before
+    export_dir = store.root / "shapes" / "exports"
+    assert sorted(p.name for p in export_dir.iterdir()) == [".shards", folder.name, "all"]

@@ -9,6 +9,7 @@ Materializes `--shards` shapes shards through Dagster (images of `--size` px), t
   `images/`, beside the apparent size of the export.
 
     python bench/export_release.py                       # 8 shards of 64 items, 128 px
+    python bench/export_release.py --partition-range 'shapes|00000...shapes|00001'   # 2 shards
     python bench/export_release.py --size 512 --out bench/results/export_release_512.json
 
 Prints a table and writes bench/results/export_release.json (or --out).
@@ -77,7 +78,7 @@ def run(args) -> dict:
     resources = {"store": StoreResource(), "models": ModelSuiteResource(), "lineage": LineageResource()}
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    shards = [f"{i:05d}" for i in range(args.shards)]
+    shards = [f"{i:05d}" for i in range(args.first_shard, args.first_shard + args.shards)]
     for shard in shards:
         assert dg.materialize(GENERATION_ASSETS, partition_key=f"shapes|{shard}", instance=instance,
                               resources=resources).success
@@ -115,10 +116,16 @@ def run(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--partition-range", help="e.g. 'shapes|00000...shapes|00007' (overrides --shards)")
     parser.add_argument("--size", type=int, default=128, help="shapes image size in pixels")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export_release.json")
     args = parser.parse_args()
+    if args.partition_range:
+        first, last = (int(key.split("|")[1]) for key in args.partition_range.split("..."))
+        args.first_shard, args.shards = first, last - first + 1
+    else:
+        args.first_shard = 0
     result = run(args)
     print(f"{args.shards} shapes shards, {args.size} px images, median of {args.repeats} "
           f"(generation took {result['generate_s']:.1f} s)")

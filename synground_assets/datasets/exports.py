@@ -54,8 +54,8 @@ TRIPLET_COLUMNS = (
 )
 BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
 # MDETR's convention for its grounding annotations (one category, the phrase carries the meaning):
-# ashkamath/mdetr scripts/pre-training/flickr_combined.py, categories [{"supercategory": "object",
-# "id": 1, "name": "object"}]; GLIP's mixed grounding files use the same single category.
+# ashkamath/mdetr scripts/pre-training/flickr_combined.py:247 (categories) and :364 (`tokens_positive`,
+# a list of every span of the annotation's phrases); GLIP's mixed grounding files use the same layout.
 COCO_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
 SENTENCE_END = ".!?"
 Spans = dict[str, list[list[int]]]  # phrase text -> every [start, end) of it in the caption
@@ -232,7 +232,7 @@ def append_sentence(caption: str, phrase: str) -> str:
 
 def box_polygon(box: tuple[float, float, float, float]) -> list[float]:
     """The box as the one polygon COCO's `segmentation` holds, corners clockwise from the top left:
-    what pycocotools writes for a box-only result (cocodataset/cocoapi PythonAPI/pycocotools/coco.py,
+    what pycocotools writes for a box-only result (cocodataset/cocoapi PythonAPI/pycocotools/coco.py:337,
     `loadRes`: `ann['segmentation'] = [[x1, y1, x1, y2, x2, y2, x2, y1]]`)."""
     x0, y0, x1, y1 = box
     return [x0, y0, x0, y1, x1, y1, x1, y0]

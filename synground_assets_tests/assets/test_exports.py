@@ -271,6 +271,7 @@ def test_the_data_licence_combines_the_licences_of_the_models_that_made_the_data
     assert data_licence(book.get("paper-image2text")).ids == ["apache-2.0", "llama2", "openrail++"]
     gligen = data_licence(book.get("paper-gligen"))  # GLIGEN's licence is not known here: its card must be read
     assert "other" in gligen.ids and "masterful/gligen-1-4-generation-text-box" in gligen.details
+    assert "llama2" in gligen.ids  # Vicuna: the phrase extractor and the generator's layout LLM
     assert data_licence(book.get("tiny-concept2text")).ids == ["other"]
 
 

@@ -6,6 +6,7 @@ Framework-free (no Dagster import): assets call these functions. Readers return
 
 from synground_assets.datasets.common import DatasetError, GroundingQuery, ReadResult, Skipped
 from synground_assets.datasets.exports import (
+    CocoInfo,
     ExportCounts,
     queries_to_triplets,
     write_amc_grounding,
@@ -14,9 +15,11 @@ from synground_assets.datasets.exports import (
 )
 from synground_assets.datasets.flickr30k import read_flickr30k_entities
 from synground_assets.datasets.refcoco import read_refcoco
+from synground_assets.datasets.release import verify_manifest
 from synground_assets.datasets.visual_genome import read_visual_genome
 
 __all__ = [
+    "CocoInfo",
     "DatasetError",
     "ExportCounts",
     "GroundingQuery",
@@ -26,6 +29,7 @@ __all__ = [
     "read_flickr30k_entities",
     "read_refcoco",
     "read_visual_genome",
+    "verify_manifest",
     "write_amc_grounding",
     "write_coco_grounding",
     "write_odvg",

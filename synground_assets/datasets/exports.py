@@ -7,22 +7,26 @@ out of every export (and counted), because these formats have no way to say "no 
 trainer would read the phrase as a negative. An item whose phrases all lack boxes is left out too.
 
 Formats:
-- COCO grounding JSON (`write_coco_grounding`), the MDETR / GLIP "mixed grounding" layout: one
-  image per item with its `caption`; one annotation per box with bbox [x, y, w, h], area,
-  iscrowd 0, the single category 1 "object", the `phrase`, and `tokens_positive` (character spans
-  of the phrase in the caption), plus phrase_id, box_id and score for tracing. A category per
-  phrase text was rejected: synthetic phrases are open vocabulary, so every wording would become
-  its own class and a detection trainer would treat "a cat" and "the cat" as different objects.
+- COCO grounding JSON (`write_coco_grounding`), the MDETR / GLIP "mixed grounding" layout: `info`,
+  `licenses`, one image per item with its `caption`; one annotation per box with bbox [x, y, w, h],
+  `segmentation` (the box as one polygon), area, iscrowd 0, the single category 1 "object", the
+  `phrase`, and `tokens_positive` (every character span of the phrase in the caption), plus
+  phrase_id, box_id and score for tracing. A category per phrase text was rejected: synthetic
+  phrases are open vocabulary, so every wording would become its own class and a detection trainer
+  would treat "a cat" and "the cat" as different objects (docs/releases.md: conventions).
 - ODVG jsonl (`write_odvg`), the Grounding DINO / MM-Grounding-DINO grounding format: one line per
   item {"filename", "height", "width", "grounding": {"caption", "regions": [{"bbox": [x0, y0, x1,
-  y1], "phrase", "tokens_positive"}]}}, plus "item_id" for tracing.
+  y1], "phrase", "tokens_positive", "phrase_id"}]}}, plus "item_id" for tracing.
 - AMC / ALBEF grounding JSON (`write_amc_grounding`), the layout AMC's `pretrain_dataset` reads
   with `phrase_input=True`: a list with one entry per (item, phrase) {"image": image_path,
   "caption": phrase, "bbox": [[x0, y0, x1, y1], ...] (every box of that phrase; AMC samples one)},
   plus "item_id", "phrase_id", "box_ids", "width", "height", which its loader ignores.
 
-The caption of an item is its description. A phrase missing from it (real data such as Visual
-Genome has no description) is appended as ". <phrase>", so every region has a valid span.
+The caption of an item is its description. A phrase is found in it on word boundaries, case-insensitive,
+at every occurrence ("a cat" is not inside "A catamaran"); a phrase missing from it (real data such as
+Visual Genome has no description) is appended as a sentence of its own ("A yellow square. A black
+line"), so every region has a valid span. Boxes are clipped to their image (a detector's box may pass
+the edge by up to `BOX_TOLERANCE_PX`).
 Files are written to a temporary name and renamed, so a reader never sees half a file.
 """
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,14 +46,47 @@ from typing import Iterable, Sequence
 import pandas as pd
 from PIL import Image
 
-from synground_assets.datasets.common import GroundingQuery, box_problem
+from synground_assets.datasets.common import GroundingQuery, box_problem, clip_to_image
 
 TRIPLET_COLUMNS = (
     "item_id", "image_path", "width", "height", "description", "phrase_id", "phrase", "box_id",
     "x0", "y0", "x1", "y1", "score",
 )
 BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
+# MDETR's convention for its grounding annotations (one category, the phrase carries the meaning):
+# ashkamath/mdetr scripts/pre-training/flickr_combined.py:247 (categories) and :364 (`tokens_positive`,
+# a list of every span of the annotation's phrases); GLIP's mixed grounding files use the same layout.
 COCO_CATEGORY = {"id": 1, "name": "object", "supercategory": "object"}
+SENTENCE_END = ".!?"
+Spans = dict[str, list[list[int]]]  # phrase text -> every [start, end) of it in the caption
+
+
+@dataclass(frozen=True)
+class CocoInfo:
+    """The COCO `info` block and the one licence entry every image of the export refers to."""
+
+    description: str
+    version: str
+    contributor: str
+    date_created: str  # ISO 8601
+    licence_name: str
+    licence_url: str = ""
+    url: str = ""
+
+    def info(self) -> dict:
+        return {"description": self.description, "url": self.url, "version": self.version,
+                "year": int(self.date_created[:4]), "contributor": self.contributor,
+                "date_created": self.date_created}
+
+    def licenses(self) -> list[dict]:
+        return [{"id": 1, "name": self.licence_name, "url": self.licence_url}]
+
+
+def default_coco_info() -> CocoInfo:
+    from datetime import datetime, timezone
+
+    return CocoInfo("SynGround visual-grounding triplets", "1", "synground-assets",
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"), "unspecified")
 
 
 @dataclass(frozen=True)
@@ -64,22 +102,26 @@ class ExportCounts:
 # ---- writers -------------------------------------------------------------------------------
 
 
-def write_coco_grounding(triplets: pd.DataFrame, path: Path) -> ExportCounts:
+def write_coco_grounding(triplets: pd.DataFrame, path: Path, info: CocoInfo | None = None) -> ExportCounts:
     boxes, counts = boxed_rows(triplets)
+    info = info or default_coco_info()
     images, annotations = [], []
     for image_id, (item_id, rows) in enumerate(boxes.groupby("item_id", sort=False), start=1):
         caption, spans = caption_with_spans(rows["description"].iloc[0], rows["phrase"])
         images.append({**_image_fields(rows), "id": image_id, "file_name": rows["image_path"].iloc[0],
-                       "caption": caption, "item_id": str(item_id)})
+                       "license": 1, "date_captured": info.date_created, "caption": caption,
+                       "item_id": str(item_id)})
         for row in rows.itertuples(index=False):
-            x0, y0, x1, y1 = _box_of(row)
+            x0, y0, x1, y1 = box_of(row)
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": COCO_CATEGORY["id"],
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
-                "phrase": row.phrase, "tokens_positive": [spans[row.phrase]],
+                "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": [box_polygon((x0, y0, x1, y1))],
+                "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+                "phrase": row.phrase, "tokens_positive": spans[row.phrase],
                 "phrase_id": str(row.phrase_id), "box_id": str(row.box_id), "score": _score_of(row),
             })
-    document = {"images": images, "annotations": annotations, "categories": [COCO_CATEGORY]}
+    document = {"info": info.info(), "licenses": info.licenses(), "images": images, "annotations": annotations,
+                "categories": [COCO_CATEGORY]}
     write_atomically(Path(path), json.dumps(document, allow_nan=False))
     return counts
 
@@ -90,7 +132,8 @@ def write_odvg(triplets: pd.DataFrame, path: Path) -> ExportCounts:
     for item_id, rows in boxes.groupby("item_id", sort=False):
         caption, spans = caption_with_spans(rows["description"].iloc[0], rows["phrase"])
         regions = [
-            {"bbox": list(_box_of(row)), "phrase": row.phrase, "tokens_positive": [spans[row.phrase]]}
+            {"bbox": list(box_of(row)), "phrase": row.phrase, "tokens_positive": spans[row.phrase],
+             "phrase_id": str(row.phrase_id)}
             for row in rows.itertuples(index=False)
         ]
         size = _image_fields(rows)
@@ -107,7 +150,7 @@ def write_amc_grounding(triplets: pd.DataFrame, path: Path) -> ExportCounts:
     for (item_id, phrase_id), rows in boxes.groupby(["item_id", "phrase_id"], sort=False):
         entries.append({
             "image": rows["image_path"].iloc[0], "caption": rows["phrase"].iloc[0],
-            "bbox": [list(_box_of(row)) for row in rows.itertuples(index=False)],
+            "bbox": [list(box_of(row)) for row in rows.itertuples(index=False)],
             "item_id": str(item_id), "phrase_id": str(phrase_id),
             "box_ids": [str(box_id) for box_id in rows["box_id"]], **_image_fields(rows),
         })
@@ -144,24 +187,55 @@ def check_row(row) -> None:
         raise ValueError(f"{where}: image_path {row.image_path!r} must be relative to the images root")
     if not all(isinstance(side, Real) and side > 0 for side in (row.width, row.height)):
         raise ValueError(f"{where}: image size {row.width!r}x{row.height!r} is not positive")
-    problem = box_problem(_box_of(row), (int(row.width), int(row.height)))
+    raw = _raw_box(row)
+    # A box within the tolerance past the edge is clipped; what is left of it must not be empty.
+    problem = box_problem(raw, (int(row.width), int(row.height))) or box_problem(box_of(row), None)
     if problem:
-        raise ValueError(f"{where}: {problem}: {_box_of(row)} in a {row.width}x{row.height} image")
+        raise ValueError(f"{where}: {problem}: {raw} in a {row.width}x{row.height} image")
     if not isinstance(row.phrase, str) or not row.phrase.strip():
         raise ValueError(f"{where}: phrase {row.phrase!r} is not a non-empty text")
 
 
-def caption_with_spans(description: object, phrases: Iterable[str]) -> tuple[str, dict[str, list[int]]]:
-    """The item's caption and each phrase's [start, end) characters in it (case-insensitive)."""
+def caption_with_spans(description: object, phrases: Iterable[str]) -> tuple[str, Spans]:
+    """The item's caption and every [start, end) of each phrase in it: case-insensitive, on word
+    boundaries (a phrase inside a longer word is no match), every occurrence (COCO's
+    `tokens_positive` lists several spans for one annotation). A phrase with no occurrence is
+    appended as a sentence of its own, so it has exactly one span."""
     caption = "" if _is_missing(description) else str(description)
-    spans: dict[str, list[int]] = {}
+    spans: Spans = {}
     for phrase in dict.fromkeys(phrases):
-        start = caption.lower().find(phrase.lower())
-        if start < 0:
-            caption = f"{caption}. {phrase}" if caption else phrase
-            start = len(caption) - len(phrase)
-        spans[phrase] = [start, start + len(phrase)]
+        found = phrase_spans(caption, phrase)
+        if not found:
+            caption = append_sentence(caption, phrase)
+            found = [[len(caption) - len(phrase), len(caption)]]
+        spans[phrase] = found
     return caption, spans
+
+
+def phrase_spans(caption: str, phrase: str) -> list[list[int]]:
+    """Every case-insensitive occurrence of `phrase` in `caption` not touching a letter or digit on
+    either side ("a cat" matches in "next to a cat." but not in "A catamaran")."""
+    pattern = re.compile(rf"(?<!\w){re.escape(phrase.strip())}(?!\w)", re.IGNORECASE)
+    return [[match.start(), match.end()] for match in pattern.finditer(caption)] if phrase.strip() else []
+
+
+def append_sentence(caption: str, phrase: str) -> str:
+    """`caption` then `phrase` as a new sentence: "A yellow square." + "a black line" gives
+    "A yellow square. A black line" (one full stop, however the caption ended)."""
+    sentence = phrase[:1].upper() + phrase[1:]
+    head = caption.rstrip()
+    if not head:
+        return sentence
+    head = head if head[-1] in SENTENCE_END else head.rstrip(",;:") + "."
+    return f"{head} {sentence}"
+
+
+def box_polygon(box: tuple[float, float, float, float]) -> list[float]:
+    """The box as the one polygon COCO's `segmentation` holds, corners clockwise from the top left:
+    what pycocotools writes for a box-only result (cocodataset/cocoapi PythonAPI/pycocotools/coco.py:337,
+    `loadRes`: `ann['segmentation'] = [[x1, y1, x1, y2, x2, y2, x2, y1]]`)."""
+    x0, y0, x1, y1 = box
+    return [x0, y0, x0, y1, x1, y1, x1, y0]
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -176,7 +250,12 @@ def write_atomically(path: Path, text: str) -> None:
         staging.unlink(missing_ok=True)
 
 
-def _box_of(row) -> tuple[float, float, float, float]:
+def box_of(row) -> tuple[float, float, float, float]:
+    """The row's box clipped to its image (`check_row` allows `BOX_TOLERANCE_PX` past the edge)."""
+    return clip_to_image(_raw_box(row), (int(row.width), int(row.height)))
+
+
+def _raw_box(row) -> tuple[float, float, float, float]:
     return (float(row.x0), float(row.y0), float(row.x1), float(row.y1))
 
 
@@ -225,7 +304,8 @@ def read_odvg(path: Path) -> pd.DataFrame:
             rows.append({
                 "item_id": record["item_id"], "image_path": record["filename"], "width": record["width"],
                 "height": record["height"], "caption": grounding["caption"], "phrase": region["phrase"],
-                "x0": x0, "y0": y0, "x1": x1, "y1": y1, "tokens_positive": region["tokens_positive"],
+                "phrase_id": region.get("phrase_id"), "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+                "tokens_positive": region["tokens_positive"],
             })
     return pd.DataFrame(rows)
 

@@ -5,13 +5,16 @@ Input: the triplet table of `datasets/exports.py` (one row per box) and the imag
 (as the other exports: a phrase without a box would read as a negative):
 
 - `hf/`: `data/train-<i>-of-<n>.parquet`, columns item_id, image (the `Image` feature: a struct of
-  the file's bytes and its path), width, height, caption, phrases, boxes ([x0, y0, x1, y1] in pixels,
-  one per phrase entry), box_ids, scores. The feature types are in the Parquet schema metadata under
-  `huggingface`, which `datasets.load_dataset("parquet", ...)` reads, so `image` decodes to a PIL image.
-  `README.md` is the dataset card, whose YAML header names the Parquet files as the `train` split.
+  the file's bytes and its path), width, height, caption, phrases, phrase_ids, boxes ([x0, y0, x1, y1]
+  in pixels, clipped to the image, one per phrase entry), box_ids, scores. `phrase_ids` keeps two
+  phrases of one image with the same text apart (two labels, not one). The feature types are in the
+  Parquet schema metadata under `huggingface`, which `datasets.load_dataset("parquet", ...)` reads,
+  so `image` decodes to a PIL image.
+  `README.md` is the dataset card, whose YAML header names the Parquet files as the `train` split and
+  carries the Hub's metadata fields (license, task_categories, size_categories, language, pretty_name).
 - `webdataset/`: `shard-<i>.tar`, per sample `<key>.png` (or the image's own suffix) and `<key>.json`
-  {item_id, caption, width, height, phrases, boxes, box_ids, scores}; `<key>` is the item id with
-  ":" as "-" (WebDataset cuts the key at the first ".", and ":" is not portable in file names).
+  {item_id, caption, width, height, phrases, phrase_ids, boxes, box_ids, scores}; `<key>` is the
+  item id with ":" as "-" (WebDataset cuts the key at the first ".", and ":" is not portable in file names).
 """
 
 from __future__ import annotations
@@ -26,11 +29,41 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from synground_assets.datasets.exports import boxed_rows, caption_with_spans
+from synground_assets.datasets.exports import box_of, boxed_rows, caption_with_spans
 
 SAMPLES_PER_SHARD = 1000  # images per Parquet file and per tar: a few hundred MB at 512 px
 # The `datasets` feature of the image column; the other columns' features follow from their Arrow types.
 HF_FEATURES = {"image": {"_type": "Image"}}
+# The Hub's size_categories values (huggingface.co/docs/hub/datasets-cards: size_categories), by item count.
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+# Grounding is detection prompted by text: the Hub's task ids closest to it.
+TASK_CATEGORIES = ["object-detection", "zero-shot-object-detection"]
+
+
+@dataclass(frozen=True)
+class Licence:
+    """The data's licence as the card's YAML states it: the Hub licence ids of the models that made
+    it, or "other" with a name and the reason where one is unknown or no model licence applies."""
+
+    ids: list[str]
+    name: str = ""  # the Hub's `license_name`, with "other"
+    details: str = ""  # one sentence for the card's text
+
+    def yaml(self) -> str:
+        lines = ["license:", *[f"- {licence}" for licence in self.ids]]
+        if self.name:
+            lines.append(f"license_name: {self.name}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image an export left out, with its item's rows: it did not open, verify or decode."""
+
+    item_id: str
+    image_path: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -41,6 +74,8 @@ class CardFacts:
     notes: str
     models: list[tuple[str, str, str]]  # (role, model id or adapter, licence)
     quality_report: pd.DataFrame  # columns of assets/quality_report.REPORT_COLUMNS
+    licence: Licence = Licence(["other"], "unspecified", "No licence was derived for this data.")
+    skipped: tuple[SkippedImage, ...] = ()
 
 
 def samples(triplets: pd.DataFrame) -> list[dict]:
@@ -53,7 +88,8 @@ def samples(triplets: pd.DataFrame) -> list[dict]:
             "item_id": str(item_id), "image_path": str(rows["image_path"].iloc[0]),
             "width": int(rows["width"].iloc[0]), "height": int(rows["height"].iloc[0]), "caption": caption,
             "phrases": rows["phrase"].astype(str).tolist(),
-            "boxes": rows[["x0", "y0", "x1", "y1"]].astype(float).values.tolist(),  # (boxes, 4)
+            "phrase_ids": rows["phrase_id"].astype(str).tolist(),
+            "boxes": [list(box_of(row)) for row in rows.itertuples(index=False)],  # (boxes, 4), clipped
             "box_ids": rows["box_id"].astype(str).tolist(),
             "scores": [None if pd.isna(s) else float(s) for s in rows["score"]],
         })
@@ -101,8 +137,12 @@ def webdataset_key(item_id: str) -> str:
 
 def dataset_card(facts: CardFacts, items: list[dict], files: int, layout: str, yaml_header: str) -> str:
     boxes = sum(len(s["boxes"]) for s in items)
-    lines = [f"---\n{yaml_header}tags:\n- visual-grounding\n- synthetic\n---", "",
+    header = (f"{facts.licence.yaml()}task_categories:\n" + "".join(f"- {t}\n" for t in TASK_CATEGORIES)
+              + f"size_categories:\n- {size_category(len(items))}\nlanguage:\n- en\n"
+              + f"pretty_name: {json.dumps(f'SynGround triplets ({facts.recipe})')}\n{yaml_header}")
+    lines = [f"---\n{header}tags:\n- visual-grounding\n- synthetic\n---", "",
              f"# SynGround triplets: recipe `{facts.recipe}`", "", facts.notes.strip(), "",
+             f"Licence: {facts.licence.details}", "",
              f"Layout: {layout}, {files} file(s). Boxes are [x0, y0, x1, y1] in pixels of the image.", "",
              "## Counts", "", f"- images: {len(items)}", f"- boxes (phrase, box pairs): {boxes}",
              f"- distinct phrases: {len({p for s in items for p in s['phrases']})}", "",
@@ -115,13 +155,23 @@ def dataset_card(facts: CardFacts, items: list[dict], files: int, layout: str, y
     else:
         lines += ["| " + " | ".join(report.columns) + " |", "|" + "---|" * len(report.columns),
                   *["| " + " | ".join(str(v) for v in row) + " |" for row in report.itertuples(index=False)]]
+    lines += ["", "## Skipped images", "",
+              f"Images left out of this export because they did not open, verify or decode: {len(facts.skipped)}."]
+    if facts.skipped:
+        lines += ["", "| item | image | reason |", "|---|---|---|",
+                  *[f"| {s.item_id} | {s.image_path} | {s.reason.replace('|', '/')} |" for s in facts.skipped]]
     return "\n".join(lines) + "\n"
+
+
+def size_category(items: int) -> str:
+    return next((name for bound, name in SIZE_CATEGORIES if items < bound), "n>1B")
 
 
 def _hf_schema() -> pa.Schema:
     fields = [("item_id", pa.string()), ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
               ("width", pa.int32()), ("height", pa.int32()), ("caption", pa.string()),
-              ("phrases", pa.list_(pa.string())), ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
+              ("phrases", pa.list_(pa.string())), ("phrase_ids", pa.list_(pa.string())),
+              ("boxes", pa.list_(pa.list_(pa.float32(), 4))),
               ("box_ids", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))]
     metadata = {"huggingface": json.dumps({"info": {"features": HF_FEATURES}})}
     return pa.schema(fields, metadata=metadata)

@@ -157,20 +157,30 @@ class ShardStore:
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / TABLE).is_file())
 
     def read_table(self, recipe: str, asset: str, shard: str, name: str = TABLE) -> pd.DataFrame:
-        path = table_path(self.shard_dir(recipe, asset, shard), name)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{asset} shard {recipe}|{shard} is not materialized ({path} is missing); "
-                f"materialize it first, e.g. dagster asset materialize -m synground_assets.definitions "
-                f"--select {asset} --partition '{recipe}|{shard}'"
-            )
-        try:
-            return pd.read_parquet(path)
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise CorruptShardError(
-                f"{asset} shard {recipe}|{shard}: {path} cannot be read ({type(exc).__name__}: {exc}); rematerialize "
-                f"it: dagster asset materialize -m synground_assets.definitions --select {asset} "
-                f"--partition '{recipe}|{shard}'") from exc
+        return _read_parquet(table_path(self.shard_dir(recipe, asset, shard), name), recipe, asset, shard)
+
+    def pin(self, recipe: str, asset: str, shard: str) -> PublishedShard:
+        """The version a shard's link names now: reading through `folder` keeps reading that version
+        whatever is published after, until a later publish deletes it (then reads fail, never mix).
+        A shard of the layout before links is its own folder, with the publish id of its publish.json."""
+        final = self.shard_dir(recipe, asset, shard)
+        asset_dir = final.parent
+        if final.is_symlink():
+            version = os.readlink(final)
+            match = _VERSION_NAME.match(version)
+            if match and (asset_dir / version / TABLE).is_file():
+                return PublishedShard(recipe, asset, shard, match["publish_id"], asset_dir, version)
+        elif (final / TABLE).is_file():
+            publish_id = ""
+            if (final / MANIFEST).is_file():
+                publish_id = json.loads((final / MANIFEST).read_text()).get("publish_id", "")
+            return PublishedShard(recipe, asset, shard, publish_id, asset_dir, shard)
+        raise FileNotFoundError(_not_materialized(final / TABLE, recipe, asset, shard))
+
+    @staticmethod
+    def read_version(shard: PublishedShard, name: str = TABLE) -> pd.DataFrame:
+        """A table of one pinned version (`pin`)."""
+        return _read_parquet(table_path(shard.folder, name), shard.recipe, shard.asset, shard.shard)
 
     @contextmanager
     def writing(self, recipe: str, asset: str, shard: str, run_id: str = "",
@@ -364,6 +374,24 @@ def _delete(paths: list[Path | None]) -> None:
             path.unlink(missing_ok=True)
         else:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _not_materialized(path: Path, recipe: str, asset: str, shard: str) -> str:
+    return (f"{asset} shard {recipe}|{shard} is not materialized ({path} is missing); "
+            f"materialize it first, e.g. dagster asset materialize -m synground_assets.definitions "
+            f"--select {asset} --partition '{recipe}|{shard}'")
+
+
+def _read_parquet(path: Path, recipe: str, asset: str, shard: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(_not_materialized(path, recipe, asset, shard))
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise CorruptShardError(
+            f"{asset} shard {recipe}|{shard}: {path} cannot be read ({type(exc).__name__}: {exc}); rematerialize "
+            f"it: dagster asset materialize -m synground_assets.definitions --select {asset} "
+            f"--partition '{recipe}|{shard}'") from exc
 
 
 def write_table(folder: Path, frame: pd.DataFrame, name: str = TABLE) -> Path:

@@ -94,7 +94,7 @@ def test_odvg_round_trip(triplets, tmp_path):
     assert [line["filename"] for line in lines] == ["shard-0/000.png", "shard-0/001.png"]
     assert set(lines[0]) == {"filename", "height", "width", "grounding", "item_id"}
     assert lines[0]["grounding"]["regions"][0] == {"bbox": [1.0, 2.0, 20.0, 30.0], "phrase": "a cat",
-                                                   "tokens_positive": [[0, 5]]}
+                                                   "tokens_positive": [[0, 5]], "phrase_id": "p0"}
     read_back = read_odvg(path)
     assert_same_rows(read_back, boxed(triplets), KEY_COLUMNS)
     assert_spans_mark_the_phrases(read_back)
@@ -113,9 +113,93 @@ def test_amc_round_trip_groups_boxes_per_phrase(triplets, tmp_path):
 
 def test_caption_spans_are_case_insensitive_and_missing_phrases_are_appended():
     caption, spans = caption_with_spans("A Dog sleeps", ["a dog", "a mat"])
-    assert caption == "A Dog sleeps. a mat"
-    assert spans == {"a dog": [0, 5], "a mat": [14, 19]}
-    assert caption_with_spans(NAN, ["a tree", "a car"]) == ("a tree. a car", {"a tree": [0, 6], "a car": [8, 13]})
+    assert caption == "A Dog sleeps. A mat"
+    assert spans == {"a dog": [[0, 5]], "a mat": [[14, 19]]}
+    assert caption_with_spans(NAN, ["a tree", "a car"]) == ("A tree. A car", {"a tree": [[0, 6]], "a car": [[8, 13]]})
+
+
+def test_a_phrase_is_found_on_word_boundaries_not_inside_a_longer_word():
+    caption, spans = caption_with_spans("A catamaran next to a cat.", ["a cat"])
+    assert caption == "A catamaran next to a cat."
+    assert spans == {"a cat": [[20, 25]]}
+    assert caption[20:25] == "a cat"
+    # Only inside a longer word: no occurrence, so the phrase is appended as a sentence of its own.
+    assert caption_with_spans("A catamaran.", ["a cat"]) == ("A catamaran. A cat", {"a cat": [[13, 18]]})
+
+
+def test_every_occurrence_of_a_phrase_is_a_span():
+    caption, spans = caption_with_spans("A red ball, a blue cube and A RED BALL again", ["a red ball", "a blue cube"])
+    assert spans == {"a red ball": [[0, 10], [28, 38]], "a blue cube": [[12, 23]]}
+    assert all(caption[a:b].lower() == "a red ball" for a, b in spans["a red ball"])
+
+
+@pytest.mark.parametrize("description", ["A yellow square.", "A yellow square", "A yellow square. ",
+                                         "A yellow square,"])
+def test_an_appended_phrase_is_joined_without_doubled_punctuation(description):
+    caption, spans = caption_with_spans(description, ["a black line"])
+    assert caption == "A yellow square. A black line"
+    assert spans == {"a black line": [[17, 29]]}
+
+
+def test_coco_tokens_positive_lists_every_occurrence(triplets, tmp_path):
+    triplets["description"] = "a cat on a red couch near a cat"
+    write_coco_grounding(triplets, tmp_path / "coco.json")
+    annotations = json.loads((tmp_path / "coco.json").read_text())["annotations"]
+    assert annotations[0]["phrase"] == "a cat" and annotations[0]["tokens_positive"] == [[0, 5], [26, 31]]
+    odvg = read_odvg_after(write_odvg, triplets, tmp_path)
+    assert odvg.tokens_positive.iloc[0] == [[0, 5], [26, 31]]
+
+
+def read_odvg_after(writer, triplets, tmp_path):
+    writer(triplets, tmp_path / "x.jsonl")
+    return read_odvg(tmp_path / "x.jsonl")
+
+
+def test_the_same_phrase_text_twice_in_one_image_stays_two_labels(triplets, tmp_path):
+    from synground_assets.datasets.hub_formats import samples
+
+    triplets.loc[2, ["phrase_id", "phrase"]] = ["p9", "a cat"]  # a second "a cat" with its own box
+    odvg = read_odvg_after(write_odvg, triplets, tmp_path)
+    cats = odvg[odvg.phrase == "a cat"]
+    assert sorted(cats.phrase_id) == ["p0", "p9"]
+    first = samples(triplets)[0]
+    assert first["phrases"].count("a cat") == 2
+    assert sorted(p for p, t in zip(first["phrase_ids"], first["phrases"]) if t == "a cat") == ["p0", "p9"]
+    write_amc_grounding(triplets, tmp_path / "amc.json")
+    amc = json.loads((tmp_path / "amc.json").read_text())
+    assert sorted(e["phrase_id"] for e in amc if e["caption"] == "a cat") == ["p0", "p9"]
+
+
+def test_coco_file_has_info_licences_and_segmentation_that_pycocotools_reads(triplets, tmp_path):
+    from pycocotools.coco import COCO
+
+    from synground_assets.datasets.exports import CocoInfo
+
+    info = CocoInfo("test release", "7", "tests", "2026-01-02T03:04:05+00:00", "apache-2.0", url="https://x.test")
+    write_coco_grounding(triplets, tmp_path / "coco.json", info)
+    coco = COCO(str(tmp_path / "coco.json"))
+    assert coco.dataset["info"] == {"description": "test release", "url": "https://x.test", "version": "7",
+                                    "year": 2026, "contributor": "tests", "date_created": "2026-01-02T03:04:05+00:00"}
+    assert coco.dataset["licenses"] == [{"id": 1, "name": "apache-2.0", "url": ""}]
+    assert coco.dataset["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
+    assert {image["license"] for image in coco.dataset["images"]} == {1}
+    for annotation in coco.dataset["annotations"]:
+        x, y, w, h = annotation["bbox"]
+        assert annotation["segmentation"] == [[x, y, x, y + h, x + w, y + h, x + w, y]]
+        assert annotation["area"] == pytest.approx(w * h) and annotation["iscrowd"] == 0
+        # The polygon is a real segment: its mask covers the box (pixel grid rounding aside).
+        assert coco.annToMask(annotation).sum() == pytest.approx(w * h, rel=0.25)
+
+
+def test_boxes_past_the_edge_within_the_tolerance_are_clipped_to_the_image(triplets, tmp_path):
+    from synground_assets.datasets.hub_formats import samples
+
+    triplets.loc[0, ["x0", "y0", "x1", "y1"]] = [-0.5, -1.0, 64.5, 48.9]  # a 64x48 image
+    write_coco_grounding(triplets, tmp_path / "coco.json")
+    annotation = json.loads((tmp_path / "coco.json").read_text())["annotations"][0]
+    assert annotation["bbox"] == [0.0, 0.0, 64.0, 48.0] and annotation["area"] == 64.0 * 48.0
+    assert read_odvg_after(write_odvg, triplets, tmp_path).loc[0, ["x0", "y0", "x1", "y1"]].tolist() == [0, 0, 64, 48]
+    assert samples(triplets)[0]["boxes"][0] == [0.0, 0.0, 64.0, 48.0]
 
 
 @pytest.mark.parametrize("writer", [write_coco_grounding, write_odvg, write_amc_grounding])
@@ -157,7 +241,7 @@ def test_visual_genome_triplets_export_to_odvg(vg_root, tmp_path):
     read_back = read_odvg(tmp_path / "vg.jsonl")
     assert_same_rows(read_back, triplets, KEY_COLUMNS)
     # No description: the caption is made of the phrases, so each region still has a span.
-    assert read_back["caption"].tolist() == ["a red ball", "a tree"]
+    assert read_back["caption"].tolist() == ["A red ball", "A tree"]
 
 
 def test_image_size_is_read_from_the_file_when_the_dataset_has_none(vg_root):

@@ -279,3 +279,33 @@ def test_a_table_name_that_would_leave_its_shard_is_refused(tmp_path, name):
     with pytest.raises(UnsafePathError, match="table name"):
         store.read_table("r", "boxes", "00000", name)
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_a_pinned_version_keeps_reading_the_same_table_until_a_publish_deletes_it(tmp_path):
+    store = ShardStore(tmp_path)
+    with store.writing("r", "boxes", "00001") as folder:
+        write_table(folder, pd.DataFrame({"a": [1]}))
+    pinned = store.pin("r", "boxes", "00001")
+    manifest = json.loads((store.shard_dir("r", "boxes", "00001") / "publish.json").read_text())
+    assert (pinned.publish_id, pinned.version) == (manifest["publish_id"], f".v-00001-{manifest['publish_id']}")
+    assert store.read_version(pinned).a.tolist() == [1]
+    with store.writing("r", "boxes", "00001") as folder:
+        write_table(folder, pd.DataFrame({"a": [2]}))
+    assert store.pin("r", "boxes", "00001").publish_id != pinned.publish_id
+    with pytest.raises(FileNotFoundError, match=r"boxes shard r\|00001 is not materialized"):
+        store.read_version(pinned)  # the republish deleted the pinned version: an error, never the new table
+
+
+def test_pinning_an_unpublished_shard_names_what_to_materialize(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"materialize it first.*--select boxes --partition 'r\|00002'"):
+        ShardStore(tmp_path).pin("r", "boxes", "00002")
+
+
+def test_a_shard_of_the_layout_before_links_pins_to_its_own_folder(tmp_path):
+    folder = tmp_path / "r" / "boxes" / "00003"
+    folder.mkdir(parents=True)
+    write_table(folder, pd.DataFrame({"a": [3]}))
+    (folder / "publish.json").write_text(json.dumps({"publish_id": "ab" * 16}))
+    pinned = ShardStore(tmp_path).pin("r", "boxes", "00003")
+    assert (pinned.publish_id, pinned.folder) == ("ab" * 16, folder)
+    assert ShardStore.read_version(pinned).a.tolist() == [3]

@@ -47,7 +47,8 @@ def model_folder(location: ModelLocation) -> str:
     try:
         return snapshot_download(location.path, revision=location.revision, local_files_only=hub_offline())
     except Exception as exc:  # network, missing repository, not cached while offline
-        raise ModelLoadError(f"role 'detector': cannot fetch GLIP model {location.reference!r}: {exc}") from exc
+        raise ModelLoadError(f"role 'detector': cannot fetch GLIP model {location.reference!r} (no such local "
+                             f"folder; tried it as a hub repository): {exc}; {CONVERT_HINT}") from exc
 
 
 class GlipDetector(ModelAdapter, Detector):
@@ -55,7 +56,7 @@ class GlipDetector(ModelAdapter, Detector):
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        from transformers import AutoTokenizer
+        from transformers import BertTokenizerFast
 
         from synground_assets.models.glip.modeling import GlipForGrounding
 
@@ -67,7 +68,9 @@ class GlipDetector(ModelAdapter, Detector):
         folder = model_folder(location)
         try:
             model = GlipForGrounding.from_pretrained(folder)
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            # bert-base-uncased's fast WordPiece (the official AutoTokenizer gives the same class,
+            # generalized_vl_rcnn.py:92); the folder's config.json is GLIP's, which AutoTokenizer cannot read.
+            tokenizer = BertTokenizerFast.from_pretrained(folder, local_files_only=True)
             self.processor = GlipProcessor.from_config(tokenizer, model.config, min_size=self.min_size)
             self.max_phrases = int(model.config.num_classes)
         except Exception as exc:  # a folder that is not a converted GLIP, a bad config, missing files

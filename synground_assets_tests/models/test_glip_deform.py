@@ -27,7 +27,8 @@ def reference_sample(image, c, h_im, w_im):
     lh, lw = h_im - h_low, w_im - w_low
     hh, hw = 1 - lh, 1 - lw
     return (hh * hw * corner_value(image, c, h_low, w_low) + hh * lw * corner_value(image, c, h_low, w_low + 1)
-            + lh * hw * corner_value(image, c, h_low + 1, w_low) + lh * lw * corner_value(image, c, h_low + 1, w_low + 1))
+            + lh * hw * corner_value(image, c, h_low + 1, w_low)
+            + lh * lw * corner_value(image, c, h_low + 1, w_low + 1))
 
 
 def reference_deform(image, offset_flat, mask_flat, weight, bias, stride, out_h, out_w):

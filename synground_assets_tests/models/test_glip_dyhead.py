@@ -10,8 +10,8 @@ from synground_assets.models.glip.deform import modulated_deform_conv2d
 from synground_assets.models.glip.dyhead import (
     BertEncoderLayer,
     BiAttentionBlock,
-    DyConv,
     DummyLayer,
+    DyConv,
     DYReLU,
     VLDyHead,
     h_sigmoid,

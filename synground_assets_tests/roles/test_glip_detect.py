@@ -139,3 +139,25 @@ def test_the_processor_reads_the_models_config(detector):
     assert detector.processor.size_divisibility == config.size_divisibility == 32
     assert detector.processor.pixel_mean == tuple(config.pixel_mean)
     assert detector.model.training is False and next(detector.model.parameters()).dtype == torch.float32
+
+
+def test_a_phrase_without_tokens_gets_no_box_and_the_others_still_do(detector, images):
+    # '   ' has no token within its span's fallbacks: no box, as the official NaN score passes no threshold.
+    detections = detector.detect(images[:2], [["   "], ["   ", "a dog"]])
+    assert detections[0] == []
+    assert {d.phrase_index for d in detections[1]} == {1}
+
+
+def test_the_paper_recipes_box_with_glip_at_the_demos_settings():
+    from synground_assets.recipes import load_recipe_book
+
+    book = load_recipe_book()
+    for name in ("paper-image2text", "paper-concept2text"):
+        recipe = book.get(name)
+        detector = recipe.roles["detector"]
+        assert (detector.adapter, detector.model) == ("glip", "models/glip-tiny")
+        assert detector.options == {"box_threshold": 0.5, "top_k": 1, "min_size": 800}
+        assert "GLIP" in recipe.notes
+    assert "GLIP-T" in book.get("paper-image2text").notes
+    gdino = book.get("paper-image2text-gdino").roles["detector"]
+    assert (gdino.adapter, gdino.model) == ("zero-shot-detector", "IDEA-Research/grounding-dino-base")

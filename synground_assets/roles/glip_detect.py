@@ -95,7 +95,8 @@ class GlipDetector(ModelAdapter, Detector):
 
     def batches(self, images, phrases) -> list[list[tuple[int, int]]]:
         """(image index, first phrase) pairs in batches of at most batch_size, each of one padded
-        size, in the order the images came; images without phrases are left out."""
+        size (sizes in the order their first image came, images in order within one); images without
+        phrases are left out."""
         by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for index, (image, item) in enumerate(zip(images, phrases)):
             for offset in range(0, len(item), self.max_phrases):

@@ -94,6 +94,9 @@ class GlipConfig:
         if self.text_hidden_size % self.text_heads:
             raise ValueError(f"text_hidden_size {self.text_hidden_size} is not divisible by "
                              f"text_heads {self.text_heads}")
+        if self.text_max_position_embeddings < self.max_query_len:
+            raise ValueError(f"text_max_position_embeddings ({self.text_max_position_embeddings}) must cover "
+                             f"max_query_len ({self.max_query_len}): the query is always padded to it")
         if self.fuse_embed_dim % self.fuse_heads:
             raise ValueError(f"fuse_embed_dim {self.fuse_embed_dim} is not divisible by fuse_heads {self.fuse_heads}")
         if self.fpn_channels != self.dyhead_channels:

@@ -84,20 +84,22 @@ def box_iou_plus_one(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def ml_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
     """Indices kept by label-wise greedy NMS, ascending (ml_nms.cu:80-140): boxes by descending score,
     a box suppresses later boxes of the SAME label whose IoU (+1) is strictly > threshold."""
+    device = boxes.device
+    boxes, scores, labels = boxes.cpu(), scores.cpu(), labels.cpu()  # a greedy loop: no device sync per box
     keep = []
     for label in labels.unique():
         members = (labels == label).nonzero().view(-1)
         order = members[torch.sort(scores[members], descending=True, stable=True).indices]
         iou = box_iou_plus_one(boxes[order].float(), boxes[order].float())
-        suppressed = torch.zeros(len(order), dtype=torch.bool, device=boxes.device)
+        suppressed = torch.zeros(len(order), dtype=torch.bool)
         for i in range(len(order)):
             if suppressed[i]:
                 continue
             keep.append(order[i])
             suppressed |= iou[i] > threshold
     if not keep:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    return torch.sort(torch.stack(keep)).values
+        return torch.zeros(0, dtype=torch.long, device=device)
+    return torch.sort(torch.stack(keep)).values.to(device)
 
 
 def limit_detections(scores: torch.Tensor, limit: int) -> torch.Tensor:

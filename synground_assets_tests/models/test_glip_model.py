@@ -109,3 +109,16 @@ def test_inputs_are_checked(tiny):
         tiny.detect(torch.randn(1, 3, 64, 64), [(64, 64)], ids[:, :8], mask, [{1: [1]}])
     with pytest.raises(ValueError, match="1 images but 2 image_sizes"):
         tiny.detect(torch.randn(1, 3, 64, 64), [(64, 64)] * 2, ids, mask, [{1: [1]}])
+
+
+def test_glip_t_a_without_early_fusion_detects_from_bert_embedded():
+    from synground_assets.models.glip.config import glip_tiny_a
+
+    torch.manual_seed(4)
+    model = GlipForGrounding(glip_tiny_a(**SIZES)).eval()
+    assert not any(".b_attn." in key for key in model.state_dict())
+    with torch.no_grad():
+        model.rpn.head.bias0.fill_(1.0)
+    ids, mask = text()
+    (det,) = model.detect(torch.randn(1, 3, 64, 64), [(64, 64)], ids, mask, [{2: [1, 2]}])
+    assert len(det) > 0 and set(det.labels.tolist()) == {2}

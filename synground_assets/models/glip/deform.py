@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -37,25 +38,16 @@ def flat_prefix(values: torch.Tensor, channels: int, out_h: int, out_w: int, nam
     return values.reshape(b, -1)[:, : channels * out_h * out_w].reshape(b, channels, out_h, out_w)
 
 
-def bilinear_zero_outside(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """image (B, C, H, W), ys/xs (B, N) float sample positions -> (B, C, N).
-    dmcn_im2col_bilinear with the caller's `-1 < h < H and -1 < w < W` rule (kernel :476-503, :624)."""
-    b, c, h, w = image.shape
-    inside = (ys > -1) & (xs > -1) & (ys < h) & (xs < w)
-    y0 = torch.floor(ys)
-    x0 = torch.floor(xs)
-    ly, lx = ys - y0, xs - x0
-    hy, hx = 1 - ly, 1 - lx
-    y0, x0 = y0.long(), x0.long()
-    y1, x1 = y0 + 1, x0 + 1
-    flat = image.reshape(b, c, h * w)
-    out = image.new_zeros(b, c, ys.shape[1])
-    for yy, xx, weight in ((y0, x0, hy * hx), (y0, x1, hy * lx), (y1, x0, ly * hx), (y1, x1, ly * lx)):
-        valid = inside & (yy >= 0) & (yy <= h - 1) & (xx >= 0) & (xx <= w - 1)
-        index = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).unsqueeze(1).expand(b, c, -1)
-        corner = torch.gather(flat, 2, index)
-        out += corner * (weight * valid.to(image.dtype)).unsqueeze(1)
-    return out
+def sample_points(image: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """image (B, C, H, W), ys/xs (B, P, Q) pixel positions -> (B, C, P, Q) bilinear samples, every corner
+    outside the image read as 0. That is dmcn_im2col_bilinear under its caller's `-1 < h < H and
+    -1 < w < W` guard (kernel :476-503, :624): beyond the guard all four corners are outside, and on it
+    (h = -1 or h = H) the inside corners weigh 0, so the guard changes nothing. Computed by grid_sample
+    (zeros padding; align_corners=False, whose pixel centre x maps to (2x + 1) / W - 1, exact for W = 1);
+    the normalisation round trip moves positions by float32 rounding only (~1e-6 relative)."""
+    _, _, h, w = image.shape
+    grid = torch.stack(((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1), dim=-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def modulated_deform_conv2d(image: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
@@ -69,21 +61,20 @@ def modulated_deform_conv2d(image: torch.Tensor, offset: torch.Tensor, mask: tor
     out_h = (h + 2 * padding - (dilation * (kh - 1) + 1)) // stride + 1
     out_w = (w + 2 * padding - (dilation * (kw - 1) + 1)) // stride + 1
     k = kh * kw
-    offset = flat_prefix(offset, 2 * k, out_h, out_w, "offset")
+    offset = flat_prefix(offset, 2 * k, out_h, out_w, "offset").reshape(b, k, 2, out_h, out_w)
     mask = flat_prefix(mask, k, out_h, out_w, "mask")
-    base_y = (torch.arange(out_h, device=image.device, dtype=image.dtype) * stride - padding).view(out_h, 1)
-    base_x = (torch.arange(out_w, device=image.device, dtype=image.dtype) * stride - padding).view(1, out_w)
-    columns = []
-    for i in range(kh):
-        for j in range(kw):
-            point = i * kw + j
-            ys = (base_y + i * dilation + offset[:, 2 * point]).reshape(b, -1)
-            xs = (base_x + j * dilation + offset[:, 2 * point + 1]).reshape(b, -1)
-            sampled = bilinear_zero_outside(image, ys, xs)
-            columns.append(sampled * mask[:, point].reshape(b, 1, -1))
-    # (B, Cin, K, N) against weight (Cout, Cin * K) in the kernel's (c, i, j) column order.
-    cols = torch.stack(columns, dim=2).reshape(b, cin * k, out_h * out_w)
-    out = torch.matmul(weight.reshape(cout, cin * k), cols).view(b, cout, out_h, out_w)
+    dtype, device = image.dtype, image.device
+    base_y = (torch.arange(out_h, device=device, dtype=dtype) * stride - padding).view(1, 1, out_h, 1)
+    base_x = (torch.arange(out_w, device=device, dtype=dtype) * stride - padding).view(1, 1, 1, out_w)
+    # Kernel point k = i * kw + j (row-major); offset channel 2k is dy, 2k+1 is dx.
+    rows = (torch.arange(kh, device=device, dtype=dtype) * dilation).repeat_interleave(kw).view(1, k, 1, 1)
+    cols = (torch.arange(kw, device=device, dtype=dtype) * dilation).repeat(kh).view(1, k, 1, 1)
+    ys = (base_y + rows + offset[:, :, 0]).reshape(b, k * out_h, out_w)
+    xs = (base_x + cols + offset[:, :, 1]).reshape(b, k * out_h, out_w)
+    sampled = sample_points(image, ys, xs).view(b, cin, k, out_h * out_w) * mask.reshape(b, 1, k, out_h * out_w)
+    # Columns in the kernel's (c, i, j) order against weight (Cout, Cin * K).
+    out = torch.matmul(weight.reshape(cout, cin * k), sampled.reshape(b, cin * k, out_h * out_w))
+    out = out.view(b, cout, out_h, out_w)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out

@@ -112,3 +112,11 @@ def test_bad_positive_maps_are_refused_with_the_label():
         postprocess(*args, [{4: [0]}], [(64, 64)])
     with pytest.raises(ValueError, match=r"token\(s\) \[7\]"):
         postprocess(*args, [{1: [7]}], [(64, 64)])
+
+
+def test_an_empty_positive_map_gives_no_detections():
+    config = glip_tiny(num_classes=3)
+    b, c, lg = level_inputs([[0.9, 0.8]], [0.0])
+    (det,) = postprocess(config, [b[None]], [c[None]], [lg[None]], [torch.tensor([[0.0, 0.0, 9.0, 9.0]])],
+                         [{}], [(64, 64)])
+    assert len(det) == 0 and det.boxes_xyxy.shape == (0, 4) and det.labels.dtype == torch.long

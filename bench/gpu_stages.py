@@ -8,7 +8,11 @@ times it at several batch sizes:
 - describer: LLaVA-1.5 7B (CLIP ViT-L/14 at 336 px + a Llama-2-7B-size LM), 576 image tokens + a
   40-token prompt, 64 new tokens forced (random weights would stop at a random EOS);
 - detector: Grounding DINO base (Swin-B backbone, BERT-base text encoder, 900 queries) at 800 px
-  with a 4-phrase caption.
+  with a 4-phrase caption;
+- glip: GLIP, the paper's detector, in the project's port (`models/glip/`): GLIP-T (Swin-T, BERT-base,
+  6 VL-DyHead layers; `--glip-variant large` for GLIP-L) at the demo's 800 px with a 4-phrase caption
+  padded to 256 tokens, `model.detect` timed whole (forward, anchors, decoding, NMS), in float32 as the
+  paper recipes run it (`--glip-dtype`).
 
 For each batch size: items/s, peak GPU memory, and the share of the compute floor reached: FLOPs
 per item (counted once with torch's FlopCounterMode) x items/s / the GPU's peak dense bf16 FLOP/s
@@ -16,7 +20,7 @@ per item (counted once with torch's FlopCounterMode) x items/s / the GPU's peak 
 token reads all weights once per batch; H200: 4.8 TB/s), the bound that matters for decoding.
 Writes JSON (default bench/results/gpu_stages.json).
 
-    python bench/gpu_stages.py [--stages generator describer detector] [--batch-sizes 1 4 16]
+    python bench/gpu_stages.py [--stages generator describer detector glip] [--batch-sizes 1 4 16]
     python bench/gpu_stages.py --tiny     # tiny configs; runs on the CPU too (a check of this script)
     python bench/gpu_stages.py --flops-only [--stages generator turbo] [--turbo-steps 1]
 
@@ -59,7 +63,7 @@ import torch
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense, no sparsity
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}  # bytes/s, HBM
 DEFAULT_BATCH_SIZES = {"generator": [1, 4, 8, 16], "turbo": [1, 4, 16, 32], "describer": [1, 8, 32, 64],
-                       "detector": [1, 4, 8, 16]}
+                       "detector": [1, 4, 8, 16], "glip": [1, 4, 8]}
 TINY_BATCH_SIZES = [1, 2]
 
 
@@ -220,6 +224,47 @@ def build_detector(tiny: bool, device: torch.device, dtype: torch.dtype, size: i
                        "caption_tokens": caption_tokens, "queries": config.num_queries}
 
 
+def build_glip(tiny: bool, device: torch.device, dtype: torch.dtype, size: int, variant: str):
+    """GLIP-T (or GLIP-L) with random weights; a square image of `size` px padded to the size
+    divisibility, and the caption "a cat . a red couch . a white teddy bear . a lamp . " padded to 256."""
+    from synground_assets.models.glip.config import PRESETS
+    from synground_assets.models.glip.modeling import GlipForGrounding
+
+    if tiny:
+        from synground_assets.tiny.glip import tiny_glip_config
+
+        config = tiny_glip_config(vocab_size=1000)
+        size = min(size, 128)
+    else:
+        config = PRESETS[variant]()
+    with torch.device(device):
+        model = GlipForGrounding(config)
+    model = model.to(device=device, dtype=dtype).eval()
+    divisor = config.size_divisibility
+    padded = -(-size // divisor) * divisor
+    # Token positions of the four phrases in "[CLS] a cat . a red couch . a white teddy bear . a lamp . [SEP]".
+    phrases = {1: [1, 2], 2: [4, 5, 6], 3: [8, 9, 10, 11], 4: [13, 14]}
+    caption_tokens = 17
+
+    def make_step(batch_size: int):
+        pixels = torch.zeros(batch_size, 3, padded, padded, device=device, dtype=dtype)
+        pixels[:, :, :size, :size] = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
+        input_ids = torch.zeros(batch_size, config.max_query_len, dtype=torch.long, device=device)
+        input_ids[:, :caption_tokens] = torch.randint(1000, 2000, (batch_size, caption_tokens), device=device) % \
+            config.vocab_size
+        mask = (input_ids != 0).long()
+        mask[:, :caption_tokens] = 1
+
+        def step():
+            return model.detect(pixels, [(size, size)] * batch_size, input_ids, mask, [phrases] * batch_size)
+
+        return step
+
+    return make_step, {"parameters": sum(p.numel() for p in model.parameters()), "variant": config.variant,
+                       "image_px": size, "padded_px": padded, "query_tokens": config.max_query_len,
+                       "caption_tokens": caption_tokens, "dtype": str(dtype).removeprefix("torch.")}
+
+
 # --- measuring -----------------------------------------------------------------------------------
 
 
@@ -261,6 +306,8 @@ def run_stage(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         "turbo": lambda: build_generator(args.tiny, device, dtype, args.turbo_steps, guidance=False),
         "describer": lambda: build_describer(args.tiny, device, dtype, args.new_tokens),
         "detector": lambda: build_detector(args.tiny, device, dtype, args.detector_size),
+        "glip": lambda: build_glip(args.tiny, device, getattr(torch, args.glip_dtype), args.detector_size,
+                                   args.glip_variant),
     }
     started = time.perf_counter()
     make_step, facts = builders[name]()
@@ -271,7 +318,7 @@ def run_stage(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
     for row in rows:
         if "items_per_s" not in row:
             continue
-        if peak:
+        if peak and facts.get("dtype") != "float32":  # the peak is bf16's; a float32 share would mislead
             row["compute_floor_share"] = flops_per_item * row["items_per_s"] / peak
         if bandwidth and name == "describer":
             # Decoding reads every weight once per new token, for the whole batch at once.
@@ -443,7 +490,8 @@ def flops_only(args, dtype: torch.dtype) -> int:
     for name in args.stages:
         if name not in builders:
             print(f"{name}: not counted on the meta device (LLaVA's generate branches on token values, Grounding "
-                  "DINO's forward makes CPU tensors: neither runs on shapes alone); measure it on a GPU")
+                  "DINO's forward makes CPU tensors, GLIP's post-processing selects boxes by value: none runs "
+                  "on shapes alone); measure it on a GPU")
             continue
         make_step, facts = builders[name]()
         flops = count_flops(make_step(1))
@@ -462,8 +510,8 @@ def flops_only(args, dtype: torch.dtype) -> int:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stages", nargs="+", default=["generator", "turbo", "describer", "detector"],
-                        choices=["generator", "turbo", "describer", "detector"])
+    parser.add_argument("--stages", nargs="+", default=["generator", "turbo", "describer", "detector", "glip"],
+                        choices=["generator", "turbo", "describer", "detector", "glip"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, help="the same batch sizes for every stage")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps of the generator")
     parser.add_argument("--turbo-steps", type=int, default=1, help="denoising steps of the turbo generator (1-4)")
@@ -472,6 +520,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "H200 compute floor: the estimate where no GPU was measured")
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens the describer generates")
     parser.add_argument("--detector-size", type=int, default=800, help="detector input side, pixels")
+    parser.add_argument("--glip-variant", default="tiny", choices=["tiny", "tiny-a", "large"],
+                        help="glip stage: GLIP-T (tiny), GLIP-T (A) or GLIP-L (large)")
+    parser.add_argument("--glip-dtype", default="float32", choices=["bfloat16", "float16", "float32"],
+                        help="glip stage's dtype (the paper recipes run GLIP in float32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (best is kept)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--tiny", action="store_true", help="tiny configs, CPU allowed: checks this script")

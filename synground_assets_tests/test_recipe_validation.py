@@ -29,8 +29,10 @@ def book(tmp_path: Path, extra: str = "", **roles: str) -> Path:
 
 
 @pytest.mark.parametrize("roles, message", [
-    ({"detector": "{adapter: glip}"},
-     "role 'detector', field 'adapter': expected one of shapes, zero-shot-detector, got 'glip'"),
+    ({"detector": "{adapter: yolo}"},
+     "role 'detector', field 'adapter': expected one of glip, shapes, zero-shot-detector, got 'yolo'"),
+    ({"detector": "{adapter: glip, model: 'tiny:glip', options: {text_threshold: 0.25}}"},
+     "role 'detector', option 'text_threshold': unknown option"),
     ({"image_generator": "{adapter: shapes, options: {size: -64}}"},
      "role 'image_generator', option 'size': expected an integer >= 32, got -64"),
     ({"image_generator": "{adapter: shapes, options: {sise: 64}}"},

@@ -52,6 +52,10 @@ _PIPELINE = (
 )
 _DETECTOR = (Option("box_threshold", "number", minimum=0, maximum=1),
              Option("text_threshold", "number", minimum=0, maximum=1), Option("top_k", "int", minimum=1))
+# GLIP's demo keeps score > box_threshold (no text threshold: a box's score is already its phrase's);
+# min_size: the shorter side the image is resized to (roles/glip_detect.py).
+_GLIP = (Option("box_threshold", "number", minimum=0, maximum=1), Option("top_k", "int", minimum=1),
+         Option("min_size", "int", minimum=32))
 _GROUNDING_MODEL = (Option("gradcam_layer", "int", minimum=0), Option("max_text_tokens", "int", minimum=2))
 
 _SHAPES = "synground_assets.roles.shapes"
@@ -106,6 +110,8 @@ CATALOG: tuple[AdapterEntry, ...] = (
         Option("scheduled_sampling_beta", "number", minimum=0, maximum=1),
         Option("layout_phrase_model", "str"), Option("layout_chat_template", "str")), takes_spec=True),
     AdapterEntry("detector", "zero-shot-detector", f"{_DETECT}:ZeroShotDetector", _DETECTOR, takes_spec=True),
+    # GLIP, the paper's detector, in the project's own PyTorch port (models/glip/, roles/glip_detect.py).
+    AdapterEntry("detector", "glip", "synground_assets.roles.glip_detect:GlipDetector", _GLIP, takes_spec=True),
     # The crop verifier of `quality.verify` with `judge: vlm` (roles/verifier.py): any image-text-to-text
     # chat model the image-captioner describer runs, asked a yes/no question about each box's crop.
     AdapterEntry("verifier", "vlm", "synground_assets.roles.verifier:VLMVerifier", (), takes_spec=True),

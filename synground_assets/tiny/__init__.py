@@ -13,7 +13,7 @@ finished model has a `.complete` marker) and atomic (built in a temporary folder
 parallel processes can ask for the same model.
 
 One module per family holds its builders (`text`, `vision_language`, `diffusion`, `detection`,
-`grounding`, `photos`); tests add builders of their own with `register`.
+`glip`, `grounding`, `photos`); tests add builders of their own with `register`.
 
     python -m synground_assets.tiny [folder]     # build them all
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from synground_assets.permissions import apply_umask
-from synground_assets.tiny import detection, diffusion, grounding, photos, text, vision_language
+from synground_assets.tiny import detection, diffusion, glip, grounding, photos, text, vision_language
 
 PREFIX = "tiny:"  # a recipe's `model: tiny:<name>`
 SEED = 0
@@ -39,7 +39,7 @@ COMPLETE_MARKER = ".complete"
 Builder = Callable[[Path], None]
 BUILDERS: dict[str, Builder] = {
     **text.BUILDERS, **vision_language.BUILDERS, **diffusion.BUILDERS, **detection.BUILDERS,
-    **grounding.BUILDERS, **photos.BUILDERS,
+    **glip.BUILDERS, **grounding.BUILDERS, **photos.BUILDERS,
 }
 
 

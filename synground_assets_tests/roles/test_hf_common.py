@@ -82,7 +82,8 @@ def test_model_load_error_is_a_recipe_error():
     assert issubclass(ModelLoadError, RecipeError)
 
 
-@pytest.mark.parametrize("recipe", ["tiny-image2text", "tiny-concept2text", "tiny-text2text", "tiny-gligen"])
+@pytest.mark.parametrize("recipe", ["tiny-image2text", "tiny-concept2text", "tiny-text2text", "tiny-gligen",
+                                    "tiny-glip"])
 def test_tiny_recipes_build_every_role(tiny_models, recipe):
     book = load_recipe_book()
     spec = book.get(recipe)
@@ -93,7 +94,7 @@ def test_tiny_recipes_build_every_role(tiny_models, recipe):
             role.release()
 
 
-@pytest.mark.parametrize("name", ["paper-image2text", "paper-concept2text", "paper-gligen",
+@pytest.mark.parametrize("name", ["paper-image2text", "paper-concept2text", "paper-gligen", "paper-image2text-gdino",
                                   "modern-image2text", "fast-concept2text", "turbo-concept2text"])
 def test_real_model_recipes_name_real_checkpoints_on_gpu(name):
     recipe = load_recipe_book().get(name)

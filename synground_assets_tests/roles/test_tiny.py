@@ -44,6 +44,8 @@ def test_every_model_is_built_with_a_complete_marker(tiny_models):
     ("qwen2.5-vl", "processor_config.json", "processor_class", "Qwen2_5_VLProcessor"),
     ("omdet-turbo", "config.json", "model_type", "omdet-turbo"),
     ("omdet-turbo", "processor_config.json", "processor_class", "OmDetTurboProcessor"),
+    ("glip", "config.json", "model_type", "glip"),
+    ("glip", "tokenizer_config.json", "tokenizer_class", "BertTokenizer"),
 ])
 def test_models_are_the_real_classes(tiny_models, name, config_file, key, value):
     assert json.loads((tiny_models[name] / config_file).read_text())[key] == value

@@ -125,6 +125,7 @@ class ItmVerifier:
         return [(float(p), 1.0 - float(p)) for p in match]
 
     def release(self) -> None:
-        from synground_assets.roles.suite import release
-
-        release(self.model)
+        """Off the GPU (a grounding model has no `release` of its own); the suite sits above this
+        module, so its `release` helper is not imported here."""
+        self.model.to("cpu")
+        torch.cuda.empty_cache()

@@ -50,6 +50,8 @@ from learning import EVAL_SEED_OFFSET, add_training_arguments, shapes_triplets  
 from quality import detect, fine_tune, shapes_world, to_triplets, wrong_share  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
+from synground_assets.adapters.verifier import ItmVerifier  # noqa: E402
 from synground_assets.items import phrase_id  # noqa: E402
 from synground_assets.quality.agreement import agreement_filter  # noqa: E402
 from synground_assets.quality.boxes import filter_boxes  # noqa: E402
@@ -61,9 +63,8 @@ from synground_assets.quality.settings import (  # noqa: E402
     VerifySettings,
 )
 from synground_assets.quality.verify import verify_filter  # noqa: E402
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
-from synground_assets.roles.shapes import ShapesDetector  # noqa: E402
-from synground_assets.roles.verifier import ItmVerifier  # noqa: E402
+from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
+from synground_assets.tiny.shapes import ShapesDetector  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "box_verification.json"
 ROWS = ("clean", "1 detector", "2 detectors (2 of 2)", "3 detectors (2 of 3)", "1 detector + verify",

@@ -75,7 +75,7 @@ def run(args) -> dict:
     from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
     from synground_assets.resources.store import ShardStore, default_data_root
 
-    resources = {"store": StoreResource(), "models": ModelSuiteResource(), "lineage": LineageResource()}
+    resources = {"store": StoreResource(), "suite": ModelSuiteResource(), "lineage": LineageResource()}
     instance = dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
     shards = [f"{i:05d}" for i in range(args.first_shard, args.first_shard + args.shards)]

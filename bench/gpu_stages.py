@@ -354,8 +354,8 @@ def adapter_recipe(name: str, items: int, device: torch.device):
 
 def bench_suite(recipe):
     """The model suite of this bench's recipe (its shard size and device), not the book's."""
-    from synground_assets.roles.build import build_role
-    from synground_assets.roles.suite import ModelSuite
+    from synground_assets.adapters.build import build_role
+    from synground_assets.adapters.suite import ModelSuite
 
     class Suite(ModelSuite):
         def role(self, recipe_name, role):

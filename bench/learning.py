@@ -39,6 +39,8 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from synground_assets import benchmarks  # noqa: E402
+from synground_assets.adapters.grounding_albef import AlbefGroundingModel  # noqa: E402
+from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.finetune import job_spec  # noqa: E402
 from synground_assets.grounding.config import OBJECTIVES, TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
@@ -51,8 +53,10 @@ from synground_assets.grounding.pointing_game import (  # noqa: E402
 )
 from synground_assets.grounding.train import train  # noqa: E402
 from synground_assets.recipes import RoleSpec  # noqa: E402
-from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef  # noqa: E402
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
+from synground_assets.tiny.grounding import (
+    build_tiny_albef,  # noqa: E402
+    build_tiny_blip,  # noqa: E402
+)
 
 RESULTS = Path(__file__).with_name("results")
 MODELS = {"blip": (build_tiny_blip, BlipGroundingModel), "albef": (build_tiny_albef, AlbefGroundingModel)}

@@ -53,7 +53,7 @@ def recipe_file(recipe: str, shard_size: int, folder: Path) -> Path:
 
 def load_models(recipe: str) -> dict[str, float]:
     """Build every role of the recipe once (the cache both paths then use); seconds per role."""
-    from synground_assets.roles.suite import model_suite
+    from synground_assets.adapters.suite import model_suite
 
     model_suite().clear()
     seconds = {}
@@ -73,7 +73,7 @@ def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
 
     start = time.perf_counter()
     result = dg.materialize(GENERATION_ASSETS, partition_key=partition_key, instance=instance,
-                            resources={"store": StoreResource(), "models": ModelSuiteResource()})
+                            resources={"store": StoreResource(), "suite": ModelSuiteResource()})
     wall = time.perf_counter() - start
     assert result.success
     started, steps = {}, {}
@@ -92,6 +92,7 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     import pandas as pd
     from PIL import Image
 
+    from synground_assets.adapters.suite import model_suite
     from synground_assets.items import (
         box_id,
         derive_seed,
@@ -103,7 +104,6 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     from synground_assets.recipes import recipe_book, shard_index
     from synground_assets.resources.store import write_table
     from synground_assets.roles.phrases import filter_phrases
-    from synground_assets.roles.suite import model_suite
 
     recipe = recipe_book().get(recipe_name)
     role = lambda name: model_suite().role(recipe_name, name)  # noqa: E731 - cached adapters

@@ -111,7 +111,7 @@ def shapes_triplets(item_ids: Sequence[str], seeds: Sequence[int], size: int = 1
                     oracle_boxes: bool = True) -> list[Triplet]:
     """One triplet per phrase of each shapes image: the renderer's true boxes (evaluation), or the
     detector's boxes on the extracted phrases (training data, as the pipeline makes it)."""
-    from synground_assets.roles.shapes import (
+    from synground_assets.tiny.shapes import (
         ShapesConceptSampler,
         ShapesDescriber,
         ShapesDetector,

@@ -29,7 +29,7 @@ defs = dg.Definitions(
     resources={
         "store": StoreResource(),
         "lineage": LineageResource(),
-        "models": ModelSuiteResource(),
+        "suite": ModelSuiteResource(),
         "tracking": TrackingResource(),
     },
 )

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
 
+from synground_assets.adapters.suite import model_suite
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.distributed import World, close_world, init_world
 from synground_assets.grounding.loader import TripletIndex
@@ -42,7 +43,6 @@ from synground_assets.processes import guard_training_process
 from synground_assets.recipes import RoleSpec
 from synground_assets.resources.store import ShardStore, table_path
 from synground_assets.resources.tracking import TrackedRun, Tracking
-from synground_assets.roles.grounding import load_grounding_model
 from synground_assets.run_health import ensure_run_started
 
 
@@ -79,7 +79,7 @@ def run_job(job: dict) -> TrainResult:
 def train_and_publish(job: dict, spec: RoleSpec, device: torch.device, config: TrainConfig, world: World,
                       pipes: PipesContext | None) -> TrainResult:
     # 1. Inputs.
-    model = load_grounding_model(spec, device=device)
+    model = model_suite().load_grounding_model(spec, device=device)  # a copy of its own: training changes it
     index = TripletIndex.read(*job["index"])
     held_out = []
     if world.is_main and job.get("held_out_index"):

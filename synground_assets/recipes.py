@@ -22,6 +22,7 @@ import yaml
 from synground_assets.grounding.config import ModelLimits, TrainConfig
 from synground_assets.quality.settings import EnsembleSettings, QualitySettings, QualitySettingsError
 from synground_assets.roles.base import ROLE_NAMES
+from synground_assets.roles.spec import RecipeError, RoleSpec
 
 BUILTIN_RECIPES = Path(__file__).with_name("recipes.yaml")
 DEFAULT_RECIPE = "shapes"
@@ -38,23 +39,6 @@ REAL_DATA_SOURCES = ("visual_genome",)
 RECIPE_NAME = re.compile(r"^(?!.*\.\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MAX_SHARD_SIZE = 10_000  # item ids number items with four digits (items.py)
 MAX_SHARDS = 100_000  # shard keys are five digits
-
-
-class RecipeError(ValueError):
-    """A recipe file that cannot be used; the message names the place and the fix."""
-
-
-@dataclass(frozen=True)
-class RoleSpec:
-    """Which adapter plays a role and how it is loaded."""
-
-    adapter: str
-    model: str | None = None  # a hub id or a local folder, for model-backed adapters
-    revision: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"  # "auto": cuda when available, else cpu
-    batch_size: int = 8
-    options: dict[str, Any] = field(default_factory=dict)  # generation settings, thresholds, ...
 
 
 @dataclass(frozen=True)

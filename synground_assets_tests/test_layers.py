@@ -3,7 +3,7 @@
 Every `import` counts, also one inside a function: a lazy import hides a cycle from Python, not
 from a reader. Layers, lowest first: `items`, `grounding/` and `models/` (the framework-free core),
 `quality/`, `recipes`, `roles/` and `tiny/`, `resources/`, `pipeline/` (no Dagster), then the
-Dagster layer (`assets/`, `schedules`, `definitions`, ...) that only wires.
+Dagster layer (`assets/`, `schedules`, `definitions`, ...) that only wires. `LAYERS` below is the order.
 """
 
 from __future__ import annotations
@@ -99,22 +99,29 @@ def test_no_import_cycles():
 
 
 def part(module: str) -> str:
-    """'synground_assets.roles.hf_text' -> 'roles'; 'synground_assets.recipes' -> 'recipes'."""
+    """'synground_assets.adapters.hf_text' -> 'roles'; 'synground_assets.recipes' -> 'recipes'."""
     return module.split(".")[1] if "." in module else ""
 
 
-# Which parts of the package each part may import (itself always).
-ALLOWED = {
-    "items": set(),
-    "permissions": set(),
-    "grounding": {"items", "models", "previews", "permissions"},
-    "previews": set(),
-    "models": {"items"},
-    # roles.base: the result types it checks; grounding: the agreement scores.
-    "quality": {"items", "roles", "grounding"},
-    "recipes": {"quality", "roles", "grounding"},  # grounding.config, roles' option catalog
-    "tiny": {"roles", "recipes", "models", "grounding", "items", "permissions"},
-}
+# The layers below Dagster, lowest first: a part imports itself and the parts of lower layers only,
+# with no exception. `roles` is the contract (result types, Protocols, the catalog), below every
+# adapter; `adapters` holds the models that play the roles and the suite that builds them.
+LAYERS = (
+    ("items", "permissions", "previews", "roles"),
+    ("models",),
+    ("grounding",),
+    ("quality",),
+    ("recipes",),
+    ("tiny",),
+    ("datasets",),
+    ("benchmarks",),
+    ("adapters",),
+    ("processes",),
+    ("resources",),
+    ("pipeline",),
+)
+ALLOWED = {part: {lower for layer in LAYERS[:level] for lower in layer}
+           for level, layer in enumerate(LAYERS) for part in layer}
 NEVER_BELOW_DAGSTER = {"assets", "definitions", "schedules", "run_health", "dead_runs", "scale", "cli", "partitions"}
 
 
@@ -124,10 +131,10 @@ def test_layers_import_only_lower_layers(name):
     reached = {part(other) for other in GRAPH[name]} - {mine, ""}
     if mine in ALLOWED:
         assert reached <= ALLOWED[mine], f"{name} imports {sorted(reached - ALLOWED[mine])}"
-    if mine in {"grounding", "models", "quality", "roles", "tiny", "resources", "pipeline", "datasets"}:
+    if mine in {"grounding", "models", "quality", "roles", "tiny", "adapters", "resources", "pipeline", "datasets"}:
         assert not reached & NEVER_BELOW_DAGSTER, (f"{name} imports the Dagster layer: "
                                                    f"{sorted(reached & NEVER_BELOW_DAGSTER)}")
-    if mine in {"grounding", "models", "quality", "roles", "tiny", "pipeline", "datasets", "items"}:
+    if mine in {"grounding", "models", "quality", "roles", "tiny", "adapters", "pipeline", "datasets", "items"}:
         dagster = sorted(n for n in IMPORTS[name] if n == "dagster" or n.startswith("dagster."))
         assert not dagster, f"{name} imports Dagster ({dagster}); only the asset layer wires Dagster"
 

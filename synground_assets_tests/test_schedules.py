@@ -124,7 +124,7 @@ def test_a_started_run_whose_process_died_is_requested_again_and_a_live_one_is_n
 def test_a_shard_materialized_through_dagster_counts_as_done(project_home, instance):
     result = dg.materialize(
         GENERATION_ASSETS, partition_key="shapes|00002", instance=instance,
-        resources={"store": StoreResource(), "models": ModelSuiteResource()},
+        resources={"store": StoreResource(), "suite": ModelSuiteResource()},
     )
     assert result.success
     assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000...shapes|00001", "shapes|00003"]

@@ -15,16 +15,15 @@ from synground_assets.resources.lineage import default_lineage_path
 
 @generation_asset(deps=["concepts"], kinds={"parquet"})
 def descriptions(
-    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, suite: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe says."""
-    suite = models.suite()
 
     def run_shard(recipe, shard, shard_store, _files):
         concepts = shard_store.read_table(recipe.name, "concepts", shard)
         earlier = lambda keys: earlier_descriptions(shard_store, default_lineage_path(), recipe.name,  # noqa: E731
                                                     shard, keys)
-        return describe_items(recipe, shard, concepts, suite, earlier, context.log)
+        return describe_items(recipe, shard, concepts, suite.suite(), earlier, context.log)
 
     results = materialize_shards(context, store, "descriptions", run_shard)
     return dg.MaterializeResult(

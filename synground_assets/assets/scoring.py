@@ -22,8 +22,7 @@ from synground_assets.pipeline.scoring import finetuned_folder, load_finetuned, 
 from synground_assets.pipeline.training import grounding_spec
 from synground_assets.previews import image_markdown
 from synground_assets.recipes import recipe_book
-from synground_assets.resources import LineageResource, StoreResource, TrackingResource
-from synground_assets.roles.grounding import load_grounding_model
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 
 benchmark_partitions = dg.MultiPartitionsDefinition(
     {"benchmark": dg.StaticPartitionsDefinition(list(BENCHMARKS)), "recipe": recipe_partitions}
@@ -40,7 +39,8 @@ benchmark_partitions = dg.MultiPartitionsDefinition(
     kinds={"mlflow"},
 )
 def benchmark_scores(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, tracking: TrackingResource
+    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, tracking: TrackingResource,
+    suite: ModelSuiteResource,
 ) -> dg.MaterializeResult:
     """Pointing game: base model, fine-tuned checkpoint, centre and random baselines, same queries."""
     keys = context.partition_key.keys_by_dimension
@@ -54,8 +54,8 @@ def benchmark_scores(
     checkpoint = finetuned_folder(store.store(), recipe)
     # 2. Score everything on the same queries.
     base_spec = grounding_spec(recipe)
-    base = load_grounding_model(base_spec)
-    finetuned = load_finetuned(store.store(), recipe, base_spec.device)
+    base = suite.suite().grounding_model(recipe.name)  # the recipe's base, as the suite caches it
+    finetuned = load_finetuned(store.store(), recipe, base_spec.device, suite.suite())
     scores = score_benchmark(base, finetuned, benchmark)
     results, metrics, protocol = scores.results, scores.metrics, benchmark.protocol
     figure = gradcam_figure(finetuned, benchmark.triplets, benchmark.resolution, protocol)

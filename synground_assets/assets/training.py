@@ -32,9 +32,8 @@ from synground_assets.pipeline.training import CHECKPOINT_SHARD, prepare_trainin
 from synground_assets.previews import image_markdown
 from synground_assets.processes import FolderInUseError, check_working_folder
 from synground_assets.recipes import recipe_book
-from synground_assets.resources import LineageResource, StoreResource, TrackingResource
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 from synground_assets.resources.logged_model import ModelCardFacts, log_grounding_model, model_card
-from synground_assets.roles.grounding import load_grounding_model
 
 
 class FinetuneConfig(dg.Config):
@@ -56,7 +55,7 @@ class FinetuneConfig(dg.Config):
 )
 def finetuned_checkpoint(
     context: dg.AssetExecutionContext, config: FinetuneConfig, store: StoreResource, lineage: LineageResource,
-    tracking: TrackingResource,
+    tracking: TrackingResource, suite: ModelSuiteResource,
 ) -> dg.MaterializeResult:
     """The recipe's grounding model fine-tuned on every published triplet of the recipe."""
     # 1. Inputs, indexed into Parquet files in the working folder.
@@ -104,9 +103,8 @@ def finetuned_checkpoint(
     lineage_index.replace("checkpoint_shards", inputs.shard_counts.assign(
         checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
         materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
-    figure = gradcam_figure(load_grounding_model(published, device="cpu", remake=rematerialize_checkpoint(recipe.name)),
-                            inputs.held_out_preview,
-                            settings.eval_resolution, settings.eval_protocol)
+    trained = suite.suite().load_grounding_model(published, device="cpu", remake=rematerialize_checkpoint(recipe.name))
+    figure = gradcam_figure(trained, inputs.held_out_preview, settings.eval_resolution, settings.eval_protocol)
     return dg.MaterializeResult(metadata={
         **reported,
         "synthetic_triplets": inputs.synthetic_triplets,

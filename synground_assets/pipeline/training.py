@@ -52,7 +52,7 @@ def grounding_spec(recipe: Recipe) -> RoleSpec:
         raise RecipeError(f"recipe {recipe.name!r} has no grounding_model: name the model to fine-tune "
                           "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / "
                           "tiny:albef-shapes)")
-    from synground_assets.roles.grounding import resolved_spec
+    from synground_assets.adapters.grounding import resolved_spec
 
     return resolved_spec(recipe.grounding_model)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from synground_assets.adapters.suite import ModelSuite, model_suite
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.resources.tracking import Tracking
-from synground_assets.roles.suite import ModelSuite, model_suite
 
 
 class StoreResource(dg.ConfigurableResource):

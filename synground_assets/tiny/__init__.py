@@ -6,7 +6,7 @@ these: same classes, same processors and file layout as the hub checkpoints, but
 parameters, random weights (fixed seed) and tokenizers trained here on a small corpus, so nothing is
 downloaded and every model builds in well under a second.
 
-A recipe names a tiny model as `tiny:<name>` (for example `model: tiny:llava`); `roles/hf_common.py`
+A recipe names a tiny model as `tiny:<name>` (for example `model: tiny:llava`); `adapters/hf_common.py`
 resolves that reference at load time to `<cache>/<name>`, building the model first if needed. The
 cache is `$SYNGROUND_TINY_MODELS`, else `~/.cache/synground/tiny`. Building is idempotent (a
 finished model has a `.complete` marker) and atomic (built in a temporary folder, then renamed), so

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
+from synground_assets.adapters.grounding import load_grounding_model
 from synground_assets.definitions import GENERATION_ASSETS, LEARNING_ASSETS
 from synground_assets.grounding.gradcam import cross_attention_gradcam
 from synground_assets.grounding.pointing_game import heatmap_point
@@ -19,7 +20,6 @@ from synground_assets.resources import LineageResource, ModelSuiteResource, Stor
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import default_data_root
 from synground_assets.resources.tracking import Tracking, default_tracking_uri
-from synground_assets.roles.grounding import load_grounding_model
 
 finetuned_checkpoint, benchmark_scores = LEARNING_ASSETS
 
@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
         patch.setenv("SYNGROUND_HOME", str(home))
         patch.setenv("SYNGROUND_RECIPES", str(home / "recipes.yaml"))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        resources = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource(),
+        resources = {"store": StoreResource(), "lineage": LineageResource(), "suite": ModelSuiteResource(),
                      "tracking": TrackingResource()}
         instance = dg.DagsterInstance.ephemeral()
         assert dg.materialize(GENERATION_ASSETS, partition_key="shapes|00000", instance=instance,

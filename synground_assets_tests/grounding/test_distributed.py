@@ -28,13 +28,13 @@ import dagster as dg
 import pytest
 import torch
 
+from synground_assets.adapters.grounding_blip import BlipGroundingModel
 from synground_assets.assets.training import run_training_job
 from synground_assets.finetune import job_spec
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.loader import write_triplets_index
 from synground_assets.processes import JOB_LOCK, RANK_LOCK, lock_holders, process_alive
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
 
 CONFIG = TrainConfig(learning_rate=1e-3, warmup_steps=1, max_steps=4, batch_size=8, horizontal_flip=True,

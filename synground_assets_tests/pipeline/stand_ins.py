@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from synground_assets.adapters.suite import ModelSuite
 from synground_assets.pipeline.result import StageResult
 from synground_assets.recipes import Recipe, recipe_book
-from synground_assets.roles.suite import ModelSuite
 
 
 class Suite(ModelSuite):

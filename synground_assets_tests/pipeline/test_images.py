@@ -9,7 +9,7 @@ from synground_assets.pipeline.images import draw_images
 from synground_assets.previews import png_bytes
 from synground_assets.quality.images import perceptual_hash
 from synground_assets.roles.base import AdapterInfo, GeneratedImage
-from synground_assets.roles.shapes import ShapesImageGenerator
+from synground_assets.tiny.shapes import ShapesImageGenerator
 from synground_assets_tests.pipeline.stand_ins import Suite, described, earlier_rows, same_frames, shapes
 
 NO_EARLIER = earlier_rows(pd.DataFrame(columns=["item_id", "phash"]))

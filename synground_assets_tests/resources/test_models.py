@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from synground_assets.roles import suite
-from synground_assets.roles.suite import model_suite
+from synground_assets.adapters import suite
+from synground_assets.adapters.suite import model_suite
 
 
 class FakeAdapter:
@@ -68,7 +68,7 @@ def test_the_detectors_of_an_ensemble_stay_loaded_together_and_load_once(monkeyp
 
 
 def test_the_grounding_model_is_built_from_the_catalog_once_per_process(tiny_models):
-    from synground_assets.roles.grounding_blip import BlipGroundingModel
+    from synground_assets.adapters.grounding_blip import BlipGroundingModel
 
     model_suite().clear()
     try:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from synground_assets import tiny
+from synground_assets.adapters.loading import ModelLoadError
 from synground_assets.roles.base import AdapterInfo, SourceItem, SourceSampler
-from synground_assets.roles.loading import ModelLoadError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 

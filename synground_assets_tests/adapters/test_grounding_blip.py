@@ -6,10 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
+from synground_assets.adapters.grounding import load_grounding_model
+from synground_assets.adapters.grounding_blip import BlipGroundingModel
 from synground_assets.recipes import RoleSpec
-from synground_assets.roles.grounding import load_grounding_model
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip, shapes_vocabulary
-from synground_assets.roles.shapes import ShapesImageGenerator
+from synground_assets.tiny.grounding import build_tiny_blip, shapes_vocabulary
+from synground_assets.tiny.shapes import ShapesImageGenerator
 
 
 @pytest.fixture(scope="module")

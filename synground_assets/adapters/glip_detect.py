@@ -28,11 +28,11 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from synground_assets.adapters.hf_common import ModelAdapter, ModelLocation, hub_offline, resolve_model
+from synground_assets.adapters.loading import ModelLoadError
 from synground_assets.models.glip.processing import DEMO_THRESHOLD, MIN_IMAGE_SIZE, GlipProcessor
-from synground_assets.recipes import RoleSpec
 from synground_assets.roles.base import Detection, Detector
-from synground_assets.roles.hf_common import ModelAdapter, ModelLocation, hub_offline, resolve_model
-from synground_assets.roles.loading import ModelLoadError
+from synground_assets.roles.spec import RoleSpec
 
 CONVERT_HINT = ("convert an official checkpoint with `python -m synground_assets.models.glip convert "
                 "<official .pth> <folder>` (docs/glip.md)")

@@ -2,8 +2,7 @@
 
 import pytest
 
-from synground_assets.roles.base import GeneratedText, PhraseCandidates, SourceItem
-from synground_assets.roles.hf_text import (
+from synground_assets.adapters.hf_text import (
     CHAT_TEMPLATES,
     CaptionSummarizer,
     ConcatenationDescriber,
@@ -13,7 +12,8 @@ from synground_assets.roles.hf_text import (
     clean_text,
     load_images,
 )
-from synground_assets.roles.sources import CaptionsSampler, ImageFolderSampler
+from synground_assets.adapters.sources import CaptionsSampler, ImageFolderSampler
+from synground_assets.roles.base import GeneratedText, PhraseCandidates, SourceItem
 
 DESCRIPTION = "A cat sleeps on a couch next to a white stuffed teddy bear."
 
@@ -148,7 +148,7 @@ def test_clean_text(raw, clean):
 def test_token_limit_is_detected_from_the_last_generated_token():
     import torch
 
-    from synground_assets.roles.hf_text import hit_token_limit
+    from synground_assets.adapters.hf_text import hit_token_limit
 
     new_tokens = torch.tensor([[5, 6, 7], [5, 2, 0], [5, 6, 2]])  # still going / EOS then padding / EOS last
     assert hit_token_limit(new_tokens, {2, 0}) == [True, False, False]

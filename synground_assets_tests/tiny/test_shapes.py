@@ -4,7 +4,7 @@ import pytest
 
 from synground_assets.items import item_id, item_seed
 from synground_assets.roles.base import PhraseCandidates
-from synground_assets.roles.shapes import (
+from synground_assets.tiny.shapes import (
     COLOURS,
     SHAPES,
     ShapesConceptSampler,

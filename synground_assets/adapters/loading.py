@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from synground_assets.recipes import RecipeError
+from synground_assets.roles.spec import ModelLoadError
+
+__all__ = ["ModelLoadError", "resolve_device", "resolve_dtype"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class ModelLoadError(RecipeError):
-    """A model a recipe names cannot be loaded; the message names the model and the fix."""
 
 
 def resolve_device(device: str) -> torch.device:

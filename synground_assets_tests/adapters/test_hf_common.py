@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from synground_assets import tiny
+from synground_assets.adapters import hf_common
+from synground_assets.adapters.build import build_role
+from synground_assets.adapters.loading import ModelLoadError, resolve_device
 from synground_assets.recipes import RecipeError, RoleSpec, load_recipe_book
-from synground_assets.roles import hf_common
-from synground_assets.roles.build import build_role
-from synground_assets.roles.loading import ModelLoadError, resolve_device
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
@@ -147,8 +147,8 @@ def test_a_package_reference_is_checked_before_any_import(reference, message):
 def test_a_dotted_package_reference_imports_no_parent_package():
     """Issue 30, item 9: `package:this.x` imported `this` (which prints the Zen of Python), against
     the docstring's "found without importing the package"."""
-    code = ("import sys\nfrom synground_assets.roles import hf_common\nfrom synground_assets.roles.loading import "
-            "ModelLoadError\ntry:\n    hf_common.resolve_model('package:this.x', 'describer')\n"
+    code = ("import sys\nfrom synground_assets.adapters import hf_common\n"
+            "from synground_assets.adapters.loading import ModelLoadError\ntry:\n    hf_common.resolve_model('package:this.x', 'describer')\n"
             "except ModelLoadError as exc:\n    print('ERROR', exc)\nprint('IMPORTED', 'this' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

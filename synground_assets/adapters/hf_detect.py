@@ -32,9 +32,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import Detection, Detector
-from synground_assets.roles.hf_common import (
+from synground_assets.adapters.hf_common import (
     ModelAdapter,
     load_processor,
     pick_class,
@@ -42,6 +40,8 @@ from synground_assets.roles.hf_common import (
     read_json,
     resolve_model,
 )
+from synground_assets.roles.base import Detection, Detector
+from synground_assets.roles.spec import RoleSpec
 
 CAPTION_KINDS = ("grounding-dino", "mm-grounding-dino")  # the phrases form one caption
 DEFAULT_BOX_THRESHOLD = {"grounding-dino": 0.35, "mm-grounding-dino": 0.35, "owlv2": 0.1, "owlvit": 0.1,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from synground_assets.roles.loading import ModelLoadError
+from synground_assets.roles.spec import ModelLoadError
 
 
 @lru_cache(maxsize=None)

@@ -1,9 +1,8 @@
 """The BLIP grounding adapter: transformers' `BlipForImageTextRetrieval` playing
-`grounding.model.GroundingModel` (its peer for ALBEF is `roles/grounding_albef.py`; a recipe picks
-one through `roles/grounding.py`).
+`grounding.model.GroundingModel` (its peer for ALBEF is `adapters/grounding_albef.py`; a recipe picks
+one through `adapters/grounding.py`).
 
-`build_tiny_blip` writes a random-init BLIP-ITM with an offline tokenizer for the shapes world:
-the test and benchmark model.
+Its random-init tiny build for the shapes world is `tiny.grounding.build_tiny_blip`.
 """
 
 from __future__ import annotations
@@ -20,20 +19,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from transformers import (
-    BertTokenizer,
-    BlipConfig,
     BlipForImageTextRetrieval,
-    BlipImageProcessorPil,
     BlipProcessor,
 )
 
-from synground_assets.grounding.config import ModelLimits
+from synground_assets.adapters.loading import resolve_device
+from synground_assets.grounding.config import DEFAULT_MAX_TEXT_TOKENS, ModelLimits
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.loading import resolve_device
-from synground_assets.roles.shapes import COLOURS, RELATIONS, SHAPES
-
-DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens
 
 
 @dataclass
@@ -185,67 +178,3 @@ class BlipGroundingModel(nn.Module):
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         self.model.save_pretrained(folder)
         self.processor.save_pretrained(folder)
-
-
-# ---- the tiny random-init model for tests and the shapes benchmark ----------------------------
-
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_EXTRA_WORDS = (
-    "a an the of with and on in is there this shows picture image photo simple drawing grey gray "
-    "background sitting placed next near left right top bottom middle centre center small big large "
-    "object shape . , -"
-).split()
-
-
-def shapes_vocabulary() -> list[str]:
-    """Special tokens, then every word the shapes world writes (and a few general ones)."""
-    words = [*COLOURS, *SHAPES, *(word for relation in RELATIONS for word in relation.split()), *_EXTRA_WORDS]
-    return list(SPECIAL_TOKENS) + list(dict.fromkeys(words))
-
-
-def build_tiny_blip(
-    folder: str | os.PathLike,
-    image_size: int = 64,
-    patch_size: int = 8,
-    seed: int = 0,
-    hidden_size: int = 64,
-    vision_layers: int = 2,
-    text_layers: int = 3,
-    heads: int = 2,
-    text_initializer_range: float = 0.1,
-    mlp_ratio: int = 2,
-) -> Path:
-    """Write a random-init BLIP-ITM, its offline tokenizer and image processor to `folder`.
-
-    The text encoder starts wider than BERT's 0.02: with 0.02 its random cross-attention passes
-    almost nothing of the image into the fused [CLS] (std across images ~0.003), and ITM sits at
-    chance for hundreds of steps; with 0.1 the image signal is ~25x larger and ITM learns at once.
-    """
-    if image_size % patch_size:
-        raise ValueError(f"image_size must be divisible by patch_size {patch_size} but is {image_size}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = shapes_vocabulary()
-    tokenizer = BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}, do_lower_case=True)
-    ids = {token: vocab.index(token) for token in SPECIAL_TOKENS}
-    config = BlipConfig(
-        vision_config=dict(
-            hidden_size=hidden_size, intermediate_size=mlp_ratio * hidden_size, num_hidden_layers=vision_layers,
-            num_attention_heads=heads, image_size=image_size, patch_size=patch_size,
-            initializer_range=0.02,  # the default 1e-10 leaves a vision tower blind to the image
-        ),
-        text_config=dict(
-            vocab_size=len(vocab), hidden_size=hidden_size, encoder_hidden_size=hidden_size,
-            intermediate_size=mlp_ratio * hidden_size, num_hidden_layers=text_layers, num_attention_heads=heads,
-            max_position_embeddings=2 * DEFAULT_MAX_TEXT_TOKENS,
-            pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
-            sep_token_id=ids["[SEP]"], initializer_range=text_initializer_range,
-        ),
-        image_text_hidden_size=hidden_size,
-    )
-    torch.manual_seed(seed)
-    model = BlipForImageTextRetrieval(config)
-    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
-    model.save_pretrained(folder)
-    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder

@@ -20,9 +20,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from synground_assets.recipes import RoleSpec
-from synground_assets.roles.base import Verifier
-from synground_assets.roles.hf_common import (
+from synground_assets.adapters.hf_common import (
     ModelAdapter,
     load_processor,
     pick_class,
@@ -30,7 +28,9 @@ from synground_assets.roles.hf_common import (
     read_json,
     resolve_model,
 )
-from synground_assets.roles.loading import ModelLoadError
+from synground_assets.adapters.loading import ModelLoadError
+from synground_assets.roles.base import Verifier
+from synground_assets.roles.spec import RoleSpec
 
 YES_WORDS = ("Yes", "yes", "YES")
 NO_WORDS = ("No", "no", "NO")

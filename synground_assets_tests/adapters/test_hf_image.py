@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from synground_assets.roles.hf_image import DiffusersImageGenerator, GligenImageGenerator, article_phrases
-from synground_assets.roles.loading import ModelLoadError
+from synground_assets.adapters.hf_image import DiffusersImageGenerator, GligenImageGenerator, article_phrases
+from synground_assets.adapters.loading import ModelLoadError
 
 PROMPTS = ["a red cat on a blue couch", "a dog", "a green car next to the old bus"]
 

@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 import torch
 
-from synground_assets.recipes import RoleSpec
+from synground_assets.adapters.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
+from synground_assets.adapters.loading import ModelLoadError
 from synground_assets.roles.base import GeneratedImage, ImageGenerator
-from synground_assets.roles.hf_common import ModelAdapter, pick_class, pretrained_kwargs, read_json, resolve_model
-from synground_assets.roles.loading import ModelLoadError
 from synground_assets.roles.phrases import filter_phrases
+from synground_assets.roles.spec import RoleSpec
 
 # The pipelines this project ran first keep its defaults, so their recipes make the same images.
 UNET_DEFAULTS = {"num_inference_steps": 30, "guidance_scale": 7.5}
@@ -192,7 +192,7 @@ class GligenImageGenerator(_DiffusersAdapter, ImageGenerator):
         self.scheduled_sampling_beta = options.get("scheduled_sampling_beta", 0.3)
         self.phrase_model = None
         if options.get("layout_phrase_model"):
-            from synground_assets.roles.hf_text import LLMPhraseExtractor
+            from synground_assets.adapters.hf_text import LLMPhraseExtractor
 
             self.phrase_model = LLMPhraseExtractor(RoleSpec(
                 adapter="llm-phrases", model=options["layout_phrase_model"], dtype=spec.dtype, device=spec.device,

@@ -16,7 +16,6 @@ text as its items one by one (up to float rounding).
 from __future__ import annotations
 
 import copy
-import json
 import re
 import weakref
 from dataclasses import dataclass
@@ -26,8 +25,17 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from synground_assets.adapters.hf_common import (
+    ModelAdapter,
+    load_processor,
+    pick_class,
+    pretrained_kwargs,
+    read_json,
+    resolve_model,
+)
+from synground_assets.adapters.loading import ModelLoadError
 from synground_assets.quality.text import normalised_description, text_problem
-from synground_assets.recipes import RoleSpec
+from synground_assets.roles.answers import parse_phrase_list
 from synground_assets.roles.base import (
     AdapterInfo,
     Describer,
@@ -37,15 +45,7 @@ from synground_assets.roles.base import (
     SourceItem,
 )
 from synground_assets.roles.catalog import GENERATION_OPTIONS
-from synground_assets.roles.hf_common import (
-    ModelAdapter,
-    load_processor,
-    pick_class,
-    pretrained_kwargs,
-    read_json,
-    resolve_model,
-)
-from synground_assets.roles.loading import ModelLoadError
+from synground_assets.roles.spec import RoleSpec
 
 # Chat formats for checkpoints whose tokenizer ships none; a recipe picks one by name
 # (`options: {chat_template: vicuna}`) or gives a Jinja template of its own.
@@ -283,61 +283,6 @@ class ConcatenationDescriber(Describer):
 
 
 # --- phrase extraction ------------------------------------------------------------------------
-
-_MARKER = re.compile(r"^\s*(?:[-*•·+>]+|\(?\d{1,3}\s*[.):\]]|\(?[a-zA-Z][.)])\s*")
-_LABEL = re.compile(r"^\s*(?:noun\s+)?(?:phrases?|objects?|answer|output)\s*:\s*", re.IGNORECASE)
-_CHATTER = re.compile(r"^(?:sure|here|okay|ok|certainly|of course|i hope|i've|i have|note|these are|the (?:short )?"
-                      r"(?:noun )?phrases|the objects|let me|below)\b", re.IGNORECASE)
-_QUOTES = "\"'`“”‘’«»"
-_NOTHING = {"none", "n/a", "na", "nothing", "no objects", "no phrases", "-"}
-
-
-def _clean_phrase(text: str) -> str:
-    text = text.replace("**", "").strip()
-    text = text.strip(_QUOTES + " ").rstrip(".,;:!?").strip(_QUOTES + " ")
-    text = re.sub(r"^and\s+", "", text, flags=re.IGNORECASE)
-    return " ".join(text.split())
-
-
-def _json_list(text: str) -> list[str] | None:
-    match = re.search(r"\[[^\[\]]*\]", text, re.DOTALL)
-    if not match:
-        return None
-    try:
-        value = json.loads(match.group(0))
-    except ValueError:
-        return None
-    return [str(v) for v in value] if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
-
-
-def parse_phrase_list(text: str, max_words: int = 8) -> list[str]:
-    """Short phrases from an LLM's answer, robust to chatter, numbering, bullets, quotes, a JSON list,
-    comma-separated lines, duplicates and empty answers. Phrases longer than `max_words` words are
-    dropped as chatter. Order is kept; duplicates (case-insensitive) keep their first spelling."""
-    candidates = _json_list(text)
-    if candidates is None:
-        lines = [line for line in text.splitlines() if line.strip()]
-        marked = [line for line in lines if _MARKER.match(line)]
-        if marked:  # a list: unmarked lines are the chatter around it
-            candidates = [_MARKER.sub("", line, count=1) for line in marked]
-        else:
-            candidates = []
-            for line in lines:
-                line = _LABEL.sub("", line)
-                if line.rstrip().endswith(":") or _CHATTER.match(line.strip(_QUOTES + " ")):
-                    continue
-                candidates += re.split(r"[,;]", line)
-    phrases: list[str] = []
-    seen: set[str] = set()
-    for candidate in candidates:
-        phrase = _clean_phrase(_LABEL.sub("", candidate))
-        key = phrase.lower()
-        if not phrase or key in _NOTHING or key in seen or len(phrase.split()) > max_words:
-            continue
-        seen.add(key)
-        phrases.append(phrase)
-    return phrases
-
 
 def is_echo(answer: str, description: str, max_words: int) -> bool:
     """True when an answer is the description again rather than a list: small LLMs (SmolLM2-135M)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
-from synground_assets.recipes import RoleSpec
-from synground_assets.roles.loading import ModelLoadError
+from synground_assets.adapters.loading import ModelLoadError
+from synground_assets.roles import catalog
+from synground_assets.roles.spec import RoleSpec
 
-GROUNDING_ADAPTERS = ("blip", "albef")
-OPTIONS = ("gradcam_layer", "max_text_tokens")
+# The catalog's rows (roles/catalog.py) are the one list of grounding adapters and their options.
+GROUNDING_ADAPTERS = tuple(entry.name for entry in catalog.CATALOG if entry.role == "grounding_model")
 
 
 def adapter_of_folder(model: str) -> str:
@@ -26,7 +27,7 @@ def adapter_of_folder(model: str) -> str:
 
 def resolved_spec(spec: RoleSpec) -> RoleSpec:
     """The spec with its model's location resolved: a hub snapshot, a local folder or a `tiny:` build."""
-    from synground_assets.roles.hf_common import resolve_model
+    from synground_assets.adapters.hf_common import resolve_model
 
     return replace(spec, model=resolve_model(spec.model, "grounding_model", spec.revision).path)
 
@@ -45,10 +46,11 @@ def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str
                          f"{', '.join(GROUNDING_ADAPTERS)}")
     if not spec.model:
         raise ValueError("the grounding model spec names no model: set `model` to a hub id or a local folder")
-    unknown = set(spec.options) - set(OPTIONS)
+    options = tuple(option.name for option in catalog.find("grounding_model", spec.adapter).options)
+    unknown = set(spec.options) - set(options)
     if unknown:
         raise ValueError(f"grounding model options: unknown key(s) {', '.join(sorted(unknown))}; "
-                         f"expected {', '.join(OPTIONS)}")
+                         f"expected {', '.join(options)}")
     try:
         return _from_pretrained(spec, str(device or spec.device))
     except (ModelLoadError, torch.cuda.OutOfMemoryError):
@@ -61,10 +63,10 @@ def load_grounding_model(spec_or_path: RoleSpec | str | os.PathLike, device: str
 
 def _from_pretrained(spec: RoleSpec, device: str):
     if spec.adapter == "albef":
-        from synground_assets.roles.grounding_albef import AlbefGroundingModel
+        from synground_assets.adapters.grounding_albef import AlbefGroundingModel
 
         return AlbefGroundingModel.from_pretrained(spec.model, spec.dtype, device, **spec.options)
-    from synground_assets.roles.grounding_blip import DEFAULT_MAX_TEXT_TOKENS, BlipGroundingModel
+    from synground_assets.adapters.grounding_blip import DEFAULT_MAX_TEXT_TOKENS, BlipGroundingModel
 
     return BlipGroundingModel.from_pretrained(
         spec.model, revision=spec.revision, dtype=spec.dtype, device=device,

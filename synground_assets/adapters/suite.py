@@ -15,10 +15,12 @@ Tests play other roles by subclassing `ModelSuite` and overriding `role(recipe_n
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Hashable
 
+from synground_assets.adapters.build import build_role
 from synground_assets.recipes import Recipe, RecipeError, RoleSpec, recipe_book
 from synground_assets.roles.base import (
     Describer,
@@ -27,7 +29,6 @@ from synground_assets.roles.base import (
     PhraseExtractor,
     SourceSampler,
 )
-from synground_assets.roles.build import build_role
 
 if TYPE_CHECKING:
     from synground_assets.grounding.model import GroundingModel
@@ -86,16 +87,25 @@ class ModelSuite:
         spec = recipe_book().get(recipe_name).grounding_model
         if spec is None:
             raise RecipeError(f"recipe {recipe_name!r} names no grounding_model: add one (adapter blip or albef)")
-        from synground_assets.roles.grounding import resolved_spec
+        from synground_assets.adapters.grounding import resolved_spec
 
         return self._cached((recipe_name, "grounding_model"),
                             lambda: build_role("grounding_model", resolved_spec(spec), recipe=recipe_name))
 
+    def load_grounding_model(self, model: RoleSpec | str | os.PathLike, device: str | None = None,
+                             remake: str | None = None) -> GroundingModel:
+        """A grounding model of its own, not cached: the copy training changes, a published checkpoint
+        read once. `model`: a spec (its catalog row's adapter) or a hub id / folder (the folder's
+        format picks the adapter); `remake` names what makes a broken folder again."""
+        from synground_assets.adapters.grounding import load_grounding_model
+
+        return load_grounding_model(model, device=device, remake=remake)
+
     def agreement_model(self, recipe_name: str, agreement: AgreementSettings) -> GroundingModel:
         """The agreement filter's judge (its `model`, else the recipe's grounding_model), loaded once
         per process: a run over many shards scores them all with one load."""
-        from synground_assets.roles.grounding import load_grounding_model
-        from synground_assets.roles.hf_common import resolve_model
+        from synground_assets.adapters.grounding import load_grounding_model
+        from synground_assets.adapters.hf_common import resolve_model
 
         recipe = recipe_book().get(recipe_name)
         base = recipe.grounding_model or RoleSpec(adapter="blip")
@@ -112,7 +122,7 @@ class ModelSuite:
     def verifier(self, recipe_name: str, verify: VerifySettings):
         """The crop verifier of `quality.verify`: a VLM (judge vlm) or the ITM head of a grounding model
         (judge itm: its `model`, else the recipe's grounding_model), loaded once per process."""
-        from synground_assets.roles.verifier import ItmVerifier
+        from synground_assets.adapters.verifier import ItmVerifier
 
         if verify.judge == "itm":
             agreement = _ItmJudge(verify.model)
@@ -161,7 +171,7 @@ class _ItmJudge:
 
 
 def _vlm_verifier(spec: RoleSpec, question: str):
-    from synground_assets.roles.verifier import VLMVerifier
+    from synground_assets.adapters.verifier import VLMVerifier
 
     return VLMVerifier(spec, question)
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from synground_assets.roles.loading import ModelLoadError
-from synground_assets.roles.sources import CaptionsSampler, ConceptVocabularySampler, ImageFolderSampler
+from synground_assets.adapters.loading import ModelLoadError
+from synground_assets.adapters.sources import CaptionsSampler, ConceptVocabularySampler, ImageFolderSampler
 
 IDS, SEEDS = [f"item-{i}" for i in range(20)], list(range(100, 120))
 

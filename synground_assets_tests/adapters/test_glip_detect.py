@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from synground_assets.adapters.build import build_role
+from synground_assets.adapters.glip_detect import GlipDetector
+from synground_assets.adapters.loading import ModelLoadError
 from synground_assets.models.glip.processing import GlipProcessor, boxes_to_original
-from synground_assets.roles.build import build_role
-from synground_assets.roles.glip_detect import GlipDetector
-from synground_assets.roles.loading import ModelLoadError
 
 # Two padded sizes at min_size 64 ((80, 64) -> 64 x 96; (64, 96) -> 96 x 64), an image without phrases.
 SIZES = [(80, 64), (64, 96), (80, 64), (64, 64), (80, 64)]  # (width, height)

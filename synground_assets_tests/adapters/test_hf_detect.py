@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synground_assets.roles.hf_detect import ZeroShotDetector, caption_from_phrases
+from synground_assets.adapters.hf_detect import ZeroShotDetector, caption_from_phrases
 
 MODELS = ["tiny:grounding-dino", "tiny:mm-grounding-dino", "tiny:owlv2", "tiny:owlvit", "tiny:omdet-turbo"]
 PHRASES = [["a cat", "a red couch"], [], ["a dog", "the big stuffed teddy bear", "a car"], ["a kite"]]

@@ -15,7 +15,7 @@ Every problem (no model named, folder missing, hub id not cached while offline, 
 adapter cannot run, CUDA asked for and absent) raises `ModelLoadError` when the adapter is
 constructed, before any item is processed.
 
-Processors load with `AutoProcessor`, or where torchvision is missing, as `roles/processors.py`
+Processors load with `AutoProcessor`, or where torchvision is missing, as `models/processors.py`
 says.
 """
 
@@ -32,11 +32,11 @@ from typing import Any, Mapping, TypeVar
 import torch
 
 from synground_assets import tiny
-from synground_assets.recipes import RoleSpec
+from synground_assets.adapters.loading import ModelLoadError, resolve_device, resolve_dtype
+from synground_assets.models.processors import torchvision_free_processor_class
 from synground_assets.roles import catalog
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.loading import ModelLoadError, resolve_device, resolve_dtype
-from synground_assets.roles.processors import torchvision_free_processor_class
+from synground_assets.roles.spec import RoleSpec
 
 T = TypeVar("T")
 

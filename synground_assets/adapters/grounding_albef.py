@@ -6,7 +6,7 @@ the cross-attention of `gradcam_layer` (AMC: 8, the third fusion layer). Phrases
 `pre_caption`; text is truncated to `max_text_tokens` only while training (the module's `training`
 flag): evaluation feeds whole phrases, as the official evaluation does.
 
-`build_tiny_albef` writes a random-init ALBEF with the shapes vocabulary: the test and benchmark model.
+Its random-init tiny build with the shapes vocabulary is `tiny.grounding.build_tiny_albef`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from synground_assets.adapters.loading import resolve_device
 from synground_assets.grounding.config import ModelLimits
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingInputs
-from synground_assets.models.albef import AlbefConfig, AlbefModel, AlbefTokenizer, from_pretrained, save_pretrained
+from synground_assets.models.albef import AlbefModel, AlbefTokenizer, from_pretrained, save_pretrained
 from synground_assets.models.albef.pretrained import read_pretraining_state
 from synground_assets.models.albef.processing import images_to_tensor, pre_caption
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.loading import resolve_device
 
 
 @dataclasses.dataclass
@@ -216,39 +216,3 @@ class AlbefGroundingModel(nn.Module):
         self.model.config = dataclasses.replace(self.model.config, gradcam_layer=self.gradcam_layer,
                                                 max_text_tokens=self.max_text_tokens)
         save_pretrained(folder, self.model, self.tokenizer)
-
-
-def build_tiny_albef(
-    folder: str | os.PathLike,
-    image_size: int = 64,
-    patch_size: int = 8,
-    seed: int = 0,
-    width: int = 64,
-    vision_layers: int = 2,
-    text_layers: int = 4,
-    fusion_layer: int = 2,
-    heads: int = 2,
-    text_initializer_range: float = 0.1,
-) -> Path:
-    """Write a random-init ALBEF with the shapes vocabulary to `folder` (GradCAM on its first fusion
-    layer; the wider text init is the tiny BLIP's, for the same reason: see `build_tiny_blip`)."""
-    from synground_assets.roles.grounding_blip import shapes_vocabulary
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = shapes_vocabulary()
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = AlbefConfig(
-        image_size=image_size, patch_size=patch_size, vision_width=width, vision_layers=vision_layers,
-        vision_heads=heads, vocab_size=len(vocab), text_width=width, text_layers=text_layers, text_heads=heads,
-        intermediate_size=2 * width, fusion_layer=fusion_layer, max_position_embeddings=64, embed_dim=width,
-        gradcam_layer=fusion_layer, max_text_tokens=25, initializer_range=text_initializer_range,
-    )
-    torch.manual_seed(seed)
-    model = AlbefModel(config)
-    # The vision tower keeps ViT's 0.02 init: the text's 0.1 through two blocks saturates its LayerNorms.
-    for module in model.visual_encoder.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-    save_pretrained(folder, model, AlbefTokenizer(folder / "vocab.txt", config.pad_token_id))
-    return folder

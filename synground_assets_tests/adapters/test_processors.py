@@ -8,9 +8,9 @@ import transformers.utils
 from PIL import Image
 from transformers import LlavaProcessor, Qwen2VLProcessor
 
-from synground_assets.roles import hf_common
-from synground_assets.roles.loading import ModelLoadError
-from synground_assets.roles.processors import image_only, torchvision_free_processor_class
+from synground_assets.adapters import hf_common
+from synground_assets.adapters.loading import ModelLoadError
+from synground_assets.models.processors import image_only, torchvision_free_processor_class
 
 
 def test_image_only_keeps_the_family_name_and_drops_the_video_processor():

@@ -69,11 +69,11 @@ def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
     import dagster as dg
 
     from synground_assets.definitions import GENERATION_ASSETS
-    from synground_assets.resources import ModelSuiteResource, StoreResource
+    from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 
     start = time.perf_counter()
     result = dg.materialize(GENERATION_ASSETS, partition_key=partition_key, instance=instance,
-                            resources={"store": StoreResource(), "suite": ModelSuiteResource()})
+                            resources={"store": StoreResource(), "lineage": LineageResource(), "suite": ModelSuiteResource()})
     wall = time.perf_counter() - start
     assert result.success
     started, steps = {}, {}

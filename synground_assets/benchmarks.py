@@ -18,11 +18,11 @@ paper's benchmarks; `pixel-centre`, the project's own, that of `shapes_test`.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from synground_assets.config import settings as environment
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.pointing_game import PROTOCOLS, PointingProtocol, pointing_protocol
 from synground_assets.items import item_id, item_seed
@@ -66,8 +66,8 @@ def benchmark_settings(name: str, configured: dict[str, dict[str, Any]]) -> dict
     if settings["protocol"] not in PROTOCOLS:
         raise ValueError(f"benchmarks.{name}.protocol: expected one of {', '.join(PROTOCOLS)}, "
                          f"got {settings['protocol']!r}")
-    if "root" not in settings and os.environ.get("SYNGROUND_BENCHMARKS_ROOT"):
-        settings["root"] = str(Path(os.environ["SYNGROUND_BENCHMARKS_ROOT"]) / name.split("_")[0])
+    if "root" not in settings and environment.benchmarks_root():
+        settings["root"] = str(Path(environment.benchmarks_root()) / name.split("_")[0])
     settings.setdefault("resolution", DEFAULT_RESOLUTION[name])
     return settings
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from synground_assets.config import settings
 from synground_assets.grounding.config import ModelLimits, TrainConfig
 from synground_assets.quality.settings import EnsembleSettings, QualitySettings, QualitySettingsError
 from synground_assets.roles.base import ROLE_NAMES
@@ -82,7 +83,7 @@ class Recipe:
     grounding_model: RoleSpec | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
     real_data: RealData | None = None
-    quality: dict[str, Any] = field(default_factory=dict)  # filters and thresholds: quality/settings.py
+    quality: QualitySettings = field(default_factory=QualitySettings)  # filters and thresholds, parsed at load
     # Several detectors (`roles.detector` written as a list): (name, spec) each, in recipe order; empty
     # for one detector. `roles["detector"]` is then the first of them (its batch size drives the stage).
     ensemble: tuple[tuple[str, RoleSpec], ...] = ()
@@ -319,14 +320,15 @@ def _recipe(path: Path, name: str, data: Any) -> Recipe:
         grounding_model=_role_spec(path, f"recipe {name!r}, grounding_model", grounding) if grounding else None,
         training=training,
         real_data=real,
-        quality=fields.mapping("quality"),
         ensemble=ensemble,
     )
+    quality_block = fields.mapping("quality")
     fields.done()
     try:
-        quality = QualitySettings.from_dict(recipe.quality)
+        quality = QualitySettings.from_dict(quality_block)
     except QualitySettingsError as exc:
         raise RecipeError(f"{path}: recipe {name!r}, field {exc}") from exc
+    recipe = dataclasses.replace(recipe, quality=quality)  # parsed once, here: every stage reads the typed settings
     _check_ensemble(path, recipe, quality)
     return recipe
 
@@ -398,7 +400,7 @@ def _grounding_model_config(reference: str, revision: str | None) -> dict[str, A
 
 def load_recipe_book(path: str | os.PathLike | None = None) -> RecipeBook:
     """Read and validate a recipe file (default: `$SYNGROUND_RECIPES`, else the built-in one)."""
-    path = Path(path or os.environ.get("SYNGROUND_RECIPES") or BUILTIN_RECIPES)
+    path = Path(path or settings.recipes_file() or BUILTIN_RECIPES)
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist; set SYNGROUND_RECIPES to an existing file")
     try:
@@ -444,4 +446,4 @@ def _cached_book(path: str) -> RecipeBook:
 
 def recipe_book() -> RecipeBook:
     """The recipe book of this process (cached per file path)."""
-    return _cached_book(str(os.environ.get("SYNGROUND_RECIPES") or BUILTIN_RECIPES))
+    return _cached_book(str(settings.recipes_file() or BUILTIN_RECIPES))

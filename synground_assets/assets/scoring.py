@@ -8,13 +8,12 @@ a zero score.
 """
 
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from synground_assets import code_version
+from synground_assets.assets.provenance import Provenance
 from synground_assets.benchmarks import BENCHMARKS, BenchmarkMissing, load_benchmark
 from synground_assets.grounding.visualize import gradcam_figure
 from synground_assets.partitions import recipe_partitions
@@ -60,8 +59,9 @@ def benchmark_scores(
     results, metrics, protocol = scores.results, scores.metrics, benchmark.protocol
     figure = gradcam_figure(finetuned, benchmark.triplets, benchmark.resolution, protocol)
     # 3. MLflow: params, metrics, per-query CSV, overlays.
-    tags = {"dagster_run_id": context.run_id, "recipe": recipe.name, "benchmark": benchmark_name,
-            "partition": str(context.partition_key), "code_version": code_version(), "stage": "benchmark"}
+    provenance = Provenance.of(context)
+    tags = provenance.tags(recipe=recipe.name, benchmark=benchmark_name, partition=str(context.partition_key),
+                           stage="benchmark")
     with tracking.tracking().run(f"{recipe.name} on {benchmark_name}", tags) as run:
         run.log_params({"recipe": recipe.name, "benchmark": benchmark_name, "base_model": recipe.grounding_model.model,
                         "checkpoint": str(checkpoint), "queries": len(benchmark.triplets), "source": benchmark.source,
@@ -76,8 +76,7 @@ def benchmark_scores(
     # 4. Lineage.
     row = pd.DataFrame([{"benchmark": benchmark_name, "recipe": recipe.name, "queries": scores.queries,
                          **{name.split("/")[1]: value for name, value in metrics.items()},
-                         "mlflow_run_id": run.run_id, "run_id": context.run_id, "code_version": code_version(),
-                         "materialized_at": datetime.now(timezone.utc).replace(tzinfo=None)}])
+                         "mlflow_run_id": run.run_id, **provenance.columns()}])
     lineage.lineage().replace("benchmark_scores", row, {"benchmark": benchmark_name, "recipe": recipe.name})
     return dg.MaterializeResult(metadata={
         "status": "scored",

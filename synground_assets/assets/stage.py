@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +19,7 @@ import dagster as dg
 import pandas as pd
 
 from synground_assets import code_version
+from synground_assets.assets.provenance import Provenance
 from synground_assets.partitions import shard_partitions, split_shard_key
 from synground_assets.pipeline.result import StageResult
 from synground_assets.pipeline.writing import PngWriter
@@ -49,14 +49,12 @@ def generation_asset(**kwargs):
     )
 
 
-def lineage_columns(context: dg.AssetExecutionContext, recipe: str, shard: str, info: AdapterInfo) -> dict:
+def lineage_columns(provenance: Provenance, recipe: str, shard: str, info: AdapterInfo) -> dict:
     return {
         "recipe": recipe,
         "shard": shard,
         "partition_key": f"{recipe}|{shard}",
-        "run_id": context.run_id,
-        "code_version": code_version(),
-        "materialized_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        **provenance.columns(),
         "adapter": info.adapter,
         "model_id": info.model_id,
         "revision": info.revision or "",
@@ -69,6 +67,7 @@ def materialize_shards(
 ) -> list[StageResult]:
     """Run one stage over every shard of this run (one, or a range in a single-run backfill)."""
     shard_store = store.store()
+    provenance = Provenance.of(context)
     results = []
     keys = context.partition_keys
     if not keys:
@@ -80,7 +79,7 @@ def materialize_shards(
             with PngWriter(folder) as files:
                 result = run_shard(recipe, shard, shard_store, files)
                 write_result(folder, result, files)
-            common = lineage_columns(context, recipe_name, shard, result.info)
+            common = lineage_columns(provenance, recipe_name, shard, result.info)
             skipped = pd.DataFrame(result.skipped, columns=["item_id", "reason"]).assign(stage=asset)
             write_shard_lineage(folder, {**result.lineage, "skipped_items": skipped}, common)
         if result.skipped:

@@ -10,21 +10,18 @@ its metadata back here. Training resumes from its last checkpoint after a crash 
 working folder is keyed by everything that defines the run. The shards used go to lineage.
 """
 
-import json
 import os
 import re
 import sys
-from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
-from synground_assets import code_version
 from synground_assets.assets.exports import model_licence
+from synground_assets.assets.provenance import Provenance
 from synground_assets.assets.quality_report import box_filter_settings, log_quality_report, recipe_quality_report
 from synground_assets.dagster_internals import DagsterPipesExecutionError
-from synground_assets.finetune import job_spec
+from synground_assets.finetune import MlflowTarget, PublishTarget, TrainingJob
 from synground_assets.grounding.visualize import gradcam_figure
 from synground_assets.partitions import recipe_partitions
 from synground_assets.pipeline.scoring import rematerialize_checkpoint
@@ -65,23 +62,25 @@ def finetuned_checkpoint(
     settings, work = inputs.settings, inputs.work
     context.log.info(f"{inputs.synthetic_triplets} synthetic + {inputs.real_triplets} real training triplets, "
                      f"{inputs.held_out_source} held out; {inputs.ranks} rank(s) per node; working folder {work}")
-    # 2. Train as a torchrun job through Pipes; rank 0 logs to MLflow, publishes and reports back.
-    tags = {"dagster_run_id": context.run_id, "recipe": recipe.name, "partition": context.partition_key,
-            "code_version": code_version(), "stage": "finetune"}
+    # 2. Train as a torchrun job through Pipes; rank 0 logs to MLflow (with the config training used),
+    # publishes and reports back.
+    provenance = Provenance.of(context)
+    tags = provenance.tags(recipe=recipe.name, partition=context.partition_key, stage="finetune")
     with tracking.tracking().run(f"finetune {recipe.name}", tags) as run:
-        run.log_params({**{f"train.{k}": v for k, v in asdict(settings).items()},
-                        "base_model": recipe.grounding_model.model, "base_revision": inputs.spec.revision or "",
+        run.log_params({"base_model": recipe.grounding_model.model, "base_revision": inputs.spec.revision or "",
                         "synthetic_triplets": inputs.synthetic_triplets, "real_triplets": inputs.real_triplets,
                         "held_out_source": inputs.held_out_source, "shards": len(inputs.shard_counts),
                         "nproc_per_node": inputs.ranks})
-        publish = {"root": str(shard_store.root), "recipe": recipe.name, "asset": "finetuned_checkpoint",
-                   "shard": CHECKPOINT_SHARD, "tables": {"table.parquet": str(work / "table.parquet")},
-                   "provenance": {"recipe": recipe.name, "base_model": recipe.grounding_model.model,
-                                  "dagster_run_id": context.run_id, "code_version": code_version(),
-                                  "held_out": inputs.held_out_source}}
-        job = job_spec(settings, inputs.spec, inputs.index, inputs.held_out_index, str(work),
-                       {"tracking_uri": run.tracking_uri, "run_id": run.run_id}, publish)
-        (work / "job.json").write_text(json.dumps(job, indent=2))
+        job = TrainingJob(
+            settings, inputs.spec, inputs.index, inputs.held_out_index, str(work),
+            mlflow=MlflowTarget(run.tracking_uri, run.run_id),
+            publish=PublishTarget(str(shard_store.root), recipe.name, "finetuned_checkpoint", CHECKPOINT_SHARD,
+                                  tables={"table.parquet": str(work / "table.parquet")},
+                                  provenance={"recipe": recipe.name, "base_model": recipe.grounding_model.model,
+                                              "dagster_run_id": provenance.run_id,
+                                              "code_version": provenance.code_version,
+                                              "held_out": inputs.held_out_source}))
+        (work / "job.json").write_text(job.to_json())
         reported = run_training_job(context, work, inputs.ranks)
         lineage_index = lineage.lineage()
         lineage_index.refresh(shard_store.root)
@@ -101,8 +100,7 @@ def finetuned_checkpoint(
     # 3. Lineage: which triplets trained this checkpoint.
     checkpoint_id = f"{recipe.name}@{context.run_id}"
     lineage_index.replace("checkpoint_shards", inputs.shard_counts.assign(
-        checkpoint_id=checkpoint_id, recipe=recipe.name, run_id=context.run_id, code_version=code_version(),
-        materialized_at=datetime.now(timezone.utc).replace(tzinfo=None)), {"checkpoint_id": checkpoint_id})
+        checkpoint_id=checkpoint_id, recipe=recipe.name, **provenance.columns()), {"checkpoint_id": checkpoint_id})
     trained = suite.suite().load_grounding_model(published, device="cpu", remake=rematerialize_checkpoint(recipe.name))
     figure = gradcam_figure(trained, inputs.held_out_preview, settings.eval_resolution, settings.eval_protocol)
     return dg.MaterializeResult(metadata={

@@ -52,6 +52,9 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     model_path: Path | None = None
     pointing_game: PointingGameResult | None = None
+    # The config training used (rank 0): the adapter's GradCAM layer and objective filled in, as
+    # train_config.json holds it; what the caller logs.
+    config: TrainConfig | None = None
 
 
 def train_loop(module: nn.Module, state: TrainingState, batches: Iterator[LoadedBatch], steps: range,
@@ -191,7 +194,8 @@ def evaluate_and_save(config: TrainConfig, model: GroundingModel, eval_triplets:
         if log_fn:
             log_fn(config.max_steps, {"pointing_game_accuracy": pointing.accuracy})
     model_path = save_final(output_dir, model, config, metrics)
-    return TrainResult(metrics=metrics, history=history, model_path=model_path, pointing_game=pointing)
+    return TrainResult(metrics=metrics, history=history, model_path=model_path, pointing_game=pointing,
+                       config=config)
 
 
 def index_triplets(synthetic: Sequence[Triplet], real: Sequence[Triplet] | None, folder: Path) -> TripletIndex:

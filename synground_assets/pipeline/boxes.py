@@ -24,7 +24,7 @@ from synground_assets.quality.agreement import agreement_filter
 from synground_assets.quality.boxes import filter_boxes
 from synground_assets.quality.ensemble import PROPOSAL_COLUMNS, fuse_proposals
 from synground_assets.quality.removals import Removal
-from synground_assets.quality.settings import EnsembleSettings, QualitySettings
+from synground_assets.quality.settings import EnsembleSettings
 from synground_assets.quality.verify import verify_filter
 from synground_assets.recipes import Recipe
 from synground_assets.roles.base import AdapterInfo, Detection, RoleProvider
@@ -104,7 +104,7 @@ def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, suite: RoleProvid
 
 
 def _ensemble_settings(recipe: Recipe) -> EnsembleSettings:
-    return QualitySettings.from_dict(recipe.quality).ensemble or EnsembleSettings()
+    return recipe.quality.ensemble or EnsembleSettings()
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, ph
     """The recipe's box filters, then its agreement filter and its crop verification when it has
     them: (kept boxes, removals, the verifier's verdicts or None). A judge is asked of the suite
     only when there are boxes to judge."""
-    settings = QualitySettings.from_dict(recipe.quality)
+    settings = recipe.quality
     kept, removals = filter_boxes(detected, image_table, settings)
     files = dict(zip(image_table.item_id, image_table.file))
     phrase_text = dict(zip(phrase_table.phrase_id, phrase_table.phrase))

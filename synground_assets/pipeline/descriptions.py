@@ -16,7 +16,6 @@ import pandas as pd
 from synground_assets.pipeline.batching import Logger, Skipped, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.quality.removals import Removal
-from synground_assets.quality.settings import QualitySettings
 from synground_assets.quality.text import description_key, find_duplicate_texts, strip_control, text_problem
 from synground_assets.recipes import Recipe
 from synground_assets.roles.base import GeneratedText, RoleProvider, SourceItem
@@ -78,7 +77,7 @@ def describe_items(recipe: Recipe, shard: str, concepts: pd.DataFrame, suite: Ro
     shards' descriptions with one of these `description_key`s (asked once, when the recipe dedups
     descriptions). Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe's describer does."""
     describer = suite.describer(recipe.name)
-    settings = QualitySettings.from_dict(recipe.quality)
+    settings = recipe.quality
     items = source_items(concepts)
     progress = progress_or_none(log, f"descriptions {recipe.name}|{shard}", len(items))
     texts, skipped = run_batched(items, recipe.roles["describer"].batch_size, describer.describe,

@@ -122,7 +122,7 @@ def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, suite: R
     in_memory = InMemoryImages() if files is None else None
     files = files if files is not None else in_memory
     generator = suite.image_generator(recipe.name)
-    settings = QualitySettings.from_dict(recipe.quality)
+    settings = recipe.quality
     seeds = {item: derive_seed("image", item) for item in descriptions.item_id}
     pairs = list(zip(descriptions.item_id, descriptions.description))
     hashes: dict[str, str] = {}

@@ -36,7 +36,7 @@ def dedup_distances() -> set[int]:
     """The image dedup distances in use: the recipe book's and the default's."""
     distances = {QualitySettings().image_dedup_distance}
     try:
-        distances |= {QualitySettings.from_dict(recipe.quality).image_dedup_distance
+        distances |= {recipe.quality.image_dedup_distance
                       for recipe in recipe_book().recipes.values()}
     except ValueError:  # RecipeError, QualitySettingsError: a bad recipe file fails its runs, not the index
         pass

@@ -15,9 +15,9 @@ Every process of a deployment (webserver, daemon, code server, workers) must see
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
+
+from synground_assets.config import settings
 
 PROFILES = ("local", "scale")
 DEFAULT_SHARDS_PER_RUN = 8
@@ -28,7 +28,7 @@ class ProfileError(ValueError):
 
 
 def profile() -> str:
-    name = os.environ.get("SYNGROUND_PROFILE") or "local"
+    name = settings.profile() or "local"
     if name not in PROFILES:
         raise ProfileError(f"SYNGROUND_PROFILE={name!r}: expected one of {', '.join(PROFILES)} (unset means local)")
     return name
@@ -36,7 +36,7 @@ def profile() -> str:
 
 def shards_per_run() -> int:
     """K: the most shards one run of a backfill or of the missing-shards schedule covers."""
-    value = os.environ.get("SYNGROUND_SHARDS_PER_RUN") or str(DEFAULT_SHARDS_PER_RUN)
+    value = settings.shards_per_run() or str(DEFAULT_SHARDS_PER_RUN)
     if not value.isdigit() or int(value) < 1:
         raise ProfileError(f"SYNGROUND_SHARDS_PER_RUN={value!r}: expected an integer >= 1, e.g. 8")
     return int(value)

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from synground_assets.config import settings
 from synground_assets.permissions import apply_umask
 from synground_assets.tiny import detection, diffusion, glip, grounding, photos, text, vision_language
 
@@ -51,7 +52,7 @@ def register(name: str, builder: Builder) -> None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SYNGROUND_TINY_MODELS") or Path.home() / ".cache" / "synground" / "tiny")
+    return Path(settings.tiny_models() or Path.home() / ".cache" / "synground" / "tiny")
 
 
 def ensure_tiny(name: str, root: str | os.PathLike | None = None) -> Path:

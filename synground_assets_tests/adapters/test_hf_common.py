@@ -148,7 +148,8 @@ def test_a_dotted_package_reference_imports_no_parent_package():
     """Issue 30, item 9: `package:this.x` imported `this` (which prints the Zen of Python), against
     the docstring's "found without importing the package"."""
     code = ("import sys\nfrom synground_assets.adapters import hf_common\n"
-            "from synground_assets.adapters.loading import ModelLoadError\ntry:\n    hf_common.resolve_model('package:this.x', 'describer')\n"
+            "from synground_assets.adapters.loading import ModelLoadError\n"
+            "try:\n    hf_common.resolve_model('package:this.x', 'describer')\n"
             "except ModelLoadError as exc:\n    print('ERROR', exc)\nprint('IMPORTED', 'this' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

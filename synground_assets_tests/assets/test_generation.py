@@ -8,7 +8,7 @@ import dagster as dg
 
 from synground_assets.adapters.suite import ModelSuite
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.tiny.shapes import ShapesImageGenerator
@@ -19,7 +19,7 @@ def materialize(partition_key: str, instance=None, models=None) -> dg.ExecuteInP
         GENERATION_ASSETS,
         partition_key=partition_key,
         instance=instance or dg.DagsterInstance.ephemeral(),
-        resources={"store": StoreResource(), "suite": models or ModelSuiteResource()},
+        resources={"store": StoreResource(), "lineage": LineageResource(), "suite": models or ModelSuiteResource()},
         raise_on_error=False,
     )
 

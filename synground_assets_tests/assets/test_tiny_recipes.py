@@ -22,7 +22,7 @@ from synground_assets.adapters.hf_image import article_phrases
 from synground_assets.adapters.suite import ModelSuite, model_suite
 from synground_assets.definitions import GENERATION_ASSETS, defs
 from synground_assets.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.base import AdapterInfo, PhraseCandidates
@@ -46,7 +46,7 @@ def materialize(partition_key: str, suite: ModelSuiteResource | None = None, ass
         assets,
         partition_key=partition_key,
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"store": StoreResource(), "suite": suite or ModelSuiteResource()},
+        resources={"store": StoreResource(), "lineage": LineageResource(), "suite": suite or ModelSuiteResource()},
         raise_on_error=False,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synground_assets.finetune import job_spec, publish, run_job
+from synground_assets.finetune import PublishTarget, job_spec, publish, run_job
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.train import TrainResult
 from synground_assets.recipes import RoleSpec
@@ -13,9 +13,9 @@ from synground_assets.resources.store import UnsafePathError, write_table
 ESCAPE = "../../../escape.parquet"  # from the staging folder <root>/r/finetuned_checkpoint/.tmp-...: out of <root>
 
 
-def settings(tmp_path, tables: dict[str, str]) -> dict:
-    return {"root": str(tmp_path / "data"), "recipe": "r", "asset": "finetuned_checkpoint", "shard": "model",
-            "tables": tables, "provenance": {}}
+def settings(tmp_path, tables: dict[str, str]) -> PublishTarget:
+    return PublishTarget(root=str(tmp_path / "data"), recipe="r", asset="finetuned_checkpoint", shard="model",
+                         tables=tables, provenance={})
 
 
 @pytest.fixture

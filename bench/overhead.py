@@ -73,7 +73,8 @@ def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
 
     start = time.perf_counter()
     result = dg.materialize(GENERATION_ASSETS, partition_key=partition_key, instance=instance,
-                            resources={"store": StoreResource(), "lineage": LineageResource(), "suite": ModelSuiteResource()})
+                            resources={"store": StoreResource(), "lineage": LineageResource(),
+                                       "suite": ModelSuiteResource()})
     wall = time.perf_counter() - start
     assert result.success
     started, steps = {}, {}

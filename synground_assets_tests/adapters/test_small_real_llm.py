@@ -29,7 +29,8 @@ def test_smollm2_writes_and_reads_a_shard_through_dagster(project_home):
     try:
         result = dg.materialize(GENERATION_ASSETS, partition_key=f"{RECIPE}|00000",
                                 instance=dg.DagsterInstance.ephemeral(),
-                                resources={"store": StoreResource(), "lineage": LineageResource(), "suite": ModelSuiteResource()})
+                                resources={"store": StoreResource(), "lineage": LineageResource(),
+                                           "suite": ModelSuiteResource()})
         # The describer and the phrase extractor name one model: it is read and de-quantized once.
         describer, extractor = model_suite().describer(RECIPE), model_suite().phrase_extractor(RECIPE)
         assert describer.model is extractor.model

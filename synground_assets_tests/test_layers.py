@@ -103,7 +103,7 @@ MIXED = {"config"}
 
 
 def part(module: str) -> str:
-    """'synground_assets.roles.hf_text' -> 'roles'; 'synground_assets.config.settings' -> 'config.settings'."""
+    """'synground_assets.roles.catalog' -> 'roles'; 'synground_assets.config.settings' -> 'config.settings'."""
     names = module.split(".")[1:]
     if len(names) > 1 and names[0] in MIXED:
         return ".".join(names[:2])

@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from synground_assets.config import settings
+
 
 def _boot_time() -> float | None:
     try:
@@ -128,7 +130,7 @@ def guard_training_process(run_id: str | None, working_folder: str | os.PathLike
     run's cleanup ends them, and hold a shared lock on the working folder as long as it lives, so that
     no new job starts there beside it (`lock_working_folder`). A job run by hand (no run id, no
     instance) gets the exit and the lock only."""
-    launcher = int(os.environ.get(LAUNCHER_PID_ENV) or 0) or None
+    launcher = int(settings.launcher_pid() or 0) or None
     die_with_parent()
     parent = os.getppid()
     if launcher and parent != launcher:  # torchrun died before the line above: no signal will come
@@ -151,7 +153,7 @@ def guard_training_process(run_id: str | None, working_folder: str | os.PathLike
 # the folder's rank lock shared. Killing the step alone (kill -9 of its pid, not its group) left torchrun
 # and its ranks training to the end, beside the rerun in the same folder.
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-LAUNCHER_PID_ENV = "SYNGROUND_LAUNCHER_PID"  # torchrun's pid, for its ranks (set by the launcher)
+LAUNCHER_PID_ENV = settings.LAUNCHER_PID_ENV  # torchrun's pid, for its ranks (set by the launcher)
 JOB_LOCK = ".training.lock"  # held exclusive by the launcher, then by torchrun (the same pid, after exec)
 RANK_LOCK = ".ranks.lock"  # held shared by every rank
 EXIT_FOLDER_IN_USE = 73  # the launcher's exit code when another job holds the working folder

@@ -16,11 +16,14 @@ its fix) stays with the module that uses it.
     SYNGROUND_PROFILE           local (default) or scale (ops/scale/profile.py)
     SYNGROUND_SHARDS_PER_RUN    the most shards one run of a backfill covers
     SYNGROUND_TORCH_THREADS     each training rank's torch threads
+    SYNGROUND_LAUNCHER_PID      set by the training launcher for torchrun's ranks (ops/launcher.py), not by users
 """
 
 from __future__ import annotations
 
 import os
+
+LAUNCHER_PID_ENV = "SYNGROUND_LAUNCHER_PID"  # torchrun's pid, for its ranks (set by the launcher)
 
 
 def _read(name: str) -> str | None:
@@ -67,3 +70,7 @@ def shards_per_run() -> str | None:
 def torch_threads() -> str:
     """Stripped; empty when unset."""
     return os.environ.get("SYNGROUND_TORCH_THREADS", "").strip()
+
+
+def launcher_pid() -> str | None:
+    return _read(LAUNCHER_PID_ENV)

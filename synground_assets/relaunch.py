@@ -1,5 +1,5 @@
-"""The `lost_retries` sensor: a failed run whose automatic retry could not be launched is launched
-again, once the code location answers.
+"""The `lost_retries` sensor: a failed generation run whose automatic retry could not be launched is
+launched again, once the code location answers.
 
 Dagster's run retries (`run_retries` in dagster.yaml) are launched by the daemon, which asks the
 code server for the retry's execution plan. When the code server does not answer in time (busy,
@@ -37,6 +37,7 @@ from synground_assets.dagster_internals import (
     PARTITION_NAME_TAG,
     WILL_RETRY_TAG,
 )
+from synground_assets.scale.backfill import GENERATION_ASSETS
 
 FAILED_TO_RETRY = "Failed to retry run"  # the daemon's engine event, auto_run_reexecution.py
 RELAUNCH_OF, RELAUNCH_NUMBER = "synground/relaunch_of", "synground/relaunch_number"
@@ -119,9 +120,11 @@ def backfill_over(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     return backfill is not None and backfill.status.value in ("CANCELED", "CANCELING")
 
 
-def find_lost_retries(instance: dg.DagsterInstance, now: float | None = None) -> tuple[list[LostRetry], list[str]]:
-    """Failed runs whose automatic retry could not be launched and that are to be relaunched, and the
-    ids of those left alone because their budget is spent."""
+def find_lost_retries(instance: dg.DagsterInstance, relaunchable: frozenset[dg.AssetKey] | None = None,
+                      now: float | None = None) -> tuple[list[LostRetry], list[str]]:
+    """Failed runs whose automatic retry could not be launched and that are to be relaunched (their
+    unfinished assets all in `relaunchable`, None: any), and the ids of those left alone because
+    their budget is spent."""
     import time
 
     now = time.time() if now is None else now
@@ -142,7 +145,7 @@ def find_lost_retries(instance: dg.DagsterInstance, now: float | None = None) ->
             spent.append(run.run_id)
             continue
         assets = unfinished_assets(instance, run)
-        if assets:
+        if assets and (relaunchable is None or set(assets) <= relaunchable):
             lost.append(LostRetry(run.run_id, run.job_name, reason, number, budget, assets, kept_tags(run)))
     return lost, spent
 
@@ -168,17 +171,29 @@ def relaunch_interval_s() -> int:
     return int(os.environ.get("SYNGROUND_RELAUNCH_INTERVAL_S") or 60)
 
 
-@dg.sensor(name="lost_retries", minimum_interval_seconds=relaunch_interval_s(), target=dg.AssetSelection.all(),
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Relaunches a failed run whose automatic retry could not be launched (code location busy "
-                       "or restarting), once per failed run, within its synground/max_relaunches budget.")
-def lost_retries_sensor(context: dg.SensorEvaluationContext):
-    lost, spent = find_lost_retries(context.instance)
+def relaunch_requests(instance: dg.DagsterInstance, log, relaunchable: frozenset[dg.AssetKey] | None = None):
+    """What the sensor returns: a run request per lost retry (recorded on its failed run), or why none."""
+    lost, spent = find_lost_retries(instance, relaunchable)
     for run_id in spent:
-        context.log.warning(f"run {run_id}: its retry could not be launched and its relaunch budget is spent")
+        log.warning(f"run {run_id}: its retry could not be launched and its relaunch budget is spent")
     if not lost:
         return dg.SkipReason(f"no lost retry{f'; budget spent for {len(spent)} run(s)' if spent else ''}")
     for item in lost:
-        record_relaunch(context.instance, item)
-        context.log.warning(f"relaunching run {item.run_id} ({item.number}/{item.budget}): {item.reason}")
+        record_relaunch(instance, item)
+        log.warning(f"relaunching run {item.run_id} ({item.number}/{item.budget}): {item.reason}")
     return [item.run_request() for item in lost]
+
+
+# The generation stages: runs of many shards on many workers, the ones a lost worker leaves failed.
+# (One sensor cannot target every asset: its job would mix partitioned and unpartitioned assets.)
+GENERATION = dg.AssetSelection.groups("generation")
+GENERATION_KEYS = frozenset(dg.AssetKey(name) for name in GENERATION_ASSETS)
+
+
+@dg.sensor(name="lost_retries", minimum_interval_seconds=relaunch_interval_s(), target=GENERATION,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Relaunches a failed generation run whose automatic retry could not be launched (code "
+                       "location busy or restarting), once per failed run, within its synground/max_relaunches "
+                       "budget.")
+def lost_retries_sensor(context: dg.SensorEvaluationContext):
+    return relaunch_requests(context.instance, context.log, GENERATION_KEYS)

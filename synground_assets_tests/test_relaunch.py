@@ -17,6 +17,7 @@ from synground_assets.relaunch import (
     RELAUNCH_STATE,
     find_lost_retries,
     lost_retries_sensor,
+    relaunch_requests,
 )
 
 
@@ -59,7 +60,8 @@ def failed_run(instance, tags: dict | None = None, retry_failed: bool = True) ->
 def test_a_run_whose_retry_could_not_be_launched_is_relaunched_from_its_failure_once(instance):
     run = failed_run(instance)
     context = dg.build_sensor_context(instance=instance)
-    [request] = lost_retries_sensor(context)
+    assert lost_retries_sensor(context).skip_message == "no lost retry"  # the sensor relaunches generation runs
+    [request] = relaunch_requests(instance, context.log)
 
     assert request.run_key == f"relaunch:{run.run_id}"
     assert request.asset_selection == [dg.AssetKey("second")]  # `first` succeeded: not redone
@@ -76,7 +78,7 @@ def test_a_run_whose_retry_could_not_be_launched_is_relaunched_from_its_failure_
     instance.create_run_for_job(dg.define_asset_job("relaunch", [first, second]).resolve(
         asset_graph=dg.Definitions(assets=[first, second]).resolve_asset_graph()), tags=request.tags)
     assert find_lost_retries(instance) == ([], [])
-    assert lost_retries_sensor(context).skip_message == "no lost retry"
+    assert relaunch_requests(instance, context.log).skip_message == "no lost retry"
 
 
 def test_runs_dagster_does_not_retry_by_design_or_retried_are_left_alone(instance):

@@ -218,10 +218,17 @@ class Sandbox:
                                           str(data / "server.log"), "-w", "start"]), check=True, capture_output=True,
                        cwd="/")
 
-    def restart_postgres(self) -> None:
-        """Stop PostgreSQL (every connection to it dies) and start it again on the same port."""
+    def stop_postgres(self) -> None:
+        """Stop PostgreSQL (every connection to it dies); `start_postgres` starts it on the same port."""
         subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w",
                                           "stop"]), check=True, capture_output=True, cwd="/")
+
+    def start_postgres(self) -> None:
+        self._pg_ctl_start()
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL and start it again on the same port."""
+        self.stop_postgres()
         self._pg_ctl_start()
 
     def _create_schema(self) -> None:
@@ -298,7 +305,7 @@ class Sandbox:
             if name not in self.workers or self.workers[name].poll() is not None:
                 self.workers[name] = self.start_worker(name, devices)
 
-    def signal(self, name: str, sig: int) -> None:
+    def send_signal(self, name: str, sig: int) -> None:
         """Send `sig` to a service's process group (SIGSTOP freezes it, as a VM pause would; SIGCONT resumes)."""
         os.killpg(self.processes[name].pid, sig)
 

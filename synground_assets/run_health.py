@@ -134,7 +134,7 @@ def _launcher_verdict(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Verdi
     except Exception as exc:  # e.g. the broker is unreachable: nothing is known about the worker
         return Verdict(Health.UNKNOWN, f"the run launcher's health check failed: {type(exc).__name__}: {exc}")
     if result.status == WorkerStatus.FAILED:
-        return Verdict(Health.DEAD, f"its worker is gone: {result.msg}")
+        return Verdict(Health.DEAD, f"its worker is dead or silent: {result.msg}")
     if result.status in (WorkerStatus.RUNNING, WorkerStatus.SUCCESS):
         return Verdict(Health.ALIVE, result.msg or "")
     return Verdict(Health.UNKNOWN, f"the run launcher says {result.status.value}: {result.msg}")

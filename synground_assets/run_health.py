@@ -134,7 +134,7 @@ def _launcher_verdict(instance: dg.DagsterInstance, run: dg.DagsterRun) -> Verdi
     except Exception as exc:  # e.g. the broker is unreachable: nothing is known about the worker
         return Verdict(Health.UNKNOWN, f"the run launcher's health check failed: {type(exc).__name__}: {exc}")
     if result.status == WorkerStatus.FAILED:
-        return Verdict(Health.DEAD, f"its worker is gone: {result.msg}")
+        return Verdict(Health.DEAD, f"its worker is dead or silent: {result.msg}")
     if result.status in (WorkerStatus.RUNNING, WorkerStatus.SUCCESS):
         return Verdict(Health.ALIVE, result.msg or "")
     return Verdict(Health.UNKNOWN, f"the run launcher says {result.status.value}: {result.msg}")
@@ -215,10 +215,19 @@ def ensure_run_started(run_id: str | None) -> None:
     if not run_id or not os.environ.get("DAGSTER_HOME"):
         return
     with dg.DagsterInstance.get() as instance:
-        run = instance.get_run_by_id(run_id)
+        ensure_run_is_started(instance, run_id)
+
+
+def ensure_run_is_started(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Raise `RunNotStartedError` unless `run_id` is still the STARTED run of record in `instance`:
+    what each generation shard and the training job check just before they publish. A process that
+    was frozen past its heartbeats (a VM pause, a swap storm) resumes in a run already marked failed
+    and retried; its shards are the retry's to publish, not its own."""
+    run = instance.get_run_by_id(run_id)
     if run is not None and run.status != dg.DagsterRunStatus.STARTED:
-        raise RunNotStartedError(f"run {run_id} is {run.status.value}, no longer started (marked failed by cleanup, or "
-                                 "canceled): this process outlived it, and publishes nothing")
+        raise RunNotStartedError(f"run {run_id} is {run.status.value}, no longer started (marked failed by run "
+                                 "monitoring or cleanup, or canceled): this process outlived it, and publishes "
+                                 "nothing")
 
 
 def clean_up_dead_runs(instance: dg.DagsterInstance, dry_run: bool = False,

@@ -2,7 +2,9 @@
 
 For each shard of the run: call the stage, write what it returns (tables, PNG files) into a staging
 folder, add its lineage rows and skipped items there as Parquet files (`lineage/<table>.parquet`),
-publish it all with the store's one atomic rename, log progress. An asset supplies only
+publish it all with the store's one atomic rename, log progress. Each publish first checks that the
+run is still the STARTED run of record (a worker frozen past its heartbeats resumes in a run that
+was failed and retried meanwhile: it fails, recorded, and publishes nothing). An asset supplies only
 `run_shard`, which reads the shard's inputs from the store and calls its stage. No step opens the
 lineage database: it is an index built from these files (`Lineage.refresh`).
 """
@@ -28,6 +30,7 @@ from synground_assets.resources import StoreResource
 from synground_assets.resources.lineage import write_shard_lineage
 from synground_assets.resources.store import ShardStore, write_table
 from synground_assets.roles.base import AdapterInfo
+from synground_assets.run_health import RunNotStartedError, ensure_run_is_started
 from synground_assets.scale import profile
 
 # (recipe, shard, store, files) -> what to publish; `files` writes images into the staging folder
@@ -75,13 +78,18 @@ def materialize_shards(
     for number, key in enumerate(keys, start=1):
         recipe_name, shard = split_shard_key(key)
         recipe = recipe_book().get(recipe_name)
-        with shard_store.writing(recipe_name, asset, shard, run_id=context.run_id) as folder:
-            with PngWriter(folder) as files:
-                result = run_shard(recipe, shard, shard_store, files)
-                write_result(folder, result, files)
-            common = lineage_columns(provenance, recipe_name, shard, result.info)
-            skipped = pd.DataFrame(result.skipped, columns=["item_id", "reason"]).assign(stage=asset)
-            write_shard_lineage(folder, {**result.lineage, "skipped_items": skipped}, common)
+        try:
+            with shard_store.writing(recipe_name, asset, shard, run_id=context.run_id,
+                                     before_publish=lambda: ensure_run_is_started(context.instance, context.run_id)
+                                     ) as folder:
+                with PngWriter(folder) as files:
+                    result = run_shard(recipe, shard, shard_store, files)
+                    write_result(folder, result, files)
+                common = lineage_columns(provenance, recipe_name, shard, result.info)
+                skipped = pd.DataFrame(result.skipped, columns=["item_id", "reason"]).assign(stage=asset)
+                write_shard_lineage(folder, {**result.lineage, "skipped_items": skipped}, common)
+        except RunNotStartedError as exc:
+            raise not_started_failure(asset, key, exc) from exc
         if result.skipped:
             context.log.warning(skipped_message(asset, key, result.skipped))
         context.log.info(f"{asset}: shard {number}/{len(keys)} ({recipe_name}|{shard}) published: {result.counts}")
@@ -108,6 +116,13 @@ def write_result(folder: Path, result: StageResult, files: PngWriter) -> None:
         files.put(file, image)
     for name, frame in result.tables.items():
         write_table(folder, frame, name)
+
+
+def not_started_failure(asset: str, key: str, exc: RunNotStartedError) -> dg.Failure:
+    """The run was failed (and retried) while this process was frozen or cut off: the shard it made
+    is dropped, the retry's is the one of record. Not retried: the retry exists already."""
+    return dg.Failure(f"{asset} {key}: not published: {exc}", allow_retries=False,
+                      metadata={"refused_publish": dg.MetadataValue.text(key)})
 
 
 def no_shards_failure(context: dg.AssetExecutionContext) -> dg.Failure:

@@ -5,14 +5,16 @@ with SIGKILL (or a lost machine) never moves the task out of `STARTED`, so run m
 forever. Each worker (synground_assets/scale/worker.py) refreshes a heartbeat key in Redis every
 `heartbeat_seconds`; the key expires after three beats. A started task whose worker has no live
 heartbeat, or a heartbeat from another process, is reported `FAILED`: run monitoring marks the run
-failed and run retries launch it again on a live worker. The beat comes from a thread, so it keeps
-going while the worker's one process executes a long run (`--pool=solo`).
+failed and run retries launch it again on a live worker. The message says which: a worker on this
+machine whose process is gone, or one silent for N s (frozen: a VM pause, a swap storm, SIGSTOP;
+or cut off), which may still resume; its publishes are then refused (`run_health.ensure_run_started`).
+The beat comes from a thread, so it keeps going while the worker's one process executes a long run (`--pool=solo`).
 
 A Redis restart is neither a dead worker nor a dead run: a beat that fails is tried again at the
 next beat; a health check that cannot reach Redis, or that runs before the workers have beaten
 again after a restart, raises `WorkerHealthUnknown` (run monitoring then leaves the run alone, and
 `run_health` says "unknown"); a task whose state Redis forgot is judged by the worker named on
-the run's tags.
+the run's tags. The broker URL is shown with its password masked (`scale/urls.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import redis
@@ -31,11 +34,16 @@ from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from kombu.exceptions import OperationalError
 
 from synground_assets.dagster_internals import CheckRunHealthResult, WorkerStatus
+from synground_assets.processes import process_alive
+from synground_assets.scale.urls import password_of, redact, safe_url
 
 HEARTBEAT_KEY = "synground:celery-worker:{node}"
+LAST_BEAT_KEY = "synground:celery-worker-last-beat:{node}"  # epoch seconds of its last beat, kept a day
+LAST_BEAT_KEPT_S = 86400
 BEATS_TO_EXPIRE = 3
 REDIS_TIMEOUT_S = 5.0
 WORKER_TAG, WORKER_PID_TAG = "synground/worker", "synground/worker_pid"  # set by scale/worker.py
+WORKER_HOST_TAG = "synground/worker_host"
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +75,19 @@ class HeartbeatCeleryRunLauncher(CeleryRunLauncher):
 
     def redis_client(self) -> redis.Redis:
         if not (self.broker or "").startswith("redis"):
-            raise ValueError(f"heartbeats are kept in the Redis broker; broker is {self.broker!r}: use redis://host:port/db")
+            raise ValueError(f"heartbeats are kept in the Redis broker; broker is {safe_url(self.broker)!r}: use "
+                             "redis://[:password@]host:port/db")
         # Bounded waits: a health check of an unreachable Redis must answer "unknown", not hang the daemon.
         return redis.Redis.from_url(self.broker, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
 
     def beat(self, node: str, client: redis.Redis) -> None:
         client.set(HEARTBEAT_KEY.format(node=node), json.dumps(worker_identity()),
                    ex=BEATS_TO_EXPIRE * self.heartbeat_seconds)
+        client.set(LAST_BEAT_KEY.format(node=node), str(time.time()), ex=LAST_BEAT_KEPT_S)
+
+    def safe(self, text: object) -> str:
+        """`text` with the broker's and backend's passwords masked: what may be logged or raised."""
+        return redact(str(text), *(password_of(url) for url in (self.broker, self.backend)))
 
     def start_heartbeat(self, node: str) -> threading.Thread:
         """Beat now, then from a daemon thread for as long as this process lives. A beat that cannot
@@ -88,7 +102,7 @@ class HeartbeatCeleryRunLauncher(CeleryRunLauncher):
                 try:
                     self.beat(node, client)
                 except redis.RedisError as exc:
-                    log.warning(f"heartbeat of {node}: Redis unreachable ({exc}); trying again in "
+                    log.warning(f"heartbeat of {node}: Redis unreachable ({self.safe(exc)}); trying again in "
                                 f"{self.heartbeat_seconds} s")
 
         thread = threading.Thread(target=loop, name=f"heartbeat-{node}", daemon=True)
@@ -102,8 +116,10 @@ class HeartbeatCeleryRunLauncher(CeleryRunLauncher):
         try:
             return self._worker_health(run)
         except (redis.RedisError, OSError, OperationalError) as exc:
-            raise WorkerHealthUnknown(f"run {run.run_id}: Redis at {self.broker} cannot be reached ({exc}); the "
-                                      "health of its worker is unknown") from exc
+            # Not `from exc`: the cause's text is Redis's, and a log prints the chain; what it says is kept, masked.
+            raise WorkerHealthUnknown(f"run {run.run_id}: Redis at {safe_url(self.broker)} cannot be reached "
+                                      f"({type(exc).__name__}: {self.safe(exc)}); the health of its worker is "
+                                      "unknown") from None
 
     def _worker_health(self, run) -> CheckRunHealthResult:
         task = self.celery.AsyncResult(run.tags[DAGSTER_CELERY_TASK_ID_TAG])
@@ -127,7 +143,20 @@ class HeartbeatCeleryRunLauncher(CeleryRunLauncher):
         if beat is None and client.info("server")["uptime_in_seconds"] < lifetime:
             raise WorkerHealthUnknown(f"run {run.run_id}: Redis restarted less than {lifetime} s ago; worker {node} "
                                       "has not beaten since")
-        return CheckRunHealthResult(
-            WorkerStatus.FAILED,
-            f"Celery worker {node} (pid {pid}) has sent no heartbeat for {lifetime} s: its process is gone",
-        )
+        return CheckRunHealthResult(WorkerStatus.FAILED, silent_worker_message(run, node, pid, beat, client, lifetime))
+
+
+def silent_worker_message(run, node: str, pid: int, beat: bytes | None, client: redis.Redis, lifetime: int) -> str:
+    """Why the worker counts as dead. Only a process on this machine can be seen to be gone; a worker
+    that stopped beating may be frozen (and resume) or cut off, so it is called silent, for as long
+    as its last beat tells."""
+    if beat is not None:
+        return (f"Celery worker {node} (pid {pid}) is gone: process {json.loads(beat)['pid']} now beats under its "
+                "name (the worker was restarted)")
+    if run.tags.get(WORKER_HOST_TAG) == socket.gethostname() and pid and not process_alive(pid):
+        return f"Celery worker {node} (pid {pid}) has sent no heartbeat for {lifetime} s: its process is gone"
+    last = client.get(LAST_BEAT_KEY.format(node=node))
+    silent = f"{time.time() - float(last):.0f}" if last is not None else f"more than {lifetime}"
+    return (f"Celery worker {node} (pid {pid}) silent for {silent} s (no heartbeat within {lifetime} s): frozen (a "
+            "VM pause, a swap storm), overloaded or cut off; if it resumes, its run publishes nothing more")
+

@@ -3,7 +3,8 @@ code server, the webserver, the daemon and N Celery workers, on free ports in a 
 
 The service tests and bench/scale_out.py use it; it is also the quickest way to try the scale
 profile. PostgreSQL's initdb/pg_ctl refuse to run as root, so as root they run as `postgres`
-(`runuser`). Every process is stopped (by its pid) when the sandbox closes.
+(`runuser`). Every process is stopped (by its pid) when the sandbox closes. With `password`, Redis
+(`requirepass`) and PostgreSQL (scram-sha-256) ask for it, as a production deployment's do.
 """
 
 from __future__ import annotations
@@ -111,10 +112,13 @@ class Sandbox:
     """Start with `with Sandbox(env_overrides, instance_overrides) as sandbox:`; `sandbox.env` is the
     environment every process got (DAGSTER_HOME, database, broker, data root, profile)."""
 
-    def __init__(self, env: dict[str, str] | None = None, instance: dict | None = None):
+    def __init__(self, env: dict[str, str] | None = None, instance: dict | None = None, password: str | None = None):
+        self.password = password
+        credentials = f":{password}@" if password else ""
         self.root = Path(tempfile.mkdtemp(prefix="synground-sandbox-"))
         self.root.chmod(0o755)  # PostgreSQL (another user) creates its data folder inside
         self.processes: dict[str, subprocess.Popen] = {}
+        self.log_offsets: dict[str, int] = {}
         self.pg_port, self.redis_port = free_port(), free_port()
         self.code_port, self.web_port = free_port(), free_port()
         self.env = {
@@ -122,8 +126,8 @@ class Sandbox:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "DAGSTER_HOME": str(self.root / "dagster_home"),
             "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.pg_port), "DAGSTER_PG_USER": "postgres",
-            "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": "dagster",
-            "SYNGROUND_CELERY_BROKER": f"redis://127.0.0.1:{self.redis_port}/0",
+            "DAGSTER_PG_PASSWORD": password or "", "DAGSTER_PG_DB": "dagster",
+            "SYNGROUND_CELERY_BROKER": f"redis://{credentials}127.0.0.1:{self.redis_port}/0",
             "SYNGROUND_PROFILE": "scale",
             "SYNGROUND_DATA": str(self.root / "data"), "SYNGROUND_LINEAGE": str(self.root / "data" / "lineage.duckdb"),
             "SYNGROUND_HOME": str(self.root), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -148,9 +152,15 @@ class Sandbox:
 
     def start_redis(self) -> None:
         """Redis without persistence: a restart forgets every key and task state, the worst case."""
+        password = ["--requirepass", self.password] if self.password else []
         self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no"])
+                              "--appendonly", "no", *password])
         wait_for(lambda: port_open(self.redis_port), "redis-server", self.log("redis"))
+
+    def redis_client(self):
+        import redis
+
+        return redis.Redis(port=self.redis_port, password=self.password)
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -189,7 +199,13 @@ class Sandbox:
         data.mkdir()
         if os.geteuid() == 0:
             shutil.chown(data, "postgres", "postgres")
-        subprocess.run(self._as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+        auth = ["-A", "trust"]
+        if self.password:
+            pwfile = self.root / "pgpassword"
+            pwfile.write_text(self.password)
+            pwfile.chmod(0o644)  # read by initdb as `postgres`; the sandbox's folder is private to its tests
+            auth = ["-A", "scram-sha-256", "--pwfile", str(pwfile)]
+        subprocess.run(self._as_postgres([str(PG_BIN / "initdb"), "-D", str(data), *auth, "-U", "postgres",
                                           "--no-sync"]), check=True, capture_output=True, cwd="/")
         self.pg_data = data
         self._pg_ctl_start()
@@ -202,16 +218,24 @@ class Sandbox:
                                           str(data / "server.log"), "-w", "start"]), check=True, capture_output=True,
                        cwd="/")
 
-    def restart_postgres(self) -> None:
-        """Stop PostgreSQL (every connection to it dies) and start it again on the same port."""
+    def stop_postgres(self) -> None:
+        """Stop PostgreSQL (every connection to it dies); `start_postgres` starts it on the same port."""
         subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w",
                                           "stop"]), check=True, capture_output=True, cwd="/")
+
+    def start_postgres(self) -> None:
+        self._pg_ctl_start()
+
+    def restart_postgres(self) -> None:
+        """Stop PostgreSQL and start it again on the same port."""
+        self.stop_postgres()
         self._pg_ctl_start()
 
     def _create_schema(self) -> None:
         import psycopg2
 
-        with closing(psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres")) as conn:
+        with closing(psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres",
+                                      password=self.password)) as conn:
             conn.autocommit = True
             conn.cursor().execute("CREATE DATABASE dagster")
         # One process creates Dagster's tables before the others connect (concurrent creation races).
@@ -253,6 +277,8 @@ class Sandbox:
     def start_worker(self, name: str, cuda_visible_devices: str, queues: str = "gpu,cpu",
                      wait: bool = True) -> subprocess.Popen:
         """A Celery worker as deploy/worker.sh starts one (and waits until it is ready for tasks)."""
+        log = self.log(name)
+        self.log_offsets[name] = log.stat().st_size if log.exists() else 0  # a restarted worker appends
         process = self._start(name, [str(BIN / "celery"), "-A", "synground_assets.scale.worker", "worker",
                                      "--pool=solo", "--concurrency=1", "-Q", queues, "-n", f"{name}@%h",
                                      "--without-gossip", "--without-mingle", "--loglevel=INFO"],
@@ -262,11 +288,26 @@ class Sandbox:
         return process
 
     def wait_for_worker(self, name: str) -> None:
-        process = self.processes[name]
-        wait_for(lambda: "ready." in self.log(name).read_text(errors="replace") or process.poll() is not None,
-                 f"celery worker {name}", self.log(name), 180)
+        process, offset = self.processes[name], self.log_offsets.get(name, 0)
+
+        def ready() -> bool:
+            with open(self.log(name), "rb") as log:
+                log.seek(offset)
+                return b"ready." in log.read() or process.poll() is not None
+
+        wait_for(ready, f"celery worker {name}", self.log(name), 180)
         if process.poll() is not None:
             raise SandboxError(f"celery worker {name} exited: {self.log(name).read_text()[-3000:]}")
+
+    def ensure_workers(self, workers: dict[str, str]) -> None:
+        """Start again each of `workers` (name -> CUDA_VISIBLE_DEVICES) that a test killed."""
+        for name, devices in workers.items():
+            if name not in self.workers or self.workers[name].poll() is not None:
+                self.workers[name] = self.start_worker(name, devices)
+
+    def send_signal(self, name: str, sig: int) -> None:
+        """Send `sig` to a service's process group (SIGSTOP freezes it, as a VM pause would; SIGCONT resumes)."""
+        os.killpg(self.processes[name].pid, sig)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name, None)
@@ -281,6 +322,7 @@ class Sandbox:
     def close(self) -> None:
         for process in self.processes.values():  # all asked to stop at once, then waited for
             if process.poll() is None:
+                os.killpg(process.pid, signal.SIGCONT)  # a frozen one would not hear SIGTERM
                 os.killpg(process.pid, signal.SIGTERM)
         for name in list(self.processes)[::-1]:
             self.stop(name)

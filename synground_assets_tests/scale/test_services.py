@@ -1,12 +1,14 @@
 """The scale profile against real services: PostgreSQL, Redis, the daemon, the Celery run launcher
 and two workers ("GPU 0" and "GPU 1"), started once for this module and stopped after. Nothing is
-mocked: runs go through the daemon's queue, Celery and the workers' own processes."""
+mocked: runs go through the daemon's queue, Celery and the workers' own processes. Redis and
+PostgreSQL ask for a password, which no log may show."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -39,6 +41,8 @@ FAST = {  # the daemon, monitoring and heartbeats on a test's time scale
     "run_monitoring": {"poll_interval_seconds": 1, "start_timeout_seconds": 120},
     "run_retries": {"max_retries": 1},
 }
+WORKERS = {"gpu0": "0", "gpu1": "1"}
+PASSWORD = f"sg-pw-{secrets.token_hex(8)}"  # Redis's and PostgreSQL's; must appear in no log
 
 
 def service_test_recipes(folder: Path) -> Path:
@@ -61,9 +65,12 @@ def service_test_recipes(folder: Path) -> Path:
 def sandbox(tmp_path_factory):
     recipes = service_test_recipes(tmp_path_factory.mktemp("recipes"))
     env = {"SYNGROUND_RECIPES": str(recipes), "SYNGROUND_SHARDS_PER_RUN": str(SHARDS_PER_RUN),
-           "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1"}  # run retries launched within a second
-    with Sandbox(env, FAST) as box:
-        box.start({"gpu0": "0", "gpu1": "1"})
+           "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": "1",  # run retries launched within a second
+           "SYNGROUND_RELAUNCH_INTERVAL_S": "2",  # the lost_retries sensor
+           # The daemon gives up on a code server that does not answer in 20 s (Dagster's default: 60 s).
+           "DAGSTER_GRPC_TIMEOUT_SECONDS": "20"}
+    with Sandbox(env, FAST, password=PASSWORD) as box:
+        box.start(WORKERS)
         with pytest.MonkeyPatch.context() as patch:
             for key in CLIENT_ENV:
                 patch.setenv(key, box.env[key])
@@ -195,8 +202,6 @@ def clean_run(sandbox, folder: Path, key: str) -> dict[str, str]:
 def test_a_redis_restart_in_the_middle_of_a_run_fails_nothing_and_writes_each_shard_once(sandbox):
     """Issue 19, item 1: the heartbeat thread died on the restart's ConnectionError, so every run was
     then failed as dead and retried while it still ran: each shard written twice at once."""
-    import redis
-
     from synground_assets.run_health import Health, judge_run
 
     sandbox.start_daemon()
@@ -208,7 +213,7 @@ def test_a_redis_restart_in_the_middle_of_a_run_fails_nothing_and_writes_each_sh
     assert verdict.health == Health.UNKNOWN and "cannot be reached" in verdict.reason, verdict
     time.sleep(3)  # run monitoring polls every second meanwhile
     sandbox.start_redis()
-    client = redis.Redis(port=sandbox.redis_port)
+    client = sandbox.redis_client()
     deadline = time.monotonic() + 15
     while not client.keys("synground:celery-worker:*"):  # the heartbeats resume
         assert time.monotonic() < deadline, "no worker beat again after the Redis restart"
@@ -247,3 +252,170 @@ def test_the_webserver_answers_its_first_request_after_a_postgresql_restart(sand
     sandbox.restart_postgres()
     assert post(FIRST_PAGE[0], {})["assetsOrError"]["__typename"] == "AssetConnection"
     assert post(FIRST_PAGE[1], {})["instance"]["daemonHealth"]["allDaemonStatuses"]
+
+
+def run_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Every message of the run's event log, with each step failure's description."""
+    messages = []
+    for entry in instance.all_logs(run_id):
+        messages.append(entry.message or "")
+        event = entry.dagster_event
+        if event is not None:
+            messages.append(event.message or "")
+            if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                failure = event.step_failure_data
+                messages.append((failure.user_failure_data.description if failure.user_failure_data else None)
+                                or (failure.error.message if failure.error else ""))
+    return messages
+
+
+def wait_until(check, what: str, timeout_s: float = 180, poll_s: float = 0.5):
+    """`check()`'s first truthy answer, or an error naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = check()
+        if answer:
+            return answer
+        time.sleep(poll_s)
+    raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+
+
+def publishes(data: Path, recipe: str, shard: str) -> dict[str, list[str]]:
+    """Per stage, the run id of every version folder of the shard (each publish leaves one)."""
+    return {stage: sorted(json.loads((version / MANIFEST).read_text())["run_id"]
+                          for version in (data / recipe / stage).glob(f".v-{shard}-*"))
+            for stage in STAGES}
+
+
+def materialization_counts(instance: dg.DagsterInstance, partition: str) -> dict[str, int]:
+    return {stage: len(instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(stage), asset_partitions=[partition]), limit=100).records)
+        for stage in STAGES}
+
+
+def kill_worker_of(sandbox, pid: str) -> None:
+    os.kill(int(pid), signal.SIGKILL)
+    name = next(name for name, process in sandbox.workers.items() if str(process.pid) == pid)
+    sandbox.workers.pop(name).wait()
+
+
+def test_a_retry_the_daemon_could_not_launch_is_relaunched_once_the_code_location_answers(sandbox):
+    """Issue 30, item 1: the code server did not answer the daemon's retry in time, Dagster tagged
+    the run dagster/will_retry=false for good, and the shard stayed a hole."""
+    from synground_assets.relaunch import FAILED_TO_RETRY, RELAUNCH_OF, RELAUNCH_STATE
+
+    sandbox.ensure_workers(WORKERS)
+    sandbox.start_daemon()
+    run_id = launch_run(sandbox, "shapes-large|00002")
+    victim = wait_until_images_start(sandbox.instance, run_id)
+    sandbox.send_signal("code_server", signal.SIGSTOP)  # busy or restarting: it answers nothing
+    try:
+        kill_worker_of(sandbox, victim)
+        lost = wait_until(lambda: (run := sandbox.instance.get_run_by_id(run_id)).tags.get("dagster/will_retry")
+                          == "false" and FAILED_TO_RETRY in run_messages(sandbox.instance, run_id) and run,
+                          "the daemon giving up on the retry", 240)
+    finally:
+        sandbox.send_signal("code_server", signal.SIGCONT)
+    assert lost.status == dg.DagsterRunStatus.FAILURE and "dagster/auto_retry_run_id" not in lost.tags
+
+    [relaunch] = wait_for_runs(sandbox.instance, dg.RunsFilter(tags={RELAUNCH_OF: run_id}), 1, timeout_s=300)
+    assert relaunch.status == dg.DagsterRunStatus.SUCCESS and relaunch.tags["synground/worker_pid"] != victim
+    assert relaunch.tags["dagster/partition"] == "shapes-large|00002"
+    assert "could not be launched" in relaunch.tags["synground/relaunch_reason"]
+    assert sandbox.instance.get_run_by_id(run_id).tags[RELAUNCH_STATE] == "requested"
+    assert any(m.startswith("Relaunched by the lost_retries sensor (1/2)") for m in run_messages(sandbox.instance,
+                                                                                                  run_id))
+    data = Path(sandbox.env["SYNGROUND_DATA"])
+    store = ShardStore(data)
+    assert all("00002" in store.shards("shapes-large", stage) for stage in STAGES)  # no hole
+    made = publishes(data, "shapes-large", "00002")
+    killed_in = {stage for stage, runs in made.items() if relaunch.run_id in runs}
+    assert "images" in killed_in and "boxes" in killed_in  # the steps that had not succeeded, from the relaunch
+    assert all(json.loads((data / "shapes-large" / stage / "00002" / MANIFEST).read_text())["run_id"] ==
+               relaunch.run_id for stage in killed_in)
+
+    time.sleep(8)  # several sensor ticks later: still one relaunch
+    assert len(sandbox.instance.get_runs(filters=dg.RunsFilter(tags={RELAUNCH_OF: run_id}))) == 1
+    sandbox.ensure_workers(WORKERS)
+
+
+def test_a_worker_frozen_past_its_heartbeats_resumes_and_publishes_nothing(sandbox):
+    """Issue 30, item 2: the resumed worker published the shards its retry was publishing, its run
+    went FAILURE -> SUCCESS and each partition had two materializations."""
+    sandbox.ensure_workers(WORKERS)
+    sandbox.start_daemon()
+    partition = "shapes-large|00003"
+    run_id = launch_run(sandbox, partition)
+    victim = wait_until_images_start(sandbox.instance, run_id)
+    name = next(name for name, process in sandbox.workers.items() if str(process.pid) == victim)
+    sandbox.send_signal(name, signal.SIGSTOP)  # a VM pause, a swap storm
+    try:
+        failed = wait_until(lambda: (run := sandbox.instance.get_run_by_id(run_id)).status ==
+                            dg.DagsterRunStatus.FAILURE and run, "run monitoring failing the frozen run", 120)
+        wait_until(lambda: sandbox.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id})),
+                   "the retry", 120)
+    finally:
+        sandbox.send_signal(name, signal.SIGCONT)  # resumes while its retry runs
+    assert failed.status == dg.DagsterRunStatus.FAILURE
+    silent = [m for m in run_messages(sandbox.instance, run_id) if f"(pid {victim}) silent for" in m]
+    assert silent and not any("its process is gone" in m for m in run_messages(sandbox.instance, run_id)), silent
+
+    [retry] = wait_for_runs(sandbox.instance, dg.RunsFilter(tags={"dagster/parent_run_id": run_id}), 1, timeout_s=300)
+    assert retry.status == dg.DagsterRunStatus.SUCCESS
+    refused = wait_until(lambda: [m for m in run_messages(sandbox.instance, run_id)
+                                  if f"images {partition}: not published" in m],
+                         "the resumed run's refused publish", 240)
+    assert "no longer started" in refused[0]
+    time.sleep(3)  # whatever the resumed process would still do, it has done
+    assert sandbox.instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE  # never flips to SUCCESS
+
+    made = publishes(Path(sandbox.env["SYNGROUND_DATA"]), "shapes-large", "00003")
+    assert all(len(runs) == 1 for runs in made.values()), made  # one publish per shard
+    assert {runs[0] for stage, runs in made.items() if stage in ("images", "phrases", "boxes")} == {retry.run_id}
+    assert materialization_counts(sandbox.instance, partition) == {stage: 1 for stage in STAGES}
+
+
+def test_no_password_reaches_a_log_not_even_through_a_redis_outage(sandbox):
+    """Issue 30, item 4: every health check during a Redis outage printed the broker URL, password
+    and all, in the daemon's log."""
+    sandbox.ensure_workers(WORKERS)
+    sandbox.start_daemon()
+    run_id = launch_run(sandbox, "shapes-large|00004")
+    wait_until_images_start(sandbox.instance, run_id)
+    daemon_log = sandbox.log("daemon")
+    before = daemon_log.stat().st_size
+    sandbox.stop("redis")
+    try:  # run monitoring checks the run every second: each check is logged as a failed health check
+        wait_until(lambda: "cannot be reached" in daemon_log.read_text(errors="replace")[before:],
+                   "a failed health check in the daemon's log", 60)
+    finally:
+        sandbox.start_redis()
+    wait_for_runs(sandbox.instance, dg.RunsFilter(run_ids=[run_id]), 1)
+
+    assert "redis://:***@127.0.0.1" in daemon_log.read_text(errors="replace")[before:]  # masked, not left out
+    logs = sorted(sandbox.root.glob("*.log"))
+    assert {"daemon.log", "code_server.log", "webserver.log", "gpu0.log", "gpu1.log"} <= {log.name for log in logs}
+    leaks = {log.name: log.read_text(errors="replace").count(PASSWORD) for log in logs}
+    assert not any(leaks.values()), leaks
+
+
+def test_a_write_waits_out_a_postgresql_outage_of_a_few_seconds(sandbox):
+    """Issue 30, minor: dagster-postgres gives up connecting after about 6 s, so a step that logged an
+    event while PostgreSQL was down for longer failed, and its run was retried."""
+    import threading
+
+    instance = sandbox.instance
+    run = instance.add_run(dg.DagsterRun(job_name="outage_probe", run_id=f"outage-{secrets.token_hex(4)}"))
+    outage_s = 12
+    sandbox.stop_postgres()
+    back = threading.Timer(outage_s, sandbox.start_postgres)
+    back.start()
+    started = time.monotonic()
+    try:
+        instance.report_engine_event("written during a PostgreSQL outage", run)  # the event log storage
+        instance.add_run_tags(run.run_id, {"synground/outage": "waited"})  # the run storage
+    finally:
+        back.join()
+    assert time.monotonic() - started >= outage_s - 1  # it waited for PostgreSQL, it did not give up
+    assert "written during a PostgreSQL outage" in run_messages(instance, run.run_id)
+    assert instance.get_run_by_id(run.run_id).tags["synground/outage"] == "waited"

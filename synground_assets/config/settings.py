@@ -16,6 +16,9 @@ its fix) stays with the module that uses it.
     SYNGROUND_PROFILE           local (default) or scale (ops/scale/profile.py)
     SYNGROUND_SHARDS_PER_RUN    the most shards one run of a backfill covers
     SYNGROUND_TORCH_THREADS     each training rank's torch threads
+    SYNGROUND_MAX_RELAUNCHES    how often the lost_retries sensor relaunches a chain of runs (relaunch.py)
+    SYNGROUND_RELAUNCH_INTERVAL_S  the lost_retries sensor's interval
+    SYNGROUND_PG_OUTAGE_S       how long a process waits out a PostgreSQL outage (ops/scale/postgres.py)
     SYNGROUND_LAUNCHER_PID      set by the training launcher for torchrun's ranks (ops/launcher.py), not by users
 """
 
@@ -74,3 +77,15 @@ def torch_threads() -> str:
 
 def launcher_pid() -> str | None:
     return _read(LAUNCHER_PID_ENV)
+
+
+def max_relaunches() -> str | None:
+    return _read("SYNGROUND_MAX_RELAUNCHES")
+
+
+def relaunch_interval_s() -> str | None:
+    return _read("SYNGROUND_RELAUNCH_INTERVAL_S")
+
+
+def pg_outage_s() -> str | None:
+    return _read("SYNGROUND_PG_OUTAGE_S")

@@ -17,7 +17,6 @@ schedule storage.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from dagster_postgres.utils import (
 )
 from sqlalchemy import event
 
+from synground_assets.config import settings
 from synground_assets.scale.urls import redact, safe_url
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ _CONNECTION_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutErr
 
 
 def outage_s() -> float:
-    value = os.environ.get("SYNGROUND_PG_OUTAGE_S") or str(DEFAULT_OUTAGE_S)
+    value = settings.pg_outage_s() or str(DEFAULT_OUTAGE_S)
     try:
         return float(value)
     except ValueError:

@@ -22,13 +22,13 @@ $(BIN)/dagster: pyproject.toml
 setup: $(BIN)/dagster
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m synground_assets.cli instance
+	$(BIN)/python -m synground_assets.ops.cli instance
 
 # (a) Materialize the whole generation graph of the default recipe over four shards, then summarise.
 demo: setup
 	$(BIN)/dagster asset materialize -m synground_assets.definitions --select 'group:generation' \
 		--partition-range '$(SHARDS)'
-	$(BIN)/python -m synground_assets.cli summary
+	$(BIN)/python -m synground_assets.ops.cli summary
 
 # (b) The test suite.
 test: setup

@@ -52,7 +52,6 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.adapters.verifier import ItmVerifier  # noqa: E402
-from synground_assets.items import phrase_id  # noqa: E402
 from synground_assets.quality.agreement import agreement_filter  # noqa: E402
 from synground_assets.quality.boxes import filter_boxes  # noqa: E402
 from synground_assets.quality.ensemble import fuse_proposals  # noqa: E402
@@ -63,6 +62,7 @@ from synground_assets.quality.settings import (  # noqa: E402
     VerifySettings,
 )
 from synground_assets.quality.verify import verify_filter  # noqa: E402
+from synground_assets.records.items import phrase_id  # noqa: E402
 from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
 from synground_assets.tiny.shapes import ShapesDetector  # noqa: E402
 

@@ -32,7 +32,7 @@ MODES = ("hardlink", "copy")
 
 def use_recipe_size(home: Path, size: int) -> None:
     """Point the recipe book at a copy whose shapes recipe draws `size` px images."""
-    from synground_assets.recipes import BUILTIN_RECIPES
+    from synground_assets.config.recipes import BUILTIN_RECIPES
 
     book = yaml.safe_load(Path(BUILTIN_RECIPES).read_text())
     book["recipes"]["shapes"]["roles"]["image_generator"]["options"]["size"] = size

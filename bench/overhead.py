@@ -42,7 +42,7 @@ def recipe_file(recipe: str, shard_size: int, folder: Path) -> Path:
     """A copy of the built-in recipes with one recipe's shard size changed (recipe names stay)."""
     import yaml
 
-    from synground_assets.recipes import BUILTIN_RECIPES
+    from synground_assets.config.recipes import BUILTIN_RECIPES
 
     book = yaml.safe_load(Path(BUILTIN_RECIPES).read_text())
     book["recipes"][recipe]["shard_size"] = shard_size
@@ -94,15 +94,15 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     from PIL import Image
 
     from synground_assets.adapters.suite import model_suite
-    from synground_assets.items import (
+    from synground_assets.config.recipes import recipe_book, shard_index
+    from synground_assets.pipeline.batching import run_batched
+    from synground_assets.records.items import (
         box_id,
         derive_seed,
         item_id,
         item_seed,
         phrase_id,
     )
-    from synground_assets.pipeline.batching import run_batched
-    from synground_assets.recipes import recipe_book, shard_index
     from synground_assets.resources.store import write_table
     from synground_assets.roles.phrases import filter_phrases
 

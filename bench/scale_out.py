@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from synground_assets.scale import backfill
+from synground_assets.ops.scale import backfill
 from synground_assets_tests.scale.sandbox import CLIENT_ENV, Sandbox, succeeded, wait_for_runs
 
 RESULTS = Path(__file__).parent / "results"

@@ -36,7 +36,6 @@ import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from synground_assets import benchmarks  # noqa: E402
 from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.grounding.config import TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Augmentation, Triplet  # noqa: E402
@@ -51,6 +50,7 @@ from synground_assets.grounding.loader import (  # noqa: E402
 from synground_assets.grounding.objective import GroundingObjective, TrainingModule  # noqa: E402
 from synground_assets.grounding.optim import make_optimizer  # noqa: E402
 from synground_assets.grounding.train import autocast  # noqa: E402
+from synground_assets.records import evaluation_sets as benchmarks  # noqa: E402
 from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results") / "training_throughput.json"

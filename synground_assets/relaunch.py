@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from synground_assets.config import settings
-from synground_assets.dagster_internals import (
+from synground_assets.ops.dagster_internals import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     AUTO_RETRY_RUN_ID_TAG,
@@ -37,7 +37,7 @@ from synground_assets.dagster_internals import (
     PARTITION_NAME_TAG,
     WILL_RETRY_TAG,
 )
-from synground_assets.scale.backfill import GENERATION_ASSETS
+from synground_assets.ops.scale.backfill import GENERATION_ASSETS
 
 FAILED_TO_RETRY = "Failed to retry run"  # the daemon's engine event, auto_run_reexecution.py
 RELAUNCH_OF, RELAUNCH_NUMBER = "synground/relaunch_of", "synground/relaunch_number"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from synground_assets.recipes import RecipeError, load_recipe_book
+from synground_assets.config.recipes import RecipeError, load_recipe_book
 from synground_assets.roles import catalog
 from synground_assets.roles.base import FILTER_ROLE_PROTOCOLS, ROLE_PROTOCOLS
 from synground_assets.roles.spec import RoleSpec
@@ -104,7 +104,7 @@ def test_every_adapter_takes_exactly_the_options_of_its_catalog_row():
 
 
 def test_loading_and_checking_recipes_imports_no_model_library():
-    code = ("import sys; from synground_assets.recipes import load_recipe_book; load_recipe_book(); "
+    code = ("import sys; from synground_assets.config.recipes import load_recipe_book; load_recipe_book(); "
             "print(sorted(m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})

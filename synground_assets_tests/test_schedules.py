@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from synground_assets.dagster_internals import DagsterEvent
+from synground_assets.config.recipes import RecipeError, recipe_book
 from synground_assets.definitions import GENERATION_ASSETS, defs
-from synground_assets.recipes import RecipeError, recipe_book
+from synground_assets.ops.dagster_internals import DagsterEvent
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.schedules import (
     RANGE_END,

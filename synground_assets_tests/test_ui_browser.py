@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from synground_assets.config.recipes import recipe_book
 from synground_assets.definitions import defs
-from synground_assets.recipes import recipe_book
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from synground_assets.recipes import RecipeError, RoleSpec
+from synground_assets.config.recipes import RecipeError, RoleSpec
 from synground_assets.roles import catalog
 from synground_assets.roles.options import option_problems
 

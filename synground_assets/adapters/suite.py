@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Hashable
 
 from synground_assets.adapters.build import build_role
-from synground_assets.recipes import Recipe, RecipeError, RoleSpec, recipe_book
+from synground_assets.config.recipes import Recipe, RecipeError, RoleSpec, recipe_book
 from synground_assets.roles.base import (
     Describer,
     Detector,

@@ -7,11 +7,11 @@ import dagster as dg
 
 from synground_assets.assets.quality_report import box_filters_metadata, quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
+from synground_assets.config.recipes import recipe_book
 from synground_assets.partitions import split_shard_key
 from synground_assets.pipeline.boxes import BoxInputs, box_phrases
 from synground_assets.pipeline.result import StageResult
-from synground_assets.previews import contact_sheet, image_markdown
-from synground_assets.recipes import recipe_book
+from synground_assets.records.previews import contact_sheet, image_markdown
 from synground_assets.resources import ModelSuiteResource, StoreResource
 
 BOXES_IN_BOUNDS = dg.AssetCheckSpec("boxes_in_image_bounds", asset="boxes",

@@ -4,7 +4,7 @@ import dagster as dg
 
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.concepts import sample_concepts
-from synground_assets.previews import markdown_table
+from synground_assets.records.previews import markdown_table
 from synground_assets.resources import ModelSuiteResource, StoreResource
 
 

@@ -7,7 +7,7 @@ import dagster as dg
 from synground_assets.assets.quality_report import quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.descriptions import describe_items
-from synground_assets.previews import markdown_table
+from synground_assets.records.previews import markdown_table
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.dedup_index import earlier_descriptions
 

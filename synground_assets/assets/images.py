@@ -8,7 +8,7 @@ import dagster as dg
 from synground_assets.assets.quality_report import quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.images import draw_images
-from synground_assets.previews import contact_sheet, image_markdown
+from synground_assets.records.previews import contact_sheet, image_markdown
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.dedup_index import earlier_image_hashes
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.phrases import extract_phrases
-from synground_assets.previews import markdown_table
+from synground_assets.records.previews import markdown_table
 from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.roles.phrases import phrase_problem
 

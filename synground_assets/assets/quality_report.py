@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.previews import markdown_table
+from synground_assets.records.previews import markdown_table
 
 REPORT_COLUMNS = ["stage", "unit", "items_in", "filter", "removed", "kept"]
 

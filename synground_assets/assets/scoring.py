@@ -14,13 +14,13 @@ import dagster as dg
 import pandas as pd
 
 from synground_assets.assets.provenance import Provenance
-from synground_assets.benchmarks import BENCHMARKS, BenchmarkMissing, load_benchmark
+from synground_assets.config.recipes import recipe_book
 from synground_assets.grounding.visualize import gradcam_figure
 from synground_assets.partitions import recipe_partitions
 from synground_assets.pipeline.scoring import finetuned_folder, load_finetuned, per_query_table, score_benchmark
 from synground_assets.pipeline.training import grounding_spec
-from synground_assets.previews import image_markdown
-from synground_assets.recipes import recipe_book
+from synground_assets.records.evaluation_sets import BENCHMARKS, BenchmarkMissing, load_benchmark
+from synground_assets.records.previews import image_markdown
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 
 benchmark_partitions = dg.MultiPartitionsDefinition(

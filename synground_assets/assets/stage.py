@@ -22,16 +22,16 @@ import pandas as pd
 
 from synground_assets import code_version
 from synground_assets.assets.provenance import Provenance
+from synground_assets.config.recipes import Recipe, recipe_book
+from synground_assets.ops.run_health import RunNotStartedError, ensure_run_is_started
+from synground_assets.ops.scale import profile
 from synground_assets.partitions import shard_partitions, split_shard_key
 from synground_assets.pipeline.result import StageResult
 from synground_assets.pipeline.writing import PngWriter
-from synground_assets.recipes import Recipe, recipe_book
 from synground_assets.resources import StoreResource
 from synground_assets.resources.lineage import write_shard_lineage
 from synground_assets.resources.store import ShardStore, write_table
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.run_health import RunNotStartedError, ensure_run_is_started
-from synground_assets.scale import profile
 
 # (recipe, shard, store, files) -> what to publish; `files` writes images into the staging folder
 # in the background (pipeline/writing.py), for a stage that streams them out as it goes.
@@ -41,7 +41,7 @@ ShardRunner = Callable[[Recipe, str, ShardStore, PngWriter], StageResult]
 def generation_asset(**kwargs):
     """`dg.asset` with what every generation stage shares: recipe x shard partitions, a range of
     shards per run (so models load once; how many, the profile says) and the `generation` group.
-    No pool: GPU work is limited per run by the recipe's `synground/device` tag (scale/run_tags.py),
+    No pool: GPU work is limited per run by the recipe's `synground/device` tag (ops/scale/run_tags.py),
     since a pool would also hold back the runs of CPU-only recipes."""
     return dg.asset(
         partitions_def=shard_partitions,

@@ -3,7 +3,7 @@ objective (`amc`, MLM + ITA + ITM + AMC, for ALBEF; `itc-itm-amc`, ITC + ITM + A
 
 `pipeline/training.py` splits and indexes every published `boxes` shard of the recipe (plus real
 triplets when the recipe mixes them) into a working folder; this asset starts the training there as
-a torchrun job (`python -m synground_assets.finetune`, `nproc_per_node` ranks; see that module)
+a torchrun job (`python -m synground_assets.ops.finetune`, `nproc_per_node` ranks; see that module)
 through Dagster Pipes. Rank 0 logs to MLflow, publishes the model folder (`save_pretrained`:
 safetensors, processor, resolved training config, the shards and triplet counts used) and reports
 its metadata back here. Training resumes from its last checkpoint after a crash (of any rank): the
@@ -20,15 +20,15 @@ import dagster as dg
 from synground_assets.assets.exports import model_licence
 from synground_assets.assets.provenance import Provenance
 from synground_assets.assets.quality_report import box_filter_settings, log_quality_report, recipe_quality_report
-from synground_assets.dagster_internals import DagsterPipesExecutionError
-from synground_assets.finetune import MlflowTarget, PublishTarget, TrainingJob
+from synground_assets.config.recipes import recipe_book
 from synground_assets.grounding.visualize import gradcam_figure
+from synground_assets.ops.dagster_internals import DagsterPipesExecutionError
+from synground_assets.ops.finetune import MlflowTarget, PublishTarget, TrainingJob
+from synground_assets.ops.processes import FolderInUseError, check_working_folder
 from synground_assets.partitions import recipe_partitions
 from synground_assets.pipeline.scoring import rematerialize_checkpoint
 from synground_assets.pipeline.training import CHECKPOINT_SHARD, prepare_training
-from synground_assets.previews import image_markdown
-from synground_assets.processes import FolderInUseError, check_working_folder
-from synground_assets.recipes import recipe_book
+from synground_assets.records.previews import image_markdown
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 from synground_assets.resources.logged_model import ModelCardFacts, log_grounding_model, model_card
 
@@ -117,15 +117,15 @@ def finetuned_checkpoint(
 def run_training_job(context: dg.AssetExecutionContext, work: Path, ranks: int) -> dict:
     """torchrun the job on this node through Pipes; rank 0's reported metadata. A failed rank
     (crash, kill -9, a peer's collective timeout) fails the whole job; the error says how to resume.
-    torchrun starts through `synground_assets.launcher`: it and its ranks die with this process, and
+    torchrun starts through `synground_assets.ops.launcher`: it and its ranks die with this process, and
     a job whose working folder another job's processes still hold fails at once, naming them."""
     try:
         check_working_folder(work)
     except FolderInUseError as exc:
         raise dg.Failure(description=str(exc), metadata={"working_folder": dg.MetadataValue.path(str(work))}) from exc
-    command = [sys.executable, "-m", "synground_assets.launcher", "--parent", str(os.getpid()), "--working-folder",
+    command = [sys.executable, "-m", "synground_assets.ops.launcher", "--parent", str(os.getpid()), "--working-folder",
                str(work), "--", sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={ranks}", "-m", "synground_assets.finetune", str(work / "job.json")]
+               f"--nproc_per_node={ranks}", "-m", "synground_assets.ops.finetune", str(work / "job.json")]
     context.log.info("launching " + " ".join(command))
     try:
         invocation = dg.PipesSubprocessClient().run(context=context, command=command)

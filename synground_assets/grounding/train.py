@@ -6,7 +6,7 @@ scores the pointing game on the evaluation triplets and writes `output_dir/model
 processor, `train_config.json`) and `output_dir/metrics.json`. Metrics go to `log_fn(step,
 metrics)`, for the caller to record. The losses themselves are `grounding/objective.py`.
 
-Under torchrun (`python -m synground_assets.finetune`), every rank runs `train` with its `World`:
+Under torchrun (`python -m synground_assets.ops.finetune`), every rank runs `train` with its `World`:
 the model is wrapped in DistributedDataParallel, each rank loads its B / W share of every global
 batch, and the objective gathers features across ranks so that ITC, the ITM hard negatives and
 AMC's pooled L_mean are those of the global batch: W ranks with B / W compute the same loss and
@@ -41,7 +41,7 @@ from synground_assets.grounding.model import GroundingModel
 from synground_assets.grounding.objective import GroundingObjective, TrainingModule
 from synground_assets.grounding.optim import make_optimizer, make_scheduler
 from synground_assets.grounding.pointing_game import PointingGameResult, evaluate_pointing_game
-from synground_assets.items import derive_seed
+from synground_assets.records.items import derive_seed
 
 LogFn = Callable[[int, dict[str, float]], None]
 

@@ -15,18 +15,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from synground_assets.items import box_id
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, Skipped, prepared_ahead, progress_or_none, run_batched
 from synground_assets.pipeline.images import PREVIEW_ITEMS
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
-from synground_assets.previews import draw_triplets
 from synground_assets.quality.agreement import agreement_filter
 from synground_assets.quality.boxes import filter_boxes
 from synground_assets.quality.ensemble import PROPOSAL_COLUMNS, fuse_proposals
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import EnsembleSettings
 from synground_assets.quality.verify import verify_filter
-from synground_assets.recipes import Recipe
+from synground_assets.records.items import box_id
+from synground_assets.records.previews import draw_triplets
 from synground_assets.roles.base import AdapterInfo, Detection, RoleProvider
 from synground_assets.roles.phrases import phrase_problem
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from synground_assets.items import item_id, item_seed
+from synground_assets.config.recipes import Recipe, shard_index
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.quality.removals import Removal
-from synground_assets.recipes import Recipe, shard_index
+from synground_assets.records.items import item_id, item_seed
 from synground_assets.roles.base import RoleProvider
 
 STAGE = "concepts"

@@ -13,11 +13,11 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, Skipped, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.text import description_key, find_duplicate_texts, strip_control, text_problem
-from synground_assets.recipes import Recipe
 from synground_assets.roles.base import GeneratedText, RoleProvider, SourceItem
 
 STAGE = "descriptions"

@@ -14,11 +14,10 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from synground_assets.items import derive_seed
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, Progress, Skipped, batches, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.pipeline.writing import ImageFiles, InMemoryImages
-from synground_assets.previews import draw_triplets
 from synground_assets.quality.images import (
     degenerate_reason,
     find_near_duplicates,
@@ -28,7 +27,8 @@ from synground_assets.quality.images import (
 )
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.recipes import Recipe
+from synground_assets.records.items import derive_seed
+from synground_assets.records.previews import draw_triplets
 from synground_assets.roles.base import GeneratedImage, ImageGenerator, RoleProvider
 
 IMAGE_FOLDER = "images"

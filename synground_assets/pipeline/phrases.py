@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from synground_assets.items import phrase_id
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult
 from synground_assets.quality.text import MAX_DESCRIPTION_CHARS, phrase_text_problem
-from synground_assets.recipes import Recipe
+from synground_assets.records.items import phrase_id
 from synground_assets.roles.base import PhraseCandidates, RoleProvider
 from synground_assets.roles.phrases import filter_phrases
 

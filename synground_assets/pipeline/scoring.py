@@ -10,7 +10,7 @@ from typing import Sequence
 import pandas as pd
 
 from synground_assets.adapters.suite import ModelSuite, model_suite
-from synground_assets.benchmarks import Benchmark
+from synground_assets.config.recipes import Recipe, RecipeError
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.model import GroundingModel
 from synground_assets.grounding.pointing_game import (
@@ -21,7 +21,7 @@ from synground_assets.grounding.pointing_game import (
     random_point_baseline,
 )
 from synground_assets.pipeline.training import CHECKPOINT_SHARD
-from synground_assets.recipes import Recipe, RecipeError
+from synground_assets.records.evaluation_sets import Benchmark
 from synground_assets.resources.store import ShardStore
 
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from synground_assets.config.recipes import recipe_book
 from synground_assets.quality.images import hash_bands
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.recipes import recipe_book
 from synground_assets.resources.store import AssetFolder
 
 BAND_SHIFT = 56  # key = band << BAND_SHIFT | the band's bits: with two bands or more, a band is at most 32 bits

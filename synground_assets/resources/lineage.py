@@ -121,7 +121,7 @@ class Lineage:
         """A read-only connection to the index as it is, for a reader with several queries."""
         if not self.path.exists():
             raise FileNotFoundError(f"no lineage index at {self.path}: build it with "
-                                    f"`python -m synground_assets.cli index` (or Lineage.refresh)")
+                                    f"`python -m synground_assets.ops.cli index` (or Lineage.refresh)")
         connection = self._connect(read_only=True)
         try:
             yield connection

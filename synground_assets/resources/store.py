@@ -39,8 +39,8 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from synground_assets.config import settings
-from synground_assets.permissions import apply_umask
-from synground_assets.processes import process_alive
+from synground_assets.ops.permissions import apply_umask
+from synground_assets.ops.processes import process_alive
 
 TABLE = "table.parquet"
 MANIFEST = "publish.json"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from synground_assets.config import settings
-from synground_assets.permissions import apply_umask
+from synground_assets.ops.permissions import apply_umask
 from synground_assets.tiny import detection, diffusion, glip, grounding, photos, text, vision_language
 
 PREFIX = "tiny:"  # a recipe's `model: tiny:<name>`

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from synground_assets.recipes import RoleSpec
+from synground_assets.config.recipes import RoleSpec
 
 
 @pytest.fixture(scope="session")

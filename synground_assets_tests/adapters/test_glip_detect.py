@@ -149,7 +149,7 @@ def test_a_phrase_without_tokens_gets_no_box_and_the_others_still_do(detector, i
 
 
 def test_the_paper_recipes_box_with_glip_at_the_demos_settings():
-    from synground_assets.recipes import load_recipe_book
+    from synground_assets.config.recipes import load_recipe_book
 
     book = load_recipe_book()
     for name in ("paper-image2text", "paper-concept2text"):

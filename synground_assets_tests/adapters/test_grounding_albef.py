@@ -10,11 +10,11 @@ import torch
 
 from synground_assets.adapters.grounding import load_grounding_model
 from synground_assets.adapters.grounding_albef import AlbefGroundingModel
+from synground_assets.config.recipes import RoleSpec
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.gradcam import cross_attention_gradcam
 from synground_assets.grounding.pointing_game import evaluate_pointing_game
 from synground_assets.grounding.train import train
-from synground_assets.recipes import RoleSpec
 from synground_assets.tiny.grounding import build_tiny_albef
 from synground_assets_tests.grounding.conftest import shapes_triplets
 

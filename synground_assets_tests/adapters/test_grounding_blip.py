@@ -8,7 +8,7 @@ from PIL import Image
 
 from synground_assets.adapters.grounding import load_grounding_model
 from synground_assets.adapters.grounding_blip import BlipGroundingModel
-from synground_assets.recipes import RoleSpec
+from synground_assets.config.recipes import RoleSpec
 from synground_assets.tiny.grounding import build_tiny_blip, shapes_vocabulary
 from synground_assets.tiny.shapes import ShapesImageGenerator
 

@@ -10,7 +10,7 @@ from synground_assets import tiny
 from synground_assets.adapters import hf_common
 from synground_assets.adapters.build import build_role
 from synground_assets.adapters.loading import ModelLoadError, resolve_device
-from synground_assets.recipes import RecipeError, RoleSpec, load_recipe_book
+from synground_assets.config.recipes import RecipeError, RoleSpec, load_recipe_book
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")

@@ -12,10 +12,10 @@ from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
 from synground_assets.adapters.grounding import load_grounding_model
+from synground_assets.config.recipes import BUILTIN_RECIPES
 from synground_assets.definitions import GENERATION_ASSETS, LEARNING_ASSETS
 from synground_assets.grounding.gradcam import cross_attention_gradcam
 from synground_assets.grounding.pointing_game import heatmap_point
-from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import default_data_root
@@ -164,7 +164,7 @@ def test_a_failing_block_ends_its_mlflow_run_as_failed(project_home):
 
 
 def test_the_paper_table_prints_the_logged_scores(trained, capsys):
-    from synground_assets.paper_table import main
+    from synground_assets.records.paper_table import main
 
     _, _, scored, uri, _, _ = trained
     meta = metadata(scored["shapes_test"])

@@ -11,9 +11,9 @@ import yaml
 from PIL import Image
 
 from synground_assets.adapters.suite import ModelSuite, model_suite
+from synground_assets.config.recipes import BUILTIN_RECIPES, _cached_book
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.items import derive_seed
-from synground_assets.recipes import BUILTIN_RECIPES, _cached_book
+from synground_assets.records.items import derive_seed
 from synground_assets.resources import (
     LineageResource,
     ModelSuiteResource,

@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from synground_assets.adapters.suite import model_suite
+from synground_assets.config.recipes import recipe_book
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.recipes import recipe_book
 from synground_assets.resources import (
     LineageResource,
     ModelSuiteResource,

@@ -20,8 +20,8 @@ from PIL import Image
 
 from synground_assets.adapters.hf_image import article_phrases
 from synground_assets.adapters.suite import ModelSuite, model_suite
+from synground_assets.config.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
 from synground_assets.definitions import GENERATION_ASSETS, defs
-from synground_assets.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from synground_assets.adapters.suite import ModelSuite
+from synground_assets.config.recipes import Recipe, recipe_book
 from synground_assets.pipeline.result import StageResult
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.recipes import Recipe, recipe_book
 
 
 class Suite(ModelSuite):

@@ -1,7 +1,7 @@
 """The concepts stage: ids and seeds from (recipe, shard, index), one row per item."""
 
-from synground_assets.items import item_id, item_seed
 from synground_assets.pipeline.concepts import sample_concepts
+from synground_assets.records.items import item_id, item_seed
 from synground_assets_tests.pipeline.stand_ins import Suite, shapes
 
 

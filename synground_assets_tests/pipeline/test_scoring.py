@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from synground_assets.adapters.loading import ModelLoadError
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.scoring import load_finetuned
-from synground_assets.recipes import Recipe
 from synground_assets.resources.store import ShardStore
 from synground_assets.tiny.grounding import build_tiny_blip
 

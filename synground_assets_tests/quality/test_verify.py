@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from synground_assets.config.recipes import RoleSpec
 from synground_assets.quality.settings import ROVI_MARGIN, QualitySettings, QualitySettingsError, VerifySettings
 from synground_assets.quality.verify import VERDICT_COLUMNS, crop_box, judge_batched, verify_filter
-from synground_assets.recipes import RoleSpec
 
 ITEM = "shapes:00000:0000"
 

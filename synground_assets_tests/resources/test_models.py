@@ -81,7 +81,7 @@ def test_the_grounding_model_is_built_from_the_catalog_once_per_process(tiny_mod
 
 
 def test_a_recipe_without_a_grounding_model_is_named():
-    from synground_assets.recipes import RecipeError
+    from synground_assets.config.recipes import RecipeError
 
     with pytest.raises(RecipeError, match="recipe 'tiny-concept2text' names no grounding_model"):
         model_suite().grounding_model("tiny-concept2text")

@@ -258,7 +258,7 @@ class Sandbox:
         wait_for(self._location_loaded, "the code location in the webserver", self.log("webserver"), 180)
 
     def _location_loaded(self) -> bool:
-        from synground_assets.scale.backfill import http_post
+        from synground_assets.ops.scale.backfill import http_post
 
         answer = http_post(self.url)(LOCATION_STATUS, {})["workspaceOrError"]
         return any(
@@ -279,7 +279,7 @@ class Sandbox:
         """A Celery worker as deploy/worker.sh starts one (and waits until it is ready for tasks)."""
         log = self.log(name)
         self.log_offsets[name] = log.stat().st_size if log.exists() else 0  # a restarted worker appends
-        process = self._start(name, [str(BIN / "celery"), "-A", "synground_assets.scale.worker", "worker",
+        process = self._start(name, [str(BIN / "celery"), "-A", "synground_assets.ops.scale.worker", "worker",
                                      "--pool=solo", "--concurrency=1", "-Q", queues, "-n", f"{name}@%h",
                                      "--without-gossip", "--without-mingle", "--loglevel=INFO"],
                               env={"CUDA_VISIBLE_DEVICES": cuda_visible_devices})

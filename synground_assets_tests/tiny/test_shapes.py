@@ -2,7 +2,7 @@
 
 import pytest
 
-from synground_assets.items import item_id, item_seed
+from synground_assets.records.items import item_id, item_seed
 from synground_assets.roles.base import PhraseCandidates
 from synground_assets.tiny.shapes import (
     COLOURS,

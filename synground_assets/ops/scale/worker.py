@@ -1,4 +1,4 @@
-"""The Celery app a worker runs: `celery -A synground_assets.scale.worker worker --pool=solo -Q gpu`.
+"""The Celery app a worker runs: `celery -A synground_assets.ops.scale.worker worker --pool=solo -Q gpu`.
 
 The app takes its broker, result backend and queues from the run launcher of the Dagster instance
 (`$DAGSTER_HOME/dagster.yaml`, which must configure `HeartbeatCeleryRunLauncher`), so workers and
@@ -18,15 +18,15 @@ from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
-from synground_assets.dagster_internals import ExecuteRunArgs, ResumeRunArgs, unpack_value
-from synground_assets.scale.celery import WORKER_PID_TAG, WORKER_TAG, HeartbeatCeleryRunLauncher, worker_identity
+from synground_assets.ops.dagster_internals import ExecuteRunArgs, ResumeRunArgs, unpack_value
+from synground_assets.ops.scale.celery import WORKER_PID_TAG, WORKER_TAG, HeartbeatCeleryRunLauncher, worker_identity
 
 instance = DagsterInstance.get()
 launcher = instance.run_launcher
 if not isinstance(launcher, HeartbeatCeleryRunLauncher):
     raise TypeError(
         f"{instance.root_directory}/dagster.yaml: run_launcher is {type(launcher).__name__}; workers need "
-        "synground_assets.scale.celery.HeartbeatCeleryRunLauncher (see deploy/dagster.yaml)"
+        "synground_assets.ops.scale.celery.HeartbeatCeleryRunLauncher (see deploy/dagster.yaml)"
     )
 
 app = make_app(launcher.app_args())

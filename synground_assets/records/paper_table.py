@@ -1,6 +1,6 @@
 """The paper's table, regenerated from the MLflow runs of `benchmark_scores`.
 
-    python -m synground_assets.paper_table [--tracking-uri URI] [--json out.json]
+    python -m synground_assets.records.paper_table [--tracking-uri URI] [--json out.json]
 
 Rows: the baselines, then per recipe its base model and its fine-tuned model; columns: RefCOCO+
 testA, testB, Flickr30k Entities test, the average gain over the base model on those benchmarks
@@ -82,7 +82,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m synground_assets.paper_table", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m synground_assets.records.paper_table", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or <project>/mlflow.db")
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this file")

@@ -8,7 +8,7 @@
   run executes in its worker's process (in-process executor): the worker owns one GPU, so its
   stages would take turns on that GPU anyway, and the worker keeps its imports and models warm
   from one run to the next. Dagster's CLI refuses partition ranges for many-run assets: in this
-  profile, launch backfills from the UI, the schedule or `python -m synground_assets.scale.backfill`.
+  profile, launch backfills from the UI, the schedule or `python -m synground_assets.ops.scale.backfill`.
 
 Every process of a deployment (webserver, daemon, code server, workers) must see the same values.
 """

@@ -34,7 +34,7 @@ from dagster_postgres.utils import (
 from sqlalchemy import event
 
 from synground_assets.config import settings
-from synground_assets.scale.urls import redact, safe_url
+from synground_assets.ops.scale.urls import redact, safe_url
 
 log = logging.getLogger(__name__)
 DEFAULT_OUTAGE_S = 60.0

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from synground_assets.config import settings as environment
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.pointing_game import PROTOCOLS, PointingProtocol, pointing_protocol
-from synground_assets.items import item_id, item_seed
+from synground_assets.records.items import item_id, item_seed
 
 BENCHMARKS = ("flickr30k_test", "refcoco+_testA", "refcoco+_testB", "shapes_test")
 # AMC's evaluation resolutions: RefCOCO+ at 384 px (24x24 map), Flickr30k at 256 px (16x16).

@@ -1,6 +1,6 @@
 """Launch a many-run backfill from a shell, through the Dagster instance's GraphQL API.
 
-    python -m synground_assets.scale.backfill --partition-range 'shapes|00000...shapes|00015' \
+    python -m synground_assets.ops.scale.backfill --partition-range 'shapes|00000...shapes|00015' \
         [--url http://127.0.0.1:3000] [--assets concepts,descriptions,images,phrases,boxes] [--tag k=v]
 
 `dagster asset materialize --partition-range` executes a range as one run in the calling shell and
@@ -93,7 +93,7 @@ def http_post(url: str, timeout_s: float = 60) -> Post:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m synground_assets.scale.backfill", description=__doc__.split("\n\n")[0]
+        prog="python -m synground_assets.ops.scale.backfill", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--partition-range", required=True, help="<first>...<last>, e.g. 'shapes|00000...shapes|00015'")
     parser.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver")

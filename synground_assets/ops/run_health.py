@@ -1,5 +1,5 @@
 """Is this run dead? One rule set, for the `missing_shards` schedule, the `dead_runs` sensor and
-`python -m synground_assets.cli cleanup`.
+`python -m synground_assets.ops.cli cleanup`.
 
 A run that is STARTING or STARTED is judged:
 1. No process has reported its start within `start_timeout_s` of its last status
@@ -35,8 +35,8 @@ from enum import Enum
 
 import dagster as dg
 
-from synground_assets.dagster_internals import InMemoryRunStorage, SqliteRunStorage, WorkerStatus
-from synground_assets.processes import REGISTRY_FOLDER, process_alive, recorded_processes, registry_folder
+from synground_assets.ops.dagster_internals import InMemoryRunStorage, SqliteRunStorage, WorkerStatus
+from synground_assets.ops.processes import REGISTRY_FOLDER, process_alive, recorded_processes, registry_folder
 
 # Seconds a run may stay STARTING (launched, no process has reported yet) before it counts as dead;
 # the same bound as `run_monitoring.start_timeout_seconds` in dagster.yaml.

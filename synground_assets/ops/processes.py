@@ -1,5 +1,5 @@
 """Process ids on this machine: is the process we mean still alive? Written once, for the store's
-staging folders (resources/store.py) and for judging runs (run_health.py); and the record of a
+staging folders (resources/store.py) and for judging runs (ops/run_health.py); and the record of a
 training job's processes, which Dagster does not see. Imports no Dagster.
 
 A pid alone can name another process once the first one has ended (pids are reused), so a check
@@ -147,7 +147,7 @@ def guard_training_process(run_id: str | None, working_folder: str | os.PathLike
 
 
 # -- a training job dies with the step that launched it, and has its working folder alone ---------------
-# The step (a Dagster step process) starts `python -m synground_assets.launcher`, which asks the kernel
+# The step (a Dagster step process) starts `python -m synground_assets.ops.launcher`, which asks the kernel
 # for SIGKILL when the step dies (prctl PR_SET_PDEATHSIG, kept across exec), takes the working folder's
 # job lock and execs torchrun, whose pid it is; each rank asks for SIGKILL when torchrun dies and holds
 # the folder's rank lock shared. Killing the step alone (kill -9 of its pid, not its group) left torchrun

@@ -1,6 +1,6 @@
 """The fine-tuning job, one process per rank under torchrun, readable and runnable without Dagster:
 
-    torchrun --standalone --nproc_per_node 2 -m synground_assets.finetune job.json
+    torchrun --standalone --nproc_per_node 2 -m synground_assets.ops.finetune job.json
 
 `job.json` (a `TrainingJob`, written by the `finetuned_checkpoint` asset, or by hand):
     config          TrainConfig fields (grounding/config.py)
@@ -41,11 +41,11 @@ from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.distributed import World, close_world, init_world
 from synground_assets.grounding.loader import TripletIndex
 from synground_assets.grounding.train import TrainResult, train
-from synground_assets.processes import guard_training_process
-from synground_assets.recipes import RoleSpec
+from synground_assets.ops.processes import guard_training_process
+from synground_assets.ops.run_health import ensure_run_started
 from synground_assets.resources.store import ShardStore, table_path
 from synground_assets.resources.tracking import TrackedRun, Tracking
-from synground_assets.run_health import ensure_run_started
+from synground_assets.roles.spec import RoleSpec
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def report_metadata(config: TrainConfig, world: World, result: TrainResult, run:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        raise SystemExit("usage: torchrun [--nproc_per_node N ...] -m synground_assets.finetune JOB.json")
+        raise SystemExit("usage: torchrun [--nproc_per_node N ...] -m synground_assets.ops.finetune JOB.json")
     threads = torch_threads()
     job = TrainingJob.from_json(Path(argv[0]).read_text())
     torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ of CPU-only recipes such as `shapes`. Instead, each run submitted to the queue g
 
 A tag the user set on the run (or its backfill) is kept. `dagster asset materialize` executes in
 the shell that calls it, without the queue, so these limits apply to runs launched from the UI,
-schedules, backfills and `python -m synground_assets.scale.backfill`.
+schedules, backfills and `python -m synground_assets.ops.scale.backfill`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from dagster import Field, Permissive
 
-from synground_assets.dagster_internals import QueuedRunCoordinator, SubmitRunContext
-from synground_assets.recipes import Recipe, RecipeBook, RecipeError, recipe_book
+from synground_assets.config.recipes import Recipe, RecipeBook, RecipeError, recipe_book
+from synground_assets.ops.dagster_internals import QueuedRunCoordinator, SubmitRunContext
 
 DEVICE_TAG = "synground/device"
 CELERY_QUEUE_TAG = "dagster-celery/queue"

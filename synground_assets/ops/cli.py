@@ -1,4 +1,4 @@
-"""`python -m synground_assets.cli summary|index|cleanup|instance`: what the outputs hold; bring the
+"""`python -m synground_assets.ops.cli summary|index|cleanup|instance`: what the outputs hold; bring the
 lineage index up to date; mark runs whose process died as failed; create a fresh Dagster instance.
 
 `summary` prints the data root, the shards per recipe and stage, and the yield per recipe (after
@@ -58,7 +58,7 @@ def cleanup(dry_run: bool, run_ids: list[str], start_timeout_s: float) -> None:
     """The command line has no daemon to notice a killed run: this applies `run_health`'s rules."""
     import dagster as dg
 
-    from synground_assets.run_health import DeadRun, can_judge, clean_up_dead_runs, fail_dead_run
+    from synground_assets.ops.run_health import DeadRun, can_judge, clean_up_dead_runs, fail_dead_run
 
     with dg.DagsterInstance.get() as instance:
         if run_ids:
@@ -95,7 +95,7 @@ def create_instance() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m synground_assets.cli")
+    parser = argparse.ArgumentParser(prog="python -m synground_assets.ops.cli")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("summary", help="where the outputs are and what they hold")
     commands.add_parser("index", help="remove leftovers of crashed writes and refresh the lineage index")

@@ -1,6 +1,6 @@
 """The training job's launcher: the step process runs
 
-    python -m synground_assets.launcher --parent STEP_PID --working-folder WORK -- torchrun ...
+    python -m synground_assets.ops.launcher --parent STEP_PID --working-folder WORK -- torchrun ...
 
 which asks the kernel to SIGKILL it when the step dies (prctl PR_SET_PDEATHSIG, which survives exec;
 Linux), takes the working folder's exclusive job lock (`processes.lock_working_folder`) and execs the
@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from synground_assets.processes import (
+from synground_assets.ops.processes import (
     EXIT_FOLDER_IN_USE,
     EXIT_LAUNCHER_GONE,
     LAUNCHER_PID_ENV,
@@ -27,7 +27,7 @@ from synground_assets.processes import (
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m synground_assets.launcher", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m synground_assets.ops.launcher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parent", type=int, required=True, help="the pid to die with (the step process)")
     parser.add_argument("--working-folder", type=Path, required=True, help="the job's folder, locked for the job")

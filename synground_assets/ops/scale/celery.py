@@ -2,7 +2,7 @@
 
 `dagster_celery`'s launcher reports a run healthy while its Celery task is `STARTED`; a worker killed
 with SIGKILL (or a lost machine) never moves the task out of `STARTED`, so run monitoring would wait
-forever. Each worker (synground_assets/scale/worker.py) refreshes a heartbeat key in Redis every
+forever. Each worker (synground_assets/ops/scale/worker.py) refreshes a heartbeat key in Redis every
 `heartbeat_seconds`; the key expires after three beats. A started task whose worker has no live
 heartbeat, or a heartbeat from another process, is reported `FAILED`: run monitoring marks the run
 failed and run retries launch it again on a live worker. The message says which: a worker on this
@@ -33,9 +33,9 @@ from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.tags import DAGSTER_CELERY_TASK_ID_TAG
 from kombu.exceptions import OperationalError
 
-from synground_assets.dagster_internals import CheckRunHealthResult, WorkerStatus
-from synground_assets.processes import process_alive
-from synground_assets.scale.urls import password_of, redact, safe_url
+from synground_assets.ops.dagster_internals import CheckRunHealthResult, WorkerStatus
+from synground_assets.ops.processes import process_alive
+from synground_assets.ops.scale.urls import password_of, redact, safe_url
 
 HEARTBEAT_KEY = "synground:celery-worker:{node}"
 LAST_BEAT_KEY = "synground:celery-worker-last-beat:{node}"  # epoch seconds of its last beat, kept a day

@@ -1,6 +1,6 @@
 """Recipes: one row of the paper's tables each, read from one YAML file that users edit.
 
-The built-in file is `synground_assets/recipes.yaml`; `SYNGROUND_RECIPES=/path/to/recipes.yaml`
+The built-in file is `synground_assets/config/recipes.yaml`; `SYNGROUND_RECIPES=/path/to/recipes.yaml`
 points the code location at another one. Loading validates every field and fails with an error
 naming the file, the recipe, the field and the expected value.
 
@@ -44,7 +44,7 @@ REAL_DATA_SOURCES = ("visual_genome",)
 # "..." is Dagster's range separator (dagster/_core/definitions/partitions/utils/base.py:
 # INVALID_PARTITION_SUBSTRINGS): refused here with the rest, not left to Dagster's error.
 RECIPE_NAME = re.compile(r"^(?!.*\.\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*$")
-MAX_SHARD_SIZE = 10_000  # item ids number items with four digits (items.py)
+MAX_SHARD_SIZE = 10_000  # item ids number items with four digits (records/items.py)
 MAX_SHARDS = 100_000  # shard keys are five digits
 
 

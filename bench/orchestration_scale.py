@@ -51,7 +51,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `python bench/orchestration_scale.py` from the checkout
 RESULTS = REPO / "bench" / "results"
-BUILTIN_BOOK = REPO / "synground_assets" / "recipes.yaml"
+BUILTIN_BOOK = REPO / "synground_assets" / "config" / "recipes.yaml"
 GENERATION_ASSETS = ("concepts", "descriptions", "images", "phrases", "boxes")
 BOXES = dg.AssetKey("boxes")
 RECIPE = "shapes"

@@ -112,7 +112,7 @@ def test_loading_and_checking_recipes_imports_no_model_library():
 
 
 def test_dagster_definitions_validate_fails_on_a_bad_option(tmp_path):
-    builtin = (Path(__file__).parents[1] / "synground_assets" / "recipes.yaml").read_text()
+    builtin = (Path(__file__).parents[1] / "synground_assets" / "config" / "recipes.yaml").read_text()
     broken = tmp_path / "recipes.yaml"
     broken.write_text(builtin.replace("options: {size: 128}", "options: {size: -128}", 1))
     dagster = Path(sys.executable).with_name("dagster")

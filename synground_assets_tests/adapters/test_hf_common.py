@@ -126,7 +126,7 @@ def test_a_package_reference_names_an_installed_package_and_its_file(tmp_path):
         hf_common.resolve_model("package:no_such_model_package", "describer")
     with pytest.raises(ModelLoadError, match="package 'synground_assets' .* has no model.gguf"):
         hf_common.resolve_model("package:synground_assets", "describer", required_file="model.gguf")
-    location = hf_common.resolve_model("package:synground_assets", "describer", required_file="recipes.yaml")
+    location = hf_common.resolve_model("package:synground_assets", "describer", required_file="definitions.py")
     assert location.is_local and location.path.endswith("synground_assets")
 
 

@@ -10,6 +10,7 @@ helpers, `models/` and `grounding/` (the framework-free core), `quality/`, the r
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,11 @@ def test_private_dagster_names_come_through_one_module():
     private = sorted(name for name, imports in IMPORTS.items()
                      if any(i.startswith("dagster._") for i in imports) and not name.endswith(".dagster_internals"))
     assert private == []
+
+
+def test_synground_variables_are_read_in_settings_only():
+    """Paths and knobs come from `config/settings.py` (and the resources built on it), never from an
+    environment read deep in a module."""
+    readers = sorted(name for name, path in MODULES.items() if name != "synground_assets.config.settings"
+                     and re.search(r"(environ|getenv)\b[^\n]*SYNGROUND_", path.read_text()))
+    assert readers == []

@@ -1,6 +1,7 @@
 """The one timing harness of bench/: every timed script measures, reports and writes through it.
 
 - `Stopwatch`: wall and process-CPU seconds of a block (`with Stopwatch() as watch: ...`).
+- `Laps`: the seconds of consecutive stages of one run (`laps.lap("stage")` after each).
 - `alternate`: the compared variants called in turn within each round (so a slow spell of a shared
   machine hits every variant alike), after an optional warm-up call of each; per variant the wall
   and CPU seconds of every round, its best (min) and median, and what each call returned.
@@ -29,11 +30,15 @@ class Stopwatch:
         self.sync = sync  # e.g. a CUDA synchronize: the work queued inside the block is counted
         self.wall = self.cpu = 0.0
 
-    def __enter__(self) -> Stopwatch:
+    def start(self) -> Stopwatch:
+        """Start without a `with` block (a polling loop reads `lap()`)."""
         if self.sync:
             self.sync()
         self._wall, self._cpu = time.perf_counter(), time.process_time()
         return self
+
+    def __enter__(self) -> Stopwatch:
+        return self.start()
 
     def lap(self) -> float:
         return time.perf_counter() - self._wall
@@ -42,6 +47,23 @@ class Stopwatch:
         if self.sync and exc[0] is None:
             self.sync()
         self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+class Laps:
+    """Wall seconds of consecutive stages: `lap(name)` closes the stage that has just run; `total` is
+    the seconds since the start."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self._last = now - self._last, now
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self._start
 
 
 @dataclass

@@ -206,7 +206,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    args.colour_augmentation = False  # bench_config reads it (bench.learning.amc's settings)
+    # bench_config (bench.learning.amc) reads these: its defaults (objective: the adapter's, AMC's queue).
+    args.colour_augmentation, args.objective, args.queue_size = False, None, 65536
     report = run(args)
     if args.only is None and not args.judge:
         print_table(report)

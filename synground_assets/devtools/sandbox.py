@@ -1,7 +1,7 @@
 """A throwaway scale-out deployment on one machine, from deploy/dagster.yaml: PostgreSQL, Redis, one
 code server, the webserver, the daemon and N Celery workers, on free ports in a private folder.
 
-The service tests and bench/scale_out.py use it; it is also the quickest way to try the scale
+The service tests and bench/orchestration/ use it; it is also the quickest way to try the scale
 profile. PostgreSQL's initdb/pg_ctl refuse to run as root, so as root they run as `postgres`
 (`runuser`). Every process is stopped (by its pid) when the sandbox closes. With `password`, Redis
 (`requirepass`) and PostgreSQL (scram-sha-256) ask for it, as a production deployment's do.

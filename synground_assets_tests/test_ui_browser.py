@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,39 +26,19 @@ from PIL import Image
 
 from synground_assets.config.recipes import recipe_book
 from synground_assets.definitions import defs
+from synground_assets.devtools.browser import DRIVER, browser_paths, headless_chrome
 
 REPO = Path(__file__).resolve().parents[1]
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-DRIVER = "chromedriver"
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1600,1000")
 SHARD = "shapes|00000"
 STARTUP_S, RUN_S, PAGE_S = 180, 180, 30
 
 
 def find_browser() -> tuple[str, str]:
-    browser = next(filter(None, map(shutil.which, BROWSERS)), None)
-    driver = shutil.which(DRIVER)
+    browser, driver = browser_paths()
     if not (browser and driver):
         pytest.skip(f"no headless browser: found browser={browser}, {DRIVER}={driver}; "
                     "install them with `apt-get install -y chromium chromium-driver`")
     return browser, driver
-
-
-def headless_chrome(browser_path: str, driver_path: str):
-    """A headless Chromium driven by selenium, with a private profile folder (the caller removes
-    it); also bench/orchestration_scale.py's browser."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="synground-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.binary_location = browser_path
-    return webdriver.Chrome(options=options, service=Service(driver_path)), profile
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ its fix) stays with the module that uses it.
     SYNGROUND_MAX_RELAUNCHES    how often the lost_retries sensor relaunches a chain of runs (relaunch.py)
     SYNGROUND_RELAUNCH_INTERVAL_S  the lost_retries sensor's interval
     SYNGROUND_PG_OUTAGE_S       how long a process waits out a PostgreSQL outage (ops/scale/postgres.py)
+    SYNGROUND_PG_BIN, SYNGROUND_SANDBOX_KEEP  the test services' sandbox (devtools/sandbox.py)
     SYNGROUND_LAUNCHER_PID      set by the training launcher for torchrun's ranks (ops/launcher.py), not by users
 """
 
@@ -89,3 +90,11 @@ def relaunch_interval_s() -> str | None:
 
 def pg_outage_s() -> str | None:
     return _read("SYNGROUND_PG_OUTAGE_S")
+
+
+def pg_bin() -> str | None:
+    return _read("SYNGROUND_PG_BIN")
+
+
+def sandbox_keep() -> str | None:
+    return _read("SYNGROUND_SANDBOX_KEEP")

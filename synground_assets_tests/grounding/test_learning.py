@@ -1,6 +1,6 @@
 """The learning core learns: a few hundred AMC steps make a random tiny BLIP point at the phrase.
 
-A short version of bench/learning.py (which trains longer and compares against no-AMC): training
+A short version of bench/learning/amc.py (which trains longer and compares against no-AMC): training
 boxes come from the shapes detector, the held-out images from other seeds with their true boxes.
 """
 

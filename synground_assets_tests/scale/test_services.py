@@ -21,10 +21,10 @@ import yaml
 from dagster_postgres import PostgresRunStorage
 
 from synground_assets.config.recipes import BUILTIN_RECIPES
+from synground_assets.devtools.sandbox import CLIENT_ENV, Sandbox, missing_services, wait_for_runs
 from synground_assets.ops.scale import backfill
 from synground_assets.resources.lineage import Lineage
 from synground_assets.resources.store import MANIFEST, STAGING, ShardStore
-from synground_assets_tests.scale.sandbox import CLIENT_ENV, Sandbox, missing_services, wait_for_runs
 
 MISSING = missing_services()
 if MISSING:

@@ -1,6 +1,6 @@
-"""What detector ensembles and crop verification buy, on the shapes world (bench/quality.py's method).
+"""What detector ensembles and crop verification buy, on the shapes world (bench.learning.quality's method).
 
-Every row fine-tunes the same random-init tiny BLIP-ITM (ITC + ITM + AMC, bench/learning.py's
+Every row fine-tunes the same random-init tiny BLIP-ITM (ITC + ITM + AMC, bench.learning.amc's
 settings) on one set of training boxes and scores it with the pointing game on held-out shapes
 seeds (true boxes). The detectors are the shapes detector with `corrupt_fraction` (a real option
 of the adapter: that share of its boxes, seeded, swapped with another phrase's box of the image or
@@ -19,37 +19,35 @@ are independent. Rows:
 Each row: pointing game, triplets kept, wrong-box share (IoU < 0.5 with the renderer's true box,
 known to the benchmark only, used by no filter). Writes bench/results/box_verification.json.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/box_verification.py --steps 300 --train-images 400 --eval-images 100
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.box_verification --steps 300 --train-images 400 \
+        --eval-images 100
 
 Why the ITM head and not a VLM on shapes: the shapes world has no vision-language model that was
 trained on it (its "describer" is procedural), and a random-weight tiny VLM's yes/no probabilities
 say nothing about the crop; the grounding model fine-tuned on the corrupted data is the only judge
 that knows the shapes without using any true box. Its P(match) of true pairs sits near 0.33 (ITM
-trained with hard negatives, see bench/quality.py), so ROVI's margin 0.2 (P(match) >= 0.6), meant for
+trained with hard negatives, see bench.learning.quality), so ROVI's margin 0.2 (P(match) >= 0.6), meant for
 a VLM's yes/no, would drop nearly everything; the bench's default margin -0.8 is P(match) >= 0.1, the
-same floor bench/quality.py gives the agreement filter for the same reason.
+same floor bench.learning.quality gives the agreement filter for the same reason.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from learning import EVAL_SEED_OFFSET, add_training_arguments, shapes_triplets  # noqa: E402
-from quality import detect, fine_tune, shapes_world, to_triplets, wrong_share  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from bench.harness import Stopwatch, result_path, write_result  # noqa: E402
+from bench.learning.amc import EVAL_SEED_OFFSET, add_training_arguments, shapes_triplets  # noqa: E402
+from bench.learning.quality import detect, fine_tune, shapes_world, to_triplets, wrong_share  # noqa: E402
 from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.adapters.verifier import ItmVerifier  # noqa: E402
 from synground_assets.quality.agreement import agreement_filter  # noqa: E402
@@ -66,7 +64,7 @@ from synground_assets.records.items import phrase_id  # noqa: E402
 from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
 from synground_assets.tiny.shapes import ShapesDetector  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results") / "box_verification.json"
+RESULTS = result_path("box_verification")
 ROWS = ("clean", "1 detector", "2 detectors (2 of 2)", "3 detectors (2 of 3)", "1 detector + verify",
         "3 detectors (2 of 3) + verify", "1 detector + agreement")
 
@@ -116,18 +114,19 @@ def run(args) -> dict:
 
     verify = VerifySettings(judge="itm", margin=args.verify_margin, context=args.verify_context,
                             batch_size=args.judge_batch_size)
-    started = time.perf_counter()
-    one, one_removed = filter_boxes(corrupted[0], size_table, defaults)
-    judge_path = train_row("1 detector", one, corrupted[0], one_removed)
-    judge = BlipGroundingModel.from_pretrained(judge_path)
-    two, two_removed = ensemble(2, 2)
-    three, three_removed = ensemble(3, 2)
-    verified, verify_removed, verdicts = verify_filter(one, phrase_text, images.__getitem__, ItmVerifier(judge), verify)
-    both, both_removed, _ = verify_filter(three, phrase_text, images.__getitem__, ItmVerifier(judge), verify)
-    agreement = AgreementSettings(model=str(judge_path), min_itm_probability=args.min_itm_probability)
-    agreed, agreement_removed = agreement_filter(one, phrase_text, images.__getitem__, judge,
-                                                 replace(agreement, batch_size=args.judge_batch_size))
-    report["seconds"]["filtering"] = round(time.perf_counter() - started - report["seconds"]["1 detector"], 1)
+    with Stopwatch() as watch:  # filtering time: this block less the "1 detector" training in it
+        one, one_removed = filter_boxes(corrupted[0], size_table, defaults)
+        judge_path = train_row("1 detector", one, corrupted[0], one_removed)
+        judge = BlipGroundingModel.from_pretrained(judge_path)
+        two, two_removed = ensemble(2, 2)
+        three, three_removed = ensemble(3, 2)
+        verifier = ItmVerifier(judge)
+        verified, verify_removed, verdicts = verify_filter(one, phrase_text, images.__getitem__, verifier, verify)
+        both, both_removed, _ = verify_filter(three, phrase_text, images.__getitem__, ItmVerifier(judge), verify)
+        agreement = AgreementSettings(model=str(judge_path), min_itm_probability=args.min_itm_probability)
+        agreed, agreement_removed = agreement_filter(one, phrase_text, images.__getitem__, judge,
+                                                     replace(agreement, batch_size=args.judge_batch_size))
+    report["seconds"]["filtering"] = round(watch.wall - report["seconds"]["1 detector"], 1)
     report["verify_p_match"] = _verdict_summary(verdicts, truth, one)
     report["verify_margin_sweep"] = _margin_sweep(verdicts, one, truth)
     for name, boxes, before, removed in (
@@ -188,17 +187,17 @@ def main() -> None:
     parser.add_argument("--verify-margin", type=float, default=-0.8,
                         help="keep a crop when P(match) >= 1 - P(match) + margin (-0.8: P(match) >= 0.1)")
     parser.add_argument("--verify-context", type=float, default=VerifySettings.context)
-    parser.add_argument("--min-itm-probability", type=float, default=0.1, help="the agreement row (bench/quality.py)")
+    parser.add_argument("--min-itm-probability", type=float, default=0.1,
+                        help="the agreement row (bench.learning.quality)")
     parser.add_argument("--judge-batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    # bench_config (bench/learning.py) reads these: its defaults (objective: the adapter's, AMC's queue).
+    # bench_config (bench.learning.amc) reads these: its defaults (objective: the adapter's, AMC's queue).
     args.colour_augmentation, args.objective, args.queue_size = False, None, 65536
     report = run(args)
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, default=str))
+    write_result(report, args.output)
 
 
 if __name__ == "__main__":

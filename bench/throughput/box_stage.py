@@ -2,7 +2,7 @@
 checkout of this project (e.g. a `git worktree` of an earlier commit), in one process.
 
 Builds one shard of a tiny recipe (concepts, descriptions, images written as PNG, phrases), then
-times, alternating within each round (best and median of `--repeats`):
+times, alternating within each round (bench.harness; best and median of `--repeats`):
 
 - bare: the detector adapter's `detect` on the shard's batches, images already decoded in memory;
 - bare + decode: the same, each image decoded from its PNG file first (as the stage must);
@@ -11,31 +11,39 @@ times, alternating within each round (best and median of `--repeats`):
 
 Items the tiny detector cannot take (it fails to tokenize some phrases) are left out of every path.
 With `--old`, the two stages' outputs are compared (table, removals, skips, counts, lineage tables,
-preview pixels) and the script fails when they differ. Wall time and process CPU time are printed.
+preview pixels) and the script fails when they differ. Wall time and process CPU time are printed and
+written to bench/results/box_stage.json.
 
     git worktree add /tmp/box-old 2ebaadd
-    OMP_NUM_THREADS=1 python bench/box_stage.py --items 64 --repeats 15 --old /tmp/box-old
+    OMP_NUM_THREADS=1 python -m bench.throughput.box_stage --items 64 --repeats 15 --old /tmp/box-old
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import importlib.util
 import re
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench.harness import alternate, write_result
 
 
 def old_package(checkout: Path, into: Path) -> str:
-    """The checkout's package copied under another name (its imports renamed), importable next to this one."""
+    """The checkout's package copied under another name (its imports renamed) and imported from there,
+    next to this one: its submodules resolve through the package's own path, not `sys.path`."""
     name = "synground_assets_old"
     shutil.copytree(checkout / "synground_assets", into / name)
     for path in (into / name).rglob("*.py"):
         path.write_text(re.sub(r"\bsynground_assets\b", name, path.read_text()))
-    sys.path.insert(0, str(into))
+    spec = importlib.util.spec_from_file_location(name, into / name / "__init__.py",
+                                                  submodule_search_locations=[str(into / name)])
+    sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[name])
     return name
 
 
@@ -47,15 +55,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--old", type=Path, help="another checkout of this project: its box stage is timed too")
     args = parser.parse_args(argv)
 
-    import importlib
-
     import pandas as pd
     import torch
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from gpu_stages import adapter_recipe, bench_shard, bench_suite, detector_work
-
+    from bench.throughput.gpu_stages import adapter_recipe, bench_shard, bench_suite, detector_work
     from synground_assets.pipeline.batching import batches
     from synground_assets.pipeline.boxes import BoxInputs, box_phrases
 
@@ -81,23 +85,19 @@ def main(argv: list[str]) -> int:
     if args.old:
         old_boxes = importlib.import_module(f"{old_package(args.old, work / 'old')}.pipeline.boxes")
         calls["stage, --old"] = lambda: old_boxes.box_phrases(recipe, shard, inputs, suite)
-    for call in calls.values():
-        call()  # warm-up at these shapes
-    wall: dict[str, list[float]] = {name: [] for name in calls}
-    cpu: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(args.repeats):
-        for name, call in calls.items():
-            started, started_cpu = time.perf_counter(), time.process_time()
-            call()
-            wall[name].append(time.perf_counter() - started)
-            cpu[name].append(time.process_time() - started_cpu)
-    n, base, base_decode = len(work_items), min(wall["bare (images in memory)"]), min(wall["bare + PNG decode"])
+    timings = alternate(calls, args.repeats, warmup=True)  # warm-up at these shapes
+    n, base, base_decode = len(work_items), timings["bare (images in memory)"].best, timings["bare + PNG decode"].best
     print(f"{args.recipe}: {n} items ({len(failing)} left out), {args.repeats} rounds, "
           f"torch threads {torch.get_num_threads()}")
-    for name in calls:
-        best, median = min(wall[name]), sorted(wall[name])[len(wall[name]) // 2]
+    rows = {}
+    for name, timing in timings.items():
+        best, median = timing.best, timing.median
         print(f"  {name:24s} {n / best:7.1f} items/s (median {n / median:7.1f})  bare/this {base / best:.3f}  "
-              f"bare+decode/this {base_decode / best:.3f}  CPU {min(cpu[name]):.3f} s")
+              f"bare+decode/this {base_decode / best:.3f}  CPU {timing.cpu_best:.3f} s")
+        rows[name] = {"items_per_s": n / best, "items_per_s_median": n / median, "bare_over_this": base / best,
+                      "bare_decode_over_this": base_decode / best, **timing.summary()}
+    write_result({"recipe": args.recipe, "items": n, "left_out": len(failing), "rounds": args.repeats,
+                  "torch_threads": torch.get_num_threads(), "old": str(args.old or ""), "calls": rows}, "box_stage")
     if args.old:
         new, old = calls["stage"](), calls["stage, --old"]()
         pd.testing.assert_frame_equal(new.table, old.table)

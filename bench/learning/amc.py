@@ -6,13 +6,13 @@ boxes are the training boxes) and
 a held-out set from other seeds (scored against the renderer's true boxes), trains once with
 ITC + ITM + AMC and once with ITC + ITM only, and scores the pointing game of: the untrained model,
 the image-centre point, uniform random points, no-AMC, AMC. Prints a table and writes
-bench/results/learning.json.
+bench/results/learning.json. Run from the checkout's root:
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py            # the full run
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --steps 300 --train-images 400 --eval-images 100
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --model albef   # -> bench/results/learning-albef.json
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --only amc --ranks 2   # through torchrun, 2 ranks x B/2
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/learning.py --model albef --objective amc   # AMC-grounding's loss
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.amc            # the full run
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.amc --steps 300 --train-images 400 --eval-images 100
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.amc --model albef   # -> bench/results/learning-albef.json
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.amc --only amc --ranks 2   # through torchrun, 2 ranks x B/2
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.amc --model albef --objective amc   # AMC-grounding's loss
 
 `--objective` picks the loss (grounding/config.py OBJECTIVES; default: the adapter's, ALBEF `amc`
 = MLM + ITA with momentum distillation and queues + ITM, BLIP `itc-itm-amc` = ITC + ITM); the
@@ -30,7 +30,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,6 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from bench.harness import Stopwatch, check_target, result_path, write_result  # noqa: E402
 from synground_assets.adapters.grounding_albef import AlbefGroundingModel  # noqa: E402
 from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.config.recipes import RoleSpec  # noqa: E402
@@ -58,7 +58,6 @@ from synground_assets.tiny.grounding import (
     build_tiny_blip,  # noqa: E402
 )
 
-RESULTS = Path(__file__).with_name("results")
 MODELS = {"blip": (build_tiny_blip, BlipGroundingModel), "albef": (build_tiny_albef, AlbefGroundingModel)}
 EVAL_SEED_OFFSET = 1_000_000  # held-out images come from seeds far from the training ones
 
@@ -111,17 +110,10 @@ def run(args) -> dict:
     base = "MLM+ITA+ITM" if (args.objective or adapter.default_objective) == "amc" else "ITC+ITM"
     variants = [(f"{base} (no AMC)", False), (f"{base}+AMC", True)]
     for name, amc in [v for v in variants if args.only in (None, "amc" if v[1] else "no-amc")]:
-        started = time.perf_counter()
-        if args.ranks:
-            metrics = train_with_torchrun(args, bench_config(args, amc), folder, train_set, held_out,
-                                          work / name.split()[0])
-        else:
-            result = train(bench_config(args, amc), adapter.from_pretrained(folder), train_set, held_out,
-                           work / name.split()[0], log_fn=lambda step, m, name=name: print(
-                               f"  [{name}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items())))
-            metrics = result.metrics
+        with Stopwatch() as watch:
+            metrics = train_variant(args, amc, name, folder, train_set, held_out, work, adapter)
         rows[name] = metrics["pointing_game_accuracy"]
-        runs[name] = {"seconds": round(time.perf_counter() - started, 1),
+        runs[name] = {"seconds": round(watch.wall, 1),
                       "final": {k: v for k, v in metrics.items() if k.startswith("final_")}}
     return {
         "settings": vars(args) | {"parameters": parameters, "grid": f"{args.size // 8}x{args.size // 8}",
@@ -130,6 +122,16 @@ def run(args) -> dict:
         "amc_gain_over_no_amc": rows.get(variants[1][0], float("nan")) - rows.get(variants[0][0], float("nan")),
         "runs": runs,
     }
+
+
+def train_variant(args, amc: bool, name: str, folder: Path, train_set, held_out, work: Path, adapter) -> dict:
+    """One model trained with or without the AMC terms; its final metrics."""
+    if args.ranks:
+        return train_with_torchrun(args, bench_config(args, amc), folder, train_set, held_out, work / name.split()[0])
+    result = train(bench_config(args, amc), adapter.from_pretrained(folder), train_set, held_out,
+                   work / name.split()[0], log_fn=lambda step, m, name=name: print(
+                       f"  [{name}] step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items())))
+    return result.metrics
 
 
 def train_with_torchrun(args, config: TrainConfig, model_folder: Path, train_set, held_out, output: Path) -> dict:
@@ -156,10 +158,12 @@ def print_table(report: dict) -> None:
         seconds = report["runs"].get(name, {}).get("seconds", "")
         print(f"{name:<22} {accuracy:>8.3f}  {seconds:>7}")
     print(f"AMC gain over no-AMC: {report['amc_gain_over_no_amc']:+.3f}")
+    if len(report["runs"]) == 2:  # the claim: AMC points better than the same training without it
+        check_target("AMC gain over no-AMC", report["amc_gain_over_no_amc"], 0.0, at_most=False)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The shapes-world training settings this benchmark and bench/quality.py share."""
+    """The shapes-world training settings this benchmark, bench.learning.quality and box_verification share."""
     parser.add_argument("--steps", type=int, default=1600)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -184,12 +188,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="default: bench/results/learning.json (learning-albef.json)")
     args = parser.parse_args()
     name = "learning" if args.model == "blip" else f"learning-{args.model}"
-    args.output = args.output or RESULTS / (f"{name}-{args.objective}.json" if args.objective else f"{name}.json")
+    args.output = args.output or result_path(f"{name}-{args.objective}" if args.objective else name)
     report = run(args)
     print_table(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     report["settings"]["output"] = str(args.output)
-    args.output.write_text(json.dumps(report, indent=2, default=str))
+    write_result(report, args.output)
 
 
 if __name__ == "__main__":

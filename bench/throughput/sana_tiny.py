@@ -8,7 +8,7 @@ DC-AE that halves) thus draws a 64 px request at 1024 x 1024 px, 512 x 512 laten
 loaded through the adapter (`DiffusersImageGenerator`, `from_pretrained`), one thread, 2 steps,
 one prompt per call, `--repeats` calls after a warm-up; the median is reported.
 
-    python bench/sana_tiny.py [--size 64] [--repeats 3]
+    python -m bench.throughput.sana_tiny [--size 64] [--repeats 3]
 
 Prints a table and writes bench/results/sana_tiny.json.
 """
@@ -16,11 +16,10 @@ Prints a table and writes bench/results/sana_tiny.json.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
+
+from bench.harness import repeat, write_result
 
 
 def build_diffusers_dummy(folder: Path) -> None:
@@ -77,20 +76,17 @@ def main() -> None:
                     options={"height": args.size, "num_inference_steps": 2, "max_sequence_length": 16,
                              "use_resolution_binning": binning}))
                 generator.generate(["a red cat on a blue couch"], [0])  # warm-up
-                times = []
-                for seed in range(args.repeats):
-                    started = time.perf_counter()
-                    image = generator.generate(["a red cat on a blue couch"], [seed])[0].image
-                    times.append(time.perf_counter() - started)
+                seeds = iter(range(args.repeats))  # one seed per timed call: 0, 1, ...
+                timing = repeat(lambda generator=generator, seeds=seeds: generator.generate(
+                    ["a red cat on a blue couch"], [next(seeds)])[0].image, args.repeats)
+                image, times = timing.last, timing.wall
                 generator.release()
                 assert image.size == (args.size, args.size), image.size
                 rows.append({"model": label, "use_resolution_binning": binning, "size": args.size,
-                             "median_s": statistics.median(times), "times_s": times})
-                print(f"{label:16} binning={binning!s:5} {args.size} px: {statistics.median(times):.3f} s per call "
+                             "median_s": timing.median, "times_s": times})
+                print(f"{label:16} binning={binning!s:5} {args.size} px: {timing.median:.3f} s per call "
                       f"(median of {args.repeats})", flush=True)
-    out = Path(__file__).parent / "results" / "sana_tiny.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2))
+    write_result({"rows": rows}, "sana_tiny")
 
 
 if __name__ == "__main__":

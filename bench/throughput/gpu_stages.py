@@ -20,9 +20,9 @@ per item (counted once with torch's FlopCounterMode) x items/s / the GPU's peak 
 token reads all weights once per batch; H200: 4.8 TB/s), the bound that matters for decoding.
 Writes JSON (default bench/results/gpu_stages.json).
 
-    python bench/gpu_stages.py [--stages generator describer detector glip] [--batch-sizes 1 4 16]
-    python bench/gpu_stages.py --tiny     # tiny configs; runs on the CPU too (a check of this script)
-    python bench/gpu_stages.py --flops-only [--stages generator turbo] [--turbo-steps 1]
+    python -m bench.throughput.gpu_stages [--stages generator describer detector glip] [--batch-sizes 1 4 16]
+    python -m bench.throughput.gpu_stages --tiny     # tiny configs; runs on the CPU too (a check of this script)
+    python -m bench.throughput.gpu_stages --flops-only [--stages generator turbo] [--turbo-steps 1]
 
 - turbo: the same architecture distilled for 1-4 steps without guidance (stabilityai/sd-turbo,
   `--turbo-steps`, default 1): the biggest cost lever of the workload.
@@ -32,7 +32,7 @@ the H200 compute floor per image and per 1M images: the estimate used where no G
 
 Without a CUDA GPU (and without --tiny) it says so and exits with status 0.
 
-    python bench/gpu_stages.py --adapters [--recipe tiny-concept2text] [--items 64]
+    python -m bench.throughput.gpu_stages --adapters [--recipe tiny-concept2text] [--items 64]
 
 `--adapters` times the project's own stages (`pipeline/`: the describer, image and box stages,
 with their checks, hashes, previews, background PNG writes and the next batch's images read ahead)
@@ -51,14 +51,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
+
+from bench.harness import Stopwatch, alternate, check_target, repeat, result_path, write_result
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # dense, no sparsity
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12, "A100": 2.0e12}  # bytes/s, HBM
@@ -281,18 +282,12 @@ def measure(make_step, batch_sizes: list[int], device: torch.device, repeats: in
                 step()  # warm-up at this shape
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                times = []
-                for _ in range(repeats):
-                    synchronize(device)
-                    started = time.perf_counter()
-                    step()
-                    synchronize(device)
-                    times.append(time.perf_counter() - started)
+                timing = repeat(step, repeats, sync=lambda: synchronize(device))
         except torch.cuda.OutOfMemoryError:
             rows.append({"batch_size": batch_size, "error": "out of memory"})
             torch.cuda.empty_cache()
             continue
-        seconds = min(times)
+        seconds = timing.best
         row = {"batch_size": batch_size, "seconds": seconds, "items_per_s": batch_size / seconds}
         if device.type == "cuda":
             row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -309,9 +304,9 @@ def run_stage(name: str, args, device: torch.device, dtype: torch.dtype) -> dict
         "glip": lambda: build_glip(args.tiny, device, getattr(torch, args.glip_dtype), args.detector_size,
                                    args.glip_variant),
     }
-    started = time.perf_counter()
-    make_step, facts = builders[name]()
-    build_seconds = time.perf_counter() - started
+    with Stopwatch() as watch:
+        make_step, facts = builders[name]()
+    build_seconds = watch.wall
     batch_sizes = args.batch_sizes or (TINY_BATCH_SIZES if args.tiny else DEFAULT_BATCH_SIZES[name])
     flops_per_item, rows = measure(make_step, batch_sizes, device, args.repeats)
     peak, bandwidth = gpu_peak(device, PEAK_BF16_FLOPS), gpu_peak(device, PEAK_BANDWIDTH)
@@ -405,17 +400,6 @@ def detector_work(images, phrases, image_folder: Path):
     return files, pictures, [(item, texts) for item, texts in work_items if texts]
 
 
-def best_seconds(calls: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Each call's best time over `repeats` rounds; the calls alternate within a round."""
-    times: list[list[float]] = [[] for _ in calls]
-    for _ in range(repeats):
-        for call, kept in zip(calls, times):
-            started = time.perf_counter()
-            call()
-            kept.append(time.perf_counter() - started)
-    return [min(kept) for kept in times]
-
-
 def run_adapters(args, device: torch.device) -> dict:
     """Per stage: the bare adapter calls and the stage, items/s each (best of `repeats`, after a warm-up)."""
     import tempfile
@@ -462,10 +446,9 @@ def run_adapters(args, device: torch.device) -> dict:
     for name, (count, bare, stage) in stages.items():
         if name not in args.stages:
             continue
-        calls = [bare, stage, *([decoding[name]] if name in decoding else [])]
-        for call in calls:
-            call()  # warm-up at these shapes
-        bare_s, stage_s, *decode_s = best_seconds(calls, args.repeats)
+        calls = {"bare": bare, "stage": stage, **({"bare + decode": decoding[name]} if name in decoding else {})}
+        # Warm-up at these shapes, then the calls alternate within each round; the best is kept.
+        bare_s, stage_s, *decode_s = (timing.best for timing in alternate(calls, args.repeats, warmup=True).values())
         row = report["stages"][name] = {"items": count, "bare_items_per_s": count / bare_s,
                                         "stage_items_per_s": count / stage_s, "stage_to_bare": bare_s / stage_s}
         line = (f"  {name:10s} {count:5d} items  bare {row['bare_items_per_s']:8.1f} items/s  "
@@ -475,6 +458,7 @@ def run_adapters(args, device: torch.device) -> dict:
             line += (f"  (bare decoding the PNGs {row['bare_decode_items_per_s']:.1f} items/s, "
                      f"stage/that {row['stage_to_bare_decode']:.3f})")
         print(line, flush=True)
+        check_target(f"{name} stage/bare", row["stage_to_bare"], 0.95, at_most=False)
     return report
 
 
@@ -500,10 +484,8 @@ def flops_only(args, dtype: torch.dtype) -> int:
                                   "floor_gpu_hours_per_million": floor_s * 1e6 / 3600}
         print(f"{name}: {facts['steps']} step(s), guidance {facts['guidance']}, {flops / 1e12:.2f} TFLOP/item, "
               f"H200 floor {floor_s * 1e3:.1f} ms/item, {floor_s * 1e6 / 3600:.1f} GPU-hours per 1M images")
-    out = args.out.with_name("gpu_stages_flops.json") if args.out.name == "gpu_stages.json" else args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_result(report, args.out.with_name("gpu_stages_flops.json") if args.out.name == "gpu_stages.json"
+                 else args.out)
     return 0
 
 
@@ -531,7 +513,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="the project's stages over one shard against their adapters' bare model calls")
     parser.add_argument("--recipe", default="tiny-concept2text", help="--adapters: the recipe whose models run")
     parser.add_argument("--items", type=int, default=64, help="--adapters: items in the shard")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu_stages.json")
+    parser.add_argument("--out", type=Path, default=result_path("gpu_stages"))
     return parser.parse_args(argv)
 
 
@@ -552,10 +534,8 @@ def main(argv: list[str]) -> int:
         return flops_only(args, dtype)
     if args.adapters:
         report = run_adapters(args, device)
-        out = args.out.with_name("gpu_stages_adapters.json") if args.out.name == "gpu_stages.json" else args.out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2))
-        print(f"wrote {out}")
+        write_result(report, args.out.with_name("gpu_stages_adapters.json") if args.out.name == "gpu_stages.json"
+                     else args.out)
         return 0
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -568,9 +548,7 @@ def main(argv: list[str]) -> int:
         print_stage(name, report["stages"][name])
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_result(report, args.out)
     return 0
 
 

@@ -15,18 +15,16 @@ Index memory: 2.6M synthetic rows (1M images, ~60-character paths, 2-6 word phra
 written to Parquet, read into a `TripletIndex` + `BatchPlan`; the columns' bytes and the process's
 resident-memory growth, against a list of `Triplet` objects (measured on 200k, scaled).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/training_throughput.py                  # tiny BLIP, CPU
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/training_throughput.py --full-size --device cuda   # GPU
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.throughput.training_throughput                  # tiny BLIP, CPU
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.throughput.training_throughput --full-size --device cuda   # GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,6 +34,7 @@ import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from bench.harness import Stopwatch, check_target, result_path, write_result  # noqa: E402
 from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.grounding.config import TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Augmentation, Triplet  # noqa: E402
@@ -53,7 +52,7 @@ from synground_assets.grounding.train import autocast  # noqa: E402
 from synground_assets.records import evaluation_sets as benchmarks  # noqa: E402
 from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
 
-RESULTS = Path(__file__).with_name("results") / "training_throughput.json"
+RESULTS = result_path("training_throughput")
 PAPER_TRIPLETS = 2_627_952  # SynGround, real + models (the paper's table)
 
 
@@ -99,14 +98,10 @@ def timed(step, batches, steps: int, batch_size: int, device: torch.device) -> f
     """Samples/s over `steps` steps after one warm-up step."""
     batches = iter(batches)
     step(next(batches), 0)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for index in range(1, steps + 1):
-        step(next(batches), index)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - started)
+    with Stopwatch(sync=torch.cuda.synchronize if device.type == "cuda" else None) as watch:
+        for index in range(1, steps + 1):
+            step(next(batches), index)
+    return steps * batch_size / watch.wall
 
 
 def throughput(args, work: Path) -> dict:
@@ -206,8 +201,9 @@ def print_report(report: dict) -> None:
         print(f"\ntraining index: {m['triplets']:,} triplets, {m['images']:,} images "
               f"(Parquet {m['parquet_mb']:.0f} MB)")
         print(f"  columns {m['index_columns_mb']:.0f} MB + epoch permutation {m['epoch_permutation_mb']:.0f} MB; "
-              f"resident growth {m['resident_growth_mb']:.0f} MB per rank (target < 1000 MB)")
+              f"resident growth {m['resident_growth_mb']:.0f} MB per rank")
         print(f"  the same as Triplet objects: ~{m['python_objects_mb_scaled']:.0f} MB")
+        check_target("index resident growth per rank", m["resident_growth_mb"], 1000, unit=" MB")
 
 
 def main() -> None:
@@ -236,8 +232,7 @@ def main() -> None:
     if args.skip != "throughput":
         report["throughput"] = throughput(args, work)
     print_report(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, default=str))
+    write_result(report, args.output)
 
 
 if __name__ == "__main__":

@@ -2,27 +2,26 @@
 one worker, then with two (throughput ratio, ideal 2.0), and the per-run overhead of the Celery
 launcher against Dagster's default launcher (same runs of one small shard, same instance storage).
 
-    python bench/scale_out.py [--shards 16] [--per-run 2] [--overhead-runs 4]
+    python -m bench.orchestration.scale_out [--shards 16] [--per-run 2] [--overhead-runs 4]
 
 Real services (PostgreSQL, Redis, code server, webserver, daemon, workers) from deploy/dagster.yaml,
-started in a private sandbox (synground_assets_tests/scale/sandbox.py). Writes bench/results/scale_out.json.
-Index build time per shard at 16,000 shards: bench/lineage.py.
+started in a private sandbox (synground_assets/devtools/sandbox.py). Writes bench/results/scale_out.json.
+Index build time per shard at 16,000 shards: bench.throughput.lineage.
+The times are Dagster's own (run records: creation, start, end), read back through bench.harness.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 import dagster as dg
 
+from bench.harness import Timings, write_result
+from synground_assets.devtools.sandbox import CLIENT_ENV, Sandbox, succeeded, wait_for_runs
 from synground_assets.ops.scale import backfill
-from synground_assets_tests.scale.sandbox import CLIENT_ENV, Sandbox, succeeded, wait_for_runs
 
-RESULTS = Path(__file__).parent / "results"
 FAST = {
     "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
     "run_launcher": {"config": {"heartbeat_seconds": 2}},
@@ -84,9 +83,9 @@ def launcher_overhead(launcher: str, count: int) -> dict:
                 stats = instance.get_run_stats(run.run_id)
                 totals.append(record.end_time - record.create_timestamp.timestamp())
                 steps.append(stats.end_time - stats.start_time)
-    overhead = [total - step for total, step in zip(totals, steps)]
+    overhead = Timings(wall=[total - step for total, step in zip(totals, steps)])
     return {"launcher": launcher, "runs": count, "launch_to_end_s": [round(t, 2) for t in totals],
-            "overhead_s_median": round(sorted(overhead)[len(overhead) // 2], 2)}
+            "overhead_s_median": round(overhead.median, 2)}
 
 
 LAUNCH_RUN = """
@@ -120,8 +119,7 @@ def main() -> None:
         "loadavg_after": os.getloadavg(),
         "cpus": os.cpu_count(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale_out.json").write_text(json.dumps(result, indent=2))
+    write_result(result, "scale_out")
     print(f"{'':24}{'wall s':>10}{'shards/s':>10}  runs per worker")
     for row in (one, two):
         label = f"{row['workers']} worker(s), {row['shards']} shards"

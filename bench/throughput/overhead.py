@@ -11,7 +11,7 @@ Dagster step time, so a gap shows where it is, and what each stage worked on (`i
 sampled, described, drawn; phrases kept; phrases sent to the detector): every stage must have work,
 the run stops otherwise.
 
-    python bench/overhead.py [--recipe tiny-concept2text] [--shard-sizes 4 64] [--repeats 5] [--threads 1]
+    python -m bench.throughput.overhead [--recipe tiny-concept2text] [--shard-sizes 4 64] [--repeats 5] [--threads 1]
 
 Each shard size is a copy of the built-in recipes with the recipe's `shard_size` changed: the
 fixed cost of a run (Dagster's events, the lineage files and one preview per stage) is per
@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
+
+from bench.harness import Laps, Stopwatch, alternate, check_target, result_path, write_result
 
 STAGES = ["concepts", "descriptions", "images", "phrases", "boxes"]
 ROLES = {"concepts": "concepts", "descriptions": "describer", "images": "image_generator",
@@ -56,12 +56,11 @@ def load_models(recipe: str) -> dict[str, float]:
     from synground_assets.adapters.suite import model_suite
 
     model_suite().clear()
-    seconds = {}
+    laps = Laps()
     for role in ROLES.values():
-        start = time.perf_counter()
         model_suite().role(recipe, role)
-        seconds[role] = time.perf_counter() - start
-    return seconds
+        laps.lap(role)
+    return laps.seconds
 
 
 def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
@@ -71,11 +70,11 @@ def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
     from synground_assets.definitions import GENERATION_ASSETS
     from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 
-    start = time.perf_counter()
-    result = dg.materialize(GENERATION_ASSETS, partition_key=partition_key, instance=instance,
-                            resources={"store": StoreResource(), "lineage": LineageResource(),
-                                       "suite": ModelSuiteResource()})
-    wall = time.perf_counter() - start
+    with Stopwatch() as watch:
+        result = dg.materialize(GENERATION_ASSETS, partition_key=partition_key, instance=instance,
+                                resources={"store": StoreResource(), "lineage": LineageResource(),
+                                           "suite": ModelSuiteResource()})
+    wall = watch.wall
     assert result.success
     started, steps = {}, {}
     for record in instance.all_logs(result.run_id):
@@ -112,13 +111,8 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     folders = {stage: root / recipe_name / stage / shard for stage in STAGES}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-    seconds, clock = {}, time.perf_counter()
-    start = clock
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[stage], clock = now - clock, now
+    laps = Laps()
+    lap = laps.lap
 
     # 1. Concepts.
     number = shard_index(shard)
@@ -175,7 +169,7 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     lap("boxes")
     items = {"concepts": len(items), "descriptions": len(described), "images": len(rows),
              "phrases": len(phrase_rows), "boxes": sum(len(ps) for _, _, ps in work)}
-    return time.perf_counter() - start, seconds, items
+    return laps.total, laps.seconds, items
 
 
 def stage_items(recipe: str, shard: str) -> dict[str, int]:
@@ -215,10 +209,10 @@ def measure(recipe: str, shard: str, repeats: int, work: Path) -> dict:
     same = image_digests(default_data_root() / recipe / "images" / shard) == \
         image_digests(work / "direct" / recipe / "images" / shard)
     assert same, "the direct loop drew different images than the Dagster run"
-    dagster, direct = [], []
-    for _ in range(repeats):
-        dagster.append(dagster_run(partition_key, instance))
-        direct.append(direct_run(recipe, shard, work / "direct"))
+    # The two paths alternate; each reports its own wall time (the Dagster run's: `materialize` alone).
+    timings = alternate({"dagster": lambda: dagster_run(partition_key, instance),
+                         "direct": lambda: direct_run(recipe, shard, work / "direct")}, repeats)
+    dagster, direct = timings["dagster"].results, timings["direct"].results
     median = statistics.median
     dagster_s, direct_s = median(w for w, _ in dagster), median(w for w, _, _ in direct)
     return {
@@ -235,26 +229,23 @@ def measure(recipe: str, shard: str, repeats: int, work: Path) -> dict:
 RATIO_TARGET, FIXED_TARGET_S, PER_ITEM_TARGET_S = 1.10, 0.5, 0.002
 
 
-def targets(results: dict) -> str:
+def targets(results: dict) -> dict[str, bool]:
     """The asset layer's targets, met or not, from what was measured: the ratio and the overhead per
     shard at each size; per item, the overhead's growth between the smallest and largest shard."""
-    lines = ["\ntargets:"]
+    met = {}
     for size, result in results.items():
-        ratio, overhead = result["ratio_dagster_to_direct"], result["overhead_per_shard_s"]
-        lines.append(f"  {size} items: ratio {ratio:.3f} {'<=' if ratio <= RATIO_TARGET else '>'} {RATIO_TARGET} "
-                     f"({'met' if ratio <= RATIO_TARGET else 'not met'}), overhead {overhead:.2f} s "
-                     f"{'<=' if overhead <= FIXED_TARGET_S else '>'} {FIXED_TARGET_S} s "
-                     f"({'met' if overhead <= FIXED_TARGET_S else 'not met'})")
+        met[f"{size} items: ratio"] = check_target(f"{size} items: ratio dagster/direct",
+                                                   result["ratio_dagster_to_direct"], RATIO_TARGET)
+        met[f"{size} items: overhead"] = check_target(f"{size} items: overhead per shard",
+                                                      result["overhead_per_shard_s"], FIXED_TARGET_S, unit=" s")
     if len(results) > 1:
         small, large = min(results), max(results)
         per_item = (results[large]["overhead_per_shard_s"] - results[small]["overhead_per_shard_s"]) / (large - small)
-        verdict = "met" if per_item <= PER_ITEM_TARGET_S else "not met"
-        lines.append(f"  per item ({small} -> {large} items): {per_item * 1e3:.2f} ms ({verdict}: target "
-                     f"{PER_ITEM_TARGET_S * 1e3:.0f} ms)")
-    lines.append("  (a tiny model's shard takes ~1.5 s on a quiet 2-core machine, so Dagster's own per-step events "
-                 "and run creation, ~0.1-0.2 s, weigh against the ratio; docs/benchmarks.md, 'Cost at the paper's "
-                 "scale')")
-    return "\n".join(lines)
+        met["per item"] = check_target(f"overhead per item ({small} -> {large} items)", per_item * 1e3,
+                                       PER_ITEM_TARGET_S * 1e3, unit=" ms")
+    print("  (a tiny model's shard takes ~1.5 s on a quiet 2-core machine, so Dagster's own per-step events "
+          "and run creation, ~0.1-0.2 s, weigh against the ratio; docs/benchmarks.md, 'Cost at the paper's scale')")
+    return met
 
 
 def main() -> None:
@@ -264,7 +255,7 @@ def main() -> None:
     parser.add_argument("--shard-sizes", type=int, nargs="+", default=[4, 64], help="items per shard")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "overhead.json")
+    parser.add_argument("--output", type=Path, default=result_path("overhead"))
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -284,9 +275,6 @@ def main() -> None:
     report = {"recipe": args.recipe, "shard": args.shard, "repeats": args.repeats, "torch_threads": args.threads,
               "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
               "by_shard_size": results}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-
     print(f"{args.recipe}, shard {args.shard}, median of {args.repeats} runs each, torch threads {args.threads}")
     for shard_size, result in results.items():
         load = result["model_load_s"]
@@ -299,8 +287,9 @@ def main() -> None:
               "   (dagster: the whole run, wall clock)")
         print(f"  ratio dagster/direct {result['ratio_dagster_to_direct']:.3f}, "
               f"overhead {result['overhead_per_shard_s']:.2f} s per shard")
-    print(targets(results))
-    print(f"\n-> {args.output}")
+    print("\ntargets:")
+    report["targets_met"] = targets(results)
+    write_result(report, args.output)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ image resized to --size px on its shorter side (4:3, so 800 x 1066, zero-padded 
 official SIZE_DIVISIBILITY 32 does), a 256-token query with two phrases, through `model.detect`
 (Swin, FPN, BERT, the VL-DyHead with its pure-PyTorch deformable convolutions, post-processing).
 
-    python bench/glip_cpu.py [--config tiny|tiny-a|large] [--size 800] [--threads N] [--repeats 1] [--prior-prob 0.01]
+    python -m bench.throughput.glip_cpu [--config tiny|tiny-a|large] [--size 800] [--threads N] [--repeats 1] \
+        [--prior-prob 0.01]
 
 Prints a table and writes bench/results/glip_cpu.json: build seconds, detect wall seconds (median of
 --repeats after the first call, or the first call when --repeats is 1), detect CPU seconds of the
@@ -13,12 +14,11 @@ process (all threads; on a shared machine wall time also counts waiting for a co
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
-import time
-from pathlib import Path
+
+from bench.harness import Stopwatch, repeat, result_path, write_result
 
 
 def peak_rss_mib() -> float:
@@ -44,11 +44,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rss_start = peak_rss_mib()
-    start = time.perf_counter()
-    torch.manual_seed(0)
-    config = PRESETS[args.config](prior_prob=args.prior_prob)
-    model = GlipForGrounding(config).eval()
-    build_s = time.perf_counter() - start
+    with Stopwatch() as build:
+        torch.manual_seed(0)
+        config = PRESETS[args.config](prior_prob=args.prior_prob)
+        model = GlipForGrounding(config).eval()
+    build_s = build.wall
     rss_built = peak_rss_mib()
 
     height, width = args.size, int(args.size * 4 / 3)
@@ -61,15 +61,15 @@ def main() -> None:
     mask = (ids != 0).long()
     positive = [{1: [1, 2, 3], 2: [5, 6]}]
 
-    times, cpu_times, count = [], [], 0
-    for _ in range(max(args.repeats, 1) + (1 if args.repeats > 1 else 0)):
-        start, cpu_start = time.perf_counter(), time.process_time()
+    def detect():
         with torch.inference_mode():
-            detections = model.detect(pixels, [(height, width)], ids, mask, positive)
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-        count = len(detections[0])
-    detect_s = statistics.median(times[1:]) if len(times) > 1 else times[0]
+            return model.detect(pixels, [(height, width)], ids, mask, positive)
+
+    # The first call alone (first-call costs), then with --repeats > 1 that many more: their median.
+    first = repeat(detect, 1)
+    later = repeat(detect, args.repeats) if args.repeats > 1 else first
+    times, cpu_times, count = first.wall + later.wall, first.cpu + later.cpu, len(later.last[0])
+    detect_s = later.median
     row = {
         "config": config.variant, "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "image": f"{height}x{width} (padded {padded[0]}x{padded[1]})", "query_tokens": config.max_query_len,
@@ -84,10 +84,7 @@ def main() -> None:
     for key, value in row.items():
         print(f"{key:22s} {value}")
     suffix = "" if args.config == "tiny" and args.prior_prob == 0.01 else f"_{args.config}_p{args.prior_prob:g}"
-    out = Path(__file__).parent / "results" / f"glip_cpu{suffix}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(row, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(row, result_path(f"glip_cpu{suffix}"))
 
 
 if __name__ == "__main__":

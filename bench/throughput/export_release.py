@@ -8,9 +8,9 @@ Materializes `--shards` shapes shards through Dagster (images of `--size` px), t
 - bytes the export adds to the disk (blocks of the files no shard shares with it), in total and for
   `images/`, beside the apparent size of the export.
 
-    python bench/export_release.py                       # 8 shards of 64 items, 128 px
-    python bench/export_release.py --partition-range 'shapes|00000...shapes|00001'   # 2 shards
-    python bench/export_release.py --size 512 --out bench/results/export_release_512.json
+    python -m bench.throughput.export_release                       # 8 shards of 64 items, 128 px
+    python -m bench.throughput.export_release --partition-range 'shapes|00000...shapes|00001'   # 2 shards
+    python -m bench.throughput.export_release --size 512 --out bench/results/export_release_512.json
 
 Prints a table and writes bench/results/export_release.json (or --out).
 """
@@ -22,10 +22,11 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+
+from bench.harness import Stopwatch, result_path, write_result
 
 MODES = ("hardlink", "copy")
 
@@ -77,22 +78,22 @@ def run(args) -> dict:
 
     resources = {"store": StoreResource(), "suite": ModelSuiteResource(), "lineage": LineageResource()}
     instance = dg.DagsterInstance.ephemeral()
-    started = time.perf_counter()
     shards = [f"{i:05d}" for i in range(args.first_shard, args.first_shard + args.shards)]
-    for shard in shards:
-        assert dg.materialize(GENERATION_ASSETS, partition_key=f"shapes|{shard}", instance=instance,
-                              resources=resources).success
-    generate_s = time.perf_counter() - started
+    with Stopwatch() as generation:
+        for shard in shards:
+            assert dg.materialize(GENERATION_ASSETS, partition_key=f"shapes|{shard}", instance=instance,
+                                  resources=resources).success
+    generate_s = generation.wall
     store = ShardStore(default_data_root())
     timings = {mode: {"export_s": [], "place_images_s": []} for mode in MODES}
     sizes = {}
     for _ in range(args.repeats):  # the modes interleaved, so a busy spell of the machine hits both
         for mode in MODES:
             config = {"ops": {"exports": {"config": {"images": mode}}}}
-            started = time.perf_counter()
-            assert dg.materialize([exports], partition_key="shapes", instance=instance, resources=resources,
-                                  run_config=config).success
-            timings[mode]["export_s"].append(time.perf_counter() - started)
+            with Stopwatch() as watch:
+                assert dg.materialize([exports], partition_key="shapes", instance=instance, resources=resources,
+                                      run_config=config).success
+            timings[mode]["export_s"].append(watch.wall)
             export = store.shard_dir("shapes", "exports", "all").resolve()
             manifest = json.loads((export / "manifest.json").read_text())
             sizes[mode] = {
@@ -104,9 +105,9 @@ def run(args) -> dict:
             }
             with tempfile.TemporaryDirectory(dir=store.root) as scratch:  # same file system as the shards
                 triplets = recipe_triplets(store, "shapes", shards)
-                started = time.perf_counter()
-                materialize_images(triplets, Path(scratch), mode)
-                timings[mode]["place_images_s"].append(time.perf_counter() - started)
+                with Stopwatch() as watch:
+                    materialize_images(triplets, Path(scratch), mode)
+                timings[mode]["place_images_s"].append(watch.wall)
     rows = [{"mode": mode, **sizes[mode], **{name: statistics.median(values) for name, values in timings[mode].items()},
              **{f"{name}_all": values for name, values in timings[mode].items()}} for mode in MODES]
     return {"shards": args.shards, "size_px": args.size, "repeats": args.repeats,
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--partition-range", help="e.g. 'shapes|00000...shapes|00007' (overrides --shards)")
     parser.add_argument("--size", type=int, default=128, help="shapes image size in pixels")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export_release.json")
+    parser.add_argument("--out", type=Path, default=result_path("export_release"))
     args = parser.parse_args()
     if args.partition_range:
         first, last = (int(key.split("|")[1]) for key in args.partition_range.split("..."))
@@ -135,9 +136,7 @@ def main() -> None:
         print(f"{row['mode']:<9} {row['images']:>6} {row['export_s']:>9.2f} {row['place_images_s']:>8.3f} "
               f"{row['export_added_bytes'] / 1e6:>9.2f} {row['images_added_bytes'] / 1e6:>10.2f} "
               f"{row['images_bytes'] / 1e6:>12.2f} {row['export_apparent_bytes'] / 1e6:>11.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

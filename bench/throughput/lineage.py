@@ -11,8 +11,8 @@ pyarrow; no image or data table, which the index never reads). Then times:
 - the three queries of docs/outputs-and-lineage.md on the index (median of several runs), on an open connection (the
   targets) and with opening the file each time.
 
-    python bench/lineage.py                                   # 16,000 shards of 25 items: ~1M triplets
-    python bench/lineage.py --items-per-shard 500 --out bench/results/lineage_20m.json   # ~20M triplets
+    python -m bench.throughput.lineage                        # 16,000 shards of 25 items: ~1M triplets
+    python -m bench.throughput.lineage --items-per-shard 500 --out bench/results/lineage_20m.json   # ~20M triplets
 
 Prints a table and writes bench/results/lineage.json (or --out).
 """
@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.harness import Stopwatch, check_target, repeat, result_path, write_result
 from synground_assets.resources.lineage import LINEAGE_FOLDER, Lineage
 from synground_assets.resources.store import MANIFEST, SHARDS_MARKER, VERSION
 
@@ -154,13 +153,8 @@ def build_layout(root: Path, shards: int, items_per_shard: int, phrases_per_item
 
 
 def median_ms(run, repeats: int) -> float:
-    run()  # warm the file cache
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    """The median milliseconds of `repeats` calls, after one that warms the file cache."""
+    return repeat(run, repeats, warmup=True).median * 1000
 
 
 def time_queries(lineage: Lineage, repeats: int) -> list[dict]:
@@ -203,15 +197,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--workdir", default=None, help="where to build the layout (default: a temporary folder)")
     parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit of the index builder, e.g. 6GB")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lineage.json"))
+    parser.add_argument("--out", default=str(result_path("lineage")))
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         root, database = Path(folder) / "data", Path(folder) / "lineage.duckdb"
-        start = time.perf_counter()
-        build_layout(root, args.shards, args.items_per_shard, args.phrases_per_item)
+        with Stopwatch() as layout:
+            build_layout(root, args.shards, args.items_per_shard, args.phrases_per_item)
         result = {"shard_keys": args.shards, "items_per_shard": args.items_per_shard, "memory_limit": args.memory_limit,
-                  "layout_s": time.perf_counter() - start}
+                  "layout_s": layout.wall}
         lineage = Lineage(database, config={"memory_limit": args.memory_limit} if args.memory_limit else None)
         result["refresh_full"] = lineage.refresh(root)
         result["refresh_nothing_new"] = lineage.refresh(root)
@@ -250,9 +244,10 @@ def report(result: dict, out: Path) -> None:
         print(f"{row['query']:<24}{row['open_connection_ms']:>15.1f}{row['with_connect_ms']:>17.1f}"
               f"{row['target_ms'] or '-':>11}{met:>6}")
     print(f"open the index read-only (in every 'with connect' figure): {result['connect_ms']:.1f} ms")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}", flush=True)
+    for row in result["queries"]:
+        if row["target_ms"] is not None:
+            check_target(f"{row['query']}, open connection", row["open_connection_ms"], row["target_ms"], unit=" ms")
+    write_result(result, out)
 
 
 if __name__ == "__main__":

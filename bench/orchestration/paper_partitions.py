@@ -2,11 +2,11 @@
 PostgreSQL-backed instance, with the code location's shard keys at max_shards=16,000 (x every
 recipe of the built-in book).
 
-    python bench/orchestration_scale.py [--dataset-shards 15600] [--real-shards 24] [--holes 8]
+    python -m bench.orchestration.paper_partitions [--dataset-shards 15600] [--real-shards 24] [--holes 8]
         [--backfill-shards 2000 (0: none)] [--backfill-minutes 5] [--max-concurrent-runs 1]
         [--recipes shapes,...: only these recipes in the book]
 
-Real services from deploy/dagster.yaml in a private sandbox (synground_assets_tests/scale/sandbox.py:
+Real services from deploy/dagster.yaml in a private sandbox (synground_assets/devtools/sandbox.py:
 PostgreSQL, Redis, code server, webserver, daemon, one Celery worker), with a copy of the built-in
 recipe book whose `max_shards` is 16,000 and whose `shapes` dataset is --dataset-shards shards. It
 measures, in order:
@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -48,9 +47,11 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `python bench/orchestration_scale.py` from the checkout
-RESULTS = REPO / "bench" / "results"
+from bench import harness
+from bench.harness import Stopwatch, write_result
+
+RESULTS = harness.RESULTS
+REPO = RESULTS.parents[1]
 BUILTIN_BOOK = REPO / "synground_assets" / "config" / "recipes.yaml"
 GENERATION_ASSETS = ("concepts", "descriptions", "images", "phrases", "boxes")
 BOXES = dg.AssetKey("boxes")
@@ -100,13 +101,13 @@ def write_book(folder: Path, max_shards: int, dataset_shards: int, recipes: list
 
 
 def timed(function: Callable, *args, **kwargs) -> tuple[object, float]:
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
+    with Stopwatch() as watch:
+        result = function(*args, **kwargs)
+    return result, watch.wall
 
 
 def repeat_s(function: Callable, times: int) -> list[float]:
-    return [round(timed(function)[1], 3) for _ in range(times)]
+    return [round(seconds, 3) for seconds in harness.repeat(function, times).wall]
 
 
 def shard_key_of(index: int) -> str:
@@ -121,15 +122,15 @@ def hole_indices(dataset_shards: int, real_shards: int, holes: int) -> set[int]:
 
 # -- 1, 2: services, real runs, reported events ---------------------------------------------------
 def real_runs(instance, post, shards: int, per_run: int) -> dict:
+    from synground_assets.devtools.sandbox import succeeded, wait_for_runs
     from synground_assets.ops.scale import backfill
-    from synground_assets_tests.scale.sandbox import succeeded, wait_for_runs
 
     keys = [shard_key_of(i) for i in range(shards)]
-    start = time.perf_counter()
-    backfill_id = backfill.launch_backfill(post, backfill.backfill_variables(keys, tags={BENCH_TAG: "real"}))
-    runs = succeeded(wait_for_runs(instance, dg.RunsFilter(tags={"dagster/backfill": backfill_id}),
-                                   -(-shards // per_run), 1800))
-    wall = time.perf_counter() - start
+    with Stopwatch() as watch:
+        backfill_id = backfill.launch_backfill(post, backfill.backfill_variables(keys, tags={BENCH_TAG: "real"}))
+        runs = succeeded(wait_for_runs(instance, dg.RunsFilter(tags={"dagster/backfill": backfill_id}),
+                                       -(-shards // per_run), 1800))
+    wall = watch.wall
     return {"shards": shards, "runs": len(runs), "wall_s": round(wall, 1),
             "shards_per_min": round(60 * shards / wall, 1)}
 
@@ -158,17 +159,17 @@ def report_events(instance, indices: list[int], single: int, batch_size: int) ->
     """The first `single` shards' events one at a time, the rest in batches (one asset per batch:
     the batch updates the asset's latest materialization from its last event)."""
     one_by_one, batched = indices[:single], indices[single:]
-    start = time.perf_counter()
-    for asset in GENERATION_ASSETS:
-        for index in one_by_one:
-            instance.report_runless_asset_event(materialization(asset, index))
-    single_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for asset in GENERATION_ASSETS:
-        for offset in range(0, len(batched), batch_size):
-            entries = [event_entry(materialization(asset, i)) for i in batched[offset:offset + batch_size]]
-            instance.event_log_storage.store_event_batch(entries)
-    batch_s = time.perf_counter() - start
+    with Stopwatch() as watch:
+        for asset in GENERATION_ASSETS:
+            for index in one_by_one:
+                instance.report_runless_asset_event(materialization(asset, index))
+    single_s = watch.wall
+    with Stopwatch() as watch:
+        for asset in GENERATION_ASSETS:
+            for offset in range(0, len(batched), batch_size):
+                entries = [event_entry(materialization(asset, i)) for i in batched[offset:offset + batch_size]]
+                instance.event_log_storage.store_event_batch(entries)
+    batch_s = watch.wall
     single_events, batch_events = len(one_by_one) * len(GENERATION_ASSETS), len(batched) * len(GENERATION_ASSETS)
     return {
         "shards": len(indices), "assets": len(GENERATION_ASSETS),
@@ -218,9 +219,9 @@ def schedule_dry_run(post) -> dict:
 
 # -- 4: the UI -----------------------------------------------------------------------------------
 def open_browser():
-    from synground_assets_tests.test_ui_browser import BROWSERS, DRIVER, headless_chrome
+    from synground_assets.devtools.browser import DRIVER, browser_paths, headless_chrome
 
-    browser, driver = next(filter(None, map(shutil.which, BROWSERS)), None), shutil.which(DRIVER)
+    browser, driver = browser_paths()
     if not (browser and driver):
         raise SystemExit(f"no headless browser (browser={browser}, {DRIVER}={driver}): "
                          "apt-get install -y chromium chromium-driver")
@@ -233,7 +234,7 @@ def time_to_content(driver, url: str, pattern: str, timeout_s: float = 300) -> d
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get("about:blank")
-    start = time.perf_counter()
+    watch = Stopwatch().start()
     driver.get(url)
     found: list[str] = []
 
@@ -248,7 +249,7 @@ def time_to_content(driver, url: str, pattern: str, timeout_s: float = 300) -> d
     except Exception:  # noqa: BLE001 - report what the page showed instead
         text = driver.find_element(By.TAG_NAME, "body").text
         return {"s": None, "error": f"no {pattern!r} within {timeout_s} s; page shows: {text[:500]}"}
-    return {"s": round(time.perf_counter() - start, 2), "shows": found[-1]}
+    return {"s": round(watch.lap(), 2), "shows": found[-1]}
 
 
 def ui_pages(url: str, post, materialized: int, timeout_s: float) -> dict:
@@ -284,10 +285,10 @@ def backfill_rates(instance, post, shards: int, dataset_shards: int, per_run: in
     keys = [shard_key_of(i) for i in range(dataset_shards - shards, dataset_shards)]
     variables = backfill.backfill_variables(keys, tags={BENCH_TAG: "backfill"})
     backfill_id, launch_s = timed(backfill.launch_backfill, post, variables)
-    launched = time.perf_counter()
+    launched = Stopwatch().start()
     tags = {"dagster/backfill": backfill_id}
     timeline, ticks = [], []
-    while (elapsed := time.perf_counter() - launched) < 60 * minutes:
+    while (elapsed := launched.lap()) < 60 * minutes:
         records = instance.get_run_records(filters=dg.RunsFilter(tags=tags))
         statuses = Counter(record.dagster_run.status.value for record in records)
         timeline.append({"t_s": round(elapsed, 1), "runs": len(records), **statuses})
@@ -300,7 +301,7 @@ def backfill_rates(instance, post, shards: int, dataset_shards: int, per_run: in
     cancel = _cancel(instance, post, backfill_id)
     return {
         "shards": shards, "runs_expected": -(-shards // per_run), "launch_mutation_s": round(launch_s, 2),
-        "observed_s": round(time.perf_counter() - launched, 1), "first_run_after_s": _first(timeline, "runs"),
+        "observed_s": round(launched.lap(), 1), "first_run_after_s": _first(timeline, "runs"),
         "per_minute": _per_minute(timeline), "final": timeline[-1] if timeline else {},
         "failure_reasons": dict(reasons), "schedule_ticks_in_flight": ticks, "cancel": cancel,
         "timeline": timeline,
@@ -332,21 +333,21 @@ def _failure_reason(instance, run_id: str) -> str:
 
 def _cancel(instance, post, backfill_id: str, timeout_s: float = 180) -> dict:
     answer, seconds = timed(post, CANCEL_BACKFILL, {"id": backfill_id})
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout_s:
+    waiting = Stopwatch().start()
+    while waiting.lap() < timeout_s:
         status = instance.get_backfill(backfill_id).status
         if status.value in ("CANCELED", "COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED"):
             break
         time.sleep(2)
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
     return {"mutation": answer["cancelPartitionBackfill"]["__typename"], "mutation_s": round(seconds, 2),
-            "backfill_status": status.value, "until_status_s": round(time.perf_counter() - start, 1),
+            "backfill_status": status.value, "until_status_s": round(waiting.lap(), 1),
             "runs_by_status": dict(Counter(run.status.value for run in runs))}
 
 
 # -- the bench -----------------------------------------------------------------------------------
 def environment(box) -> None:
-    from synground_assets_tests.scale.sandbox import CLIENT_ENV
+    from synground_assets.devtools.sandbox import CLIENT_ENV
 
     for key in (*CLIENT_ENV, "SYNGROUND_PROFILE", "SYNGROUND_DATA", "SYNGROUND_LINEAGE", "SYNGROUND_HOME",
                 "SYNGROUND_SHARDS_PER_RUN"):
@@ -370,8 +371,8 @@ def run(args) -> dict:
     os.environ["SYNGROUND_RECIPES"] = str(write_book(folder, args.max_shards, args.dataset_shards,
                                                            args.recipes.split(",") if args.recipes else None))
     os.environ["SYNGROUND_SHARDS_PER_RUN"] = str(args.per_run)
+    from synground_assets.devtools.sandbox import Sandbox, missing_services
     from synground_assets.ops.scale.backfill import http_post
-    from synground_assets_tests.scale.sandbox import Sandbox, missing_services
 
     if missing_services():
         raise SystemExit(f"missing: {', '.join(missing_services())}")
@@ -472,7 +473,7 @@ def main() -> None:
     load_before = os.getloadavg()
     result = run(args)
     result.update(loadavg_before=load_before, loadavg_after=os.getloadavg(), cpus=os.cpu_count())
-    (RESULTS / "orchestration_scale.json").write_text(json.dumps(result, indent=2))
+    write_result(result, "orchestration_scale")
     print_table(result)
 
 

@@ -1,7 +1,7 @@
 """A throwaway scale-out deployment on one machine, from deploy/dagster.yaml: PostgreSQL, Redis, one
 code server, the webserver, the daemon and N Celery workers, on free ports in a private folder.
 
-The service tests and bench/scale_out.py use it; it is also the quickest way to try the scale
+The service tests and bench/orchestration/ use it; it is also the quickest way to try the scale
 profile. PostgreSQL's initdb/pg_ctl refuse to run as root, so as root they run as `postgres`
 (`runuser`). Every process is stopped (by its pid) when the sandbox closes. With `password`, Redis
 (`requirepass`) and PostgreSQL (scram-sha-256) ask for it, as a production deployment's do.
@@ -22,13 +22,15 @@ from pathlib import Path
 
 import yaml
 
+from synground_assets.config import settings
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _postgres_bin() -> Path:
     """$SYNGROUND_PG_BIN, else the newest Debian-packaged PostgreSQL (/usr/lib/postgresql/<major>/bin)."""
-    if os.environ.get("SYNGROUND_PG_BIN"):
-        return Path(os.environ["SYNGROUND_PG_BIN"])
+    if settings.pg_bin():
+        return Path(settings.pg_bin())
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
     )
@@ -329,5 +331,5 @@ class Sandbox:
         if getattr(self, "pg_data", None):
             subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate",
                                               "stop"]), capture_output=True, cwd="/")
-        if not os.environ.get("SYNGROUND_SANDBOX_KEEP"):  # keep the logs to look into a failure
+        if not settings.sandbox_keep():  # keep the logs to look into a failure
             shutil.rmtree(self.root, ignore_errors=True)

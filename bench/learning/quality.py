@@ -1,6 +1,6 @@
 """Proof that the quality filters pay: a corrupted detector trains a worse model; filtering recovers it.
 
-Three fine-tunings of the same random-init tiny BLIP-ITM with ITC + ITM + AMC (bench/learning.py's
+Three fine-tunings of the same random-init tiny BLIP-ITM with ITC + ITM + AMC (bench.learning.amc's
 settings), scored with the pointing game on held-out shapes seeds (true boxes):
 
 1. clean:     training boxes from the shapes detector;
@@ -14,11 +14,11 @@ settings), scored with the pointing game on held-out shapes seeds (true boxes):
 Also reports what each filter removed and the share of wrong boxes (IoU < 0.5 with the renderer's true
 box, known to the benchmark only) before and after filtering. Writes bench/results/quality.json.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.quality
     # the agreement filter with the judge's GradCAM peak required in the box, reusing run 2's judge:
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py --judge <work>/corrupted/model --require-peak-in-box \
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.quality --judge <work>/corrupted/model --require-peak-in-box \
         --output bench/results/quality-peak-in-box.json
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/quality.py --steps 300 --train-images 400 --eval-images 100
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.learning.quality --steps 300 --train-images 400 --eval-images 100
 """
 
 from __future__ import annotations
@@ -26,20 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from learning import EVAL_SEED_OFFSET, add_training_arguments, bench_config, shapes_triplets  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from bench.harness import Stopwatch, result_path, write_result  # noqa: E402
+from bench.learning.amc import EVAL_SEED_OFFSET, add_training_arguments, bench_config, shapes_triplets  # noqa: E402
 from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
 from synground_assets.grounding.train import train  # noqa: E402
@@ -56,7 +54,7 @@ from synground_assets.tiny.shapes import (  # noqa: E402
     ShapesPhraseExtractor,
 )
 
-RESULTS = Path(__file__).with_name("results") / "quality.json"
+RESULTS = result_path("quality")
 
 
 def shapes_world(count: int, first_seed: int, size: int) -> tuple[dict, dict, dict, dict]:
@@ -106,11 +104,11 @@ def wrong_share(boxes: pd.DataFrame, truth: dict) -> float:
 def fine_tune(name: str, args, folder: Path, triplets: list[Triplet], held_out: list[Triplet],
               work: Path) -> tuple[float, Path, float]:
     model = BlipGroundingModel.from_pretrained(folder)
-    started = time.perf_counter()
-    result = train(bench_config(args, amc=True), model, triplets, held_out, work / name,
-                   log_fn=lambda step, m: print(f"  [{name}] step {step}: "
-                                                + ", ".join(f"{k}={v:.4g}" for k, v in m.items()), flush=True))
-    return result.metrics["pointing_game_accuracy"], result.model_path, round(time.perf_counter() - started, 1)
+    with Stopwatch() as watch:
+        result = train(bench_config(args, amc=True), model, triplets, held_out, work / name,
+                       log_fn=lambda step, m: print(f"  [{name}] step {step}: "
+                                                    + ", ".join(f"{k}={v:.4g}" for k, v in m.items()), flush=True))
+    return result.metrics["pointing_game_accuracy"], result.model_path, round(watch.wall, 1)
 
 
 def run(args) -> dict:
@@ -150,11 +148,11 @@ def run(args) -> dict:
     settings = replace(QualitySettings(), agreement=AgreementSettings(
         model=str(judge_path), min_itm_probability=args.min_itm_probability, min_box_mass_lift=args.min_box_mass_lift,
         require_peak_in_box=args.require_peak_in_box))
-    started = time.perf_counter()
-    kept, removals = filter_boxes(corrupted, size_table, settings)
-    judge = BlipGroundingModel.from_pretrained(judge_path)
-    kept, agreement_removals = agreement_filter(kept, phrase_text, images.__getitem__, judge, settings.agreement)
-    seconds["filtering"] = round(time.perf_counter() - started, 1)
+    with Stopwatch() as watch:
+        kept, removals = filter_boxes(corrupted, size_table, settings)
+        judge = BlipGroundingModel.from_pretrained(judge_path)
+        kept, agreement_removals = agreement_filter(kept, phrase_text, images.__getitem__, judge, settings.agreement)
+    seconds["filtering"] = round(watch.wall, 1)
     removed = pd.Series([r.filter for r in removals + agreement_removals], dtype="object").value_counts()
     report["removed_per_filter"] = {k: int(v) for k, v in removed.items()}
     report["removed_wrong_share"] = round(_removed_wrong(corrupted, kept, truth), 4)
@@ -209,14 +207,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    args.colour_augmentation = False  # bench_config reads it (learning.py's settings)
+    # bench_config (bench.learning.amc) reads these: its defaults (objective: the adapter's, AMC's queue).
+    args.colour_augmentation, args.objective, args.queue_size = False, None, 65536
     report = run(args)
     if args.only is None and not args.judge:
         print_table(report)
     else:
         print(json.dumps(report["pointing_game_accuracy"]))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, default=str))
+    write_result(report, args.output)
 
 
 if __name__ == "__main__":

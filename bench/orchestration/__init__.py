@@ -1,0 +1,1 @@
+"""Orchestration: Dagster at the paper's partition count, the scale-out profile's launchers."""

@@ -1,0 +1,1 @@
+"""Throughput: stages on CPU and GPU, training, dedup, exports, lineage, the asset layer's overhead."""

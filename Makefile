@@ -12,8 +12,10 @@ DEMO_BATCH ?= 32
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export SYNGROUND_HOME := $(CURDIR)
 export HF_HUB_OFFLINE := 1
-# Model loading and saving without Hugging Face's progress bars: the console keeps the project's lines.
+# No progress bars of Hugging Face (model loading and saving) or MLflow (artifact copies): the
+# console keeps the project's own progress lines.
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .PHONY: setup demo test ui
 

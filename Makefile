@@ -12,6 +12,8 @@ DEMO_BATCH ?= 32
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export SYNGROUND_HOME := $(CURDIR)
 export HF_HUB_OFFLINE := 1
+# The commands run as in an activated .venv (`dg` checks that the active environment is the project's).
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 # No progress bars of Hugging Face (model loading and saving) or MLflow (artifact copies): the
 # console keeps the project's own progress lines.
 export HF_HUB_DISABLE_PROGRESS_BARS := 1

@@ -129,8 +129,8 @@ def log_grounding_model(run: TrackedRun, checkpoint: Path, card: str, work: Path
     mlflow.set_tracking_uri(run.tracking_uri)
     with mlflow.start_run(run_id=run.run_id), warnings.catch_warnings():  # the asset's run; it ends it itself
         # The signature is given; MLflow would still nudge for an input example, which here would be an
-        # image file copied into every logged model.
-        warnings.filterwarnings("ignore", message="An input example was not provided", category=UserWarning)
+        # image file copied into every logged model. Its message starts with a colour code: hence `.*`.
+        warnings.filterwarnings("ignore", message=r".*An input example was not provided", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=PointingModel(),
             artifacts={"checkpoint": str(checkpoint), "card": str(card_path)},

@@ -11,13 +11,13 @@ from pathlib import Path
 from synground_assets.resources.store import ShardStore, default_data_root
 
 REPO = Path(__file__).parents[1]
-DG = Path(sys.executable).parent / "dg"  # dagster-dg-cli, from the test extra
+DG = Path(sys.executable).parent / "dg"  # dagster-dg-cli, a dependency (make demo runs `dg launch`)
 # One process for every step: the default multiprocess executor starts one Python (and torch import) per step.
 IN_PROCESS = json.dumps({"execution": {"config": {"in_process": {}}}})
 
 
 def run_dg(*args: str, env: dict) -> str:
-    assert DG.exists(), f"{DG} is missing: pip install -e '.[test]' (the test extra holds dagster-dg-cli)"
+    assert DG.exists(), f"{DG} is missing: pip install -e . (dagster-dg-cli is a dependency)"
     done = subprocess.run([str(DG), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"dg {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout

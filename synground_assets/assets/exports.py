@@ -222,9 +222,11 @@ def data_licence(recipe: Recipe) -> Licence:
     grounding model trained on it makes none): every Hub id they carry, all of which bind the data.
     Procedural roles and `tiny:` random-weight models carry no third-party licence; a model whose
     licence is not known here makes it "other" with its card to read."""
-    models = [spec.model for spec in recipe.roles.values()]
+    specs = [spec for role, spec in recipe.roles.items() if role != "detector"]
+    specs += [spec for _, spec in recipe.detectors()]  # every detector of an ensemble boxes the data
+    models = [spec.model for spec in specs]
     # A role may run a second model named in its options (GLIGEN's layout LLM: `layout_phrase_model`).
-    models += [value for spec in recipe.roles.values() for value in (spec.options or {}).values()
+    models += [value for spec in specs for value in (spec.options or {}).values()
                if isinstance(value, str) and value in KNOWN_LICENCES]
     known = sorted({KNOWN_LICENCES[m] for m in models if m in KNOWN_LICENCES})
     unknown = sorted({m for m in models if m and not m.startswith("tiny:") and m not in KNOWN_LICENCES})

@@ -73,6 +73,9 @@ def benchmark_scores(
             figure.save(Path(folder) / "gradcam_overlays.png")
             run.log_artifact(Path(folder) / "per_query.csv")
             run.log_artifact(Path(folder) / "gradcam_overlays.png")
+    context.log.info(f"{benchmark_name}: pointing game on {scores.queries} queries: base model "
+                     f"{metrics['pointing_game/base']:.3f}, fine-tuned {metrics['pointing_game/finetuned']:.3f}, "
+                     f"centre baseline {metrics['pointing_game/center']:.3f}; MLflow run {run.run_id}")
     # 4. Lineage.
     row = pd.DataFrame([{"benchmark": benchmark_name, "recipe": recipe.name, "queries": scores.queries,
                          **{name.split("/")[1]: value for name, value in metrics.items()},

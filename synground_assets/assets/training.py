@@ -37,6 +37,7 @@ class FinetuneConfig(dg.Config):
     """Run-time overrides (launchpad / `--config-json`), e.g. a short smoke run."""
 
     max_steps: int | None = None
+    batch_size: int | None = None  # the global batch (the recipe's `training.batch_size` by default)
     # Register the logged model in MLflow's model registry under this name (a new version per run).
     registered_model_name: str | None = None
 
@@ -58,7 +59,7 @@ def finetuned_checkpoint(
     # 1. Inputs, indexed into Parquet files in the working folder.
     recipe = recipe_book().get(context.partition_key)
     shard_store = store.store()
-    inputs = prepare_training(shard_store, recipe, config.max_steps)
+    inputs = prepare_training(shard_store, recipe, config.max_steps, config.batch_size)
     settings, work = inputs.settings, inputs.work
     context.log.info(f"{inputs.synthetic_triplets} synthetic + {inputs.real_triplets} real training triplets, "
                      f"{inputs.held_out_source} held out; {inputs.ranks} rank(s) per node; working folder {work}")

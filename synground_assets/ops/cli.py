@@ -1,11 +1,13 @@
 """`python -m synground_assets.ops.cli summary|index|cleanup|instance`: what the outputs hold; bring the
 lineage index up to date; mark runs whose process died as failed; create a fresh Dagster instance.
 
-`summary` prints the data root, the shards per recipe and stage, and the yield per recipe (after
-refreshing the lineage index). `index` removes the leftovers of crashed writes under the data root
-and refreshes the lineage index (for a cron job or a deployment step); it exits non-zero when a
-shard could not be indexed, naming it. `cleanup` does what run monitoring would for the command
-line, which has no daemon: runs whose process died are marked failed and their pool slots freed.
+`summary` prints the data root, the shards per recipe and stage, the triplets and yield per recipe
+(after refreshing the lineage index), the pointing game that `benchmark_scores` recorded (base model,
+fine-tuned model, centre baseline) with its MLflow run, and how to open the Dagster and MLflow UIs.
+`index` removes the leftovers of crashed writes under the data root and refreshes the lineage index
+(for a cron job or a deployment step); it exits non-zero when a shard could not be indexed, naming
+it. `cleanup` does what run monitoring would for the command line, which has no daemon: runs whose
+process died are marked failed and their pool slots freed.
 """
 
 from __future__ import annotations
@@ -35,9 +37,55 @@ def summary() -> None:
     if store.root.is_dir():
         lineage = Lineage(default_lineage_path(), on_wait=tell)
         lineage.refresh(store.root)
+        yields = lineage.query("SELECT * FROM yield_per_recipe")
         print("\nyield per recipe (phrases with a box / kept phrases):")
-        print(lineage.query("SELECT * FROM yield_per_recipe").to_string(index=False))
-    print("\nopen the UI:  make ui   (dagster dev on http://127.0.0.1:3000)")
+        print(yields.to_string(index=False))
+        for row in yields.itertuples():
+            print(f"{row.recipe}: {row.boxes} triplets (image, phrase, box) from {row.shards} shard(s), "
+                  f"yield {row.phrases_with_box / row.phrases:.1%}" if row.phrases else f"{row.recipe}: no phrase")
+        print_scores(lineage.query(LATEST_SCORES))
+    from synground_assets.resources.tracking import default_tracking_uri  # mlflow: imported when needed
+
+    tracking_uri = default_tracking_uri()
+    print("\nopen the UIs:")
+    print("  make ui   (dagster dev on http://127.0.0.1:3000: assets, runs and their full event logs)")
+    if tracking_uri.startswith("http"):
+        print(f"  MLflow: {tracking_uri}")
+    else:
+        print(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} -h 127.0.0.1 -p 5000   "
+              "(then http://127.0.0.1:5000)")
+
+
+# The newest score of each (benchmark, recipe), as `benchmark_scores` recorded it.
+LATEST_SCORES = """SELECT * FROM benchmark_scores
+    QUALIFY row_number() OVER (PARTITION BY benchmark, recipe ORDER BY materialized_at DESC) = 1
+    ORDER BY recipe, benchmark"""
+
+
+def print_scores(scores) -> None:
+    """Pointing game per scored (recipe, benchmark): the centre baseline, the base and fine-tuned model."""
+    if scores.empty:
+        print("\nno benchmark scored yet: materialize finetuned_checkpoint, then benchmark_scores "
+              "(e.g. partition 'shapes_test|shapes')")
+        return
+    for row in scores.itertuples():
+        print(f"\npointing game, recipe {row.recipe} on {row.benchmark} ({row.queries} queries):")
+        print(f"  centre baseline   {row.center:.3f}")
+        print(f"  base model        {row.base:.3f}")
+        print(f"  fine-tuned model  {row.finetuned:.3f}   ({row.gain:+.3f} over the base model)")
+        print(f"  MLflow run        {run_address(row.mlflow_run_id)}")
+
+
+def run_address(run_id: str) -> str:
+    """The run's id and its page in the MLflow UI (the local `mlflow ui` address unless the store is a server)."""
+    from synground_assets.resources.tracking import TrackedRun, Tracking
+
+    tracking = Tracking()
+    try:
+        experiment_id = tracking.client.get_run(run_id).info.experiment_id
+    except Exception as error:  # the store moved or is unreachable: the id still names the run
+        return f"{run_id} (not found in {tracking.tracking_uri}: {type(error).__name__})"
+    return f"{run_id}  {TrackedRun(tracking.client, run_id, experiment_id, tracking.tracking_uri).url}"
 
 
 def index() -> int:

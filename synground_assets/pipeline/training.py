@@ -99,10 +99,11 @@ def real_triplets(recipe: Recipe) -> list[Triplet]:
     return [Triplet(q.image_path, q.phrase, list(q.boxes_xyxy), q.query_id) for q in result.queries]
 
 
-def train_config(recipe: Recipe, max_steps: int | None = None) -> TrainConfig:
-    """The recipe's TrainConfig (the real-data share included), with a run-time `max_steps` override."""
-    config = recipe.training.config
-    return replace(config, max_steps=max_steps) if max_steps else config
+def train_config(recipe: Recipe, max_steps: int | None = None, batch_size: int | None = None) -> TrainConfig:
+    """The recipe's TrainConfig (the real-data share included), with run-time `max_steps` and
+    `batch_size` overrides (a short run, e.g. `make demo`'s)."""
+    overrides = {name: value for name, value in (("max_steps", max_steps), ("batch_size", batch_size)) if value}
+    return replace(recipe.training.config, **overrides)
 
 
 def visible_gpus() -> int:
@@ -120,7 +121,7 @@ def ranks_per_node(recipe: Recipe, device: str, gpus: Callable[[], int] = visibl
 
 
 def prepare_training(store: ShardStore, recipe: Recipe, max_steps: int | None = None,
-                     gpus: Callable[[], int] = visible_gpus) -> TrainingInputs:
+                     batch_size: int | None = None, gpus: Callable[[], int] = visible_gpus) -> TrainingInputs:
     """Split the recipe's published triplets, index them (with the real ones) into a working folder
     keyed by everything that defines the run (so a rerun of the same run resumes there)."""
     spec = grounding_spec(recipe)
@@ -130,7 +131,7 @@ def prepare_training(store: ShardStore, recipe: Recipe, max_steps: int | None = 
                           f"generation assets first (dagster asset materialize ... --partition '{recipe.name}|00000')")
     train_rows, held_out, held_out_source = split_held_out(recipe, rows)
     real = real_triplets(recipe)
-    settings = train_config(recipe, max_steps)
+    settings = train_config(recipe, max_steps, batch_size)
     key = json.dumps([asdict(settings), asdict(spec), shard_counts.values.tolist(), len(real)], sort_keys=True,
                      default=str)
     work = store.shard_dir(recipe.name, "finetuned_checkpoint",

@@ -10,6 +10,7 @@ installed where it is loaded (it holds the grounding adapters)."""
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +127,10 @@ def log_grounding_model(run: TrackedRun, checkpoint: Path, card: str, work: Path
     card_path = work / CARD
     card_path.write_text(card)
     mlflow.set_tracking_uri(run.tracking_uri)
-    with mlflow.start_run(run_id=run.run_id):  # the run the asset opened; it ends it itself
+    with mlflow.start_run(run_id=run.run_id), warnings.catch_warnings():  # the asset's run; it ends it itself
+        # The signature is given; MLflow would still nudge for an input example, which here would be an
+        # image file copied into every logged model. Its message starts with a colour code: hence `.*`.
+        warnings.filterwarnings("ignore", message=r".*An input example was not provided", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME, python_model=PointingModel(),
             artifacts={"checkpoint": str(checkpoint), "card": str(card_path)},

@@ -15,7 +15,7 @@ from PIL import Image
 
 from synground_assets.adapters.suite import model_suite
 from synground_assets.assets.exports import card_facts, data_licence, exports
-from synground_assets.config.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
+from synground_assets.config.recipes import BUILTIN_RECIPES, _cached_book, load_recipe_book, recipe_book
 from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
 from synground_assets.datasets.hub_formats import dataset_card, webdataset_key
 from synground_assets.datasets.release import verify_manifest
@@ -268,11 +268,24 @@ def test_the_dataset_cards_carry_the_hub_metadata(published):
 
 def test_the_data_licence_combines_the_licences_of_the_models_that_made_the_data():
     book = recipe_book()
-    assert data_licence(book.get("paper-image2text")).ids == ["apache-2.0", "llama2", "openrail++"]
+    # The converted GLIP folder is a local path: its weights' terms are on the card of where they came from.
+    paper = data_licence(book.get("paper-image2text"))
+    assert paper.ids == ["llama2", "openrail++", "other"] and "models/glip-tiny" in paper.details
+    assert data_licence(book.get("paper-image2text-gdino")).ids == ["apache-2.0", "llama2", "openrail++"]
+    assert data_licence(book.get("tiny-ensemble")).ids == ["other"]  # all tiny: procedural
     gligen = data_licence(book.get("paper-gligen"))  # GLIGEN's licence is not known here: its card must be read
     assert "other" in gligen.ids and "masterful/gligen-1-4-generation-text-box" in gligen.details
     assert "llama2" in gligen.ids  # Vicuna: the phrase extractor and the generator's layout LLM
     assert data_licence(book.get("tiny-concept2text")).ids == ["other"]
+
+
+def test_every_detector_of_an_ensemble_counts_in_the_data_licence(tmp_path):
+    text = BUILTIN_RECIPES.read_text().replace(
+        '- {name: gdino-top1, adapter: zero-shot-detector, model: "tiny:grounding-dino"',
+        '- {name: gdino-top1, adapter: zero-shot-detector, model: "IDEA-Research/grounding-dino-base"')
+    (tmp_path / "recipes.yaml").write_text(text)
+    licence = data_licence(load_recipe_book(tmp_path / "recipes.yaml").get("tiny-ensemble"))
+    assert licence.ids == ["apache-2.0"]  # the second detector's, although the first is a tiny model
 
 
 @pytest.fixture

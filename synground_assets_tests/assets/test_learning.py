@@ -1,5 +1,6 @@
 """finetuned_checkpoint and benchmark_scores on the shapes recipe, with MLflow and lineage."""
 
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -174,3 +175,30 @@ def test_the_paper_table_prints_the_logged_scores(trained, capsys):
     assert finetuned.split(" | ")[-1] == f"{meta['pointing_game/finetuned'] * 100:.2f}"
     assert finetuned.split(" | ")[1] == "-"  # RefCOCO+ testA is absent here: no number is made up
     assert any(line.startswith("SynGround | real + models | 2,627,952 | 79.06") for line in lines)
+
+
+def test_the_summary_prints_the_scored_pointing_game_and_its_mlflow_run(trained, capsys, monkeypatch):
+    """`cli summary`, the end of `make demo`: triplets and yield, the pointing game of the base model,
+    the fine-tuned model and the centre baseline as `benchmark_scores` recorded them, the MLflow run."""
+    from synground_assets.ops import cli
+
+    home, _, scored, uri, _, _ = trained
+    monkeypatch.setenv("SYNGROUND_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    meta = metadata(scored["shapes_test"])
+    assert cli.main(["summary"]) == 0
+    out = capsys.readouterr().out
+    triplets = Lineage(default_lineage_path()).query("SELECT count(*) AS n FROM boxes WHERE recipe = 'shapes'").n[0]
+    assert f"shapes: {triplets} triplets (image, phrase, box) from 1 shard(s), yield " in out
+    assert "pointing game, recipe shapes on shapes_test (96 queries):" in out
+    def printed(label: str) -> str:
+        return re.search(rf"^  {label} +(.+)$", out, re.M).group(1)
+
+    for label, metric in [("centre baseline", "center"), ("base model", "base"), ("fine-tuned model", "finetuned")]:
+        assert printed(label).split()[0] == f"{meta[f'pointing_game/{metric}']:.3f}", (label, out)
+    assert printed("fine-tuned model").endswith(f"({meta['pointing_game/gain']:+.3f} over the base model)")
+    run = MlflowClient(uri).get_run(meta["mlflow_run_id"])
+    assert printed("MLflow run").split() == [
+        run.info.run_id, f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"]
+    assert f"mlflow ui --backend-store-uri {uri}" in out and "make ui" in out
+    assert "refcoco+_testA" not in out  # an absent benchmark has no score to print

@@ -77,5 +77,11 @@ def test_prepare_training_indexes_train_and_held_out_rows_in_a_run_keyed_folder(
     assert len(prepared.held_out_preview) == min(6, len(held_out))
     assert prepare_training(store, recipe(held_out=0.25, max_steps=7), gpus=lambda: 0).work == prepared.work
     assert prepare_training(store, recipe(held_out=0.25), 9, gpus=lambda: 0).work != prepared.work
+    # A run-time batch size (FinetuneConfig.batch_size, make demo) is part of the run: a folder of its own.
+    smaller = prepare_training(store, recipe(held_out=0.25, max_steps=7), batch_size=16, gpus=lambda: 0)
+    assert smaller.settings.batch_size == 16 and smaller.settings.max_steps == 7 and smaller.work != prepared.work
+    assert prepared.settings.batch_size == recipe().training.config.batch_size
+    with pytest.raises(ValueError, match="batch_size must be at least 2"):
+        prepare_training(store, recipe(held_out=0.25), batch_size=1, gpus=lambda: 0)
     with pytest.raises(RecipeError, match="no published boxes shard"):
         prepare_training(ShardStore(tmp_path / "empty"), recipe(), gpus=lambda: 0)

@@ -43,7 +43,7 @@ $(VENV)/.test-deps: pyproject.toml $(BIN)/dagster
 setup: $(BIN)/dagster
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m synground_assets.cli instance
+	$(BIN)/python -m synground_assets.ops.cli instance
 
 # (a) The mission end to end, with the commands a user runs by hand: generate the triplets of
 # `shapes` (the generation graph, boxes and everything upstream of them), fine-tune the recipe's
@@ -53,7 +53,7 @@ demo: setup
 	$(BIN)/dg launch --assets finetuned_checkpoint --partition shapes \
 		--config-json '{"ops": {"finetuned_checkpoint": {"config": {"max_steps": $(DEMO_STEPS), "batch_size": $(DEMO_BATCH)}}}}'
 	$(BIN)/dg launch --assets benchmark_scores --partition 'shapes_test|shapes'
-	$(BIN)/python -m synground_assets.cli summary
+	$(BIN)/python -m synground_assets.ops.cli summary
 
 # (b) The linter ([tool.ruff] in pyproject.toml), then the test suite, whose summary line ends the output.
 test: setup $(VENV)/.test-deps

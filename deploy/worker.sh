@@ -7,5 +7,5 @@ set -euo pipefail
 gpu="${1:?usage: deploy/worker.sh <gpu index|none> [queue]}"
 queue="${2:-gpu}"
 if [ "$gpu" = none ]; then export CUDA_VISIBLE_DEVICES=""; name="cpu-$$"; else export CUDA_VISIBLE_DEVICES="$gpu"; name="gpu$gpu"; fi
-exec celery -A synground_assets.scale.worker worker --pool=solo --concurrency=1 -Q "$queue" \
+exec celery -A synground_assets.ops.scale.worker worker --pool=solo --concurrency=1 -Q "$queue" \
     -n "$name@%h" --loglevel=INFO

@@ -4,14 +4,14 @@ A `dagster asset materialize` killed with SIGKILL (or by the OOM killer, or a re
 its end: its run stays STARTED and keeps its `gpu` pool slot, so every later GPU step waits
 forever. Dagster's run monitoring cannot see this with the default run launcher (it has no worker
 health check). With the daemon running, this sensor applies `run_health`'s rules every minute;
-without one, `python -m synground_assets.cli cleanup` does the same.
+without one, `python -m synground_assets.ops.cli cleanup` does the same.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from synground_assets.run_health import clean_up_dead_runs
+from synground_assets.ops.run_health import clean_up_dead_runs
 
 
 @dg.sensor(name="dead_runs", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -13,9 +13,9 @@ from synground_assets.assets.phrases import phrases
 from synground_assets.assets.scoring import benchmark_scores
 from synground_assets.assets.training import finetuned_checkpoint
 from synground_assets.dead_runs import dead_runs_sensor
+from synground_assets.ops.scale import profile
 from synground_assets.relaunch import lost_retries_sensor
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
-from synground_assets.scale import profile
 from synground_assets.schedules import generation_job, missing_shards_schedule
 
 GENERATION_ASSETS = [concepts, descriptions, images, phrases, boxes]
@@ -30,7 +30,7 @@ defs = dg.Definitions(
     resources={
         "store": StoreResource(),
         "lineage": LineageResource(),
-        "models": ModelSuiteResource(),
+        "suite": ModelSuiteResource(),
         "tracking": TrackingResource(),
     },
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from synground_assets.recipes import recipe_book
+from synground_assets.config.recipes import recipe_book
 
 _book = recipe_book()
 

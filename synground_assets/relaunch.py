@@ -23,12 +23,12 @@ as Dagster's own retry (`FROM_FAILURE`) would.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import dagster as dg
 
-from synground_assets.dagster_internals import (
+from synground_assets.config import settings
+from synground_assets.ops.dagster_internals import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     AUTO_RETRY_RUN_ID_TAG,
@@ -37,7 +37,7 @@ from synground_assets.dagster_internals import (
     PARTITION_NAME_TAG,
     WILL_RETRY_TAG,
 )
-from synground_assets.scale.backfill import GENERATION_ASSETS
+from synground_assets.ops.scale.backfill import GENERATION_ASSETS
 
 FAILED_TO_RETRY = "Failed to retry run"  # the daemon's engine event, auto_run_reexecution.py
 RELAUNCH_OF, RELAUNCH_NUMBER = "synground/relaunch_of", "synground/relaunch_number"
@@ -73,7 +73,7 @@ class LostRetry:
 
 
 def default_budget() -> int:
-    value = os.environ.get("SYNGROUND_MAX_RELAUNCHES") or str(DEFAULT_MAX_RELAUNCHES)
+    value = settings.max_relaunches() or str(DEFAULT_MAX_RELAUNCHES)
     if not value.isdigit():
         raise ValueError(f"SYNGROUND_MAX_RELAUNCHES={value!r}: expected an integer >= 0, e.g. 2")
     return int(value)
@@ -168,7 +168,7 @@ def record_relaunch(instance: dg.DagsterInstance, lost: LostRetry) -> None:
 
 
 def relaunch_interval_s() -> int:
-    return int(os.environ.get("SYNGROUND_RELAUNCH_INTERVAL_S") or 60)
+    return int(settings.relaunch_interval_s() or 60)
 
 
 def relaunch_requests(instance: dg.DagsterInstance, log, relaunchable: frozenset[dg.AssetKey] | None = None):

@@ -1,6 +1,6 @@
 """The scheduled backfill: each tick requests the shards of the scheduled recipes whose boxes are missing.
 
-Configured by the recipe book's `schedule:` section (synground_assets/recipes.yaml):
+Configured by the recipe book's `schedule:` section (synground_assets/config/recipes.yaml):
 
     schedule:
       cron: "0 2 * * *"     # when ticks fire: a standard five-field cron expression
@@ -27,10 +27,10 @@ from datetime import datetime
 
 import dagster as dg
 
+from synground_assets.config.recipes import RecipeBook, RecipeError, _Fields, recipe_book, shard_key
+from synground_assets.ops.run_health import Health, judge_run
+from synground_assets.ops.scale.profile import shards_per_run
 from synground_assets.partitions import shard_partitions
-from synground_assets.recipes import RecipeBook, RecipeError, _Fields, recipe_book, shard_key
-from synground_assets.run_health import Health, judge_run
-from synground_assets.scale.profile import shards_per_run
 
 GENERATION_GROUP = "generation"
 BOXES = dg.AssetKey("boxes")

@@ -25,7 +25,7 @@ def tiny_models(tmp_path_factory):
     import torch
 
     from synground_assets import tiny
-    from synground_assets.roles.suite import model_suite
+    from synground_assets.adapters.suite import model_suite
     from synground_assets_tests.tiny_test_models import register_test_models
 
     # Tiny models run fastest on one thread: on a busy machine, several threads wait on each other

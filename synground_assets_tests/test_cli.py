@@ -1,4 +1,4 @@
-"""`python -m synground_assets.cli index` and `summary` on the default data root and lineage path."""
+"""`python -m synground_assets.ops.cli index` and `summary` on the default data root and lineage path."""
 
 import fcntl
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from synground_assets import cli
+from synground_assets.ops import cli
 from synground_assets.resources.lineage import Lineage, default_lineage_path, write_shard_lineage
 from synground_assets.resources.store import ShardStore, default_data_root, write_table
 
@@ -96,12 +96,13 @@ def test_make_setup_creates_the_instance_once_so_that_runs_started_together_on_i
     test fails 2 times out of 2). Four real runs in four processes, started together once imported
     (~20 s of imports on 2 cores): the race is between processes."""
     setup = makefile_recipe("setup")
-    assert "$(BIN)/python -m synground_assets.cli instance" in setup
+    assert "$(BIN)/python -m synground_assets.ops.cli instance" in setup
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-m", "synground_assets.cli", "instance"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "synground_assets.ops.cli", "instance"], env=env, check=True,
+                   capture_output=True)
     go = tmp_path / "go"
     runs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(go)], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for _ in range(4)]

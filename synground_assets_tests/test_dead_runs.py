@@ -1,5 +1,5 @@
 """Issue 11, item 1: a `dagster asset materialize` killed with SIGKILL leaves its run STARTED and
-its `gpu` pool slot taken; `python -m synground_assets.cli cleanup` marks it failed and frees the
+its `gpu` pool slot taken; `python -m synground_assets.ops.cli cleanup` marks it failed and frees the
 slot, and the next GPU run is not blocked. Real `dagster` processes, the shipped dagster.yaml; the
 step that holds the slot is `gpu_pool_location.gpu_step`, a stand-in for the learning stages."""
 
@@ -17,10 +17,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from synground_assets import cli
 from synground_assets.dead_runs import dead_runs_sensor
-from synground_assets.processes import process_alive
-from synground_assets.run_health import clean_up_dead_runs, find_dead_runs
+from synground_assets.ops import cli
+from synground_assets.ops.processes import process_alive
+from synground_assets.ops.run_health import clean_up_dead_runs, find_dead_runs
 
 REPO = Path(__file__).parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -72,7 +72,7 @@ def test_a_killed_run_is_marked_failed_and_frees_its_gpu_slot(instance_home, cap
         assert run.status == dg.DagsterRunStatus.STARTED and gpu_slot_holders(instance) == {run.run_id}
 
         # 2. The command-line cleanup (no daemon) finds it, marks it failed and frees the slot.
-        cli.main(["cleanup"])  # `python -m synground_assets.cli cleanup`, in this process (same DAGSTER_HOME)
+        cli.main(["cleanup"])  # `python -m synground_assets.ops.cli cleanup`, in this process (same DAGSTER_HOME)
         assert f"marked run {run.run_id} failed and freed its pool slots" in capsys.readouterr().out
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert not gpu_slot_holders(instance)
@@ -97,7 +97,7 @@ def test_a_live_process_is_alive_and_a_reaped_or_reused_pid_is_not():
 
 def started_run(instance: dg.DagsterInstance, pid: int) -> str:
     """A run whose start was reported by process `pid`."""
-    from synground_assets.dagster_internals import DagsterEvent
+    from synground_assets.ops.dagster_internals import DagsterEvent
 
     run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
     instance.report_dagster_event(DagsterEvent("PIPELINE_START", job_name=run.job_name, pid=pid), run.run_id)
@@ -120,7 +120,7 @@ def test_the_sensor_fails_runs_whose_process_is_gone_and_leaves_live_ones(projec
 
 
 def test_a_run_that_never_started_counts_as_dead_after_the_start_timeout(project_home):
-    from synground_assets.dagster_internals import DagsterEvent
+    from synground_assets.ops.dagster_internals import DagsterEvent
 
     instance = dg.DagsterInstance.ephemeral()
     run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job())
@@ -132,7 +132,7 @@ def test_a_run_that_never_started_counts_as_dead_after_the_start_timeout(project
 
 
 def report(instance: dg.DagsterInstance, run_id: str, event_type: str, pid: int) -> None:
-    from synground_assets.dagster_internals import DagsterEvent
+    from synground_assets.ops.dagster_internals import DagsterEvent
 
     step = {"step_key": "gpu_step"} if event_type == "STEP_START" else {}
     instance.report_dagster_event(DagsterEvent(event_type, job_name="noop", pid=pid, **step), run_id)
@@ -167,7 +167,7 @@ def test_a_run_whose_main_process_is_gone_is_dead_and_its_leftover_step_process_
 
 
 def test_a_run_with_steps_only_is_dead_when_every_step_process_is_gone(project_home):
-    from synground_assets.dagster_internals import DagsterEvent
+    from synground_assets.ops.dagster_internals import DagsterEvent
 
     instance = dg.DagsterInstance.ephemeral()
     step = sleeper()
@@ -183,7 +183,7 @@ def test_a_run_with_steps_only_is_dead_when_every_step_process_is_gone(project_h
 
 RANK = """
 import sys, time
-from synground_assets.processes import guard_training_process
+from synground_assets.ops.processes import guard_training_process
 guard_training_process(sys.argv[1])
 time.sleep(600)
 """
@@ -191,7 +191,7 @@ time.sleep(600)
 
 def recorded(home: Path, run_id: str, count: int, timeout_s: float = 120) -> dict[str, int]:
     """kind -> pid of the processes a training job recorded for `run_id`, once there are `count`."""
-    from synground_assets.processes import recorded_processes, registry_folder
+    from synground_assets.ops.processes import recorded_processes, registry_folder
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -256,8 +256,8 @@ def test_cleanup_ends_the_training_processes_of_a_dead_run(instance_home, tmp_pa
 
 def test_a_publish_is_refused_once_its_run_is_no_longer_started(instance_home, tmp_path):
     """Issue 19, item 2: the orphan of a run marked failed published its checkpoint under that run."""
+    from synground_assets.ops.run_health import RunNotStartedError, ensure_run_started
     from synground_assets.resources.store import ShardStore, write_table
-    from synground_assets.run_health import RunNotStartedError, ensure_run_started
 
     store = ShardStore(tmp_path / "data")
     with dg.DagsterInstance.get() as instance:

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from synground_assets.config.recipes import recipe_book
 from synground_assets.definitions import defs
-from synground_assets.recipes import recipe_book
 
 
 def asset_graph():
@@ -36,7 +36,7 @@ def test_generation_assets_are_partitioned_by_recipe_and_shard():
 
 
 def test_generation_stages_take_no_pool_slot_and_checks_are_attached():
-    graph = asset_graph()  # GPU runs are limited by their recipe's device tag (synground_assets/scale/run_tags.py)
+    graph = asset_graph()  # GPU runs are limited by their recipe's device tag (synground_assets/ops/scale/run_tags.py)
     assert all(
         not graph.get(dg.AssetKey(name)).pools for name in ["concepts", "descriptions", "images", "phrases", "boxes"]
     )

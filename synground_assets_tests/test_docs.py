@@ -13,7 +13,7 @@ The tags (TAGS below is the one list; README.md's "docs/" section says the same 
 
 A `run` block runs with `bash -euo pipefail`, cwd the repo root, the venv's bin first on PATH,
 HF_HUB_OFFLINE=1, and per docs file a fresh instance: a temporary DAGSTER_HOME holding the repo's
-dagster.yaml, created by `python -m synground_assets.cli instance` as `make setup` does, and a temporary
+dagster.yaml, created by `python -m synground_assets.ops.cli instance` as `make setup` does, and a temporary
 SYNGROUND_HOME (data root, lineage index, MLflow store). A long block takes its size from an
 environment variable it documents with a default, e.g. `--partition-range "${SHARDS:-shapes|00000...shapes|00031}"`;
 this test sets SMALL (below) to keep the whole docs test short. In a ```console block only the lines
@@ -225,7 +225,7 @@ def fresh_instance_env(home: Path) -> dict[str, str]:
     env.update(DAGSTER_HOME=str(dagster_home), SYNGROUND_HOME=str(home), HF_HUB_OFFLINE="1",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])), **SMALL)
-    created = subprocess.run([sys.executable, "-m", "synground_assets.cli", "instance"], cwd=REPO, env=env,
+    created = subprocess.run([sys.executable, "-m", "synground_assets.ops.cli", "instance"], cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert created.returncode == 0, f"creating the fresh instance failed:\n{created.stdout}\n{created.stderr}"
     return env

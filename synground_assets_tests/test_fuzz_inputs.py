@@ -16,11 +16,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from synground_assets.config.recipes import BUILTIN_RECIPES, RecipeError, load_recipe_book
 from synground_assets.datasets.common import DatasetError
 from synground_assets.datasets.flickr30k import read_flickr30k_entities
 from synground_assets.datasets.refcoco import read_refcoco
 from synground_assets.datasets.visual_genome import read_visual_genome
-from synground_assets.recipes import BUILTIN_RECIPES, RecipeError, load_recipe_book
 from synground_assets_tests.datasets.conftest import (
     FLICKR_ANNOTATION,
     FLICKR_ID,

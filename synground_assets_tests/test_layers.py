@@ -1,14 +1,16 @@
 """The package's shape, pinned: no import cycle, and no layer importing a higher one.
 
 Every `import` counts, also one inside a function: a lazy import hides a cycle from Python, not
-from a reader. Layers, lowest first: `items`, `grounding/` and `models/` (the framework-free core),
-`quality/`, `recipes`, `roles/` and `tiny/`, `resources/`, `pipeline/` (no Dagster), then the
-Dagster layer (`assets/`, `schedules`, `definitions`, ...) that only wires.
+from a reader. Layers, lowest first (`LAYERS` below): the role contract `roles/`, settings and small
+helpers, `models/` and `grounding/` (the framework-free core), `quality/`, the recipe book, `tiny/`,
+`datasets/`, `adapters/`, `resources/`, `pipeline/` (no Dagster), then the Dagster layer (`assets/`,
+`schedules`, `definitions`, `ops/`...) that only wires.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -98,24 +100,39 @@ def test_no_import_cycles():
     assert strongly_connected(GRAPH) == []
 
 
+# Folders that gather modules of different layers: each of their modules is a part of its own.
+MIXED = {"config", "ops", "records"}
+
+
 def part(module: str) -> str:
-    """'synground_assets.roles.hf_text' -> 'roles'; 'synground_assets.recipes' -> 'recipes'."""
-    return module.split(".")[1] if "." in module else ""
+    """'synground_assets.roles.catalog' -> 'roles'; 'synground_assets.config.settings' -> 'config.settings'."""
+    names = module.split(".")[1:]
+    if len(names) > 1 and names[0] in MIXED:
+        return ".".join(names[:2])
+    return names[0] if names else ""
 
 
-# Which parts of the package each part may import (itself always).
-ALLOWED = {
-    "items": set(),
-    "permissions": set(),
-    "grounding": {"items", "models", "previews", "permissions"},
-    "previews": set(),
-    "models": {"items"},
-    # roles.base: the result types it checks; grounding: the agreement scores.
-    "quality": {"items", "roles", "grounding"},
-    "recipes": {"quality", "roles", "grounding"},  # grounding.config, roles' option catalog
-    "tiny": {"roles", "recipes", "models", "grounding", "items", "permissions"},
-}
-NEVER_BELOW_DAGSTER = {"assets", "definitions", "schedules", "run_health", "dead_runs", "scale", "cli", "partitions"}
+# The layers below Dagster, lowest first: a part imports itself and the parts of lower layers only,
+# with no exception. `roles` is the contract (result types, Protocols, the catalog), below every
+# adapter; `adapters` holds the models that play the roles and the suite that builds them.
+LAYERS = (
+    ("roles", "config", "config.settings"),
+    ("records", "records.items", "records.previews", "ops", "ops.permissions", "ops.processes"),
+    ("models",),
+    ("grounding",),
+    ("quality",),
+    ("config.recipes",),
+    ("tiny",),
+    ("datasets",),
+    ("records.evaluation_sets",),
+    ("adapters",),
+    ("resources",),
+    ("pipeline",),
+)
+ALLOWED = {part: {lower for layer in LAYERS[:level] for lower in layer}
+           for level, layer in enumerate(LAYERS) for part in layer}
+NEVER_BELOW_DAGSTER = {"assets", "definitions", "schedules", "ops.run_health", "dead_runs", "relaunch", "ops.scale",
+                       "ops.cli", "partitions"}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -124,10 +141,10 @@ def test_layers_import_only_lower_layers(name):
     reached = {part(other) for other in GRAPH[name]} - {mine, ""}
     if mine in ALLOWED:
         assert reached <= ALLOWED[mine], f"{name} imports {sorted(reached - ALLOWED[mine])}"
-    if mine in {"grounding", "models", "quality", "roles", "tiny", "resources", "pipeline", "datasets"}:
+    if mine in {"grounding", "models", "quality", "roles", "tiny", "adapters", "resources", "pipeline", "datasets"}:
         assert not reached & NEVER_BELOW_DAGSTER, (f"{name} imports the Dagster layer: "
                                                    f"{sorted(reached & NEVER_BELOW_DAGSTER)}")
-    if mine in {"grounding", "models", "quality", "roles", "tiny", "pipeline", "datasets", "items"}:
+    if mine in {"grounding", "models", "quality", "roles", "tiny", "adapters", "pipeline", "datasets", "records.items"}:
         dagster = sorted(n for n in IMPORTS[name] if n == "dagster" or n.startswith("dagster."))
         assert not dagster, f"{name} imports Dagster ({dagster}); only the asset layer wires Dagster"
 
@@ -136,3 +153,11 @@ def test_private_dagster_names_come_through_one_module():
     private = sorted(name for name, imports in IMPORTS.items()
                      if any(i.startswith("dagster._") for i in imports) and not name.endswith(".dagster_internals"))
     assert private == []
+
+
+def test_synground_variables_are_read_in_settings_only():
+    """Paths and knobs come from `config/settings.py` (and the resources built on it), never from an
+    environment read deep in a module."""
+    readers = sorted(name for name, path in MODULES.items() if name != "synground_assets.config.settings"
+                     and re.search(r"(environ|getenv)\b[^\n]*SYNGROUND_", path.read_text()))
+    assert readers == []

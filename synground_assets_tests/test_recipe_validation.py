@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from synground_assets.recipes import RecipeError, load_recipe_book
+from synground_assets.config.recipes import RecipeError, load_recipe_book
 from synground_assets.roles import catalog
 from synground_assets.roles.base import FILTER_ROLE_PROTOCOLS, ROLE_PROTOCOLS
+from synground_assets.roles.spec import RoleSpec
 
 ROLES = {
     "concepts": "{adapter: shapes}", "describer": "{adapter: shapes}", "image_generator": "{adapter: shapes}",
@@ -85,23 +86,25 @@ def test_every_adapter_takes_exactly_the_options_of_its_catalog_row():
         factory = getattr(importlib.import_module(module), name)
         declared = {option.name for option in entry.options}
         if entry.role == "grounding_model":
-            continue  # below: roles/grounding.py loads them
+            continue  # below: adapters/grounding.py loads them
         protocol = {**ROLE_PROTOCOLS, **FILTER_ROLE_PROTOCOLS}[entry.role]
         assert protocol in factory.__mro__, f"{entry.factory} does not declare its role"
         if entry.takes_spec:
             assert catalog.entry_of(factory) is entry, entry.factory
         else:
             assert declared == set(inspect.signature(factory).parameters), entry.factory
-    from synground_assets.roles import grounding
+    from synground_assets.adapters import grounding
 
     grounding_rows = [entry for entry in catalog.CATALOG if entry.role == "grounding_model"]
     assert {entry.name for entry in grounding_rows} == set(grounding.GROUNDING_ADAPTERS)
-    for entry in grounding_rows:
-        assert {option.name for option in entry.options} == set(grounding.OPTIONS)
+    for entry in grounding_rows:  # the loader checks options against the catalog's row, not a list of its own
+        with pytest.raises(ValueError, match="unknown key") as error:
+            grounding.load_grounding_model(RoleSpec(adapter=entry.name, model="x", options={"nope": 1}))
+        assert str(error.value).endswith(f"expected {', '.join(option.name for option in entry.options)}")
 
 
 def test_loading_and_checking_recipes_imports_no_model_library():
-    code = ("import sys; from synground_assets.recipes import load_recipe_book; load_recipe_book(); "
+    code = ("import sys; from synground_assets.config.recipes import load_recipe_book; load_recipe_book(); "
             "print(sorted(m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
@@ -109,7 +112,7 @@ def test_loading_and_checking_recipes_imports_no_model_library():
 
 
 def test_dagster_definitions_validate_fails_on_a_bad_option(tmp_path):
-    builtin = (Path(__file__).parents[1] / "synground_assets" / "recipes.yaml").read_text()
+    builtin = (Path(__file__).parents[1] / "synground_assets" / "config" / "recipes.yaml").read_text()
     broken = tmp_path / "recipes.yaml"
     broken.write_text(builtin.replace("options: {size: 128}", "options: {size: -128}", 1))
     dagster = Path(sys.executable).with_name("dagster")
@@ -132,7 +135,7 @@ def test_dagster_definitions_validate_fails_on_a_bad_option(tmp_path):
 ])
 def test_a_training_setting_the_albef_folder_cannot_train_with_is_refused_when_the_recipe_loads(
         tmp_path, training, message):
-    from synground_assets.roles.grounding_albef import build_tiny_albef
+    from synground_assets.tiny.grounding import build_tiny_albef
 
     model = build_tiny_albef(tmp_path / "albef", text_layers=4, fusion_layer=2, patch_size=8)
     extra = f"    grounding_model: {{adapter: albef, model: '{model}'}}\n    training: {training}\n"

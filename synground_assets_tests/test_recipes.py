@@ -2,7 +2,7 @@
 
 import pytest
 
-from synground_assets.recipes import DEFAULT_RECIPE, RecipeError, TrainingSettings, load_recipe_book, shard_index
+from synground_assets.config.recipes import DEFAULT_RECIPE, RecipeError, TrainingSettings, load_recipe_book, shard_index
 
 GOOD_ROLES = """
     roles:

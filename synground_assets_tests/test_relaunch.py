@@ -7,7 +7,7 @@ import sys
 import dagster as dg
 import pytest
 
-from synground_assets.dagster_internals import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
+from synground_assets.ops.dagster_internals import AUTO_RETRY_RUN_ID_TAG, WILL_RETRY_TAG
 from synground_assets.relaunch import (
     FAILED_TO_RETRY,
     MAX_RELAUNCHES_TAG,

@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from synground_assets.dagster_internals import DagsterEvent
+from synground_assets.config.recipes import RecipeError, recipe_book
 from synground_assets.definitions import GENERATION_ASSETS, defs
-from synground_assets.recipes import RecipeError, recipe_book
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.ops.dagster_internals import DagsterEvent
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.schedules import (
     RANGE_END,
     RANGE_START,
@@ -124,7 +124,7 @@ def test_a_started_run_whose_process_died_is_requested_again_and_a_live_one_is_n
 def test_a_shard_materialized_through_dagster_counts_as_done(project_home, instance):
     result = dg.materialize(
         GENERATION_ASSETS, partition_key="shapes|00002", instance=instance,
-        resources={"store": StoreResource(), "models": ModelSuiteResource()},
+        resources={"store": StoreResource(), "lineage": LineageResource(), "suite": ModelSuiteResource()},
     )
     assert result.success
     assert requested(tick(missing_shards_schedule, instance)) == ["shapes|00000...shapes|00001", "shapes|00003"]

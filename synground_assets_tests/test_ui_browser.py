@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from synground_assets.config.recipes import recipe_book
 from synground_assets.definitions import defs
 from synground_assets.devtools.browser import DRIVER, browser_paths, headless_chrome
-from synground_assets.recipes import recipe_book
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD = "shapes|00000"

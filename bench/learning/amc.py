@@ -19,7 +19,7 @@ bench/results/learning.json. Run from the checkout's root:
 AMC terms are on or off per variant.
 
 With `--ranks N` each model trains as the asset trains it: `torchrun --nproc_per_node N -m
-synground_assets.finetune job.json` (one thread per rank), the global batch unchanged.
+synground_assets.ops.finetune job.json` (one thread per rank), the global batch unchanged.
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench.harness import Stopwatch, check_target, result_path, write_result  # noqa: E402
-from synground_assets import benchmarks  # noqa: E402
-from synground_assets.finetune import job_spec  # noqa: E402
+from synground_assets.adapters.grounding_albef import AlbefGroundingModel  # noqa: E402
+from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
+from synground_assets.config.recipes import RoleSpec  # noqa: E402
 from synground_assets.grounding.config import OBJECTIVES, TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
 from synground_assets.grounding.loader import write_triplets_index  # noqa: E402
@@ -50,9 +51,12 @@ from synground_assets.grounding.pointing_game import (  # noqa: E402
     random_point_baseline,
 )
 from synground_assets.grounding.train import train  # noqa: E402
-from synground_assets.recipes import RoleSpec  # noqa: E402
-from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef  # noqa: E402
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
+from synground_assets.ops.finetune import job_spec  # noqa: E402
+from synground_assets.records import evaluation_sets as benchmarks  # noqa: E402
+from synground_assets.tiny.grounding import (
+    build_tiny_albef,  # noqa: E402
+    build_tiny_blip,  # noqa: E402
+)
 
 MODELS = {"blip": (build_tiny_blip, BlipGroundingModel), "albef": (build_tiny_albef, AlbefGroundingModel)}
 EVAL_SEED_OFFSET = 1_000_000  # held-out images come from seeds far from the training ones
@@ -140,7 +144,7 @@ def train_with_torchrun(args, config: TrainConfig, model_folder: Path, train_set
     job.write_text(json.dumps(job_spec(config, spec, [str(index)], str(held_out_index), str(output))))
     environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "SYNGROUND_TORCH_THREADS": str(args.threads)}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ranks}",
-                    "-m", "synground_assets.finetune", str(job)], env=environment, check=True)
+                    "-m", "synground_assets.ops.finetune", str(job)], env=environment, check=True)
     return json.loads((output / "metrics.json").read_text())
 
 

@@ -48,7 +48,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from bench.harness import Stopwatch, result_path, write_result  # noqa: E402
 from bench.learning.amc import EVAL_SEED_OFFSET, add_training_arguments, shapes_triplets  # noqa: E402
 from bench.learning.quality import detect, fine_tune, shapes_world, to_triplets, wrong_share  # noqa: E402
-from synground_assets.items import phrase_id  # noqa: E402
+from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
+from synground_assets.adapters.verifier import ItmVerifier  # noqa: E402
 from synground_assets.quality.agreement import agreement_filter  # noqa: E402
 from synground_assets.quality.boxes import filter_boxes  # noqa: E402
 from synground_assets.quality.ensemble import fuse_proposals  # noqa: E402
@@ -59,9 +60,9 @@ from synground_assets.quality.settings import (  # noqa: E402
     VerifySettings,
 )
 from synground_assets.quality.verify import verify_filter  # noqa: E402
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
-from synground_assets.roles.shapes import ShapesDetector  # noqa: E402
-from synground_assets.roles.verifier import ItmVerifier  # noqa: E402
+from synground_assets.records.items import phrase_id  # noqa: E402
+from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
+from synground_assets.tiny.shapes import ShapesDetector  # noqa: E402
 
 RESULTS = result_path("box_verification")
 ROWS = ("clean", "1 detector", "2 detectors (2 of 2)", "3 detectors (2 of 3)", "1 detector + verify",

@@ -38,14 +38,15 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench.harness import Stopwatch, result_path, write_result  # noqa: E402
 from bench.learning.amc import EVAL_SEED_OFFSET, add_training_arguments, bench_config, shapes_triplets  # noqa: E402
+from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.grounding.data import Triplet  # noqa: E402
 from synground_assets.grounding.train import train  # noqa: E402
-from synground_assets.items import box_id, phrase_id  # noqa: E402
 from synground_assets.quality.agreement import agreement_filter  # noqa: E402
 from synground_assets.quality.boxes import box_iou, filter_boxes  # noqa: E402
 from synground_assets.quality.settings import AgreementSettings, QualitySettings  # noqa: E402
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
-from synground_assets.roles.shapes import (  # noqa: E402
+from synground_assets.records.items import box_id, phrase_id  # noqa: E402
+from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
+from synground_assets.tiny.shapes import (  # noqa: E402
     ShapesConceptSampler,
     ShapesDescriber,
     ShapesDetector,

@@ -52,7 +52,7 @@ from bench.harness import Stopwatch, write_result
 
 RESULTS = harness.RESULTS
 REPO = RESULTS.parents[1]
-BUILTIN_BOOK = REPO / "synground_assets" / "recipes.yaml"
+BUILTIN_BOOK = REPO / "synground_assets" / "config" / "recipes.yaml"
 GENERATION_ASSETS = ("concepts", "descriptions", "images", "phrases", "boxes")
 BOXES = dg.AssetKey("boxes")
 RECIPE = "shapes"
@@ -123,7 +123,7 @@ def hole_indices(dataset_shards: int, real_shards: int, holes: int) -> set[int]:
 # -- 1, 2: services, real runs, reported events ---------------------------------------------------
 def real_runs(instance, post, shards: int, per_run: int) -> dict:
     from synground_assets.devtools.sandbox import succeeded, wait_for_runs
-    from synground_assets.scale import backfill
+    from synground_assets.ops.scale import backfill
 
     keys = [shard_key_of(i) for i in range(shards)]
     with Stopwatch() as watch:
@@ -147,7 +147,7 @@ def materialization(asset: str, index: int) -> dg.AssetMaterialization:
 
 def event_entry(event: dg.AssetMaterialization):
     """The event log entry `report_runless_asset_event` writes for a materialization."""
-    from synground_assets.dagster_internals import DagsterEvent, StepMaterializationData
+    from synground_assets.ops.dagster_internals import DagsterEvent, StepMaterializationData
 
     dagster_event = DagsterEvent(event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value,
                                  event_specific_data=StepMaterializationData(event), job_name="")
@@ -183,7 +183,7 @@ def report_events(instance, indices: list[int], single: int, batch_size: int) ->
 # -- 3: what the schedule reads ------------------------------------------------------------------
 def schedule_tick_in_process(instance) -> dict:
     """The tick as the code server evaluates it, and its parts."""
-    from synground_assets.recipes import recipe_book
+    from synground_assets.config.recipes import recipe_book
     from synground_assets.schedules import in_flight_partitions, missing_shards, missing_shards_schedule
 
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(timezone.utc))
@@ -255,7 +255,7 @@ def time_to_content(driver, url: str, pattern: str, timeout_s: float = 300) -> d
 def ui_pages(url: str, post, materialized: int, timeout_s: float) -> dict:
     """The boxes partitions page (first, then again) and the catalog, each until it shows its
     count; a screenshot of each under bench/results/."""
-    from synground_assets.recipes import recipe_book
+    from synground_assets.config.recipes import recipe_book
 
     book = recipe_book()
     every_key = len(book.recipes) * book.max_shards  # what the catalog shows for a shard-partitioned asset
@@ -280,7 +280,7 @@ def ui_pages(url: str, post, materialized: int, timeout_s: float) -> dict:
 
 # -- 5: a backfill at scale ----------------------------------------------------------------------
 def backfill_rates(instance, post, shards: int, dataset_shards: int, per_run: int, minutes: float) -> dict:
-    from synground_assets.scale import backfill
+    from synground_assets.ops.scale import backfill
 
     keys = [shard_key_of(i) for i in range(dataset_shards - shards, dataset_shards)]
     variables = backfill.backfill_variables(keys, tags={BENCH_TAG: "backfill"})
@@ -372,7 +372,7 @@ def run(args) -> dict:
                                                            args.recipes.split(",") if args.recipes else None))
     os.environ["SYNGROUND_SHARDS_PER_RUN"] = str(args.per_run)
     from synground_assets.devtools.sandbox import Sandbox, missing_services
-    from synground_assets.scale.backfill import http_post
+    from synground_assets.ops.scale.backfill import http_post
 
     if missing_services():
         raise SystemExit(f"missing: {', '.join(missing_services())}")

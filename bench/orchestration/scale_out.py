@@ -20,7 +20,7 @@ import dagster as dg
 
 from bench.harness import Timings, write_result
 from synground_assets.devtools.sandbox import CLIENT_ENV, Sandbox, succeeded, wait_for_runs
-from synground_assets.scale import backfill
+from synground_assets.ops.scale import backfill
 
 FAST = {
     "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},

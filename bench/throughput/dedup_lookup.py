@@ -54,7 +54,7 @@ def shard_rows(index: int, rng: np.random.Generator, base: np.ndarray,
                plant: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One shard's images (item_id, phash) and descriptions (item_id, description): random, except
     (`plant`) a few items that copy (a few bits off) a hash or a text of the first shard."""
-    from synground_assets.items import item_id
+    from synground_assets.records.items import item_id
 
     ids = [item_id(RECIPE, index, i) for i in range(ITEMS)]
     values = rng.integers(0, 2**63, ITEMS, dtype=np.int64).astype(np.uint64) * np.uint64(2) + np.uint64(1)

@@ -33,7 +33,7 @@ MODES = ("hardlink", "copy")
 
 def use_recipe_size(home: Path, size: int) -> None:
     """Point the recipe book at a copy whose shapes recipe draws `size` px images."""
-    from synground_assets.recipes import BUILTIN_RECIPES
+    from synground_assets.config.recipes import BUILTIN_RECIPES
 
     book = yaml.safe_load(Path(BUILTIN_RECIPES).read_text())
     book["recipes"]["shapes"]["roles"]["image_generator"]["options"]["size"] = size
@@ -76,7 +76,7 @@ def run(args) -> dict:
     from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
     from synground_assets.resources.store import ShardStore, default_data_root
 
-    resources = {"store": StoreResource(), "models": ModelSuiteResource(), "lineage": LineageResource()}
+    resources = {"store": StoreResource(), "suite": ModelSuiteResource(), "lineage": LineageResource()}
     instance = dg.DagsterInstance.ephemeral()
     shards = [f"{i:05d}" for i in range(args.first_shard, args.first_shard + args.shards)]
     with Stopwatch() as generation:

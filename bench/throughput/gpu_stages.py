@@ -339,7 +339,7 @@ def print_stage(name: str, stage: dict) -> None:
 def adapter_recipe(name: str, items: int, device: torch.device):
     import dataclasses
 
-    from synground_assets.recipes import recipe_book
+    from synground_assets.config.recipes import recipe_book
 
     recipe = recipe_book().get(name)
     roles = {role: dataclasses.replace(spec, device=device.type) if spec.model else spec
@@ -349,8 +349,8 @@ def adapter_recipe(name: str, items: int, device: torch.device):
 
 def bench_suite(recipe):
     """The model suite of this bench's recipe (its shard size and device), not the book's."""
-    from synground_assets.roles.build import build_role
-    from synground_assets.roles.suite import ModelSuite
+    from synground_assets.adapters.build import build_role
+    from synground_assets.adapters.suite import ModelSuite
 
     class Suite(ModelSuite):
         def role(self, recipe_name, role):
@@ -406,10 +406,10 @@ def run_adapters(args, device: torch.device) -> dict:
 
     from PIL import Image
 
-    from synground_assets.items import derive_seed
     from synground_assets.pipeline.batching import batches
     from synground_assets.pipeline.boxes import BoxInputs, box_phrases
     from synground_assets.pipeline.descriptions import describe_items, source_items
+    from synground_assets.records.items import derive_seed
 
     recipe, shard = adapter_recipe(args.recipe, args.items, device), "00000"
     suite = bench_suite(recipe)

@@ -42,7 +42,7 @@ def recipe_file(recipe: str, shard_size: int, folder: Path) -> Path:
     """A copy of the built-in recipes with one recipe's shard size changed (recipe names stay)."""
     import yaml
 
-    from synground_assets.recipes import BUILTIN_RECIPES
+    from synground_assets.config.recipes import BUILTIN_RECIPES
 
     book = yaml.safe_load(Path(BUILTIN_RECIPES).read_text())
     book["recipes"][recipe]["shard_size"] = shard_size
@@ -53,7 +53,7 @@ def recipe_file(recipe: str, shard_size: int, folder: Path) -> Path:
 
 def load_models(recipe: str) -> dict[str, float]:
     """Build every role of the recipe once (the cache both paths then use); seconds per role."""
-    from synground_assets.roles.suite import model_suite
+    from synground_assets.adapters.suite import model_suite
 
     model_suite().clear()
     laps = Laps()
@@ -68,11 +68,12 @@ def dagster_run(partition_key: str, instance) -> tuple[float, dict[str, float]]:
     import dagster as dg
 
     from synground_assets.definitions import GENERATION_ASSETS
-    from synground_assets.resources import ModelSuiteResource, StoreResource
+    from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 
     with Stopwatch() as watch:
         result = dg.materialize(GENERATION_ASSETS, partition_key=partition_key, instance=instance,
-                                resources={"store": StoreResource(), "models": ModelSuiteResource()})
+                                resources={"store": StoreResource(), "lineage": LineageResource(),
+                                           "suite": ModelSuiteResource()})
     wall = watch.wall
     assert result.success
     started, steps = {}, {}
@@ -91,18 +92,18 @@ def direct_run(recipe_name: str, shard: str, root: Path) -> tuple[float, dict[st
     import pandas as pd
     from PIL import Image
 
-    from synground_assets.items import (
+    from synground_assets.adapters.suite import model_suite
+    from synground_assets.config.recipes import recipe_book, shard_index
+    from synground_assets.pipeline.batching import run_batched
+    from synground_assets.records.items import (
         box_id,
         derive_seed,
         item_id,
         item_seed,
         phrase_id,
     )
-    from synground_assets.pipeline.batching import run_batched
-    from synground_assets.recipes import recipe_book, shard_index
     from synground_assets.resources.store import write_table
     from synground_assets.roles.phrases import filter_phrases
-    from synground_assets.roles.suite import model_suite
 
     recipe = recipe_book().get(recipe_name)
     role = lambda name: model_suite().role(recipe_name, name)  # noqa: E731 - cached adapters

@@ -60,8 +60,8 @@ def main() -> None:
     import torch
 
     from synground_assets import tiny
-    from synground_assets.recipes import RoleSpec
-    from synground_assets.roles.hf_image import DiffusersImageGenerator
+    from synground_assets.adapters.hf_image import DiffusersImageGenerator
+    from synground_assets.config.recipes import RoleSpec
 
     torch.set_num_threads(1)
     rows = []

@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench.harness import Stopwatch, check_target, result_path, write_result  # noqa: E402
-from synground_assets import benchmarks  # noqa: E402
+from synground_assets.adapters.grounding_blip import BlipGroundingModel  # noqa: E402
 from synground_assets.grounding.config import TrainConfig  # noqa: E402
 from synground_assets.grounding.data import Augmentation, Triplet  # noqa: E402
 from synground_assets.grounding.loader import (  # noqa: E402
@@ -49,7 +49,8 @@ from synground_assets.grounding.loader import (  # noqa: E402
 from synground_assets.grounding.objective import GroundingObjective, TrainingModule  # noqa: E402
 from synground_assets.grounding.optim import make_optimizer  # noqa: E402
 from synground_assets.grounding.train import autocast  # noqa: E402
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip  # noqa: E402
+from synground_assets.records import evaluation_sets as benchmarks  # noqa: E402
+from synground_assets.tiny.grounding import build_tiny_blip  # noqa: E402
 
 RESULTS = result_path("training_throughput")
 PAPER_TRIPLETS = 2_627_952  # SynGround, real + models (the paper's table)

@@ -7,11 +7,11 @@ import dagster as dg
 
 from synground_assets.assets.quality_report import box_filters_metadata, quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
+from synground_assets.config.recipes import recipe_book
 from synground_assets.partitions import split_shard_key
 from synground_assets.pipeline.boxes import BoxInputs, box_phrases
 from synground_assets.pipeline.result import StageResult
-from synground_assets.previews import contact_sheet, image_markdown
-from synground_assets.recipes import recipe_book
+from synground_assets.records.previews import contact_sheet, image_markdown
 from synground_assets.resources import ModelSuiteResource, StoreResource
 
 BOXES_IN_BOUNDS = dg.AssetCheckSpec("boxes_in_image_bounds", asset="boxes",
@@ -23,10 +23,9 @@ YIELD_ABOVE_THRESHOLD = dg.AssetCheckSpec(
 
 @generation_asset(deps=["images", "phrases"], kinds={"parquet"}, check_specs=[BOXES_IN_BOUNDS, YIELD_ABOVE_THRESHOLD])
 def boxes(
-    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, suite: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
-    suite = models.suite()
 
     def run_shard(recipe, shard, shard_store, _files):
         inputs = BoxInputs(
@@ -35,7 +34,7 @@ def boxes(
             image_folder=shard_store.shard_dir(recipe.name, "images", shard),
             layout=(shard_store.read_table(recipe.name, "images", shard, "layout.parquet")
                     if recipe.box_source == "gligen" else None))
-        return box_phrases(recipe, shard, inputs, suite, context.log)
+        return box_phrases(recipe, shard, inputs, suite.suite(), context.log)
 
     results = materialize_shards(context, store, "boxes", run_shard)
     recipes = [recipe_book().get(name) for name in sorted({split_shard_key(k)[0] for k in context.partition_keys})]

@@ -7,24 +7,23 @@ import dagster as dg
 from synground_assets.assets.quality_report import quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.descriptions import describe_items
-from synground_assets.previews import markdown_table
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.records.previews import markdown_table
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.dedup_index import earlier_descriptions
-from synground_assets.resources.lineage import default_lineage_path
 
 
 @generation_asset(deps=["concepts"], kinds={"parquet"})
 def descriptions(
-    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource,
+    suite: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe says."""
-    suite = models.suite()
 
     def run_shard(recipe, shard, shard_store, _files):
         concepts = shard_store.read_table(recipe.name, "concepts", shard)
-        earlier = lambda keys: earlier_descriptions(shard_store, default_lineage_path(), recipe.name,  # noqa: E731
+        earlier = lambda keys: earlier_descriptions(shard_store, lineage.resolved_path(), recipe.name,  # noqa: E731
                                                     shard, keys)
-        return describe_items(recipe, shard, concepts, suite, earlier, context.log)
+        return describe_items(recipe, shard, concepts, suite.suite(), earlier, context.log)
 
     results = materialize_shards(context, store, "descriptions", run_shard)
     return dg.MaterializeResult(

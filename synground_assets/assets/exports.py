@@ -30,6 +30,7 @@ import pandas as pd
 
 from synground_assets import code_version
 from synground_assets.assets.quality_report import recipe_quality_report
+from synground_assets.config.recipes import Recipe, recipe_book
 from synground_assets.datasets.exports import (
     TRIPLET_COLUMNS,
     CocoInfo,
@@ -41,7 +42,6 @@ from synground_assets.datasets.exports import (
 from synground_assets.datasets.hub_formats import CardFacts, Licence, write_hf_parquet, write_webdataset
 from synground_assets.datasets.release import ImageMode, PlacedImages, file_digests, place_images, write_manifest
 from synground_assets.partitions import recipe_partitions
-from synground_assets.recipes import Recipe, recipe_book
 from synground_assets.resources import LineageResource, StoreResource
 from synground_assets.resources.store import PublishedShard, ShardStore, write_table
 

@@ -8,26 +8,24 @@ import dagster as dg
 from synground_assets.assets.quality_report import quality_metadata
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.images import draw_images
-from synground_assets.previews import contact_sheet, image_markdown
-from synground_assets.quality.settings import QualitySettings
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.records.previews import contact_sheet, image_markdown
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.dedup_index import earlier_image_hashes
-from synground_assets.resources.lineage import default_lineage_path
 
 
 @generation_asset(deps=["descriptions"], kinds={"png", "parquet"})
 def images(
-    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource,
+    suite: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """PNG files plus a table (item, file, size, seed, perceptual hash); GLIGEN recipes also keep the layout drawn."""
-    suite = models.suite()
 
     def run_shard(recipe, shard, shard_store, files):
         described = shard_store.read_table(recipe.name, "descriptions", shard)
-        distance = QualitySettings.from_dict(recipe.quality).image_dedup_distance
-        earlier = lambda hashes: earlier_image_hashes(shard_store, default_lineage_path(), recipe.name,  # noqa: E731
+        distance = recipe.quality.image_dedup_distance
+        earlier = lambda hashes: earlier_image_hashes(shard_store, lineage.resolved_path(), recipe.name,  # noqa: E731
                                                       shard, hashes, distance)
-        return draw_images(recipe, shard, described, suite, earlier, context.log, files)
+        return draw_images(recipe, shard, described, suite.suite(), earlier, context.log, files)
 
     results = materialize_shards(context, store, "images", run_shard)
     sheet = contact_sheet(results[0].preview)

@@ -6,7 +6,7 @@ import pandas as pd
 
 from synground_assets.assets.stage import generation_asset, materialize_shards, summary_metadata
 from synground_assets.pipeline.phrases import extract_phrases
-from synground_assets.previews import markdown_table
+from synground_assets.records.previews import markdown_table
 from synground_assets.resources import ModelSuiteResource, StoreResource
 from synground_assets.roles.phrases import phrase_problem
 
@@ -18,14 +18,13 @@ NO_EMPTY_PHRASE = dg.AssetCheckSpec(
 
 @generation_asset(deps=["descriptions"], kinds={"parquet"}, check_specs=[NO_EMPTY_PHRASE])
 def phrases(
-    context: dg.AssetExecutionContext, store: StoreResource, models: ModelSuiteResource
+    context: dg.AssetExecutionContext, store: StoreResource, suite: ModelSuiteResource
 ) -> dg.MaterializeResult:
     """Every candidate phrase is kept as a row; dropped ones carry the reason (`kept`, `drop_reason`)."""
-    suite = models.suite()
 
     def run_shard(recipe, shard, shard_store, _files):
         described = shard_store.read_table(recipe.name, "descriptions", shard)
-        return extract_phrases(recipe, shard, described, suite, context.log)
+        return extract_phrases(recipe, shard, described, suite.suite(), context.log)
 
     results = materialize_shards(context, store, "phrases", run_shard)
     kept = pd.concat([r.table for r in results]).query("kept")

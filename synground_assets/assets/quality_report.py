@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from synground_assets.previews import markdown_table
+from synground_assets.records.previews import markdown_table
 
 REPORT_COLUMNS = ["stage", "unit", "items_in", "filter", "removed", "kept"]
 
@@ -33,9 +33,9 @@ def run_quality_report(outputs) -> pd.DataFrame:
 def box_filter_settings(recipe) -> dict[str, str]:
     """The box stage's detectors and its optional filters as the recipe sets them, one line each:
     what the quality report's `ensemble_agreement`, `verify_crop` and `agreement_*` rows come from."""
-    from synground_assets.quality.settings import EnsembleSettings, QualitySettings
+    from synground_assets.quality.settings import EnsembleSettings
 
-    settings = QualitySettings.from_dict(recipe.quality)
+    settings = recipe.quality
     detectors = ", ".join(f"{name} ({spec.adapter}{' ' + spec.model if spec.model else ''})"
                           for name, spec in recipe.detectors())
     rows = {"detectors": detectors if recipe.box_source == "detector" else f"{recipe.box_source} layout"}

@@ -8,22 +8,20 @@ a zero score.
 """
 
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from synground_assets import code_version
-from synground_assets.benchmarks import BENCHMARKS, BenchmarkMissing, load_benchmark
+from synground_assets.assets.provenance import Provenance
+from synground_assets.config.recipes import recipe_book
 from synground_assets.grounding.visualize import gradcam_figure
 from synground_assets.partitions import recipe_partitions
 from synground_assets.pipeline.scoring import finetuned_folder, load_finetuned, per_query_table, score_benchmark
 from synground_assets.pipeline.training import grounding_spec
-from synground_assets.previews import image_markdown
-from synground_assets.recipes import recipe_book
-from synground_assets.resources import LineageResource, StoreResource, TrackingResource
-from synground_assets.roles.grounding import load_grounding_model
+from synground_assets.records.evaluation_sets import BENCHMARKS, BenchmarkMissing, load_benchmark
+from synground_assets.records.previews import image_markdown
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 
 benchmark_partitions = dg.MultiPartitionsDefinition(
     {"benchmark": dg.StaticPartitionsDefinition(list(BENCHMARKS)), "recipe": recipe_partitions}
@@ -40,7 +38,8 @@ benchmark_partitions = dg.MultiPartitionsDefinition(
     kinds={"mlflow"},
 )
 def benchmark_scores(
-    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, tracking: TrackingResource
+    context: dg.AssetExecutionContext, store: StoreResource, lineage: LineageResource, tracking: TrackingResource,
+    suite: ModelSuiteResource,
 ) -> dg.MaterializeResult:
     """Pointing game: base model, fine-tuned checkpoint, centre and random baselines, same queries."""
     keys = context.partition_key.keys_by_dimension
@@ -54,14 +53,15 @@ def benchmark_scores(
     checkpoint = finetuned_folder(store.store(), recipe)
     # 2. Score everything on the same queries.
     base_spec = grounding_spec(recipe)
-    base = load_grounding_model(base_spec)
-    finetuned = load_finetuned(store.store(), recipe, base_spec.device)
+    base = suite.suite().grounding_model(recipe.name)  # the recipe's base, as the suite caches it
+    finetuned = load_finetuned(store.store(), recipe, base_spec.device, suite.suite())
     scores = score_benchmark(base, finetuned, benchmark)
     results, metrics, protocol = scores.results, scores.metrics, benchmark.protocol
     figure = gradcam_figure(finetuned, benchmark.triplets, benchmark.resolution, protocol)
     # 3. MLflow: params, metrics, per-query CSV, overlays.
-    tags = {"dagster_run_id": context.run_id, "recipe": recipe.name, "benchmark": benchmark_name,
-            "partition": str(context.partition_key), "code_version": code_version(), "stage": "benchmark"}
+    provenance = Provenance.of(context)
+    tags = provenance.tags(recipe=recipe.name, benchmark=benchmark_name, partition=str(context.partition_key),
+                           stage="benchmark")
     with tracking.tracking().run(f"{recipe.name} on {benchmark_name}", tags) as run:
         run.log_params({"recipe": recipe.name, "benchmark": benchmark_name, "base_model": recipe.grounding_model.model,
                         "checkpoint": str(checkpoint), "queries": len(benchmark.triplets), "source": benchmark.source,
@@ -79,8 +79,7 @@ def benchmark_scores(
     # 4. Lineage.
     row = pd.DataFrame([{"benchmark": benchmark_name, "recipe": recipe.name, "queries": scores.queries,
                          **{name.split("/")[1]: value for name, value in metrics.items()},
-                         "mlflow_run_id": run.run_id, "run_id": context.run_id, "code_version": code_version(),
-                         "materialized_at": datetime.now(timezone.utc).replace(tzinfo=None)}])
+                         "mlflow_run_id": run.run_id, **provenance.columns()}])
     lineage.lineage().replace("benchmark_scores", row, {"benchmark": benchmark_name, "recipe": recipe.name})
     return dg.MaterializeResult(metadata={
         "status": "scored",

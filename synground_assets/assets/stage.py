@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -22,16 +21,17 @@ import dagster as dg
 import pandas as pd
 
 from synground_assets import code_version
+from synground_assets.assets.provenance import Provenance
+from synground_assets.config.recipes import Recipe, recipe_book
+from synground_assets.ops.run_health import RunNotStartedError, ensure_run_is_started
+from synground_assets.ops.scale import profile
 from synground_assets.partitions import shard_partitions, split_shard_key
 from synground_assets.pipeline.result import StageResult
 from synground_assets.pipeline.writing import PngWriter
-from synground_assets.recipes import Recipe, recipe_book
 from synground_assets.resources import StoreResource
 from synground_assets.resources.lineage import write_shard_lineage
 from synground_assets.resources.store import ShardStore, write_table
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.run_health import RunNotStartedError, ensure_run_is_started
-from synground_assets.scale import profile
 
 # (recipe, shard, store, files) -> what to publish; `files` writes images into the staging folder
 # in the background (pipeline/writing.py), for a stage that streams them out as it goes.
@@ -41,7 +41,7 @@ ShardRunner = Callable[[Recipe, str, ShardStore, PngWriter], StageResult]
 def generation_asset(**kwargs):
     """`dg.asset` with what every generation stage shares: recipe x shard partitions, a range of
     shards per run (so models load once; how many, the profile says) and the `generation` group.
-    No pool: GPU work is limited per run by the recipe's `synground/device` tag (scale/run_tags.py),
+    No pool: GPU work is limited per run by the recipe's `synground/device` tag (ops/scale/run_tags.py),
     since a pool would also hold back the runs of CPU-only recipes."""
     return dg.asset(
         partitions_def=shard_partitions,
@@ -52,14 +52,12 @@ def generation_asset(**kwargs):
     )
 
 
-def lineage_columns(context: dg.AssetExecutionContext, recipe: str, shard: str, info: AdapterInfo) -> dict:
+def lineage_columns(provenance: Provenance, recipe: str, shard: str, info: AdapterInfo) -> dict:
     return {
         "recipe": recipe,
         "shard": shard,
         "partition_key": f"{recipe}|{shard}",
-        "run_id": context.run_id,
-        "code_version": code_version(),
-        "materialized_at": datetime.now(timezone.utc).replace(tzinfo=None),
+        **provenance.columns(),
         "adapter": info.adapter,
         "model_id": info.model_id,
         "revision": info.revision or "",
@@ -72,6 +70,7 @@ def materialize_shards(
 ) -> list[StageResult]:
     """Run one stage over every shard of this run (one, or a range in a single-run backfill)."""
     shard_store = store.store()
+    provenance = Provenance.of(context)
     results = []
     keys = context.partition_keys
     if not keys:
@@ -86,7 +85,7 @@ def materialize_shards(
                 with PngWriter(folder) as files:
                     result = run_shard(recipe, shard, shard_store, files)
                     write_result(folder, result, files)
-                common = lineage_columns(context, recipe_name, shard, result.info)
+                common = lineage_columns(provenance, recipe_name, shard, result.info)
                 skipped = pd.DataFrame(result.skipped, columns=["item_id", "reason"]).assign(stage=asset)
                 write_shard_lineage(folder, {**result.lineage, "skipped_items": skipped}, common)
         except RunNotStartedError as exc:

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import yaml
 
+from synground_assets.config import settings
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _postgres_bin() -> Path:
     """$SYNGROUND_PG_BIN, else the newest Debian-packaged PostgreSQL (/usr/lib/postgresql/<major>/bin)."""
-    if os.environ.get("SYNGROUND_PG_BIN"):
-        return Path(os.environ["SYNGROUND_PG_BIN"])
+    if settings.pg_bin():
+        return Path(settings.pg_bin())
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
     )
@@ -258,7 +260,7 @@ class Sandbox:
         wait_for(self._location_loaded, "the code location in the webserver", self.log("webserver"), 180)
 
     def _location_loaded(self) -> bool:
-        from synground_assets.scale.backfill import http_post
+        from synground_assets.ops.scale.backfill import http_post
 
         answer = http_post(self.url)(LOCATION_STATUS, {})["workspaceOrError"]
         return any(
@@ -279,7 +281,7 @@ class Sandbox:
         """A Celery worker as deploy/worker.sh starts one (and waits until it is ready for tasks)."""
         log = self.log(name)
         self.log_offsets[name] = log.stat().st_size if log.exists() else 0  # a restarted worker appends
-        process = self._start(name, [str(BIN / "celery"), "-A", "synground_assets.scale.worker", "worker",
+        process = self._start(name, [str(BIN / "celery"), "-A", "synground_assets.ops.scale.worker", "worker",
                                      "--pool=solo", "--concurrency=1", "-Q", queues, "-n", f"{name}@%h",
                                      "--without-gossip", "--without-mingle", "--loglevel=INFO"],
                               env={"CUDA_VISIBLE_DEVICES": cuda_visible_devices})
@@ -329,5 +331,5 @@ class Sandbox:
         if getattr(self, "pg_data", None):
             subprocess.run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate",
                                               "stop"]), capture_output=True, cwd="/")
-        if not os.environ.get("SYNGROUND_SANDBOX_KEEP"):  # keep the logs to look into a failure
+        if not settings.sandbox_keep():  # keep the logs to look into a failure
             shutil.rmtree(self.root, ignore_errors=True)

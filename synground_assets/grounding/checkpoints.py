@@ -15,7 +15,7 @@ from torch import nn
 
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.model import TRAIN_CONFIG_FILE, GroundingModel
-from synground_assets.permissions import apply_umask
+from synground_assets.ops.permissions import apply_umask
 
 # Fields that may change when a run resumes; any other change needs a new output folder.
 RESUMABLE_FIELDS = {"max_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size",

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from synground_assets.grounding.data import Augmentation
 
 AMP_DTYPES = ("bfloat16", "float16", "float32")
+DEFAULT_MAX_TEXT_TOKENS = 25  # AMC truncates text to 25 tokens
 PROTOCOLS = ("amc", "pixel-centre")  # pointing-game protocols (grounding/pointing_game.py)
 # Objectives (grounding/objective.py, grounding/amc.py): `amc` is AMC-grounding's pretraining loss on
 # ALBEF (MLM + ITA with momentum distillation and queues + ITM + AMC); `itc-itm-amc` is ITC with its

@@ -30,7 +30,7 @@ from PIL import Image
 
 from synground_assets.grounding.data import Augmentation, Triplet, augment, training_box_mask
 from synground_assets.grounding.model import GroundingInputs
-from synground_assets.items import derive_seed
+from synground_assets.records.items import derive_seed
 
 SOURCES = ("synthetic", "real")
 Preprocessor = Callable[[Sequence[Image.Image], Sequence[str], int], GroundingInputs]

@@ -1,7 +1,7 @@
 """The seam between the learning core and the models: what `grounding/` needs from a grounding model.
 
 `grounding/` (GradCAM, the training loop, the pointing game) calls only what `GroundingModel` lists.
-The adapters live in `roles/`: `grounding_blip.BlipGroundingModel` (transformers' BLIP-ITM) and
+The adapters live in `adapters/`: `grounding_blip.BlipGroundingModel` (transformers' BLIP-ITM) and
 `grounding_albef.AlbefGroundingModel` (ALBEF, `models/albef`), side by side; this package never
 imports them.
 """

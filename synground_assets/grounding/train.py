@@ -6,7 +6,7 @@ scores the pointing game on the evaluation triplets and writes `output_dir/model
 processor, `train_config.json`) and `output_dir/metrics.json`. Metrics go to `log_fn(step,
 metrics)`, for the caller to record. The losses themselves are `grounding/objective.py`.
 
-Under torchrun (`python -m synground_assets.finetune`), every rank runs `train` with its `World`:
+Under torchrun (`python -m synground_assets.ops.finetune`), every rank runs `train` with its `World`:
 the model is wrapped in DistributedDataParallel, each rank loads its B / W share of every global
 batch, and the objective gathers features across ranks so that ITC, the ITM hard negatives and
 AMC's pooled L_mean are those of the global batch: W ranks with B / W compute the same loss and
@@ -41,7 +41,7 @@ from synground_assets.grounding.model import GroundingModel
 from synground_assets.grounding.objective import GroundingObjective, TrainingModule
 from synground_assets.grounding.optim import make_optimizer, make_scheduler
 from synground_assets.grounding.pointing_game import PointingGameResult, evaluate_pointing_game
-from synground_assets.items import derive_seed
+from synground_assets.records.items import derive_seed
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -52,6 +52,9 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     model_path: Path | None = None
     pointing_game: PointingGameResult | None = None
+    # The config training used (rank 0): the adapter's GradCAM layer and objective filled in, as
+    # train_config.json holds it; what the caller logs.
+    config: TrainConfig | None = None
 
 
 def train_loop(module: nn.Module, state: TrainingState, batches: Iterator[LoadedBatch], steps: range,
@@ -191,7 +194,8 @@ def evaluate_and_save(config: TrainConfig, model: GroundingModel, eval_triplets:
         if log_fn:
             log_fn(config.max_steps, {"pointing_game_accuracy": pointing.accuracy})
     model_path = save_final(output_dir, model, config, metrics)
-    return TrainResult(metrics=metrics, history=history, model_path=model_path, pointing_game=pointing)
+    return TrainResult(metrics=metrics, history=history, model_path=model_path, pointing_game=pointing,
+                       config=config)
 
 
 def index_triplets(synthetic: Sequence[Triplet], real: Sequence[Triplet] | None, folder: Path) -> TripletIndex:

@@ -11,7 +11,7 @@ from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.gradcam import cross_attention_gradcam, upsample_cam
 from synground_assets.grounding.model import GroundingModel
 from synground_assets.grounding.pointing_game import PointingProtocol, as_protocol, heatmap_point, point_in_any_box
-from synground_assets.previews import contact_sheet
+from synground_assets.records.previews import contact_sheet
 
 OVERLAYS = 8  # overlays in a figure
 

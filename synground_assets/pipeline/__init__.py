@@ -1,7 +1,7 @@
 """The generation stages as plain functions, one module per stage: what a shard is made of.
 
 Each stage takes the recipe, the shard, what its upstream stages published (tables read by the
-caller), the model suite (`roles/suite.py`: the stage asks it for its role) and, for the dedup
+caller), the model suite (`adapters/suite.py`: the stage asks it for its role) and, for the dedup
 stages, what earlier shards hold; it returns a `StageResult` (result.py) held in memory: the
 shard's tables and image files, its lineage rows, removals, skipped items and a preview. It writes
 nothing and knows nothing of Dagster: the assets (`assets/`) read the inputs, call the stage and

@@ -15,19 +15,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from synground_assets.items import box_id
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, Skipped, prepared_ahead, progress_or_none, run_batched
 from synground_assets.pipeline.images import PREVIEW_ITEMS
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
-from synground_assets.previews import draw_triplets
 from synground_assets.quality.agreement import agreement_filter
 from synground_assets.quality.boxes import filter_boxes
 from synground_assets.quality.ensemble import PROPOSAL_COLUMNS, fuse_proposals
 from synground_assets.quality.removals import Removal
-from synground_assets.quality.settings import EnsembleSettings, QualitySettings
+from synground_assets.quality.settings import EnsembleSettings
 from synground_assets.quality.verify import verify_filter
-from synground_assets.recipes import Recipe
-from synground_assets.roles.base import AdapterInfo, Detection
+from synground_assets.records.items import box_id
+from synground_assets.records.previews import draw_triplets
+from synground_assets.roles.base import AdapterInfo, Detection, RoleProvider
 from synground_assets.roles.phrases import phrase_problem
 
 STAGE = "boxes"
@@ -44,13 +44,14 @@ class BoxInputs:
     layout: pd.DataFrame | None = None  # GLIGEN recipes: item_id, phrase, x0..y1 the image was drawn in
 
 
-def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logger | None = None) -> StageResult:
+def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, suite: RoleProvider,
+                log: Logger | None = None) -> StageResult:
     """One row per box (phrases without a box have none); the triplets are <image, phrase, box>."""
     phrase_table, unusable = usable_phrases(inputs.phrases.loc[inputs.phrases["kept"]])
     per_item = phrases_per_item(phrase_table)
     work = [(row, per_item[row.item_id]) for row in inputs.images.itertuples(index=False) if row.item_id in per_item]
     batch_size = recipe.roles["detector"].batch_size
-    source = _box_source(recipe, inputs, roles)
+    source = _box_source(recipe, inputs, suite)
     progress = progress_or_none(log, f"boxes {recipe.name}|{shard}", len(work))
     rows, skipped, preview = [], [], []
     # The next batch's images are read from disk while the detector works on this one, and the
@@ -85,7 +86,7 @@ def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logge
     else:
         detected = pd.DataFrame(rows, columns=BOX_COLUMNS)
         detected_count = len(detected)
-    table, removals, verdicts = curate(recipe, detected, inputs.images, phrase_table, inputs.image_folder, roles)
+    table, removals, verdicts = curate(recipe, detected, inputs.images, phrase_table, inputs.image_folder, suite)
     removals = fused_removals + removals
     if verdicts is not None:
         extra_lineage["box_verdicts"] = verdicts
@@ -103,7 +104,7 @@ def box_phrases(recipe: Recipe, shard: str, inputs: BoxInputs, roles, log: Logge
 
 
 def _ensemble_settings(recipe: Recipe) -> EnsembleSettings:
-    return QualitySettings.from_dict(recipe.quality).ensemble or EnsembleSettings()
+    return recipe.quality.ensemble or EnsembleSettings()
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class BoxSource:
     ensemble: list[str] | None = None
 
 
-def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
+def _box_source(recipe: Recipe, inputs: BoxInputs, suite: RoleProvider) -> BoxSource:
     if recipe.box_source == "gligen":  # no detector to load, no image to read: the layout the image was drawn in
         generator = recipe.roles["image_generator"]
         return BoxSource(
@@ -151,8 +152,8 @@ def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
         return {row.item_id: read_rgb(inputs.image_folder / row.file) for row, _ in batch}
 
     if recipe.ensemble:
-        return _ensemble_source(recipe, roles.detectors(recipe), read_images)
-    detector = roles.detector(recipe.name)
+        return _ensemble_source(recipe, suite.detectors(recipe), read_images)
+    detector = suite.detector(recipe.name)
 
     def detect(batch, pictures):
         return detector.detect([pictures[row.item_id] for row, _ in batch], [ph.phrases for _, ph in batch])
@@ -162,7 +163,7 @@ def _box_source(recipe: Recipe, inputs: BoxInputs, roles) -> BoxSource:
 
 def _ensemble_source(recipe: Recipe, detectors: list[tuple[str, Any]], read_images) -> BoxSource:
     """Every detector on each batch of images (read once), in recipe order; each detection with the
-    name of the detector that proposed it. The detectors stay loaded together (roles/suite.py)."""
+    name of the detector that proposed it. The detectors stay loaded together (adapters/suite.py)."""
     settings = _ensemble_settings(recipe)
 
     def detect(batch, pictures):
@@ -215,11 +216,11 @@ def _preview_tile(image: Image.Image, item_phrases: ItemPhrases, ranked: list[De
 
 
 def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, phrase_table: pd.DataFrame,
-           image_folder: Path, roles) -> tuple[pd.DataFrame, list[Removal], pd.DataFrame | None]:
+           image_folder: Path, suite: RoleProvider) -> tuple[pd.DataFrame, list[Removal], pd.DataFrame | None]:
     """The recipe's box filters, then its agreement filter and its crop verification when it has
     them: (kept boxes, removals, the verifier's verdicts or None). A judge is asked of the suite
     only when there are boxes to judge."""
-    settings = QualitySettings.from_dict(recipe.quality)
+    settings = recipe.quality
     kept, removals = filter_boxes(detected, image_table, settings)
     files = dict(zip(image_table.item_id, image_table.file))
     phrase_text = dict(zip(phrase_table.phrase_id, phrase_table.phrase))
@@ -229,13 +230,13 @@ def curate(recipe: Recipe, detected: pd.DataFrame, image_table: pd.DataFrame, ph
 
     if settings.agreement is not None and len(kept):
         kept, disagreements = agreement_filter(kept, phrase_text, load_image,
-                                               roles.agreement_model(recipe.name, settings.agreement),
+                                               suite.agreement_model(recipe.name, settings.agreement),
                                                settings.agreement)
         removals += disagreements
     verdicts = None
     if settings.verify is not None and len(kept):
         kept, rejected, verdicts = verify_filter(kept, phrase_text, load_image,
-                                                 roles.verifier(recipe.name, settings.verify), settings.verify)
+                                                 suite.verifier(recipe.name, settings.verify), settings.verify)
         removals += rejected
     return kept.reset_index(drop=True), removals, verdicts
 

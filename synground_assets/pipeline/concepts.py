@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import pandas as pd
 
-from synground_assets.items import item_id, item_seed
+from synground_assets.config.recipes import Recipe, shard_index
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.quality.removals import Removal
-from synground_assets.recipes import Recipe, shard_index
+from synground_assets.records.items import item_id, item_seed
+from synground_assets.roles.base import RoleProvider
 
 STAGE = "concepts"
 
 
-def sample_concepts(recipe: Recipe, shard: str, roles) -> StageResult:
+def sample_concepts(recipe: Recipe, shard: str, suite: RoleProvider) -> StageResult:
     """Per item: a seed derived from (recipe, shard, index) and the sampled concepts or real sources."""
-    sampler = roles.concepts(recipe.name)
+    sampler = suite.concepts(recipe.name)
     indices = range(recipe.shard_size)
     number = shard_index(shard)
     items = sampler.sample([item_id(recipe.name, number, i) for i in indices],

@@ -13,13 +13,12 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, Skipped, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.quality.removals import Removal
-from synground_assets.quality.settings import QualitySettings
 from synground_assets.quality.text import description_key, find_duplicate_texts, strip_control, text_problem
-from synground_assets.recipes import Recipe
-from synground_assets.roles.base import GeneratedText, SourceItem
+from synground_assets.roles.base import GeneratedText, RoleProvider, SourceItem
 
 STAGE = "descriptions"
 COLUMNS = ["item_id", "description"]
@@ -72,13 +71,13 @@ def duplicate_removals(rows: list[tuple[str, str]], earlier: EarlierTexts) -> li
             for item, first in duplicates.items()]
 
 
-def describe_items(recipe: Recipe, shard: str, concepts: pd.DataFrame, roles, earlier: EarlierTexts,
+def describe_items(recipe: Recipe, shard: str, concepts: pd.DataFrame, suite: RoleProvider, earlier: EarlierTexts,
                    log: Logger | None = None) -> StageResult:
     """concepts: this shard's `concepts` table; earlier(keys): item_id, description of the earlier
     shards' descriptions with one of these `description_key`s (asked once, when the recipe dedups
     descriptions). Image2Text, Concept2Text, Text2Text or Concatenation, as the recipe's describer does."""
-    describer = roles.describer(recipe.name)
-    settings = QualitySettings.from_dict(recipe.quality)
+    describer = suite.describer(recipe.name)
+    settings = recipe.quality
     items = source_items(concepts)
     progress = progress_or_none(log, f"descriptions {recipe.name}|{shard}", len(items))
     texts, skipped = run_batched(items, recipe.roles["describer"].batch_size, describer.describe,

@@ -14,11 +14,10 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from synground_assets.items import derive_seed
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, Progress, Skipped, batches, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult, quality_lineage
 from synground_assets.pipeline.writing import ImageFiles, InMemoryImages
-from synground_assets.previews import draw_triplets
 from synground_assets.quality.images import (
     degenerate_reason,
     find_near_duplicates,
@@ -28,8 +27,9 @@ from synground_assets.quality.images import (
 )
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.recipes import Recipe
-from synground_assets.roles.base import GeneratedImage, ImageGenerator
+from synground_assets.records.items import derive_seed
+from synground_assets.records.previews import draw_triplets
+from synground_assets.roles.base import GeneratedImage, ImageGenerator, RoleProvider
 
 IMAGE_FOLDER = "images"
 PREVIEW_ITEMS = 8
@@ -109,7 +109,7 @@ def dedup_images(hashes: dict[str, str], earlier: EarlierHashes, settings: Quali
             for item, (kept, distance) in duplicates.items()]
 
 
-def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, earlier: EarlierHashes,
+def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, suite: RoleProvider, earlier: EarlierHashes,
                 log: Logger | None = None, files: ImageFiles | None = None) -> StageResult:
     """descriptions: item_id, description of this shard; earlier(hashes): item_id, phash of the
     earlier shards' images that may be near-duplicates of these (asked once, when the shard is drawn).
@@ -121,8 +121,8 @@ def draw_images(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles, e
     images are returned in `StageResult.images`."""
     in_memory = InMemoryImages() if files is None else None
     files = files if files is not None else in_memory
-    generator = roles.image_generator(recipe.name)
-    settings = QualitySettings.from_dict(recipe.quality)
+    generator = suite.image_generator(recipe.name)
+    settings = recipe.quality
     seeds = {item: derive_seed("image", item) for item in descriptions.item_id}
     pairs = list(zip(descriptions.item_id, descriptions.description))
     hashes: dict[str, str] = {}

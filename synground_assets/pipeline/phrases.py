@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from synground_assets.items import phrase_id
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.batching import Logger, progress_or_none, run_batched
 from synground_assets.pipeline.result import TABLE, StageResult
 from synground_assets.quality.text import MAX_DESCRIPTION_CHARS, phrase_text_problem
-from synground_assets.recipes import Recipe
-from synground_assets.roles.base import PhraseCandidates
+from synground_assets.records.items import phrase_id
+from synground_assets.roles.base import PhraseCandidates, RoleProvider
 from synground_assets.roles.phrases import filter_phrases
 
 STAGE = "phrases"
@@ -35,10 +35,10 @@ def phrase_rows(item: str, text: str, found: PhraseCandidates) -> list[tuple]:
             + [(item, phrase, False, reason) for phrase, reason in dropped])
 
 
-def extract_phrases(recipe: Recipe, shard: str, descriptions: pd.DataFrame, roles,
+def extract_phrases(recipe: Recipe, shard: str, descriptions: pd.DataFrame, suite: RoleProvider,
                     log: Logger | None = None) -> StageResult:
     """descriptions: item_id, description of this shard. One row per candidate phrase."""
-    extractor = roles.phrase_extractor(recipe.name)
+    extractor = suite.phrase_extractor(recipe.name)
     pairs, skipped_long = [], []
     for item, text in zip(descriptions.item_id, descriptions.description):
         if len(text) > MAX_DESCRIPTION_CHARS:

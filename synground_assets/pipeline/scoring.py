@@ -9,7 +9,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from synground_assets.benchmarks import Benchmark
+from synground_assets.adapters.suite import ModelSuite, model_suite
+from synground_assets.config.recipes import Recipe, RecipeError
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.model import GroundingModel
 from synground_assets.grounding.pointing_game import (
@@ -20,9 +21,8 @@ from synground_assets.grounding.pointing_game import (
     random_point_baseline,
 )
 from synground_assets.pipeline.training import CHECKPOINT_SHARD
-from synground_assets.recipes import Recipe, RecipeError
+from synground_assets.records.evaluation_sets import Benchmark
 from synground_assets.resources.store import ShardStore
-from synground_assets.roles.grounding import load_grounding_model
 
 
 @dataclass
@@ -47,10 +47,11 @@ def rematerialize_checkpoint(recipe: str) -> str:
             f"synground_assets.definitions --select finetuned_checkpoint --partition '{recipe}'")
 
 
-def load_finetuned(store: ShardStore, recipe: Recipe, device: str) -> GroundingModel:
-    """The recipe's published checkpoint, loaded; a corrupt one (a truncated model.safetensors) raises
-    `ModelLoadError` naming its folder and the partition to rematerialize."""
-    return load_grounding_model(str(finetuned_folder(store, recipe)), device=device,
+def load_finetuned(store: ShardStore, recipe: Recipe, device: str, suite: ModelSuite | None = None) -> GroundingModel:
+    """The recipe's published checkpoint, loaded through the suite (default: this process's); a
+    corrupt one (a truncated model.safetensors) raises `ModelLoadError` naming its folder and the
+    partition to rematerialize."""
+    return (suite or model_suite()).load_grounding_model(str(finetuned_folder(store, recipe)), device=device,
                                 remake=rematerialize_checkpoint(recipe.name))
 
 

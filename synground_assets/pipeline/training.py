@@ -17,11 +17,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from synground_assets.benchmarks import shapes_test_triplets
+from synground_assets.config.recipes import Recipe, RecipeError, RoleSpec
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.data import Triplet
 from synground_assets.grounding.loader import write_index, write_triplets_index
-from synground_assets.recipes import Recipe, RecipeError, RoleSpec
+from synground_assets.records.evaluation_sets import shapes_test_triplets
 from synground_assets.resources.store import ShardStore, write_table
 
 CHECKPOINT_SHARD = "model"
@@ -52,7 +52,7 @@ def grounding_spec(recipe: Recipe) -> RoleSpec:
         raise RecipeError(f"recipe {recipe.name!r} has no grounding_model: name the model to fine-tune "
                           "(adapter blip or albef, model: hub id, local folder or tiny:blip-itm-shapes / "
                           "tiny:albef-shapes)")
-    from synground_assets.roles.grounding import resolved_spec
+    from synground_assets.adapters.grounding import resolved_spec
 
     return resolved_spec(recipe.grounding_model)
 

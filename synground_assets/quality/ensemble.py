@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from synground_assets.items import box_id
 from synground_assets.quality.removals import Removal
 from synground_assets.quality.settings import EnsembleSettings
+from synground_assets.records.items import box_id
 
 STAGE = "boxes"
 PROPOSAL_COLUMNS = ["detector", "phrase_id", "item_id", "x0", "y0", "x1", "y1", "score"]

@@ -5,7 +5,7 @@ bottom), then clipped to the image: a little surrounding helps a judge tell "a c
 ear", and clipping keeps a box at the image edge from reading pixels that do not exist.
 
 A judge is any callable `judge(crops, phrases) -> [(P(yes), P(no)), ...]`: a VLM's next-token
-probabilities of the yes and no words (roles/verifier.py), or a grounding model's ITM head
+probabilities of the yes and no words (adapters/verifier.py), or a grounding model's ITM head
 (P(match), 1 - P(match)). A box is kept when P(yes) >= P(no) + margin, ROVI's rule with its margin
 0.2 as the default (ROVI, ICCV 2025; CihangPeng/ROVI@3615aa1 vlm_cross_checking/cross_checking.py:213,218):
 VLMs say "yes" too readily, so a bare P(yes) > P(no) keeps too much. Every removal keeps both

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
+from synground_assets.adapters.suite import ModelSuite, model_suite
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.resources.tracking import Tracking
-from synground_assets.roles.suite import ModelSuite, model_suite
 
 
 class StoreResource(dg.ConfigurableResource):
@@ -24,8 +26,12 @@ class LineageResource(dg.ConfigurableResource):
 
     path: str = ""
 
+    def resolved_path(self) -> Path:
+        """The index's file: this resource's `path`, else the settings' default."""
+        return Path(self.path) if self.path else default_lineage_path()
+
     def lineage(self) -> Lineage:
-        return Lineage(self.path or default_lineage_path())
+        return Lineage(self.resolved_path())
 
 
 class ModelSuiteResource(dg.ConfigurableResource):

@@ -21,9 +21,9 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from synground_assets.config.recipes import recipe_book
 from synground_assets.quality.images import hash_bands
 from synground_assets.quality.settings import QualitySettings
-from synground_assets.recipes import recipe_book
 from synground_assets.resources.store import AssetFolder
 
 BAND_SHIFT = 56  # key = band << BAND_SHIFT | the band's bits: with two bands or more, a band is at most 32 bits
@@ -36,7 +36,7 @@ def dedup_distances() -> set[int]:
     """The image dedup distances in use: the recipe book's and the default's."""
     distances = {QualitySettings().image_dedup_distance}
     try:
-        distances |= {QualitySettings.from_dict(recipe.quality).image_dedup_distance
+        distances |= {recipe.quality.image_dedup_distance
                       for recipe in recipe_book().recipes.values()}
     except ValueError:  # RecipeError, QualitySettingsError: a bad recipe file fails its runs, not the index
         pass

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synground_assets.config import settings
 from synground_assets.resources.dedup_tables import rebuild_lookup_tables
 from synground_assets.resources.lineage_index import refresh_index
 from synground_assets.resources.lineage_schema import DIRECT_TABLES, LINEAGE_FOLDER, ensure_schema
@@ -38,7 +39,7 @@ class _Busy(Exception):
 
 
 def default_lineage_path() -> Path:
-    return Path(os.environ.get("SYNGROUND_LINEAGE") or default_data_root() / "lineage.duckdb")
+    return Path(settings.lineage_path() or default_data_root() / "lineage.duckdb")
 
 
 def refreshed_lineage() -> "Lineage":
@@ -120,7 +121,7 @@ class Lineage:
         """A read-only connection to the index as it is, for a reader with several queries."""
         if not self.path.exists():
             raise FileNotFoundError(f"no lineage index at {self.path}: build it with "
-                                    f"`python -m synground_assets.cli index` (or Lineage.refresh)")
+                                    f"`python -m synground_assets.ops.cli index` (or Lineage.refresh)")
         connection = self._connect(read_only=True)
         try:
             yield connection

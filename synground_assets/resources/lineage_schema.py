@@ -144,7 +144,7 @@ def ensure_schema(connection: duckdb.DuckDBPyConnection, path: Path) -> bool:
                         WHERE c.table_name = 'boxes' AND c.column_name = 'publish_id')""").fetchone()[0]
     if old:
         raise RuntimeError(f"{path} holds lineage in the layout before the index (no publish_id); move it "
-                           f"away and run `python -m synground_assets.cli index` to rebuild it from the shards "
+                           f"away and run `python -m synground_assets.ops.cli index` to rebuild it from the shards "
                            f"(shards published before lineage files existed need re-materializing)")
     for name in DERIVED_TABLES:  # derived from the others: rebuilt whole, whatever shape older code gave them
         connection.execute(f"DROP TABLE IF EXISTS {name}")

@@ -36,7 +36,7 @@ class PointingModel(PythonModel):
     """The grounding checkpoint behind MLflow's `pyfunc` interface."""
 
     def load_context(self, context) -> None:
-        from synground_assets.roles.grounding import load_grounding_model
+        from synground_assets.adapters.grounding import load_grounding_model
 
         self.model = load_grounding_model(context.artifacts["checkpoint"], device="cpu")
         self.model.eval()

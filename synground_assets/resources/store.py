@@ -38,8 +38,9 @@ from typing import Callable, Iterator
 
 import pandas as pd
 
-from synground_assets.permissions import apply_umask
-from synground_assets.processes import process_alive
+from synground_assets.config import settings
+from synground_assets.ops.permissions import apply_umask
+from synground_assets.ops.processes import process_alive
 
 TABLE = "table.parquet"
 MANIFEST = "publish.json"
@@ -63,15 +64,15 @@ _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
 
 def project_home() -> Path:
     """The folder that holds the project's local state: `$SYNGROUND_HOME`, else the working directory."""
-    return Path(os.environ.get("SYNGROUND_HOME") or os.getcwd()).resolve()
+    return Path(settings.home() or os.getcwd()).resolve()
 
 
 def default_data_root() -> Path:
-    return Path(os.environ.get("SYNGROUND_DATA") or project_home() / "data").resolve()
+    return Path(settings.data_root() or project_home() / "data").resolve()
 
 
 def default_staging_max_age_s() -> float:
-    return float(os.environ.get("SYNGROUND_STAGING_MAX_AGE_S") or DEFAULT_STAGING_MAX_AGE_S)
+    return float(settings.staging_max_age_s() or DEFAULT_STAGING_MAX_AGE_S)
 
 
 @dataclass(frozen=True)

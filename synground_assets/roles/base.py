@@ -1,8 +1,8 @@
 """The roles of the SynGround pipeline, one interface each.
 
 Assets depend on these interfaces, never on a model class. An adapter plays one role: the
-procedural shapes world (`roles/shapes.py`) or a transformers/diffusers model loaded with
-`from_pretrained` (`roles/hf_*.py`). Every call is batched: it takes a list of items and returns one
+procedural shapes world (`tiny/shapes.py`) or a transformers/diffusers model loaded with
+`from_pretrained` (`adapters/hf_*.py`). Every call is batched: it takes a list of items and returns one
 result per item, in order.
 
 Box format: `box_xyxy` = (x0, y0, x1, y1) in pixels of the image it belongs to, x1/y1 exclusive.
@@ -11,7 +11,7 @@ Box format: `box_xyxy` = (x0, y0, x1, y1) in pixels of the image it belongs to, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from PIL import Image
 
@@ -133,3 +133,29 @@ class Verifier(Role, Protocol):
 
 # Roles a recipe's quality filters load (not every recipe names them, so they are not in ROLE_NAMES).
 FILTER_ROLE_PROTOCOLS: dict[str, type[Role]] = {"verifier": Verifier}
+
+
+class RoleProvider(Protocol):
+    """What the stages (`pipeline/*`) ask for the models that play a recipe's roles: the model suite
+    (`adapters/suite.py`), or a test's own provider. Each method returns the adapter for a recipe,
+    built once per process by the suite.
+
+    `recipe` is a `recipes.Recipe`; `agreement`/`verify` are `quality.settings` values; a grounding
+    model is a `grounding.model.GroundingModel`. They are named here, not imported: this contract
+    sits below every one of those modules."""
+
+    def concepts(self, recipe_name: str) -> SourceSampler: ...
+
+    def describer(self, recipe_name: str) -> Describer: ...
+
+    def image_generator(self, recipe_name: str) -> ImageGenerator: ...
+
+    def phrase_extractor(self, recipe_name: str) -> PhraseExtractor: ...
+
+    def detector(self, recipe_name: str) -> Detector: ...
+
+    def detectors(self, recipe: Any) -> list[tuple[str, Detector]]: ...
+
+    def agreement_model(self, recipe_name: str, agreement: Any) -> Any: ...
+
+    def verifier(self, recipe_name: str, verify: Any) -> Verifier: ...

@@ -8,7 +8,7 @@ options it takes (name, type, range). One table, read by two sides:
 - the adapters themselves (`options_problems`), so an adapter built directly, outside a recipe, checks
   the same options the same way.
 
-Adapters are named by import path and imported on first use (`roles/build.py`), so a recipe that
+Adapters are named by import path and imported on first use (`adapters/build.py`), so a recipe that
 uses only the shapes world never imports a model library.
 """
 
@@ -53,16 +53,16 @@ _PIPELINE = (
 _DETECTOR = (Option("box_threshold", "number", minimum=0, maximum=1),
              Option("text_threshold", "number", minimum=0, maximum=1), Option("top_k", "int", minimum=1))
 # GLIP's demo keeps score > box_threshold (no text threshold: a box's score is already its phrase's);
-# min_size: the shorter side the image is resized to (roles/glip_detect.py).
+# min_size: the shorter side the image is resized to (adapters/glip_detect.py).
 _GLIP = (Option("box_threshold", "number", minimum=0, maximum=1), Option("top_k", "int", minimum=1),
          Option("min_size", "int", minimum=32))
 _GROUNDING_MODEL = (Option("gradcam_layer", "int", minimum=0), Option("max_text_tokens", "int", minimum=2))
 
-_SHAPES = "synground_assets.roles.shapes"
-_SOURCES = "synground_assets.roles.sources"
-_TEXT = "synground_assets.roles.hf_text"
-_IMAGE = "synground_assets.roles.hf_image"
-_DETECT = "synground_assets.roles.hf_detect"
+_SHAPES = "synground_assets.tiny.shapes"
+_SOURCES = "synground_assets.adapters.sources"
+_TEXT = "synground_assets.adapters.hf_text"
+_IMAGE = "synground_assets.adapters.hf_image"
+_DETECT = "synground_assets.adapters.hf_detect"
 
 CATALOG: tuple[AdapterEntry, ...] = (
     # The procedural shapes world (CPU, no model).
@@ -77,7 +77,7 @@ CATALOG: tuple[AdapterEntry, ...] = (
     AdapterEntry("detector", "shapes", f"{_SHAPES}:ShapesDetector", (
         Option("colour_tolerance", "int", minimum=0, maximum=255), Option("min_area", "int", minimum=1),
         Option("corrupt_fraction", "number", minimum=0, maximum=1), Option("corrupt_seed", "int"))),
-    # Real data on disk (roles/sources.py) and the rule-based phrase chunker.
+    # Real data on disk (adapters/sources.py) and the rule-based phrase chunker.
     AdapterEntry("concepts", "concept-vocabulary", f"{_SOURCES}:ConceptVocabularySampler", (
         Option("vocabulary", "str"), Option("attributes", "str"), Option("min_concepts", "int", minimum=1),
         Option("max_concepts", "int", minimum=1), Option("attribute_probability", "number", minimum=0, maximum=1))),
@@ -86,11 +86,11 @@ CATALOG: tuple[AdapterEntry, ...] = (
     AdapterEntry("concepts", "coco-captions", f"{_SOURCES}:CaptionsSampler", (
         Option("captions", "str", required=True), Option("image_root", "str"),
         Option("max_captions", "int", minimum=1))),
-    AdapterEntry("phrase_extractor", "noun-phrases", "synground_assets.roles.noun_phrases:NounPhraseExtractor",
+    AdapterEntry("phrase_extractor", "noun-phrases", "synground_assets.adapters.noun_phrases:NounPhraseExtractor",
                  (Option("max_words", "int", minimum=1, maximum=16), Option("max_phrases", "int", minimum=1))),
     AdapterEntry("describer", "concatenation", f"{_TEXT}:ConcatenationDescriber",
                  (Option("separator", "str"), Option("max_captions", "int", minimum=1))),
-    # transformers / diffusers models (roles/hf_*.py).
+    # transformers / diffusers models (adapters/hf_*.py).
     AdapterEntry("describer", "image-captioner", f"{_TEXT}:ImageCaptioner", _GENERATION + (Option("prompt", "str"),),
                  takes_spec=True),
     AdapterEntry("describer", "llm-concept2text", f"{_TEXT}:ConceptDescriber", _CHAT, takes_spec=True),
@@ -100,7 +100,7 @@ CATALOG: tuple[AdapterEntry, ...] = (
     # Any AutoPipelineForText2Image pipeline; max_sequence_length: the T5 / Gemma prompt length (SD3, FLUX,
     # PixArt, Sana); use_resolution_binning: draw at the family's aspect-ratio bins (PixArt, Sana);
     # complex_human_instruction: the lines Sana puts before each prompt ([] for none). Each is an error at
-    # load for a family without it (roles/hf_image.py).
+    # load for a family without it (adapters/hf_image.py).
     AdapterEntry("image_generator", "diffusers", f"{_IMAGE}:DiffusersImageGenerator", _PIPELINE + (
         Option("max_sequence_length", "int", minimum=1), Option("use_resolution_binning", "bool"),
         Option("complex_human_instruction", "list")), takes_spec=True),
@@ -110,15 +110,15 @@ CATALOG: tuple[AdapterEntry, ...] = (
         Option("scheduled_sampling_beta", "number", minimum=0, maximum=1),
         Option("layout_phrase_model", "str"), Option("layout_chat_template", "str")), takes_spec=True),
     AdapterEntry("detector", "zero-shot-detector", f"{_DETECT}:ZeroShotDetector", _DETECTOR, takes_spec=True),
-    # GLIP, the paper's detector, in the project's own PyTorch port (models/glip/, roles/glip_detect.py).
-    AdapterEntry("detector", "glip", "synground_assets.roles.glip_detect:GlipDetector", _GLIP, takes_spec=True),
-    # The crop verifier of `quality.verify` with `judge: vlm` (roles/verifier.py): any image-text-to-text
+    # GLIP, the paper's detector, in the project's own PyTorch port (models/glip/, adapters/glip_detect.py).
+    AdapterEntry("detector", "glip", "synground_assets.adapters.glip_detect:GlipDetector", _GLIP, takes_spec=True),
+    # The crop verifier of `quality.verify` with `judge: vlm` (adapters/verifier.py): any image-text-to-text
     # chat model the image-captioner describer runs, asked a yes/no question about each box's crop.
-    AdapterEntry("verifier", "vlm", "synground_assets.roles.verifier:VLMVerifier", (), takes_spec=True),
-    # The model fine-tuned on the triplets (`grounding_model:` of a recipe, roles/grounding.py).
-    AdapterEntry("grounding_model", "blip", "synground_assets.roles.grounding:load_grounding_model",
+    AdapterEntry("verifier", "vlm", "synground_assets.adapters.verifier:VLMVerifier", (), takes_spec=True),
+    # The model fine-tuned on the triplets (`grounding_model:` of a recipe, adapters/grounding.py).
+    AdapterEntry("grounding_model", "blip", "synground_assets.adapters.grounding:load_grounding_model",
                  _GROUNDING_MODEL, takes_spec=True),
-    AdapterEntry("grounding_model", "albef", "synground_assets.roles.grounding:load_grounding_model",
+    AdapterEntry("grounding_model", "albef", "synground_assets.adapters.grounding:load_grounding_model",
                  _GROUNDING_MODEL, takes_spec=True),
 )
 

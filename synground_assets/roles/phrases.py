@@ -14,7 +14,7 @@ MAX_PHRASE_WORDS = 12
 MAX_PHRASE_CHARS = 100
 
 # Function words: articles, pronouns, prepositions, conjunctions, auxiliaries. A phrase made of
-# these alone names no object; the rule-based extractor (`roles/noun_phrases.py`) splits at them.
+# these alone names no object; the rule-based extractor (`adapters/noun_phrases.py`) splits at them.
 STOP_WORDS = frozenset("""
 a an the this that these those some any each every no other another such
 i me my we us our you your he him his she her it its they them their there here

@@ -6,7 +6,7 @@ these: same classes, same processors and file layout as the hub checkpoints, but
 parameters, random weights (fixed seed) and tokenizers trained here on a small corpus, so nothing is
 downloaded and every model builds in well under a second.
 
-A recipe names a tiny model as `tiny:<name>` (for example `model: tiny:llava`); `roles/hf_common.py`
+A recipe names a tiny model as `tiny:<name>` (for example `model: tiny:llava`); `adapters/hf_common.py`
 resolves that reference at load time to `<cache>/<name>`, building the model first if needed. The
 cache is `$SYNGROUND_TINY_MODELS`, else `~/.cache/synground/tiny`. Building is idempotent (a
 finished model has a `.complete` marker) and atomic (built in a temporary folder, then renamed), so
@@ -29,7 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from synground_assets.permissions import apply_umask
+from synground_assets.config import settings
+from synground_assets.ops.permissions import apply_umask
 from synground_assets.tiny import detection, diffusion, glip, grounding, photos, text, vision_language
 
 PREFIX = "tiny:"  # a recipe's `model: tiny:<name>`
@@ -51,7 +52,7 @@ def register(name: str, builder: Builder) -> None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SYNGROUND_TINY_MODELS") or Path.home() / ".cache" / "synground" / "tiny")
+    return Path(settings.tiny_models() or Path.home() / ".cache" / "synground" / "tiny")
 
 
 def ensure_tiny(name: str, root: str | os.PathLike | None = None) -> Path:

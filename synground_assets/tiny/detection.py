@@ -83,7 +83,7 @@ def build_omdet_turbo(folder: Path) -> None:
     """OmDet-Turbo: a Swin backbone (transformers' own, not timm's), a CLIP text tower encoding the task
     prompt and each class, an encoder and a deformable decoder; DETR's PIL image processor at a fixed
     square size, unpadded, as the hub checkpoint's. Its processor class needs torchvision only for
-    its post-processing, so it is built from its own module (roles/processors.py)."""
+    its post-processing, so it is built from its own module (models/processors.py)."""
     from transformers import (
         CLIPTextConfig,
         DetrImageProcessorPil,
@@ -92,7 +92,7 @@ def build_omdet_turbo(folder: Path) -> None:
         SwinConfig,
     )
 
-    from synground_assets.roles.processors import torchvision_free_processor_class
+    from synground_assets.models.processors import torchvision_free_processor_class
 
     tokenizer = clip_tokenizer()  # the processor pads every prompt to CLIP's 77 tokens
     text_config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,

@@ -39,7 +39,7 @@ PROCEDURAL_SCENES = (
 def build_photos(folder: Path) -> None:
     """A few real photographs that ship inside installed wheels (matplotlib, scikit-learn), shrunk,
     with COCO-captions-style `captions.json`; procedural scenes stand in for any that are absent."""
-    from synground_assets.roles.shapes import ShapesImageGenerator
+    from synground_assets.tiny.shapes import ShapesImageGenerator
 
     images, annotations = [], []
 

@@ -175,10 +175,10 @@ def _qwen2_vl_text_config(tokenizer) -> dict:
 def _build_qwen2_vl(folder: Path, config_class, model_class, processor_class, vision_config: dict) -> None:
     """Qwen2-VL's layout: the image is cut into patch_size patches (x2 frames), merged 2 x 2 into one
     token each; its slow (PIL) image processor, and a processor without video processor: the
-    video one needs torchvision, absent beside the CPU torch wheel (roles/processors.py)."""
+    video one needs torchvision, absent beside the CPU torch wheel (models/processors.py)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from synground_assets.roles.processors import image_only
+    from synground_assets.models.processors import image_only
 
     tokenizer = _qwen2_vl_tokenizer()
     token = tokenizer.convert_tokens_to_ids

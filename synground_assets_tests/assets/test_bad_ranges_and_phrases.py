@@ -12,7 +12,7 @@ from synground_assets.resources import LineageResource, ModelSuiteResource, Stor
 from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
 
-RESOURCES = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource()}
+RESOURCES = {"store": StoreResource(), "lineage": LineageResource(), "suite": ModelSuiteResource()}
 
 
 def test_a_reversed_range_fails_its_first_step_with_a_clear_message_and_writes_nothing(project_home):

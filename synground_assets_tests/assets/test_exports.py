@@ -13,17 +13,17 @@ import pytest
 import yaml
 from PIL import Image
 
+from synground_assets.adapters.suite import model_suite
 from synground_assets.assets.exports import card_facts, data_licence, exports
+from synground_assets.config.recipes import BUILTIN_RECIPES, _cached_book, load_recipe_book, recipe_book
 from synground_assets.datasets.exports import read_amc_grounding, read_coco_grounding, read_odvg
 from synground_assets.datasets.hub_formats import dataset_card, webdataset_key
 from synground_assets.datasets.release import verify_manifest
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.recipes import BUILTIN_RECIPES, _cached_book, load_recipe_book, recipe_book
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.store import ShardStore, default_data_root
-from synground_assets.roles.suite import model_suite
 
-RESOURCES = {"store": StoreResource(), "models": ModelSuiteResource(), "lineage": LineageResource()}
+RESOURCES = {"store": StoreResource(), "suite": ModelSuiteResource(), "lineage": LineageResource()}
 BOX_KEY = ["item_id", "image_path", "width", "height", "phrase", "x0", "y0", "x1", "y1"]
 
 

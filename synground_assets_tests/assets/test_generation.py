@@ -6,12 +6,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import dagster as dg
 
+from synground_assets.adapters.suite import ModelSuite
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
-from synground_assets.roles.shapes import ShapesImageGenerator
-from synground_assets.roles.suite import ModelSuite
+from synground_assets.tiny.shapes import ShapesImageGenerator
 
 
 def materialize(partition_key: str, instance=None, models=None) -> dg.ExecuteInProcessResult:
@@ -19,7 +19,7 @@ def materialize(partition_key: str, instance=None, models=None) -> dg.ExecuteInP
         GENERATION_ASSETS,
         partition_key=partition_key,
         instance=instance or dg.DagsterInstance.ephemeral(),
-        resources={"store": StoreResource(), "models": models or ModelSuiteResource()},
+        resources={"store": StoreResource(), "lineage": LineageResource(), "suite": models or ModelSuiteResource()},
         raise_on_error=False,
     )
 

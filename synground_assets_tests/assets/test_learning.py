@@ -12,15 +12,15 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
+from synground_assets.adapters.grounding import load_grounding_model
+from synground_assets.config.recipes import BUILTIN_RECIPES
 from synground_assets.definitions import GENERATION_ASSETS, LEARNING_ASSETS
 from synground_assets.grounding.gradcam import cross_attention_gradcam
 from synground_assets.grounding.pointing_game import heatmap_point
-from synground_assets.recipes import BUILTIN_RECIPES
 from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource, TrackingResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import default_data_root
 from synground_assets.resources.tracking import Tracking, default_tracking_uri
-from synground_assets.roles.grounding import load_grounding_model
 
 finetuned_checkpoint, benchmark_scores = LEARNING_ASSETS
 
@@ -37,7 +37,7 @@ def trained(tmp_path_factory):
         patch.setenv("SYNGROUND_HOME", str(home))
         patch.setenv("SYNGROUND_RECIPES", str(home / "recipes.yaml"))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        resources = {"store": StoreResource(), "lineage": LineageResource(), "models": ModelSuiteResource(),
+        resources = {"store": StoreResource(), "lineage": LineageResource(), "suite": ModelSuiteResource(),
                      "tracking": TrackingResource()}
         instance = dg.DagsterInstance.ephemeral()
         assert dg.materialize(GENERATION_ASSETS, partition_key="shapes|00000", instance=instance,
@@ -165,7 +165,7 @@ def test_a_failing_block_ends_its_mlflow_run_as_failed(project_home):
 
 
 def test_the_paper_table_prints_the_logged_scores(trained, capsys):
-    from synground_assets.paper_table import main
+    from synground_assets.records.paper_table import main
 
     _, _, scored, uri, _, _ = trained
     meta = metadata(scored["shapes_test"])
@@ -180,7 +180,7 @@ def test_the_paper_table_prints_the_logged_scores(trained, capsys):
 def test_the_summary_prints_the_scored_pointing_game_and_its_mlflow_run(trained, capsys, monkeypatch):
     """`cli summary`, the end of `make demo`: triplets and yield, the pointing game of the base model,
     the fine-tuned model and the centre baseline as `benchmark_scores` recorded them, the MLflow run."""
-    from synground_assets import cli
+    from synground_assets.ops import cli
 
     home, _, scored, uri, _, _ = trained
     monkeypatch.setenv("SYNGROUND_HOME", str(home))

@@ -10,9 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from synground_assets.adapters.suite import ModelSuite, model_suite
+from synground_assets.config.recipes import BUILTIN_RECIPES, _cached_book
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.items import derive_seed
-from synground_assets.recipes import BUILTIN_RECIPES, _cached_book
+from synground_assets.records.items import derive_seed
 from synground_assets.resources import (
     LineageResource,
     ModelSuiteResource,
@@ -21,7 +22,6 @@ from synground_assets.resources import (
 from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.base import AdapterInfo, GeneratedImage
-from synground_assets.roles.suite import ModelSuite, model_suite
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def recipe_file(tmp_path, monkeypatch):
 def materialize(partition_key: str, assets, suite: ModelSuiteResource | None = None):
     result = dg.materialize(assets, partition_key=partition_key, instance=dg.DagsterInstance.ephemeral(),
                             resources={"store": StoreResource(), "lineage": LineageResource(),
-                                       "models": suite or ModelSuiteResource()})
+                                       "suite": suite or ModelSuiteResource()})
     return {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
 
 
@@ -80,7 +80,7 @@ class FlatOrRepeatedGenerator:
     info = AdapterInfo("test-generator", "fixed")
 
     def generate(self, prompts, seeds):
-        from synground_assets.roles.shapes import ShapesImageGenerator
+        from synground_assets.tiny.shapes import ShapesImageGenerator
 
         picture = ShapesImageGenerator(64).render("a red square above a blue diamond", 7).image
         return [GeneratedImage(Image.new("RGB", (64, 64), (128, 128, 128)) if "circle" in p else picture.copy())

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from synground_assets.adapters.grounding_albef import AlbefGroundingModel
 from synground_assets.grounding.pointing_game import evaluate_pointing_game, pointing_protocol
 from synground_assets.grounding.visualize import gradcam_overlay
-from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef
+from synground_assets.tiny.grounding import build_tiny_albef
 from synground_assets_tests.grounding.conftest import shapes_triplets
 
 WHITE, RED = (255, 255, 255), (255, 0, 0)

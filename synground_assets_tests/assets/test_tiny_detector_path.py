@@ -6,8 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from synground_assets.adapters.suite import model_suite
+from synground_assets.config.recipes import recipe_book
 from synground_assets.definitions import GENERATION_ASSETS
-from synground_assets.recipes import recipe_book
 from synground_assets.resources import (
     LineageResource,
     ModelSuiteResource,
@@ -15,7 +16,6 @@ from synground_assets.resources import (
 )
 from synground_assets.resources.lineage import refreshed_lineage
 from synground_assets.resources.store import ShardStore, default_data_root
-from synground_assets.roles.suite import model_suite
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,7 +30,7 @@ def test_phrases_of_a_tiny_recipe_reach_its_detector(project_home, recipe):
     assert recipe_book().get(recipe).roles["phrase_extractor"].adapter == "noun-phrases"
     result = dg.materialize(GENERATION_ASSETS, partition_key=f"{recipe}|00000", instance=dg.DagsterInstance.ephemeral(),
                             resources={"store": StoreResource(), "lineage": LineageResource(),
-                                       "models": ModelSuiteResource()})
+                                       "suite": ModelSuiteResource()})
     assert result.success
     store = ShardStore(default_data_root())
     descriptions = store.read_table(recipe, "descriptions", "00000").set_index("item_id").description

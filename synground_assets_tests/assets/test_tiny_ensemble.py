@@ -14,10 +14,10 @@ import json
 
 import pytest
 
-from synground_assets.recipes import recipe_book
+from synground_assets.adapters.suite import model_suite
+from synground_assets.config.recipes import recipe_book
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
-from synground_assets.roles.suite import model_suite
 from synground_assets_tests.assets.test_tiny_recipes import PhrasesFromDescriptions, count_from_pretrained, materialize
 
 RECIPE = "tiny-ensemble"

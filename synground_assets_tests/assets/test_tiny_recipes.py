@@ -18,14 +18,14 @@ import pytest
 import yaml
 from PIL import Image
 
+from synground_assets.adapters.hf_image import article_phrases
+from synground_assets.adapters.suite import ModelSuite, model_suite
+from synground_assets.config.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
 from synground_assets.definitions import GENERATION_ASSETS, defs
-from synground_assets.recipes import BUILTIN_RECIPES, _cached_book, recipe_book
-from synground_assets.resources import ModelSuiteResource, StoreResource
+from synground_assets.resources import LineageResource, ModelSuiteResource, StoreResource
 from synground_assets.resources.lineage import Lineage, default_lineage_path
 from synground_assets.resources.store import ShardStore, default_data_root
 from synground_assets.roles.base import AdapterInfo, PhraseCandidates
-from synground_assets.roles.hf_image import article_phrases
-from synground_assets.roles.suite import ModelSuite, model_suite
 
 TINY_RECIPES = ["tiny-image2text", "tiny-concept2text", "tiny-text2text", "tiny-gligen", "tiny-glip"]
 MODEL_STAGES = {"descriptions": "describer", "images": "image_generator", "phrases": "phrase_extractor",
@@ -46,7 +46,7 @@ def materialize(partition_key: str, suite: ModelSuiteResource | None = None, ass
         assets,
         partition_key=partition_key,
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"store": StoreResource(), "models": suite or ModelSuiteResource()},
+        resources={"store": StoreResource(), "lineage": LineageResource(), "suite": suite or ModelSuiteResource()},
         raise_on_error=False,
     )
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from synground_assets import benchmarks
+from synground_assets.adapters.grounding_blip import BlipGroundingModel
 from synground_assets.grounding.data import Triplet
-from synground_assets.roles.grounding_blip import BlipGroundingModel, build_tiny_blip
+from synground_assets.records import evaluation_sets as benchmarks
+from synground_assets.tiny.grounding import build_tiny_blip
 
 
 def shapes_triplets(count: int, first_seed: int, size: int = 64, oracle_boxes: bool = False) -> list[Triplet]:

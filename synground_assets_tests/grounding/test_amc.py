@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synground_assets.adapters.grounding_albef import AlbefGroundingModel
+from synground_assets.adapters.grounding_blip import BlipGroundingModel
 from synground_assets.grounding.amc import AmcObjective, FeatureQueue, StepDraws, mask_tokens
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.distributed import World
 from synground_assets.grounding.loader import make_batch
 from synground_assets.grounding.optim import make_optimizer
 from synground_assets.grounding.train import prepare_model, train
-from synground_assets.roles.grounding_albef import AlbefGroundingModel, build_tiny_albef
-from synground_assets.roles.grounding_blip import BlipGroundingModel
+from synground_assets.tiny.grounding import build_tiny_albef
 from synground_assets_tests.grounding.conftest import shapes_triplets
 
 QUEUE = 8

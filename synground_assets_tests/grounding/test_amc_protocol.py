@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synground_assets.benchmarks import DEFAULT_PROTOCOL, benchmark_protocol, benchmark_settings
 from synground_assets.grounding.gradcam import amc_evaluation_map, cross_attention_gradcam
 from synground_assets.grounding.pointing_game import (
     PointingQuery,
@@ -17,6 +16,7 @@ from synground_assets.grounding.pointing_game import (
     pointing_protocol,
     score_heatmaps,
 )
+from synground_assets.records.evaluation_sets import DEFAULT_PROTOCOL, benchmark_protocol, benchmark_settings
 from synground_assets_tests.grounding.conftest import shapes_triplets
 
 

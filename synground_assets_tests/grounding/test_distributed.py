@@ -28,13 +28,13 @@ import dagster as dg
 import pytest
 import torch
 
+from synground_assets.adapters.grounding_blip import BlipGroundingModel
 from synground_assets.assets.training import run_training_job
-from synground_assets.finetune import job_spec
+from synground_assets.config.recipes import RoleSpec
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.loader import write_triplets_index
-from synground_assets.processes import JOB_LOCK, RANK_LOCK, lock_holders, process_alive
-from synground_assets.recipes import RoleSpec
-from synground_assets.roles.grounding_blip import BlipGroundingModel
+from synground_assets.ops.finetune import job_spec
+from synground_assets.ops.processes import JOB_LOCK, RANK_LOCK, lock_holders, process_alive
 from synground_assets_tests.grounding.conftest import shapes_triplets
 
 CONFIG = TrainConfig(learning_rate=1e-3, warmup_steps=1, max_steps=4, batch_size=8, horizontal_flip=True,
@@ -61,7 +61,7 @@ def write_job(job_inputs, name: str, config: TrainConfig = CONFIG) -> tuple[Path
 def torchrun(job: Path, ranks: int) -> subprocess.Popen:
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "SYNGROUND_TORCH_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-               "-m", "synground_assets.finetune", str(job)]
+               "-m", "synground_assets.ops.finetune", str(job)]
     return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -129,7 +129,7 @@ def kill_a_rank_after(checkpoint: Path, job: Path, timeout_s: float = 240) -> th
                 command = (entry / "cmdline").read_bytes().decode().split("\0")
             except (OSError, ValueError):
                 continue
-            if (str(job) in command and "synground_assets.finetune" in command
+            if (str(job) in command and "synground_assets.ops.finetune" in command
                     and "torch.distributed.run" not in command):
                 os.kill(int(entry.name), signal.SIGKILL)
                 return
@@ -255,7 +255,8 @@ def test_killing_the_step_process_alone_ends_torchrun_and_its_ranks_and_the_reru
     assert rerun.get_asset_materialization_events()[0].materialization.metadata["steps"].value == last + 1
 
 
-HOLD_RANK_LOCK = "import sys, time; from pathlib import Path; from synground_assets.processes import hold_rank_lock; " \
+HOLD_RANK_LOCK = "import sys, time; from pathlib import Path; " \
+                 "from synground_assets.ops.processes import hold_rank_lock; " \
                  "hold_rank_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(300)"
 
 
@@ -267,8 +268,8 @@ def test_a_job_does_not_start_in_a_working_folder_another_jobs_processes_hold(jo
     work.mkdir()
     (work / "job.json").write_text(json.dumps(job_spec(replace(CONFIG, max_steps=1), spec, [index], None, str(work))))
     if holder == "launcher":  # an orphan torchrun: the launcher's lock, held across exec
-        command = [sys.executable, "-m", "synground_assets.launcher", "--parent", str(os.getpid()), "--working-folder",
-                   str(work), "--", sys.executable, "-c", "import time; time.sleep(300)"]
+        command = [sys.executable, "-m", "synground_assets.ops.launcher", "--parent", str(os.getpid()),
+                   "--working-folder", str(work), "--", sys.executable, "-c", "import time; time.sleep(300)"]
         lock, expected = work / JOB_LOCK, "in use by the training job"
     else:
         command = [sys.executable, "-c", HOLD_RANK_LOCK, str(work)]

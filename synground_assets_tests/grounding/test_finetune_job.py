@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from synground_assets.finetune import job_spec, publish, run_job
+from synground_assets.config.recipes import RoleSpec
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.train import TrainResult
-from synground_assets.recipes import RoleSpec
+from synground_assets.ops.finetune import PublishTarget, job_spec, publish, run_job
 from synground_assets.resources.store import UnsafePathError, write_table
 
 ESCAPE = "../../../escape.parquet"  # from the staging folder <root>/r/finetuned_checkpoint/.tmp-...: out of <root>
 
 
-def settings(tmp_path, tables: dict[str, str]) -> dict:
-    return {"root": str(tmp_path / "data"), "recipe": "r", "asset": "finetuned_checkpoint", "shard": "model",
-            "tables": tables, "provenance": {}}
+def settings(tmp_path, tables: dict[str, str]) -> PublishTarget:
+    return PublishTarget(root=str(tmp_path / "data"), recipe="r", asset="finetuned_checkpoint", shard="model",
+                         tables=tables, provenance={})
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_the_publish_itself_refuses_a_table_name_with_dot_dot(tmp_path, table):
 
 @pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
 def test_a_bad_thread_count_is_named_before_anything_runs(monkeypatch, tmp_path, value):
-    from synground_assets.finetune import main
+    from synground_assets.ops.finetune import main
 
     monkeypatch.setenv("SYNGROUND_TORCH_THREADS", value)
     with pytest.raises(SystemExit, match=f"SYNGROUND_TORCH_THREADS={value!r}: expected a whole number >= 1"):
@@ -56,7 +56,7 @@ def test_a_bad_thread_count_is_named_before_anything_runs(monkeypatch, tmp_path,
 def test_the_thread_count_is_read(monkeypatch):
     import torch
 
-    from synground_assets.finetune import torch_threads
+    from synground_assets.ops.finetune import torch_threads
 
     monkeypatch.setenv("SYNGROUND_TORCH_THREADS", "1")
     assert torch_threads() == 1

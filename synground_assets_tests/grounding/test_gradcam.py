@@ -7,7 +7,7 @@ import torch
 
 from synground_assets.grounding.gradcam import cross_attention_gradcam, gradcam_from_attention
 from synground_assets.grounding.pointing_game import heatmap_point, point_in_box
-from synground_assets.roles.shapes import ShapesImageGenerator
+from synground_assets.tiny.shapes import ShapesImageGenerator
 
 ROWS, COLS = 4, 6  # not square, so a transposed map cannot pass
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from synground_assets.adapters.grounding_blip import BlipGroundingModel
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.pointing_game import centre_point_baseline, evaluate_pointing_game, queries_of
 from synground_assets.grounding.train import train
-from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
 
 

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from synground_assets.adapters.grounding import load_grounding_model
+from synground_assets.adapters.grounding_blip import BlipGroundingModel
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.train import train
-from synground_assets.roles.grounding import load_grounding_model
-from synground_assets.roles.grounding_blip import BlipGroundingModel
 from synground_assets_tests.grounding.conftest import shapes_triplets
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from synground_assets.models.albef import AlbefConfig, AlbefModel, AlbefTokenizer
-from synground_assets.roles.grounding_blip import shapes_vocabulary
+from synground_assets.tiny.grounding import shapes_vocabulary
 
 
 def tiny_config(**overrides) -> AlbefConfig:

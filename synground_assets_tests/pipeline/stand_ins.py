@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from synground_assets.adapters.suite import ModelSuite
+from synground_assets.config.recipes import Recipe, recipe_book
 from synground_assets.pipeline.result import StageResult
-from synground_assets.recipes import Recipe, recipe_book
-from synground_assets.roles.suite import ModelSuite
+from synground_assets.quality.settings import QualitySettings
 
 
 class Suite(ModelSuite):
@@ -38,7 +39,8 @@ def shapes(shard_size: int = 8, quality: dict | None = None, batch_sizes: dict[s
     recipe = recipe_book().get("shapes")
     roles = {name: dataclasses.replace(spec, batch_size=(batch_sizes or {}).get(name, spec.batch_size))
              for name, spec in recipe.roles.items()}
-    return dataclasses.replace(recipe, shard_size=shard_size, quality=quality or {}, roles=roles, **changes)
+    return dataclasses.replace(recipe, shard_size=shard_size, quality=QualitySettings.from_dict(quality), roles=roles,
+                               **changes)
 
 
 DESCRIPTIONS = [

@@ -6,11 +6,11 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from synground_assets.items import phrase_id
 from synground_assets.pipeline.boxes import BOX_COLUMNS, BoxInputs, box_phrases
 from synground_assets.pipeline.images import draw_images
+from synground_assets.records.items import phrase_id
 from synground_assets.roles.base import AdapterInfo
-from synground_assets.roles.shapes import object_phrase, parse_objects
+from synground_assets.tiny.shapes import object_phrase, parse_objects
 from synground_assets_tests.pipeline.stand_ins import Suite, described, earlier_rows, same_frames, shapes, write_images
 
 

@@ -1,7 +1,7 @@
 """The concepts stage: ids and seeds from (recipe, shard, index), one row per item."""
 
-from synground_assets.items import item_id, item_seed
 from synground_assets.pipeline.concepts import sample_concepts
+from synground_assets.records.items import item_id, item_seed
 from synground_assets_tests.pipeline.stand_ins import Suite, shapes
 
 
@@ -21,8 +21,8 @@ def test_a_shard_is_reproducible():
 
 
 def test_an_unreadable_source_image_is_recorded_as_a_removal_of_the_item_that_met_it(tmp_path):
-    from synground_assets.roles.sources import ImageFolderSampler
-    from synground_assets_tests.roles.test_sources import image_folder
+    from synground_assets.adapters.sources import ImageFolderSampler
+    from synground_assets_tests.adapters.test_sources import image_folder
 
     sampler = ImageFolderSampler(str(image_folder(tmp_path, good=2, bad=6)))
     result = sample_concepts(shapes(shard_size=16), "00000", Suite(concepts=sampler))

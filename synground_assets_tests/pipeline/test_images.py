@@ -4,12 +4,12 @@ near-duplicates (this shard's and earlier shards'), degenerate images."""
 import pandas as pd
 from PIL import Image
 
-from synground_assets.items import derive_seed
 from synground_assets.pipeline.images import draw_images
-from synground_assets.previews import png_bytes
 from synground_assets.quality.images import perceptual_hash
+from synground_assets.records.items import derive_seed
+from synground_assets.records.previews import png_bytes
 from synground_assets.roles.base import AdapterInfo, GeneratedImage
-from synground_assets.roles.shapes import ShapesImageGenerator
+from synground_assets.tiny.shapes import ShapesImageGenerator
 from synground_assets_tests.pipeline.stand_ins import Suite, described, earlier_rows, same_frames, shapes
 
 NO_EARLIER = earlier_rows(pd.DataFrame(columns=["item_id", "phash"]))

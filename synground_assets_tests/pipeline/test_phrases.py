@@ -1,8 +1,8 @@
 """The phrases stage: batched == one by one, an extractor's refusal skips the item, a phrase cut at
 the token limit is dropped with that reason, every candidate kept as a row."""
 
-from synground_assets.items import phrase_id
 from synground_assets.pipeline.phrases import extract_phrases
+from synground_assets.records.items import phrase_id
 from synground_assets.roles.base import AdapterInfo, PhraseCandidates
 from synground_assets_tests.pipeline.stand_ins import Suite, described, same_frames, shapes
 

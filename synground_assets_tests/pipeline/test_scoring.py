@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
+from synground_assets.adapters.loading import ModelLoadError
+from synground_assets.config.recipes import Recipe
 from synground_assets.pipeline.scoring import load_finetuned
-from synground_assets.recipes import Recipe
 from synground_assets.resources.store import ShardStore
-from synground_assets.roles.grounding_blip import build_tiny_blip
-from synground_assets.roles.loading import ModelLoadError
+from synground_assets.tiny.grounding import build_tiny_blip
 
 
 @pytest.fixture(scope="module")

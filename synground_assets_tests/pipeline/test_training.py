@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from synground_assets.config.recipes import Recipe, RecipeError, RoleSpec, TrainingSettings
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.loader import TripletIndex
 from synground_assets.pipeline.training import prepare_training, ranks_per_node, split_held_out, synthetic_rows
-from synground_assets.recipes import Recipe, RecipeError, RoleSpec, TrainingSettings
 from synground_assets.resources.store import ShardStore, write_table
 
 

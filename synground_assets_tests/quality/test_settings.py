@@ -37,7 +37,7 @@ def test_a_bad_quality_block_fails_the_recipe_file_at_load(tmp_path):
 
     import yaml
 
-    from synground_assets.recipes import BUILTIN_RECIPES, RecipeError, load_recipe_book
+    from synground_assets.config.recipes import BUILTIN_RECIPES, RecipeError, load_recipe_book
 
     book = yaml.safe_load(Path(BUILTIN_RECIPES).read_text())
     book["recipes"]["shapes"]["quality"] = {"min_box_score": 2}

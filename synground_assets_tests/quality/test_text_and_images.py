@@ -7,7 +7,7 @@ from PIL import Image
 from synground_assets.quality.images import degenerate_reason, find_near_duplicates, perceptual_hash
 from synground_assets.quality.text import find_duplicate_texts, text_problem
 from synground_assets.roles.base import GeneratedText
-from synground_assets.roles.shapes import ShapesImageGenerator
+from synground_assets.tiny.shapes import ShapesImageGenerator
 
 
 @pytest.mark.parametrize("text, problem", [

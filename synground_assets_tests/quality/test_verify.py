@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from synground_assets.config.recipes import RoleSpec
 from synground_assets.quality.settings import ROVI_MARGIN, QualitySettings, QualitySettingsError, VerifySettings
 from synground_assets.quality.verify import VERDICT_COLUMNS, crop_box, judge_batched, verify_filter
-from synground_assets.recipes import RoleSpec
 
 ITEM = "shapes:00000:0000"
 
@@ -87,7 +87,7 @@ def crops_and_phrases():
 
 @pytest.mark.parametrize("model", ["tiny:llava", "tiny:qwen2-vl"])
 def test_a_tiny_vlm_verifier_batched_equals_one_by_one(tiny_models, model):
-    from synground_assets.roles.verifier import VLMVerifier
+    from synground_assets.adapters.verifier import VLMVerifier
 
     verifier = VLMVerifier(RoleSpec(adapter="vlm", model=model, device="cpu"), VerifySettings.question)
     crops, phrases = crops_and_phrases()
@@ -100,8 +100,8 @@ def test_a_tiny_vlm_verifier_batched_equals_one_by_one(tiny_models, model):
 
 
 def test_the_itm_verifier_batched_equals_one_by_one(tiny_models):
-    from synground_assets.roles.grounding import load_grounding_model, resolved_spec
-    from synground_assets.roles.verifier import ItmVerifier
+    from synground_assets.adapters.grounding import load_grounding_model, resolved_spec
+    from synground_assets.adapters.verifier import ItmVerifier
 
     model = load_grounding_model(resolved_spec(RoleSpec(adapter="blip", model="tiny:blip-itm-shapes", device="cpu")))
     verifier = ItmVerifier(model)

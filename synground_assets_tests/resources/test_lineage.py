@@ -131,7 +131,7 @@ def test_a_database_of_the_layout_before_the_index_names_the_fix(lineage, store)
     with duckdb.connect(str(lineage.path)) as connection:
         connection.execute("CREATE TABLE boxes (box_id VARCHAR PRIMARY KEY, recipe VARCHAR, shard VARCHAR)")
     store.root.mkdir()
-    with pytest.raises(RuntimeError, match="move it away and run `python -m synground_assets.cli index`"):
+    with pytest.raises(RuntimeError, match="move it away and run `python -m synground_assets.ops.cli index`"):
         lineage.refresh(store.root)
 
 

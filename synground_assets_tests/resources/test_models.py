@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from synground_assets.roles import suite
-from synground_assets.roles.suite import model_suite
+from synground_assets.adapters import suite
+from synground_assets.adapters.suite import model_suite
 
 
 class FakeAdapter:
@@ -68,7 +68,7 @@ def test_the_detectors_of_an_ensemble_stay_loaded_together_and_load_once(monkeyp
 
 
 def test_the_grounding_model_is_built_from_the_catalog_once_per_process(tiny_models):
-    from synground_assets.roles.grounding_blip import BlipGroundingModel
+    from synground_assets.adapters.grounding_blip import BlipGroundingModel
 
     model_suite().clear()
     try:
@@ -81,7 +81,7 @@ def test_the_grounding_model_is_built_from_the_catalog_once_per_process(tiny_mod
 
 
 def test_a_recipe_without_a_grounding_model_is_named():
-    from synground_assets.recipes import RecipeError
+    from synground_assets.config.recipes import RecipeError
 
     with pytest.raises(RecipeError, match="recipe 'tiny-concept2text' names no grounding_model"):
         model_suite().grounding_model("tiny-concept2text")

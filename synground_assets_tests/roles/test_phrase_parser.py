@@ -2,7 +2,7 @@
 
 import pytest
 
-from synground_assets.roles.hf_text import parse_phrase_list
+from synground_assets.roles.answers import parse_phrase_list
 
 CASES = [
     ("plain lines", "a cat\na couch\na white stuffed teddy bear", ["a cat", "a couch", "a white stuffed teddy bear"]),

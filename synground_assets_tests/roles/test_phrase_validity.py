@@ -2,8 +2,8 @@
 
 import pytest
 
+from synground_assets.adapters.noun_phrases import NounPhraseExtractor, noun_phrase_spans
 from synground_assets.roles.base import PhraseCandidates
-from synground_assets.roles.noun_phrases import NounPhraseExtractor, noun_phrase_spans
 from synground_assets.roles.phrases import MAX_PHRASE_CHARS, filter_phrases, phrase_problem
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from synground_assets.scale.backfill import BackfillError, backfill_variables, partition_keys
+from synground_assets.ops.scale.backfill import BackfillError, backfill_variables, partition_keys
 
 
 def test_a_range_expands_to_its_keys_and_becomes_the_mutations_variables():

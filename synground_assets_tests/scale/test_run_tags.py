@@ -7,7 +7,8 @@ import uuid
 import dagster as dg
 import pytest
 
-from synground_assets.dagster_internals import (
+from synground_assets.config.recipes import recipe_book
+from synground_assets.ops.dagster_internals import (
     InProcessCodeLocationOrigin,
     LoadableTargetOrigin,
     RemoteJobOrigin,
@@ -15,9 +16,8 @@ from synground_assets.dagster_internals import (
     SubmitRunContext,
     TagConcurrencyLimitsCounter,
 )
-from synground_assets.recipes import recipe_book
-from synground_assets.scale import profile
-from synground_assets.scale.run_tags import DEVICE_TAG, recipe_device, recipe_run_tags, recipes_of_run
+from synground_assets.ops.scale import profile
+from synground_assets.ops.scale.run_tags import DEVICE_TAG, recipe_device, recipe_run_tags, recipes_of_run
 
 ORIGIN = RemoteJobOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
     LoadableTargetOrigin(module_name="synground_assets.definitions")), "__repository__"), "generation")
@@ -55,7 +55,7 @@ def test_tags_add_the_device_and_its_celery_queue_but_keep_what_the_user_set():
 
 
 def test_queued_runs_of_a_cpu_recipe_are_not_held_back_by_a_running_gpu_run():
-    coordinator = {"module": "synground_assets.scale.run_tags", "class": "RecipeRunCoordinator",
+    coordinator = {"module": "synground_assets.ops.scale.run_tags", "class": "RecipeRunCoordinator",
                    "config": {"tag_concurrency_limits": GPU_LIMIT}}
     with dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance:
         def queued(key: str) -> dg.DagsterRun:

@@ -20,11 +20,11 @@ import pytest
 import yaml
 from dagster_postgres import PostgresRunStorage
 
+from synground_assets.config.recipes import BUILTIN_RECIPES
 from synground_assets.devtools.sandbox import CLIENT_ENV, Sandbox, missing_services, wait_for_runs
-from synground_assets.recipes import BUILTIN_RECIPES
+from synground_assets.ops.scale import backfill
 from synground_assets.resources.lineage import Lineage
 from synground_assets.resources.store import MANIFEST, STAGING, ShardStore
-from synground_assets.scale import backfill
 
 MISSING = missing_services()
 if MISSING:
@@ -202,7 +202,7 @@ def clean_run(sandbox, folder: Path, key: str) -> dict[str, str]:
 def test_a_redis_restart_in_the_middle_of_a_run_fails_nothing_and_writes_each_shard_once(sandbox):
     """Issue 19, item 1: the heartbeat thread died on the restart's ConnectionError, so every run was
     then failed as dead and retried while it still ran: each shard written twice at once."""
-    from synground_assets.run_health import Health, judge_run
+    from synground_assets.ops.run_health import Health, judge_run
 
     sandbox.start_daemon()
     run_id = launch_run(sandbox, "shapes-large|00001")

@@ -4,8 +4,8 @@ the same with real services and their logs: test_services.py."""
 import dagster as dg
 import pytest
 
-from synground_assets.scale.celery import WorkerHealthUnknown
-from synground_assets.scale.urls import password_of, redact, safe_url
+from synground_assets.ops.scale.celery import WorkerHealthUnknown
+from synground_assets.ops.scale.urls import password_of, redact, safe_url
 
 
 @pytest.mark.parametrize(("url", "shown"), [
@@ -26,7 +26,7 @@ def test_passwords_quoted_in_a_text_are_masked():
 
 def test_the_launchers_health_check_names_its_broker_without_the_password():
     """Issue 30, item 4: the message of every health check during a Redis outage had the password."""
-    from synground_assets.scale.celery import HeartbeatCeleryRunLauncher
+    from synground_assets.ops.scale.celery import HeartbeatCeleryRunLauncher
 
     url = "redis://:s3cret@127.0.0.1:1/0"
     launcher = HeartbeatCeleryRunLauncher(broker=url, backend=url, default_queue="cpu")

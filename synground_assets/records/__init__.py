@@ -1,0 +1,2 @@
+"""Data helpers: item ids and seeds, metadata previews, the evaluation sets of the pointing game,
+the paper's table from MLflow."""

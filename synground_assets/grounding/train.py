@@ -153,13 +153,19 @@ def prepare_model(config: TrainConfig, model: GroundingModel, world: World) -> T
     problems = model.limits().problems(config)
     if problems:  # refused before the first step, not at save_pretrained after the whole run
         raise ValueError("; ".join(problems))
+    config = resolved_config(config, model)
+    model.gradcam_layer, model.max_text_tokens = config.gradcam_layer, config.max_text_tokens
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return config
+
+
+def resolved_config(config: TrainConfig, model: GroundingModel) -> TrainConfig:
+    """The config training runs with: the adapter's GradCAM layer and objective where it names none."""
     if config.gradcam_layer is None:
         config = dataclasses.replace(config, gradcam_layer=model.gradcam_layer)
     if config.objective is None:
         config = dataclasses.replace(config, objective=model.default_objective)
-    model.gradcam_layer, model.max_text_tokens = config.gradcam_layer, config.max_text_tokens
-    if config.gradient_checkpointing:
-        enable_gradient_checkpointing(model)
     return config
 
 

@@ -40,7 +40,7 @@ from synground_assets.config import settings
 from synground_assets.grounding.config import TrainConfig
 from synground_assets.grounding.distributed import World, close_world, init_world
 from synground_assets.grounding.loader import TripletIndex
-from synground_assets.grounding.train import TrainResult, train
+from synground_assets.grounding.train import TrainResult, resolved_config, train
 from synground_assets.ops.processes import guard_training_process
 from synground_assets.ops.run_health import ensure_run_started
 from synground_assets.resources.store import ShardStore, table_path
@@ -151,17 +151,18 @@ def train_and_publish(job: TrainingJob, device: torch.device, world: World, pipe
         else:
             print(line, flush=True)
 
-    # 2. Train on every rank.
+    # 2. Train on every rank; rank 0 logs the config training runs with (the adapter's objective and
+    # GradCAM layer filled in, as train_config.json holds it) before the first step.
+    if run and world.is_main:
+        run.log_params({f"train.{k}": v for k, v in asdict(resolved_config(config, model)).items()})
     if pipes:
         pipes.log.info(f"training on {world.world_size} rank(s), {device.type}, {len(index)} triplets, "
                        f"global batch {config.batch_size}")
     result = train(config, model, index, held_out, job.output_dir, log_fn=log, world=world)
     if not world.is_main:
         return result
-    # 3. Rank 0: MLflow (the config training used: the adapter's objective and GradCAM layer filled
-    # in, as train_config.json holds it), publish, report.
+    # 3. Rank 0: MLflow metrics, publish, report.
     if run:
-        run.log_params({f"train.{k}": v for k, v in asdict(result.config or config).items()})
         run.log_metric_history(result.history, prefix="train/")
         run.log_metrics({"pointing_game/held_out": result.metrics.get("pointing_game_accuracy", float("nan"))})
     published = publish(job.publish, result, run)

@@ -80,6 +80,7 @@ def test_training_is_logged_to_a_finished_mlflow_run_and_lineage(trained):
     run = MlflowClient(uri).get_run(metadata(training)["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["train.max_steps"] == "12" and run.data.params["base_model"] == "tiny:blip-itm-shapes"
+    assert run.data.params["train.objective"] == "itc-itm-amc"  # what training ran with, not the recipe's None
     assert run.data.tags["dagster_run_id"] == training.run_id
     assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")) == 12
     assert "pointing_game/held_out" in run.data.metrics

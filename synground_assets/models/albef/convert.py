@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
-from pathlib import Path
 
 import torch
 
 from synground_assets.models.albef.config import AlbefConfig
 from synground_assets.models.albef.modeling import AlbefModel
 from synground_assets.models.albef.vit import interpolate_pos_embed
+from synground_assets.models.official import read_official_state_dict
 
 # Buffers and heads of pretraining that the grounding model does not hold.
 DROPPED_KEYS = ("image_queue", "text_queue", "idx_queue", "queue_ptr", "queue_ptr_img", "queue_ptr_txt")
@@ -44,24 +43,8 @@ MOMENTUM_PREFIX = "momentum."  # pretraining_state keys: momentum.<model key>, q
 
 
 def read_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict of an official `.pth` (`{'model': state_dict, ...}` or a bare state dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"{path} holds objects other than tensors, so torch.load(weights_only=True) refused it ({exc}). "
-            "It is not loaded unsafely. If you trust the file, re-save its weights alone on a machine where "
-            "that is acceptable: torch.save({'model': torch.load(path, weights_only=False)['model']}, 'weights.pth'), "
-            "then convert weights.pth"
-        ) from exc
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not an ALBEF checkpoint: expected {{'model': state_dict}} "
-                         "or a state dict of tensors")
-    return state
+    """The state dict of an official ALBEF `.pth` (`{'model': state_dict, ...}` or a bare state dict)."""
+    return read_official_state_dict(path, "ALBEF")
 
 
 def is_dropped(key: str) -> bool:

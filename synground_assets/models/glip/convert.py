@@ -19,15 +19,14 @@ needs more is refused with an error saying so, never retried unsafely.
 from __future__ import annotations
 
 import os
-import pickle
 import re
-from pathlib import Path
 
 import torch
 
 from synground_assets.models.glip.anchors import all_cell_anchors
 from synground_assets.models.glip.config import PRESETS, GlipConfig
 from synground_assets.models.glip.modeling import CheckpointMismatch, GlipForGrounding
+from synground_assets.models.official import read_official_state_dict
 
 DDP_PREFIX = "module."
 ANCHORS = re.compile(r"^rpn\.anchor_generator\.cell_anchors\.(\d+)$")
@@ -37,24 +36,8 @@ POOLER = "language_backbone.body.model.pooler."
 
 
 def read_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict of an official `.pth` (`{'model': state_dict, ...}` or a bare state dict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"{path} holds objects other than tensors, so torch.load(weights_only=True) refused it ({exc}). "
-            "It is not loaded unsafely. If you trust the file, re-save its weights alone where that is "
-            "acceptable: torch.save({'model': torch.load(path, weights_only=False)['model']}, 'weights.pth'), "
-            "then convert weights.pth"
-        ) from exc
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a GLIP checkpoint: expected {{'model': state_dict}} "
-                         "or a state dict of tensors")
-    return state
+    """The state dict of an official GLIP `.pth` (`{'model': state_dict, ...}` or a bare state dict)."""
+    return read_official_state_dict(path, "GLIP")
 
 
 def strip_ddp_prefix(state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:

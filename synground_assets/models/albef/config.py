@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from synground_assets.models.folders import read_config, save_config
 
 CONFIG_FILE = "config.json"
 MODEL_TYPE = "albef"
@@ -68,20 +69,11 @@ class AlbefConfig:
         return self.image_size // self.patch_size
 
     def save(self, folder: str | Path) -> None:
-        (Path(folder) / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        save_config(self, folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> AlbefConfig:
-        path = Path(folder) / CONFIG_FILE
-        data = json.loads(path.read_text())
-        if data.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{path} is not an ALBEF config (model_type {data.get('model_type')!r}, "
-                             f"expected {MODEL_TYPE!r})")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown ALBEF config field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**read_config(cls, folder, MODEL_TYPE, "an ALBEF"))
 
 
 def is_albef_folder(folder: str | Path) -> bool:

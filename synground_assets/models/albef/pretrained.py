@@ -4,8 +4,6 @@ pretrain-layout checkpoint, `pretraining.safetensors` (momentum copies and queue
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -13,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from synground_assets.models.albef.modeling import AlbefModel
 from synground_assets.models.albef.processing import VOCAB_FILE, AlbefTokenizer
+from synground_assets.models.folders import publish_folder
 
 PRETRAINING_FILE = "pretraining.safetensors"  # momentum copies and queues of a pretrain-layout checkpoint
 
@@ -53,15 +52,4 @@ def from_pretrained(folder: str | os.PathLike) -> tuple[AlbefModel, AlbefTokeniz
 def publish(folder: str | os.PathLike, model: AlbefModel, tokenizer: AlbefTokenizer,
             pretraining: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the folder next to its destination and rename it into place, replacing an older one whole."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        save_pretrained(staging, model, tokenizer, pretraining)
-        staging.chmod(0o755)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return publish_folder(folder, lambda staging: save_pretrained(staging, model, tokenizer, pretraining))

@@ -10,11 +10,10 @@ bert-base-uncased from the Hugging Face cache).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from synground_assets.models.folders import publish_folder
 from synground_assets.models.glip.config import PRESETS
 from synground_assets.models.glip.convert import (
     detect_preset,
@@ -40,17 +39,7 @@ def load_tokenizer(name: str):
 
 def publish(folder: Path, model, tokenizer) -> Path:
     """Write the folder next to its destination and rename it into place, replacing an older one whole."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        model.save_pretrained(staging, tokenizer)
-        staging.chmod(0o755)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return publish_folder(folder, lambda staging: model.save_pretrained(staging, tokenizer))
 
 
 def convert(args: argparse.Namespace) -> int:

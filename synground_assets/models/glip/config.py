@@ -7,11 +7,12 @@ Defaults are GLIP-T as `configs/pretrain/glip_Swin_T_O365_GoldG.yaml` over
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from synground_assets.models.folders import read_config, save_config
 
 CONFIG_FILE = "config.json"
 MODEL_TYPE = "glip"
@@ -140,19 +141,11 @@ class GlipConfig:
                           pad_token_id=self.pad_token_id, initializer_range=self.initializer_range)
 
     def save(self, folder: str | Path) -> None:
-        (Path(folder) / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        save_config(self, folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> GlipConfig:
-        path = Path(folder) / CONFIG_FILE
-        data = json.loads(path.read_text())
-        if data.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{path} is not a GLIP config (model_type {data.get('model_type')!r}, "
-                             f"expected {MODEL_TYPE!r})")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"{path}: unknown GLIP config field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**read_config(cls, folder, MODEL_TYPE, "a GLIP"))
 
 
 def glip_tiny(**overrides) -> GlipConfig:

@@ -214,6 +214,26 @@ class ModelAdapter:
                       **spec.options},
         )
 
+    def load_image_text_to_text(self, no_chat_template: str, chat_optional: tuple[str, ...] = ()):
+        """(model_type, processor, model) of the spec's `AutoModelForImageTextToText` checkpoint: the
+        architecture checked before any weight is read, a chat template required (`no_chat_template`
+        says what to do instead; not for the kinds in `chat_optional`), the tokenizer padding on the
+        left (a batch's last position is every prompt's last token)."""
+        from transformers import AutoModelForImageTextToText
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        spec = self.spec
+        location = resolve_model(spec.model, self.role, spec.revision)
+        kind, _ = pick_class(read_json(location, "config.json").get("model_type"),
+                             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, location, self.role)
+        processor = load_processor(location, kind, self.role)
+        processor.tokenizer.padding_side = "left"
+        if kind not in chat_optional and not getattr(processor, "chat_template", None):
+            raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; {no_chat_template}")
+        model = AutoModelForImageTextToText.from_pretrained(
+            location.path, dtype=self.dtype, **pretrained_kwargs(location)).to(self.device).eval()
+        return kind, processor, model
+
     def release(self) -> None:
         """Drop the model and give its GPU memory back (the adapter is unusable afterwards)."""
         for name, value in list(vars(self).items()):

@@ -27,7 +27,6 @@ from PIL import Image
 
 from synground_assets.adapters.hf_common import (
     ModelAdapter,
-    load_processor,
     pick_class,
     pretrained_kwargs,
     read_json,
@@ -360,21 +359,9 @@ class ImageCaptioner(ModelAdapter, Describer):
 
     def __init__(self, spec: RoleSpec):
         super().__init__(spec)
-        from transformers import AutoModelForImageTextToText
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-        # 1. Check the architecture before loading weights.
-        location = resolve_model(spec.model, self.role, spec.revision)
-        self.kind, _ = pick_class(read_json(location, "config.json").get("model_type"),
-                                  MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, location, self.role)
-        # 2. Load processor and model.
-        self.processor = load_processor(location, self.kind, self.role)
-        self.processor.tokenizer.padding_side = "left"
-        if self.kind != "blip" and not getattr(self.processor, "chat_template", None):
-            raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; use an "
-                                 "instruction-tuned (chat) checkpoint")
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            location.path, dtype=self.dtype, **pretrained_kwargs(location)).to(self.device).eval()
+        # The architecture is checked before any weight is read; BLIP captions without a chat template.
+        self.kind, self.processor, self.model = self.load_image_text_to_text(
+            "use an instruction-tuned (chat) checkpoint", chat_optional=("blip",))
         self.prompt = spec.options.get("prompt", "" if self.kind == "blip" else DETAILED_PROMPT)
         self.generate_kwargs = generation_kwargs(spec.options, 30 if self.kind == "blip" else 160)
         self.info.settings["prompt"] = self.prompt

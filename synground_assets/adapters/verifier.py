@@ -22,11 +22,6 @@ from PIL import Image
 
 from synground_assets.adapters.hf_common import (
     ModelAdapter,
-    load_processor,
-    pick_class,
-    pretrained_kwargs,
-    read_json,
-    resolve_model,
 )
 from synground_assets.adapters.loading import ModelLoadError
 from synground_assets.roles.base import Verifier
@@ -53,20 +48,9 @@ class VLMVerifier(ModelAdapter, Verifier):
 
     def __init__(self, spec: RoleSpec, question: str):
         super().__init__(spec)
-        from transformers import AutoModelForImageTextToText
-        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-        location = resolve_model(spec.model, self.role, spec.revision)
-        self.kind, _ = pick_class(read_json(location, "config.json").get("model_type"),
-                                  MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, location, self.role)
-        self.processor = load_processor(location, self.kind, self.role)
-        if not getattr(self.processor, "chat_template", None):
-            raise ModelLoadError(f"role {self.role!r}: model {spec.model!r} has no chat template; the verifier asks "
-                                 "a question, so it needs an instruction-tuned (chat) VLM")
         # Left padding: the last position of every row is its prompt's last token, whose logits we read.
-        self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            location.path, dtype=self.dtype, **pretrained_kwargs(location)).to(self.device).eval()
+        self.kind, self.processor, self.model = self.load_image_text_to_text(
+            "the verifier asks a question, so it needs an instruction-tuned (chat) VLM")
         self.question = question
         tokenizer = self.processor.tokenizer
         self.yes_ids, self.no_ids = answer_token_ids(tokenizer, YES_WORDS), answer_token_ids(tokenizer, NO_WORDS)
